@@ -1,0 +1,419 @@
+"""The chunk payload: one block of (T, B, Y, X) values as a self-describing byte string.
+
+Layout (little-endian)::
+
+    magic "EOCB" | u8 format version | u8 flags
+    str dtype | u32 T, B, Y, X | u8 bits | str layout | str profile
+    [f64 nodata]                          (flag NODATA)
+    B x (f64 offset, f64 scale)           per-band affine map: value = offset + code * scale
+    u8 n_streams, each:
+        str decoder | str pix_fmt | u32 height, width, frames
+        varint len(extradata) | extradata | varint n_packets | varint sizes... | packets
+    u8 n_masks, each:
+        u8 kind (0 NaN, 1 nodata) | varint len | zlib(packbits(mask (T, B, Y, X)))
+
+``str`` is a u8 length and ASCII text. The stream's frame order follows from the layout
+(eocube.packing.plan_layout), so it is not stored.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from eocube import packing, video
+from eocube.errors import CodecError, CorruptChunkError, UnsupportedDataError
+from eocube.pixfmt import pixel_format
+from eocube.profiles import Profile, get_profile
+
+MAGIC = b"EOCB"
+FORMAT_VERSION = 1
+
+_FLAG_NODATA = 1
+_FLAG_EXACT = 2
+
+_MASK_NAN = 0
+_MASK_NODATA = 1
+
+
+@dataclass(frozen=True)
+class ChunkHeader:
+    """What a payload says about itself (see :func:`read_header`)."""
+
+    version: int
+    dtype: np.dtype
+    shape: tuple[int, int, int, int]
+    bits: int
+    layout: str
+    profile: str
+    exact: bool
+    nodata: float | None
+    offset: np.ndarray
+    scale: np.ndarray
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def raw(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def pack(self, fmt: str, *values: float | int) -> None:
+        self.parts.append(struct.pack("<" + fmt, *values))
+
+    def text(self, value: str) -> None:
+        data = value.encode("ascii")
+        self.pack("B", len(data))
+        self.parts.append(data)
+
+    def varint(self, value: int) -> None:
+        out = bytearray()
+        while True:
+            byte = value & 0x7F
+            value >>= 7
+            if value:
+                out.append(byte | 0x80)
+            else:
+                out.append(byte)
+                break
+        self.parts.append(bytes(out))
+
+    def blob(self, data: bytes) -> None:
+        self.varint(len(data))
+        self.parts.append(data)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class _Reader:
+    def __init__(self, data: bytes | memoryview) -> None:
+        self.data = memoryview(data)
+        self.pos = 0
+
+    def take(self, n: int) -> memoryview:
+        end = self.pos + n
+        if n < 0 or end > len(self.data):
+            raise CorruptChunkError(
+                f"payload truncated: needs {end} bytes at least, has {len(self.data)}"
+            )
+        out = self.data[self.pos : end]
+        self.pos = end
+        return out
+
+    def unpack(self, fmt: str) -> tuple:
+        size = struct.calcsize("<" + fmt)
+        return struct.unpack("<" + fmt, self.take(size))
+
+    def text(self) -> str:
+        (n,) = self.unpack("B")
+        try:
+            return bytes(self.take(n)).decode("ascii")
+        except UnicodeDecodeError:
+            raise CorruptChunkError("payload header holds a non-ASCII name") from None
+
+    def varint(self) -> int:
+        value = shift = 0
+        while True:
+            (byte,) = self.unpack("B")
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 63:
+                raise CorruptChunkError("payload holds an over-long integer")
+
+    def blob(self) -> memoryview:
+        return self.take(self.varint())
+
+
+def _resolve_nodata(dtype: np.dtype, nodata: float | None) -> float | None:
+    if nodata is None:
+        return None
+    value = float(nodata)
+    if value != value:  # NaN is always missing for floats; nothing more to declare
+        return None
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if not (info.min <= value <= info.max) or value != int(value):
+            raise UnsupportedDataError(f"nodata {nodata!r} is not a value of dtype {dtype}")
+    return value
+
+
+def encode_chunk(
+    block: np.ndarray,
+    profile: str | Profile | None = None,
+    *,
+    quality: int | None = None,
+    nodata: float | None = None,
+    threads: int = 0,
+) -> bytes:
+    """Encode a block of shape (T, B, Y, X) (or (T, Y, X)) into a chunk payload.
+
+    Parameters
+    ----------
+    block : ndarray
+        uint8, uint16, int16, int32, float32 or float64. NaN marks missing values.
+    profile : str or Profile, optional
+        Codec profile (default :data:`eocube.profiles.DEFAULT_PROFILE`).
+    quality : int, optional
+        The profile's quality option (``crf``); lossy profiles only.
+    nodata : number, optional
+        A value marking missing data; it is restored exactly on decode.
+    threads : int
+        Codec threads (0: the codec decides).
+
+    Returns
+    -------
+    bytes
+        The payload; :func:`decode_chunk` returns the block from it. Lossless profiles
+        return integer data bit-exactly; lossy ones bound nothing (see the report).
+
+    Raises
+    ------
+    UnsupportedDataError
+        Unsupported dtype or shape, infinite values, or a lossless profile too shallow
+        for the data's range (the message names the bits needed).
+    """
+    prof = get_profile(profile)
+    block = np.asarray(block)
+    if block.ndim == 3:
+        block = block[:, None]
+    if block.ndim != 4 or 0 in block.shape:
+        raise UnsupportedDataError(
+            f"a chunk must have shape (T, B, Y, X) or (T, Y, X) with no empty axis, got {block.shape}"
+        )
+    dtype = packing.check_dtype(block.dtype)
+    block = np.ascontiguousarray(block)
+    nodata = _resolve_nodata(dtype, nodata)
+    exact = prof.lossless
+    try:
+        maps = packing.band_maps(block, prof.bits, exact=exact, nodata=nodata)
+    except UnsupportedDataError as exc:
+        raise UnsupportedDataError(f"profile {prof.name!r}: {exc}") from None
+    T, B, Y, X = block.shape
+    height, width = video.frame_size(prof.encoder, prof.pix_fmt, Y, X, prof.lossless)
+    if prof.extra_pix_fmt is not None:
+        # both streams share one frame size, so one set of codes serves them
+        h2, w2 = video.frame_size(prof.encoder, prof.extra_pix_fmt, Y, X, prof.lossless)
+        height, width = max(height, h2), max(width, w2)
+    codes, invalid = packing.quantize(block, maps, prof.bits, height, width, nodata=nodata)
+    options = prof.encoder_options(quality)
+    planes = codes.reshape(T * B, height, width)
+
+    w = _Writer()
+    w.raw(MAGIC)
+    flags = (_FLAG_NODATA if nodata is not None else 0) | (_FLAG_EXACT if exact else 0)
+    w.pack("BB", FORMAT_VERSION, flags)
+    w.text(dtype.str)
+    w.pack("IIII", T, B, Y, X)
+    w.pack("B", prof.bits)
+    w.text(prof.layout)
+    w.text(prof.name)
+    if nodata is not None:
+        w.pack("d", nodata)
+    w.raw(np.stack([maps.offset, maps.scale], axis=1).astype("<f8").tobytes())
+
+    plans = packing.plan_layout(prof.layout, T, B)
+    w.pack("B", len(plans))
+    for plan in plans:
+        pix_fmt = prof.pix_fmt if plan.role == "main" else prof.extra_pix_fmt
+        assert pix_fmt is not None
+        stream = video.encode_frames(
+            ([planes[i] for i in row] for row in plan.sources),
+            encoder=prof.encoder,
+            decoder=prof.decoder,
+            pix_fmt=pix_fmt,
+            height=height,
+            width=width,
+            options=options,
+            threads=threads,
+        )
+        if prof.lossless:
+            _verify_lossless(stream, planes, plan, prof.name)
+        w.text(stream.decoder)
+        w.text(stream.pix_fmt)
+        w.pack("III", stream.height, stream.width, stream.frames)
+        w.blob(stream.extradata)
+        w.varint(len(stream.packets))
+        for p in stream.packets:
+            w.varint(len(p))
+        for p in stream.packets:
+            w.raw(p)
+
+    masks = []
+    if invalid is not None:
+        if dtype.kind == "f":
+            nan = np.isnan(block)
+            masks.append((_MASK_NAN, nan))
+            if nodata is not None:
+                masks.append((_MASK_NODATA, invalid & ~nan))
+        else:
+            masks.append((_MASK_NODATA, invalid))
+    masks = [(kind, m) for kind, m in masks if m.any()]
+    w.pack("B", len(masks))
+    for kind, mask in masks:
+        w.pack("B", kind)
+        w.blob(zlib.compress(np.packbits(mask, axis=None).tobytes(), 9))
+    return w.getvalue()
+
+
+def _verify_lossless(
+    stream: video.EncodedStream, planes: np.ndarray, plan: packing.StreamPlan, profile: str
+) -> None:
+    # Lossless must mean bit-exact: an encoder/decoder mismatch is caught here, not by a user.
+    for row, decoded in zip(plan.sources, video.decode_frames(stream), strict=True):
+        for index, got in zip(row, decoded, strict=True):
+            if not np.array_equal(got, planes[index]):
+                raise CodecError(
+                    f"profile {profile!r}: the decoded stream differs from the input of the "
+                    f"lossless encoder (plane {index}); please report this with the data"
+                )
+
+
+def _read_header(r: _Reader) -> ChunkHeader:
+    if bytes(r.take(4)) != MAGIC:
+        raise CorruptChunkError("not an eocube chunk payload (bad magic)")
+    version, flags = r.unpack("BB")
+    if version != FORMAT_VERSION:
+        raise CorruptChunkError(
+            f"chunk format version {version} is not readable by this eocube "
+            f"(reads version {FORMAT_VERSION}); upgrade eocube"
+        )
+    try:
+        dtype = packing.check_dtype(np.dtype(r.text()))
+    except (TypeError, UnsupportedDataError) as exc:
+        raise CorruptChunkError(f"payload names a bad dtype: {exc}") from None
+    shape = r.unpack("IIII")
+    if 0 in shape:
+        raise CorruptChunkError(f"payload has an empty shape {shape}")
+    (bits,) = r.unpack("B")
+    layout = r.text()
+    profile = r.text()
+    nodata = r.unpack("d")[0] if flags & _FLAG_NODATA else None
+    B = shape[1]
+    maps = np.frombuffer(r.take(16 * B), dtype="<f8").reshape(B, 2)
+    return ChunkHeader(
+        version=version,
+        dtype=dtype,
+        shape=shape,
+        bits=bits,
+        layout=layout,
+        profile=profile,
+        exact=bool(flags & _FLAG_EXACT),
+        nodata=nodata,
+        offset=maps[:, 0].astype(np.float64),
+        scale=maps[:, 1].astype(np.float64),
+    )
+
+
+def read_header(payload: bytes) -> ChunkHeader:
+    """Parse a payload's header without decoding the video."""
+    return _read_header(_Reader(payload))
+
+
+def _read_stream(r: _Reader) -> video.EncodedStream:
+    decoder, pix_fmt = r.text(), r.text()
+    height, width, frames = r.unpack("III")
+    extradata = bytes(r.blob())
+    sizes = [r.varint() for _ in range(r.varint())]
+    packets = tuple(bytes(r.take(n)) for n in sizes)
+    return video.EncodedStream(decoder, pix_fmt, height, width, frames, packets, extradata)
+
+
+def decode_chunk(
+    payload: bytes,
+    *,
+    threads: int = 0,
+    out: np.ndarray | None = None,
+    on_codec_time: Callable[[float], None] | None = None,
+) -> np.ndarray:
+    """Decode a chunk payload to its block of shape (T, B, Y, X) and original dtype.
+
+    Parameters
+    ----------
+    payload : bytes
+        As written by :func:`encode_chunk`.
+    threads : int
+        Decoder threads (0: the codec decides).
+    out : ndarray, optional
+        C-contiguous array of the block's shape and dtype to decode into.
+    on_codec_time : callable, optional
+        Called with the seconds spent inside the video decoder (for benchmarks).
+
+    Raises
+    ------
+    CorruptChunkError
+        If the payload is truncated, altered or of an unknown format version.
+    """
+    import time
+
+    r = _Reader(payload)
+    header = _read_header(r)
+    T, B, Y, X = header.shape
+    if out is None:
+        out = np.empty(header.shape, header.dtype)
+    elif out.shape != header.shape or out.dtype != header.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {header.dtype} array of shape {header.shape}")
+    try:
+        plans = packing.plan_layout(header.layout, T, B)
+    except UnsupportedDataError as exc:
+        raise CorruptChunkError(str(exc)) from None
+    (n_streams,) = r.unpack("B")
+    if n_streams != len(plans):
+        raise CorruptChunkError(f"payload holds {n_streams} streams, layout {header.layout} makes {len(plans)}")
+    flat = out.reshape(T * B, Y, X)
+    codec_seconds = 0.0
+    for plan in plans:
+        stream = _read_stream(r)
+        fmt = pixel_format(stream.pix_fmt) if stream.pix_fmt in _known_formats() else None
+        if fmt is None or fmt.data_planes != plan.sources.shape[1] or stream.frames != plan.frames:
+            raise CorruptChunkError(f"stream {stream.pix_fmt} does not match layout {header.layout}")
+        if stream.height < Y or stream.width < X:
+            raise CorruptChunkError(f"frames of {stream.height}x{stream.width} cannot hold {Y}x{X}")
+        frames = video.decode_frames(stream, threads=threads)
+        for row in plan.sources:
+            t0 = time.perf_counter()
+            planes = next(frames)
+            codec_seconds += time.perf_counter() - t0
+            for src, index in zip(planes, row, strict=True):
+                b = index % B
+                packing.dequantize_plane(src, flat[index], header.offset[b], header.scale[b])
+        t0 = time.perf_counter()
+        for _ in frames:  # let the generator check the frame count
+            pass
+        codec_seconds += time.perf_counter() - t0
+    (n_masks,) = r.unpack("B")
+    for _ in range(n_masks):
+        (kind,) = r.unpack("B")
+        try:
+            bits = np.frombuffer(zlib.decompress(r.blob()), np.uint8)
+        except zlib.error as exc:
+            raise CorruptChunkError(f"mask does not decompress: {exc}") from None
+        if bits.size != (out.size + 7) // 8:
+            raise CorruptChunkError("mask size does not match the block")
+        mask = np.unpackbits(bits, count=out.size).view(bool).reshape(out.shape)
+        if kind == _MASK_NAN:
+            if header.dtype.kind != "f":
+                raise CorruptChunkError("NaN mask in an integer chunk")
+            out[mask] = np.nan
+        elif kind == _MASK_NODATA and header.nodata is not None:
+            out[mask] = header.nodata
+        else:
+            raise CorruptChunkError(f"unknown mask kind {kind}")
+    if r.pos != len(r.data):
+        raise CorruptChunkError(f"{len(r.data) - r.pos} unexpected bytes after the payload")
+    if on_codec_time is not None:
+        on_codec_time(codec_seconds)
+    return out
+
+
+def _known_formats() -> frozenset[str]:
+    from eocube.pixfmt import PIXEL_FORMATS
+
+    return frozenset(PIXEL_FORMATS)

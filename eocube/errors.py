@@ -1,0 +1,27 @@
+"""Exceptions raised by eocube.
+
+Every error eocube raises on purpose derives from :class:`EocubeError`; those about
+bad arguments also derive from :class:`ValueError` so that generic callers catch them.
+"""
+
+from __future__ import annotations
+
+
+class EocubeError(Exception):
+    """Base class of eocube's errors."""
+
+
+class ProfileError(EocubeError, ValueError):
+    """An unknown, invalid or unsuitable codec profile."""
+
+
+class UnsupportedDataError(EocubeError, ValueError):
+    """Data that a profile or the format cannot hold (dtype, bit depth, shape, values)."""
+
+
+class CorruptChunkError(EocubeError):
+    """A chunk payload that cannot be decoded: truncated, altered or of an unknown format."""
+
+
+class CodecError(EocubeError):
+    """The video encoder or decoder failed."""

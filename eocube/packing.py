@@ -1,0 +1,375 @@
+"""Band packing: blocks of shape (T, B, Y, X) to codec planes and back.
+
+Each band gets its own affine map of the block's valid values onto the codes
+``0 .. 2**bits - 1`` (kept exactly as float64 so decoding inverts it); NaN and a declared
+nodata value are left out of the map, recorded in a mask by the caller, and filled
+smoothly (first along time, then in space) so the codec spends no bits on them. Planes
+are padded by edge replication to the frame size the encoder needs.
+
+Layouts say which (time, band) plane goes to which frame and plane of which stream:
+
+``planar3``
+    three bands as the planes of a 4:4:4 frame, each group's time series in sequence;
+    a leftover band or two go, one per frame, to a second single-plane stream.
+``luma``
+    one band per frame (the luma plane of 4:2:0, or gray), each band's time series in
+    sequence: temporal prediction inside a band.
+``bands-as-frames``
+    one band per frame, all bands of a date in sequence, then the next date: inter
+    prediction sees the spectral correlation.
+
+The kernels are Numba-compiled, release the GIL and run bands in parallel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from eocube.errors import UnsupportedDataError
+
+SUPPORTED_DTYPES = tuple(
+    np.dtype(d) for d in ("uint8", "uint16", "int16", "int32", "float32", "float64")
+)
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """Which (time, band) plane each data plane of each frame of one stream holds.
+
+    Attributes
+    ----------
+    role : str
+        ``"main"`` or ``"extra"`` (the leftover bands of ``planar3``).
+    sources : ndarray of int32, shape (frames, planes)
+        Flat index ``t * B + b`` of the source plane.
+    """
+
+    role: str
+    sources: np.ndarray
+
+    @property
+    def frames(self) -> int:
+        """Number of frames in the stream."""
+        return int(self.sources.shape[0])
+
+
+def plan_layout(layout: str, times: int, bands: int) -> list[StreamPlan]:
+    """The streams a block of ``times`` × ``bands`` planes is split into by ``layout``."""
+    t = np.arange(times, dtype=np.int32)
+    if layout == "luma":
+        src = (t[None, :] * bands + np.arange(bands, dtype=np.int32)[:, None]).reshape(-1, 1)
+        return [StreamPlan("main", src)]
+    if layout == "bands-as-frames":
+        return [StreamPlan("main", np.arange(times * bands, dtype=np.int32).reshape(-1, 1))]
+    if layout == "planar3":
+        groups, left = divmod(bands, 3)
+        plans = []
+        if groups:
+            g = np.arange(groups, dtype=np.int32)
+            # frame g*T + t holds bands 3g, 3g+1, 3g+2 of date t
+            src = t[None, :, None] * bands + 3 * g[:, None, None] + np.arange(3, dtype=np.int32)
+            plans.append(StreamPlan("main", src.reshape(-1, 3)))
+        if left:
+            e = np.arange(3 * groups, bands, dtype=np.int32)
+            plans.append(StreamPlan("extra", (t[None, :] * bands + e[:, None]).reshape(-1, 1)))
+        return plans
+    raise UnsupportedDataError(f"unknown layout {layout!r}")
+
+
+def check_dtype(dtype: np.dtype) -> np.dtype:
+    """Raise unless eocube can pack ``dtype``."""
+    dtype = np.dtype(dtype)
+    if dtype not in SUPPORTED_DTYPES:
+        raise UnsupportedDataError(
+            f"dtype {dtype} is not supported; supported: {', '.join(map(str, SUPPORTED_DTYPES))}"
+        )
+    return dtype
+
+
+@numba.njit(nogil=True, parallel=True, cache=True)
+def _band_ranges(block, nodata, has_nodata):  # pragma: no cover - compiled
+    T, B, Y, X = block.shape
+    lo = np.zeros(B, np.float64)
+    hi = np.zeros(B, np.float64)
+    valid = np.zeros(B, np.int64)
+    infinite = np.zeros(B, np.int64)
+    for b in numba.prange(B):
+        mn = np.inf
+        mx = -np.inf
+        n = 0
+        ninf = 0
+        for t in range(T):
+            for y in range(Y):
+                for x in range(X):
+                    v = np.float64(block[t, b, y, x])
+                    if v != v or (has_nodata and v == nodata):
+                        continue
+                    if v == np.inf or v == -np.inf:
+                        ninf += 1
+                        continue
+                    n += 1
+                    mn = min(mn, v)
+                    mx = max(mx, v)
+        if n == 0:
+            mn = 0.0
+            mx = 0.0
+        lo[b] = mn
+        hi[b] = mx
+        valid[b] = n
+        infinite[b] = ninf
+    return lo, hi, valid, infinite
+
+
+@dataclass(frozen=True)
+class BandMaps:
+    """Per band affine maps: ``value = offset + code * scale``."""
+
+    offset: np.ndarray
+    scale: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def bands(self) -> int:
+        """Number of bands."""
+        return int(self.offset.shape[0])
+
+
+def band_maps(block: np.ndarray, bits: int, *, exact: bool, nodata: float | None = None) -> BandMaps:
+    """The affine map of each band of ``block`` onto ``0 .. 2**bits - 1``.
+
+    Parameters
+    ----------
+    block : ndarray, shape (T, B, Y, X)
+    bits : int
+        Code bit depth.
+    exact : bool
+        Map integers with scale 1 (lossless); raises if a band's range needs more bits.
+    nodata : float, optional
+        A value that marks missing data (besides NaN).
+
+    Raises
+    ------
+    UnsupportedDataError
+        For infinite values, or when ``exact`` and a band's range exceeds ``bits``.
+    """
+    dtype = check_dtype(block.dtype)
+    has_nodata = nodata is not None
+    lo, hi, valid, infinite = _band_ranges(block, float(nodata) if has_nodata else 0.0, has_nodata)
+    if infinite.any():
+        bad = int(np.flatnonzero(infinite)[0])
+        raise UnsupportedDataError(
+            f"band {bad} holds {int(infinite[bad])} infinite values: replace them with NaN "
+            f"(missing) or finite values before encoding"
+        )
+    max_code = (1 << bits) - 1
+    span = hi - lo
+    if exact:
+        if dtype.kind == "f":
+            raise UnsupportedDataError(
+                "lossless encoding needs integer data; float data can be bounded with "
+                "max_abs_error or encoded lossy"
+            )
+        widest = float(span.max(initial=0.0))
+        if widest > max_code:
+            needed = math.ceil(math.log2(widest + 1))
+            raise UnsupportedDataError(
+                f"a band spans {widest:.0f} values, which needs {needed} bits; this "
+                f"profile holds {bits} bits losslessly"
+            )
+        scale = np.ones_like(span)
+    else:
+        scale = np.where(span > 0, span / max_code, 1.0)
+    return BandMaps(offset=lo, scale=scale, valid=valid)
+
+
+@numba.njit(nogil=True, cache=True)
+def _fill_band(codes, invalid, b, Y, X, fill_code):  # pragma: no cover - compiled
+    T = codes.shape[0]
+    never = np.zeros((Y, X), np.uint8)
+    # along time: carry the last valid code forward, then the first one backward
+    for y in range(Y):
+        for x in range(X):
+            last = -1
+            for t in range(T):
+                if invalid[t, b, y, x]:
+                    if last >= 0:
+                        codes[t, b, y, x] = last
+                else:
+                    last = codes[t, b, y, x]
+            if last < 0:
+                never[y, x] = 1
+                continue
+            first = -1
+            for t in range(T):
+                if not invalid[t, b, y, x]:
+                    first = codes[t, b, y, x]
+                    break
+            for t in range(T):
+                if not invalid[t, b, y, x]:
+                    break
+                codes[t, b, y, x] = first
+    # in space, for pixels never valid: linear along rows, then along columns
+    row_has = np.zeros(Y, np.uint8)
+    nrows = 0
+    for y in range(Y):
+        for x in range(X):
+            if not never[y, x]:
+                row_has[y] = 1
+                nrows += 1
+                break
+    for t in range(T):
+        plane = codes[t, b]
+        if nrows == 0:
+            for y in range(Y):
+                for x in range(X):
+                    plane[y, x] = fill_code
+            continue
+        for y in range(Y):
+            if not row_has[y]:
+                continue
+            x = 0
+            while x < X:
+                if not never[y, x]:
+                    x += 1
+                    continue
+                start = x
+                while x < X and never[y, x]:
+                    x += 1
+                left = np.float64(plane[y, start - 1]) if start > 0 else -1.0
+                right = np.float64(plane[y, x]) if x < X else -1.0
+                if left < 0:
+                    left = right
+                if right < 0:
+                    right = left
+                n = x - start + 1
+                for k in range(start, x):
+                    w = (k - start + 1) / n
+                    plane[y, k] = np.uint16(left + (right - left) * w + 0.5)
+        if nrows < Y:
+            for xx in range(X):
+                y = 0
+                while y < Y:
+                    if row_has[y]:
+                        y += 1
+                        continue
+                    start = y
+                    while y < Y and not row_has[y]:
+                        y += 1
+                    top = np.float64(plane[start - 1, xx]) if start > 0 else -1.0
+                    bottom = np.float64(plane[y, xx]) if y < Y else -1.0
+                    if top < 0:
+                        top = bottom
+                    if bottom < 0:
+                        bottom = top
+                    n = y - start + 1
+                    for k in range(start, y):
+                        w = (k - start + 1) / n
+                        plane[k, xx] = np.uint16(top + (bottom - top) * w + 0.5)
+
+
+@numba.njit(nogil=True, parallel=True, cache=True)
+def _quantize(block, offset, scale, max_code, nodata, has_nodata, codes, invalid):  # pragma: no cover
+    T, B, Y, X = block.shape
+    H, W = codes.shape[2], codes.shape[3]
+    missing = np.zeros(B, np.int64)
+    for b in numba.prange(B):
+        lo = offset[b]
+        inv = 1.0 / scale[b]
+        n = 0
+        for t in range(T):
+            for y in range(Y):
+                for x in range(X):
+                    v = np.float64(block[t, b, y, x])
+                    if v != v or (has_nodata and v == nodata):
+                        invalid[t, b, y, x] = 1
+                        codes[t, b, y, x] = 0
+                        n += 1
+                        continue
+                    invalid[t, b, y, x] = 0
+                    c = math.floor((v - lo) * inv + 0.5)
+                    if c < 0:
+                        c = 0
+                    elif c > max_code:
+                        c = max_code
+                    codes[t, b, y, x] = c
+        missing[b] = n
+        if n:
+            _fill_band(codes, invalid, b, Y, X, max_code // 2)
+        for t in range(T):
+            for y in range(Y):
+                edge = codes[t, b, y, X - 1]
+                for x in range(X, W):
+                    codes[t, b, y, x] = edge
+            for y in range(Y, H):
+                for x in range(W):
+                    codes[t, b, y, x] = codes[t, b, Y - 1, x]
+    return missing
+
+
+def quantize(
+    block: np.ndarray,
+    maps: BandMaps,
+    bits: int,
+    frame_height: int,
+    frame_width: int,
+    *,
+    nodata: float | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Map ``block`` to codes, fill missing values and pad to the frame size.
+
+    Returns
+    -------
+    codes : ndarray, shape (T, B, frame_height, frame_width)
+        uint8 for 8-bit codes, else uint16.
+    invalid : ndarray of bool, shape (T, B, Y, X), or None
+        Where the block held NaN or ``nodata``; None when nothing was missing.
+    """
+    T, B, Y, X = block.shape
+    if frame_height < Y or frame_width < X:
+        raise ValueError(f"frame {frame_height}x{frame_width} smaller than block {Y}x{X}")
+    codes = np.empty((T, B, frame_height, frame_width), np.uint8 if bits <= 8 else np.uint16)
+    invalid = np.empty((T, B, Y, X), np.uint8)
+    has_nodata = nodata is not None
+    missing = _quantize(
+        block,
+        maps.offset,
+        maps.scale,
+        (1 << bits) - 1,
+        float(nodata) if has_nodata else 0.0,
+        has_nodata,
+        codes,
+        invalid,
+    )
+    return codes, (invalid.view(bool) if missing.any() else None)
+
+
+@numba.njit(nogil=True, cache=True)
+def _dequantize_plane(src, dst, offset, scale, integer, vmin, vmax):  # pragma: no cover
+    Y, X = dst.shape
+    for y in range(Y):
+        for x in range(X):
+            v = offset + np.float64(src[y, x]) * scale
+            if integer:
+                v = math.floor(v + 0.5)
+                if v < vmin:
+                    v = vmin
+                elif v > vmax:
+                    v = vmax
+            dst[y, x] = v
+
+
+def dequantize_plane(src: np.ndarray, dst: np.ndarray, offset: float, scale: float) -> None:
+    """Write ``offset + src * scale`` into ``dst``, cropping ``src`` to ``dst``'s shape.
+
+    Integer destinations are rounded and clipped to their dtype's range.
+    """
+    dtype = dst.dtype
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        _dequantize_plane(src, dst, offset, scale, True, float(info.min), float(info.max))
+    else:
+        _dequantize_plane(src, dst, offset, scale, False, 0.0, 0.0)

@@ -1,0 +1,208 @@
+"""Codec profiles: named encoder settings kept as TOML data in ``codecs/``.
+
+A profile fixes the encoder, the pixel format (and so the bit depth), the band layout,
+the encoder options and whether NVDEC can decode the stream. Profiles are data, not
+code, so that maintainers can add one without touching eocube.
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eocube.errors import ProfileError
+from eocube.pixfmt import pixel_format
+
+LAYOUTS = ("planar3", "luma", "bands-as-frames")
+"""Band layouts: how the bands of a block are grouped into frames (see eocube.layout)."""
+
+DEFAULT_PROFILE = "hevc-12bit-444"
+DEFAULT_LOSSLESS_PROFILE = "ffv1-lossless"
+
+_HERE = Path(__file__).resolve().parent
+# In a wheel the profiles ship inside the package; in a source checkout they live in codecs/.
+PROFILE_DIRS = (_HERE / "profiles_data", _HERE.parent / "codecs")
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The encoder option that sets quality (e.g. ``crf``), its default and bounds."""
+
+    option: str
+    default: int
+    min: int
+    max: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named, validated set of encoder settings.
+
+    Parameters
+    ----------
+    name : str
+        Profile name, e.g. ``"hevc-12bit-444"``.
+    description : str
+        One line for humans.
+    encoder, decoder : str
+        FFmpeg codec names used through PyAV.
+    pix_fmt : str
+        Pixel format fed to the encoder and read back from the decoder.
+    bits : int
+        Bit depth of the codes: values are mapped onto ``0 .. 2**bits - 1``.
+    layout : str
+        One of :data:`LAYOUTS`.
+    lossless : bool
+        Whether the encoder options make the stream lossless.
+    gpu_decodable : bool
+        Whether NVDEC decodes the main stream on Turing, A100 and H100 and newer.
+    options : Mapping[str, str]
+        Encoder options (AVOptions); nested tables become ``key=value:...`` strings.
+    extra_pix_fmt : str or None
+        Pixel format of the stream holding the one or two bands left over by ``planar3``.
+    quality : Quality or None
+        The quality option of lossy profiles.
+    """
+
+    name: str
+    description: str
+    encoder: str
+    decoder: str
+    pix_fmt: str
+    bits: int
+    layout: str
+    lossless: bool
+    gpu_decodable: bool
+    options: Mapping[str, str] = field(default_factory=dict)
+    extra_pix_fmt: str | None = None
+    quality: Quality | None = None
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ProfileError(
+                f"profile {self.name!r}: unknown layout {self.layout!r}; valid: {', '.join(LAYOUTS)}"
+            )
+        main = pixel_format(self.pix_fmt)
+        if main.bits != self.bits:
+            raise ProfileError(
+                f"profile {self.name!r}: bits = {self.bits} but {self.pix_fmt} has {main.bits}"
+            )
+        if self.layout == "planar3":
+            if main.data_planes != 3:
+                raise ProfileError(
+                    f"profile {self.name!r}: layout planar3 needs a 3-plane 4:4:4 pixel format, "
+                    f"not {self.pix_fmt}"
+                )
+            if self.extra_pix_fmt is None:
+                raise ProfileError(f"profile {self.name!r}: planar3 needs extra_pix_fmt")
+            extra = pixel_format(self.extra_pix_fmt)
+            if extra.bits != self.bits or extra.data_planes != 1:
+                raise ProfileError(
+                    f"profile {self.name!r}: extra_pix_fmt {self.extra_pix_fmt} must be a "
+                    f"single-plane format of {self.bits} bits"
+                )
+        elif main.data_planes != 1:
+            raise ProfileError(
+                f"profile {self.name!r}: layout {self.layout} needs a gray or 4:2:0 pixel format, "
+                f"not {self.pix_fmt}"
+            )
+        if not self.lossless and self.quality is None:
+            raise ProfileError(f"profile {self.name!r}: a lossy profile needs a [quality] table")
+
+    def encoder_options(self, quality: int | None = None) -> dict[str, str]:
+        """The encoder options, with the quality option set to ``quality`` (or the default).
+
+        Raises
+        ------
+        ProfileError
+            If ``quality`` is given for a lossless profile or lies outside the profile's range.
+        """
+        opts = dict(self.options)
+        if self.quality is None:
+            if quality is not None:
+                raise ProfileError(f"profile {self.name!r} is lossless: it takes no quality")
+            return opts
+        q = self.quality.default if quality is None else int(quality)
+        if not self.quality.min <= q <= self.quality.max:
+            raise ProfileError(
+                f"profile {self.name!r}: {self.quality.option}={q} is outside "
+                f"{self.quality.min}..{self.quality.max}"
+            )
+        opts[self.quality.option] = str(q)
+        return opts
+
+
+def _option_value(key: str, value: Any) -> str:
+    if isinstance(value, Mapping):
+        return ":".join(f"{k}={_option_value(k, v)}" for k, v in value.items())
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise ProfileError(f"option {key!r}: unsupported value {value!r}")
+
+
+def parse_profile(data: Mapping[str, Any], source: str = "<dict>") -> Profile:
+    """Build a :class:`Profile` from the contents of a profile TOML file."""
+    known = {f for f in Profile.__dataclass_fields__}
+    unknown = set(data) - known
+    if unknown:
+        raise ProfileError(f"{source}: unknown keys {sorted(unknown)}; valid: {sorted(known)}")
+    try:
+        kwargs = dict(data)
+        kwargs["options"] = {k: _option_value(k, v) for k, v in data.get("options", {}).items()}
+        if "quality" in data:
+            kwargs["quality"] = Quality(**data["quality"])
+        return Profile(**kwargs)
+    except TypeError as exc:
+        raise ProfileError(f"{source}: {exc}") from None
+
+
+@functools.cache
+def _load_all() -> dict[str, Profile]:
+    profiles: dict[str, Profile] = {}
+    for folder in PROFILE_DIRS:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.toml")):
+            with path.open("rb") as fh:
+                profile = parse_profile(tomllib.load(fh), source=str(path))
+            if profile.name != path.stem:
+                raise ProfileError(f"{path}: name {profile.name!r} differs from the file name")
+            profiles.setdefault(profile.name, profile)
+    if not profiles:
+        raise ProfileError(f"no codec profiles found in {[str(p) for p in PROFILE_DIRS]}")
+    return profiles
+
+
+def available_profiles() -> dict[str, Profile]:
+    """All installed profiles by name."""
+    return dict(_load_all())
+
+
+def get_profile(profile: str | Profile | None = None, *, lossless: bool = False) -> Profile:
+    """Resolve a profile name (or pass a :class:`Profile` through).
+
+    ``None`` gives the default lossy profile, or the default lossless one when
+    ``lossless`` is true.
+
+    Raises
+    ------
+    ProfileError
+        For an unknown name (the message lists the valid ones).
+    """
+    if isinstance(profile, Profile):
+        return profile
+    if profile is None:
+        profile = DEFAULT_LOSSLESS_PROFILE if lossless else DEFAULT_PROFILE
+    profiles = _load_all()
+    try:
+        return profiles[profile]
+    except KeyError:
+        raise ProfileError(
+            f"unknown profile {profile!r}; valid profiles: {', '.join(sorted(profiles))}"
+        ) from None

@@ -1,0 +1,200 @@
+"""In-memory video encoding and decoding of plane stacks with PyAV.
+
+No subprocess and no system ffmpeg: the codecs are those inside the PyAV wheel. Frames
+are fed in planar GBR, planar YUV or gray pixel formats and read back in the encoder's
+own pixel format, so no colour conversion ever touches the data.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from eocube.errors import CodecError, CorruptChunkError
+from eocube.pixfmt import PixelFormat, pixel_format
+
+# SVT-AV1 prints its configuration banner unless told otherwise (1 = errors only).
+os.environ.setdefault("SVT_LOG", "1")
+
+_MIN_SIDE = {"libx265": 16, "libsvtav1": 8}
+# libx265 (3.x/4.x in the PyAV wheels) corrupts its heap when encoding lossy frames whose
+# width lies in this range (found by scanning widths 16..304; adaptive quantisation and
+# cutree on the quarter-resolution lookahead): such frames are padded to 64 columns.
+_X265_UNSAFE_WIDTHS = range(33, 49)
+
+# Decoders that return a different but sample-compatible format: the data plane of a
+# gray stream comes back as the luma plane of 4:2:0 frames from the H.264 decoder.
+_COMPATIBLE = {("gray10le", "yuv420p10le"), ("gray", "yuv420p"), ("gray12le", "yuv420p12le")}
+
+
+@dataclass(frozen=True)
+class EncodedStream:
+    """An encoded sequence of frames: the packets in decode order and what decoding needs."""
+
+    decoder: str
+    pix_fmt: str
+    height: int
+    width: int
+    frames: int
+    packets: tuple[bytes, ...]
+    extradata: bytes = b""
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of bitstream and extradata."""
+        return sum(len(p) for p in self.packets) + len(self.extradata)
+
+
+def frame_size(encoder: str, pix_fmt: str, height: int, width: int, lossless: bool) -> tuple[int, int]:
+    """The smallest frame the encoder accepts that holds a ``height`` × ``width`` image.
+
+    Parameters
+    ----------
+    encoder : str
+        FFmpeg encoder name.
+    pix_fmt : str
+        Pixel format (4:2:0 formats need even sides).
+    height, width : int
+        Size of the data.
+    lossless : bool
+        Whether the encoder runs lossless (some constraints only bite in lossy mode).
+    """
+    fmt = pixel_format(pix_fmt)
+    min_side = _MIN_SIDE.get(encoder, 1)
+    h, w = max(height, min_side), max(width, min_side)
+    if encoder == "libx265" and not lossless and w in _X265_UNSAFE_WIDTHS:
+        w = 64
+    if fmt.chroma_subsampled:
+        h, w = h + h % 2, w + w % 2
+    return h, w
+
+
+def _plane_view(plane: av.video.plane.VideoPlane, fmt: PixelFormat, height: int, width: int) -> np.ndarray:
+    dtype = np.uint8 if fmt.itemsize == 1 else np.dtype("<u2")
+    row = plane.line_size // fmt.itemsize
+    return np.frombuffer(plane, dtype=dtype).reshape(-1, row)[:height, :width]
+
+
+def encode_frames(
+    frames: Iterable[Sequence[np.ndarray]],
+    *,
+    encoder: str,
+    decoder: str,
+    pix_fmt: str,
+    height: int,
+    width: int,
+    options: Mapping[str, str],
+    threads: int = 0,
+) -> EncodedStream:
+    """Encode frames given as their data planes.
+
+    Parameters
+    ----------
+    frames : iterable of sequences of 2-D arrays
+        One sequence per frame, holding as many ``(height, width)`` arrays as the pixel
+        format has data planes (3 for 4:4:4 and GBR, 1 for gray and 4:2:0), of dtype
+        uint8 (8-bit formats) or uint16, values within the format's bit depth.
+    encoder, decoder : str
+        FFmpeg codec names; ``decoder`` is recorded for decoding.
+    pix_fmt : str
+        Pixel format; the chroma planes of 4:2:0 formats are filled with the mid code.
+    height, width : int
+        Frame size, as returned by :func:`frame_size`.
+    options : mapping
+        Encoder options (AVOptions).
+    threads : int
+        Codec threads; 0 lets the codec choose.
+
+    Returns
+    -------
+    EncodedStream
+    """
+    fmt = pixel_format(pix_fmt)
+    try:
+        ctx = av.codec.CodecContext.create(encoder, "w")
+        ctx.width, ctx.height, ctx.pix_fmt = width, height, pix_fmt
+        ctx.time_base = Fraction(1, 25)
+        ctx.framerate = Fraction(25, 1)
+        ctx.thread_count = threads
+        ctx.options = dict(options)
+        ctx.open()
+    except (av.FFmpegError, ValueError) as exc:
+        raise CodecError(f"cannot open encoder {encoder} ({pix_fmt}, {width}x{height}): {exc}") from exc
+    packets: list[bytes] = []
+    count = 0
+    mid = 1 << (fmt.bits - 1)
+    try:
+        for planes in frames:
+            frame = av.VideoFrame(width, height, pix_fmt)
+            for i, plane in enumerate(frame.planes):
+                if fmt.chroma_subsampled and i > 0:
+                    _plane_view(plane, fmt, (height + 1) // 2, (width + 1) // 2)[...] = mid
+                else:
+                    _plane_view(plane, fmt, height, width)[...] = planes[i]
+            frame.pts = count
+            count += 1
+            packets.extend(bytes(p) for p in ctx.encode(frame))
+        packets.extend(bytes(p) for p in ctx.encode(None))
+    except av.FFmpegError as exc:
+        raise CodecError(f"encoder {encoder} failed: {exc}") from exc
+    return EncodedStream(
+        decoder=decoder,
+        pix_fmt=pix_fmt,
+        height=height,
+        width=width,
+        frames=count,
+        packets=tuple(p for p in packets if p),
+        extradata=bytes(ctx.extradata or b""),
+    )
+
+
+def decode_frames(stream: EncodedStream, *, threads: int = 0) -> Iterator[list[np.ndarray]]:
+    """Decode a stream, yielding each frame's data planes as 2-D views in presentation order.
+
+    The views point into the decoder's frame buffers: copy what must outlive the loop step.
+
+    Raises
+    ------
+    CorruptChunkError
+        When the decoder rejects the bitstream, returns another pixel format or
+        another number of frames than was encoded.
+    """
+    fmt = pixel_format(stream.pix_fmt)
+    try:
+        ctx = av.codec.CodecContext.create(stream.decoder, "r")
+        if stream.extradata:
+            ctx.extradata = stream.extradata
+        ctx.width, ctx.height = stream.width, stream.height
+        ctx.thread_count = threads
+        ctx.thread_type = "AUTO"
+    except (av.FFmpegError, ValueError) as exc:
+        raise CorruptChunkError(f"cannot open decoder {stream.decoder!r}: {exc}") from exc
+    seen = 0
+
+    def planes_of(frame: av.VideoFrame) -> list[np.ndarray]:
+        got = frame.format.name
+        if got != stream.pix_fmt and (stream.pix_fmt, got) not in _COMPATIBLE:
+            raise CorruptChunkError(f"decoder returned {got}, the stream was encoded as {stream.pix_fmt}")
+        if frame.width != stream.width or frame.height != stream.height:
+            raise CorruptChunkError(
+                f"decoded frame is {frame.width}x{frame.height}, expected {stream.width}x{stream.height}"
+            )
+        return [_plane_view(frame.planes[i], fmt, stream.height, stream.width) for i in range(fmt.data_planes)]
+
+    try:
+        for payload in (*stream.packets, None):
+            packet = None if payload is None else av.Packet(payload)
+            for frame in ctx.decode(packet):
+                seen += 1
+                if seen > stream.frames:
+                    raise CorruptChunkError(f"decoder returned more than {stream.frames} frames")
+                yield planes_of(frame)
+    except av.FFmpegError as exc:
+        raise CorruptChunkError(f"{stream.decoder} decoder failed after {seen} frames: {exc}") from exc
+    if seen != stream.frames:
+        raise CorruptChunkError(f"decoder returned {seen} frames, {stream.frames} were encoded")
