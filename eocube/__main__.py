@@ -1,0 +1,5 @@
+import sys
+
+from eocube.cli import main
+
+sys.exit(main())

@@ -1,0 +1,120 @@
+"""The zarr v3 codec ``eocube.video``: a (T, B, Y, X) chunk as a video payload.
+
+An ArrayBytesCodec wrapping :func:`eocube.chunk.encode_chunk` and
+:func:`eocube.chunk.decode_chunk`; in an eocube store it is followed by ``crc32c``
+inside ``sharding_indexed``. Registered with zarr through the ``zarr.codecs`` entry
+point group and again by ``import eocube``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from zarr.abc.codec import ArrayBytesCodec
+from zarr.core.buffer import Buffer, NDBuffer
+from zarr.registry import register_codec
+
+from eocube.chunk import decode_chunk, encode_chunk
+from eocube.profiles import DEFAULT_PROFILE, get_profile
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from zarr.core.array_spec import ArraySpec
+
+CODEC_NAME = "eocube.video"
+
+
+def parse_quality(value: Any) -> int | None:
+    """Validate the codec's ``quality`` (None or an integer)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"quality must be an integer or None, got {value!r}")
+    return int(value)
+
+
+def parse_nodata(value: Any) -> float | None:
+    """Validate the codec's ``nodata`` (None or a finite number)."""
+    if value is None:
+        return None
+    value = float(value)
+    if value != value:
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class VideoCodec(ArrayBytesCodec):
+    """Encode each chunk as video through a codec profile (see ``eocube profiles``).
+
+    Parameters
+    ----------
+    profile : str
+        Codec profile name.
+    quality : int, optional
+        The profile's quality option (crf); None for the profile's default.
+    nodata : float, optional
+        Value marking missing data, restored exactly; also the array's fill value, so
+        that the padding of partial edge chunks costs almost no bits.
+    """
+
+    is_fixed_size = False
+
+    profile: str
+    quality: int | None
+    nodata: float | None
+
+    def __init__(
+        self, *, profile: str = DEFAULT_PROFILE, quality: int | None = None, nodata: float | None = None
+    ) -> None:
+        prof = get_profile(profile)
+        quality = parse_quality(quality)
+        prof.encoder_options(quality)  # validates quality against the profile
+        object.__setattr__(self, "profile", prof.name)
+        object.__setattr__(self, "quality", quality)
+        object.__setattr__(self, "nodata", parse_nodata(nodata))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build the codec from its zarr metadata."""
+        if data.get("name") != CODEC_NAME:
+            raise ValueError(f"not an {CODEC_NAME} codec: {data!r}")
+        return cls(**data.get("configuration", {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The codec's zarr metadata (nulls left out to keep metadata small)."""
+        config: dict[str, Any] = {"profile": self.profile}
+        if self.quality is not None:
+            config["quality"] = self.quality
+        if self.nodata is not None:
+            config["nodata"] = self.nodata
+        return {"name": CODEC_NAME, "configuration": config}
+
+    def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        block = decode_chunk(chunk_bytes.to_bytes())
+        expected = chunk_spec.dtype.to_native_dtype()
+        if block.dtype != expected:
+            block = block.astype(expected)
+        return chunk_spec.prototype.nd_buffer.from_ndarray_like(block.reshape(chunk_spec.shape))
+
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
+
+    def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        block = np.ascontiguousarray(chunk_array.as_numpy_array())
+        payload = encode_chunk(block, self.profile, quality=self.quality, nodata=self.nodata)
+        return chunk_spec.prototype.buffer.from_bytes(payload)
+
+    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
+
+    def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
+        """Not known before encoding: the codec has a variable size."""
+        raise NotImplementedError(f"{CODEC_NAME} produces variable-size payloads")
+
+
+register_codec(CODEC_NAME, VideoCodec)
