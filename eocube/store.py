@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 import zarr
 from zarr.codecs import Crc32cCodec
-from zarr.errors import UnstableSpecificationWarning
+from zarr.errors import ContainsArrayError, ContainsGroupError, UnstableSpecificationWarning
 from zarr.storage import StorePath
 
 from eocube import metrics
@@ -268,15 +268,20 @@ def to_eocube(
         # zarr v3 spec; zarr-python reads both, and so does eocube
         warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        writer = out.to_zarr(
-            store,
-            mode=mode,
-            storage_options=dict(storage_options) if storage_options else None,
-            zarr_format=3,
-            consolidated=True,
-            encoding=encoding,
-            compute=False,
-        )
+        try:
+            writer = out.to_zarr(
+                store,
+                mode=mode,
+                storage_options=dict(storage_options) if storage_options else None,
+                zarr_format=3,
+                consolidated=True,
+                encoding=encoding,
+                compute=False,
+            )
+        except (ContainsGroupError, ContainsArrayError, FileExistsError) as exc:
+            raise FileExistsError(
+                f"{store} already exists; pass mode='w' to overwrite it"
+            ) from exc
     with warnings.catch_warnings(), zarr.config.set({"json_indent": 0}):
         warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
         if progress:

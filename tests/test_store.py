@@ -1,0 +1,148 @@
+"""to_eocube, the eocube.video zarr codec and the eocube engine, on real cubes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import eocube
+from eocube import metrics
+
+DATA = Path(__file__).parent / "data"
+
+
+def _open(name: str) -> xr.Dataset:
+    with xr.open_dataset(DATA / f"{name}.nc") as ds:
+        return ds.load()
+
+
+# integer cubes whose bands fit ffv1's 16 bits, kept small enough for the test budget
+LOSSLESS_CUBES = [
+    "s2_l2a_openeo_gfmap_19x4x52x46",
+    "s2_l2a_openeo_gfmap_12x5x66x64",
+    "s2_l2a_worldcereal_12x9x100x100",
+    "l8_ny18_014031",
+    "landsat7_rgb_byte",
+    "erainterim_uvz",
+]
+
+
+@pytest.mark.parametrize("name", LOSSLESS_CUBES)
+def test_lossless_store_is_identical(tmp_path: Path, name: str) -> None:
+    ds = _open(name)
+    report = eocube.to_eocube(ds, tmp_path / "cube.eocube", lossless=True)
+    reopened = xr.open_dataset(tmp_path / "cube.eocube", engine="eocube")
+    xr.testing.assert_identical(reopened.load(), ds)
+    assert report.variables["data"].max_abs_error == 0
+    assert report.nbytes > report.variables["data"].payload_nbytes
+
+
+@pytest.mark.parametrize(
+    "name", ["s2_l2a_fusets_field_33x3x57x56", "stars_cmip3_tos_24x1x170x180", "s2_l2a_worldcereal_12x9x100x100"]
+)
+def test_lossy_store_keeps_metadata_nan_and_nodata(tmp_path: Path, name: str) -> None:
+    ds = _open(name)
+    report = eocube.to_eocube(ds, tmp_path / "cube.eocube", crf=12)
+    reopened = eocube.open_dataset(tmp_path / "cube.eocube").load()
+    xr.testing.assert_identical(reopened.drop_vars("data"), ds.drop_vars("data"))
+    assert reopened.data.dtype == ds.data.dtype
+    assert reopened.data.attrs == ds.data.attrs
+    orig, dec = ds.data.values, reopened.data.values
+    if orig.dtype.kind == "f":
+        np.testing.assert_array_equal(np.isnan(dec), np.isnan(orig))
+    nodata = ds.data.attrs.get("nodata")
+    if nodata is not None:
+        np.testing.assert_array_equal(dec == nodata, orig == nodata)
+    psnr = metrics.psnr(orig, dec, None if nodata is None else float(nodata))
+    assert psnr > 35, psnr
+    assert report.variables["data"].psnr == pytest.approx(psnr)
+
+
+def test_psnr_reported_and_coordinates_and_crs_survive(tmp_path: Path) -> None:
+    ds = _open("s2_l2a_worldcereal_118x4x64x64")
+    report = eocube.to_eocube(ds, tmp_path / "c.eocube")
+    assert set(report.variables) == {"data"}  # the SCL mask (flag_values) is kept lossless
+    reopened = eocube.open_dataset(tmp_path / "c.eocube")
+    xr.testing.assert_identical(reopened.mask.load(), ds.mask)
+    for name, coord in ds.coords.items():
+        xr.testing.assert_identical(reopened[name].load(), coord)
+    assert reopened.spatial_ref.attrs == ds.spatial_ref.attrs
+    assert 0 < report.bpppb < 2
+    assert report.variables["data"].psnr is not None
+    assert report.variables["data"].psnr > 40
+
+
+def test_store_exists_needs_mode_w(tmp_path: Path) -> None:
+    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")
+    eocube.to_eocube(ds, tmp_path / "c.eocube", measure=False)
+    with pytest.raises(Exception, match="exist"):
+        eocube.to_eocube(ds, tmp_path / "c.eocube", measure=False)
+    eocube.to_eocube(ds, tmp_path / "c.eocube", mode="w", measure=False, crf=30)
+
+
+def test_conflicting_options_and_no_cube() -> None:
+    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")
+    with pytest.raises(ValueError, match="conflict"):
+        eocube.to_eocube(ds, "memory://x.eocube", lossless=True, crf=3)
+    with pytest.raises(ValueError, match="no cube variable"):
+        eocube.to_eocube(ds.isel(time=0), "memory://y.eocube")
+    with pytest.raises(eocube.ProfileError, match="valid profiles"):
+        eocube.to_eocube(ds, "memory://z.eocube", profile="nope")
+
+
+def test_selection_decodes_only_touched_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = _open("s2_l2a_worldcereal_118x4x64x64")
+    eocube.to_eocube(ds[["data"]], tmp_path / "c.eocube", chunks={"time": 16, "y": 32, "x": 32}, measure=False)
+    import eocube.codec as codec_module
+
+    calls: list[int] = []
+    real = codec_module.decode_chunk
+
+    def counting(payload: bytes, **kw: object) -> np.ndarray:
+        calls.append(1)
+        return real(payload)
+
+    monkeypatch.setattr(codec_module, "decode_chunk", counting)
+    reopened = eocube.open_dataset(tmp_path / "c.eocube")
+    assert calls == []  # opening decodes nothing
+    one = reopened.data.isel(time=20, band=1).values  # time chunk 1, all 2x2 spatial chunks
+    assert len(calls) == 4
+    np.testing.assert_allclose(one, ds.data.isel(time=20, band=1).values, atol=4000)
+    calls.clear()
+    reopened.data.isel(time=40, y=5, x=40).values  # one chunk
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_dask_chunks_follow_the_store(tmp_path: Path, scheduler: str) -> None:
+    ds = _open("s2_l2a_openeo_gfmap_12x5x66x64")
+    eocube.to_eocube(ds[["data"]], tmp_path / "c.eocube", chunks={"time": 4, "y": 32, "x": 32}, measure=False)
+    lazy = eocube.open_dataset(tmp_path / "c.eocube", chunks={})
+    assert lazy.data.chunks[0] == (4, 4, 4)
+    assert lazy.data.chunks[2] == (32, 32, 2)
+    eager = eocube.open_dataset(tmp_path / "c.eocube").data.values
+    with dask.config.set(scheduler=scheduler):
+        mean = float(lazy.data.mean().compute())
+    assert mean == pytest.approx(float(eager.mean()), rel=1e-12)
+
+
+def test_plain_zarr_and_open_zarr_read_the_store(tmp_path: Path) -> None:
+    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")
+    eocube.to_eocube(ds, tmp_path / "c.eocube", lossless=True, measure=False)
+    arr = zarr.open_array(tmp_path / "c.eocube", path="data", mode="r")
+    np.testing.assert_array_equal(arr[:], ds.data.values)
+    via_zarr = xr.open_zarr(tmp_path / "c.eocube", zarr_format=3)
+    np.testing.assert_array_equal(via_zarr.data.values, ds.data.values)
+
+
+def test_memory_url_and_dataarray(tmp_path: Path) -> None:
+    da = _open("stars_bcsd_obs_12x2x33x81").data
+    eocube.to_eocube(da, "memory://bcsd.eocube", crf=8)
+    back = eocube.open_dataset("memory://bcsd.eocube").data
+    assert back.dims == da.dims
+    np.testing.assert_array_equal(np.isnan(back.values), np.isnan(da.values))
