@@ -10,40 +10,52 @@ from collections.abc import Sequence
 import numpy as np
 
 from eocube import metrics
-from eocube.chunk import decode_chunk, encode_chunk
 from eocube.errors import EocubeError
 from eocube.profiles import available_profiles, get_profile
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
     import xarray as xr
 
-    with xr.open_dataset(args.input) as ds:
-        var = ds[args.variable]
-        data = var.values
-        nodata = var.attrs.get("nodata")
+    from eocube.backend import open_dataset
+    from eocube.store import to_eocube
+
+    with xr.open_dataset(args.input) as src:
+        ds = src.load()
+    var = ds[args.variable]
+    nodata = var.attrs.get("nodata")
     nodata = None if nodata is None else float(nodata)
-    print(f"{args.input}: variable {args.variable!r} {dict(var.sizes)} {data.dtype}")
-    print(f"{'setting':34s} {'bytes':>9s} {'bpppb':>7s} {'ratio':>7s} {'PSNR dB':>8s} {'max err':>8s} {'enc s':>6s} {'dec s':>6s}")
-    settings: list[tuple[str, int | None]] = [(get_profile(lossless=True).name, None)]
-    lossy = get_profile()
-    settings += [(lossy.name, q) for q in args.crf]
-    for name, quality in settings:
-        t0 = time.perf_counter()
-        payload = encode_chunk(data, name, quality=quality, nodata=nodata)
-        t1 = time.perf_counter()
-        decoded = decode_chunk(payload)
-        t2 = time.perf_counter()
-        label = f"{name}" + ("" if quality is None else f" crf={quality}")
-        psnr = metrics.psnr(data, decoded, nodata)
-        err = metrics.max_abs_error(data, decoded, nodata)
-        exact = "exact" if np.array_equal(data, decoded, equal_nan=data.dtype.kind == "f") else ""
-        print(
-            f"{label:34s} {len(payload):9d} {metrics.bpppb(len(payload), data.shape):7.3f} "
-            f"{metrics.compression_ratio(len(payload), data.shape, data.dtype):7.1f} "
-            f"{psnr:8.2f} {err:8.1f} {t1 - t0:6.2f} {t2 - t1:6.2f} {exact}"
-        )
-    print("PSNR: mean over bands of 10·log10(range_b² / MSE_b) over valid pixels (DESIGN.md).")
+    print(f"{args.input}: {args.variable!r} {dict(var.sizes)} {var.dtype}, {var.nbytes} bytes")
+    settings: list[tuple[str, bool, int | None]] = [(get_profile(lossless=True).name, True, None)]
+    settings += [(get_profile().name, False, q) for q in args.crf]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, lossless, crf in settings:
+            path = Path(tmp) / f"{name}-{crf}.eocube"
+            report = to_eocube(ds, path, profile=name, lossless=lossless, crf=crf)
+            # reopen lazily: nothing is decoded until values are asked for
+            lazy = open_dataset(path, chunks={})
+            t0 = time.perf_counter()
+            decoded = lazy[args.variable].values
+            seconds = time.perf_counter() - t0
+            original = var.values
+            exact = np.array_equal(original, decoded, equal_nan=original.dtype.kind == "f")
+            label = name + ("" if crf is None else f" crf={crf}")
+            rows.append(
+                f"{label:26s} {report.nbytes:9d} {report.bpppb:7.3f} {report.compression_ratio:7.1f} "
+                f"{metrics.psnr(original, decoded, nodata):8.2f} "
+                f"{metrics.max_abs_error(original, decoded, nodata):9.1f} "
+                f"{report.seconds:6.2f} {seconds:6.2f} {'bit-exact' if exact else ''}"
+            )
+            if crf == args.crf[len(args.crf) // 2]:
+                print(f"\nreport of one write ({label}):\n{report}\n\nreopened lazily:\n{lazy}\n")
+    print(f"{'store':26s} {'bytes':>9s} {'bpppb':>7s} {'ratio':>7s} {'PSNR dB':>8s} {'max err':>9s} {'enc s':>6s} {'dec s':>6s}")
+    print("\n".join(rows))
+    print("bytes and bpppb count every object of the store; PSNR is the mean over bands of")
+    print("10·log10(range_b² / MSE_b) over valid pixels (DESIGN.md); max err in data units.")
     return 0
 
 
@@ -61,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``eocube`` command."""
     parser = argparse.ArgumentParser(prog="eocube", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="compress a cube lossless and lossy; print size and error")
+    demo = sub.add_parser("demo", help="write a cube to eocube stores lossless and lossy, reopen lazily, print size and error")
     demo.add_argument("input", help="a NetCDF/zarr file xarray opens")
     demo.add_argument("--variable", default="data", help="the (time, band, y, x) variable")
     demo.add_argument("--crf", type=int, nargs="+", default=[8, 16, 24, 32], help="lossy crf values")
