@@ -9,6 +9,7 @@ payload and back, through the codec profiles of :func:`available_profiles`.
 from eocube.backend import open_dataset
 from eocube.chunk import decode_chunk, encode_chunk, read_header
 from eocube.codec import VideoCodec
+from eocube.linear import LinearCodec
 from eocube.errors import CodecError, CorruptChunkError, EocubeError, ProfileError, UnsupportedDataError
 from eocube.profiles import Profile, available_profiles, get_profile
 from eocube.store import EncodeReport, VariableReport, to_eocube
@@ -19,6 +20,7 @@ __all__ = [
     "CodecError",
     "CorruptChunkError",
     "EocubeError",
+    "LinearCodec",
     "Profile",
     "ProfileError",
     "EncodeReport",

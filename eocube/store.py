@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import Crc32cCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.errors import ContainsArrayError, ContainsGroupError, UnstableSpecificationWarning
 from zarr.storage import StorePath
 
@@ -22,7 +22,8 @@ from eocube.codec import VideoCodec
 from eocube.dims import cube_roles
 from eocube.errors import EocubeError
 from eocube.profiles import get_profile
-from eocube.storage import payload_nbytes
+from eocube.linear import LinearCodec
+from eocube.storage import list_keys, payload_nbytes
 
 FORMAT_VERSION = 1
 DEFAULT_CHUNKS = {"time": 32, "y": 256, "x": 256}
@@ -138,9 +139,11 @@ def _chunk_shape(
     return tuple(inner), tuple(shard)
 
 
-def _store_path(store: Any, storage_options: Mapping[str, Any] | None) -> StorePath:
+def _store_path(
+    store: Any, storage_options: Mapping[str, Any] | None, mode: str = "r"
+) -> StorePath:
     kwargs = {"storage_options": dict(storage_options)} if storage_options else {}
-    return zarr.open_group(store, mode="r", zarr_format=3, **kwargs).store_path
+    return zarr.open_group(store, mode=mode, zarr_format=3, **kwargs).store_path
 
 
 def to_eocube(
@@ -157,6 +160,7 @@ def to_eocube(
     mode: str = "w-",
     progress: bool = False,
     measure: bool = True,
+    per_array_metadata: bool = False,
 ) -> EncodeReport:
     """Write a cube to an eocube store (zarr v3, video-coded chunks inside shards).
 
@@ -191,6 +195,10 @@ def to_eocube(
         Show a progress bar (dask) while encoding.
     measure : bool
         Read the store back to report PSNR and max abs error per variable.
+    per_array_metadata : bool
+        Also keep a ``zarr.json`` per array. By default all metadata lives in the
+        root ``zarr.json`` (consolidated), which zarr-python and xarray read in one
+        request; readers that open arrays by path without the group need this.
 
     Returns
     -------
@@ -235,6 +243,11 @@ def to_eocube(
         var = out.variables[name]
         kept = {k: v for k, v in var.encoding.items() if k in _KEPT_ENCODING}
         var.encoding = {}
+        if var.ndim == 1 and var.dtype.kind in "iufM":
+            # regular axes (pixel centres, dates) cost two numbers
+            kept.update(serializer=LinearCodec(), compressors=[ZstdCodec(level=19)])
+        elif name not in cube_vars:
+            kept.update(compressors=[ZstdCodec(level=9)])
         encoding[name] = kept
     for name, roles in cube_vars.items():
         var = ds[name]
@@ -263,7 +276,7 @@ def to_eocube(
         store = os.fspath(store)
     out.attrs = dict(out.attrs)
     out.attrs["eocube"] = {"format": FORMAT_VERSION}
-    with warnings.catch_warnings(), zarr.config.set({"json_indent": 0}):
+    with warnings.catch_warnings(), zarr.config.set({"json_indent": None}):
         # fixed-length strings (band names) and consolidated metadata are not yet in the
         # zarr v3 spec; zarr-python reads both, and so does eocube
         warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
@@ -282,7 +295,7 @@ def to_eocube(
             raise FileExistsError(
                 f"{store} already exists; pass mode='w' to overwrite it"
             ) from exc
-    with warnings.catch_warnings(), zarr.config.set({"json_indent": 0}):
+    with warnings.catch_warnings(), zarr.config.set({"json_indent": None}):
         warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
         if progress:
             from dask.diagnostics import ProgressBar
@@ -291,8 +304,11 @@ def to_eocube(
                 writer.compute()
         else:
             writer.compute()
+    store_path = _store_path(store, storage_options, "r+")
+    if not per_array_metadata:
+        _drop_per_array_metadata(store_path)
     seconds = time.perf_counter() - started
-    return _report(ds, _store_path(store, storage_options), cube_vars, prof.name, crf, seconds, measure)
+    return _report(ds, store_path, cube_vars, prof.name, crf, seconds, measure)
 
 
 def _report(
@@ -349,6 +365,15 @@ def _report(
         variables=reports,
         seconds=seconds,
     )
+
+
+def _drop_per_array_metadata(store_path: StorePath) -> None:
+    root = store_path.path.rstrip("/")
+    root_doc = f"{root}/zarr.json" if root else "zarr.json"
+    store = store_path.store
+    for key in list_keys(store, root):
+        if key.endswith("zarr.json") and key != root_doc:
+            zarr.core.sync.sync(store.delete(key))
 
 
 def _prefix_nbytes(store_path: StorePath) -> int:

@@ -134,7 +134,8 @@ def test_dask_chunks_follow_the_store(tmp_path: Path, scheduler: str) -> None:
 def test_plain_zarr_and_open_zarr_read_the_store(tmp_path: Path) -> None:
     ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")
     eocube.to_eocube(ds, tmp_path / "c.eocube", lossless=True, measure=False)
-    arr = zarr.open_array(tmp_path / "c.eocube", path="data", mode="r")
+    arr = zarr.open_group(tmp_path / "c.eocube", mode="r")["data"]
+    assert isinstance(arr, zarr.Array)
     np.testing.assert_array_equal(arr[:], ds.data.values)
     via_zarr = xr.open_zarr(tmp_path / "c.eocube", zarr_format=3)
     np.testing.assert_array_equal(via_zarr.data.values, ds.data.values)
@@ -146,3 +147,58 @@ def test_memory_url_and_dataarray(tmp_path: Path) -> None:
     back = eocube.open_dataset("memory://bcsd.eocube").data
     assert back.dims == da.dims
     np.testing.assert_array_equal(np.isnan(back.values), np.isnan(da.values))
+
+
+def test_per_array_metadata_lets_zarr_open_arrays_by_path(tmp_path: Path) -> None:
+    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")
+    eocube.to_eocube(ds, tmp_path / "c.eocube", lossless=True, measure=False, per_array_metadata=True)
+    arr = zarr.open_array(tmp_path / "c.eocube", path="data", mode="r")
+    np.testing.assert_array_equal(arr[:], ds.data.values)
+
+
+def test_overhead_of_a_cube_with_regular_coordinates(tmp_path: Path) -> None:
+    # real Sentinel-2 values and their regular x/y grid; no descriptive attributes or CRS
+    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")[["data"]].drop_vars("spatial_ref")
+    ds.attrs = {}
+    ds.data.attrs = {"units": "1"}
+    report = eocube.to_eocube(ds, tmp_path / "c.eocube", crf=30)
+    overhead = report.nbytes - report.variables["data"].payload_nbytes
+    assert overhead <= 4096, overhead
+    objects = sorted(p.relative_to(tmp_path / "c.eocube").as_posix() for p in (tmp_path / "c.eocube").rglob("*") if p.is_file())
+    assert "zarr.json" in objects and "data/zarr.json" not in objects
+
+
+def test_regular_axes_are_nearly_free(tmp_path: Path) -> None:
+    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")
+    eocube.to_eocube(ds, tmp_path / "c.eocube", crf=30, measure=False)
+    for axis in ("x", "y"):
+        size = (tmp_path / "c.eocube" / axis / "c" / "0").stat().st_size
+        assert size < 40, (axis, size)
+
+
+def test_time_only_variable_lat_lon_spelling_and_scale_factor_encoding(tmp_path: Path) -> None:
+    src = _open("era5_t2m_uk_744h").isel(time=slice(0, 48))
+    da = src.data.isel(band=0, drop=True).rename({"y": "lat", "x": "lon"})
+    ds = da.to_dataset(name="t2m")
+    ds.t2m.encoding = {"dtype": "int16", "scale_factor": 0.01, "add_offset": 280.0, "_FillValue": -32768}
+    report = eocube.to_eocube(ds, tmp_path / "c.eocube", lossless=True)
+    assert set(report.variables) == {"t2m"}
+    back = eocube.open_dataset(tmp_path / "c.eocube")
+    assert back.t2m.dims == ("time", "lat", "lon")
+    assert back.t2m.encoding["scale_factor"] == 0.01
+    assert back.t2m.encoding["add_offset"] == 280.0
+    assert back.t2m.encoding["dtype"] == np.dtype("int16")
+    # lossless on the packed int16: only the packing's own rounding (half a step) remains
+    np.testing.assert_allclose(back.t2m.values, ds.t2m.values, atol=0.005 + 1e-4)
+
+
+def test_crs_survives_for_rioxarray(tmp_path: Path) -> None:
+    rioxarray = pytest.importorskip("rioxarray")
+    del rioxarray
+    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")
+    crs = ds.rio.crs
+    assert crs is not None
+    eocube.to_eocube(ds, tmp_path / "c.eocube", crf=30, measure=False)
+    back = eocube.open_dataset(tmp_path / "c.eocube")
+    assert back.rio.crs == crs
+    assert back.data.rio.crs == crs
