@@ -269,8 +269,9 @@ def to_eocube(
             compressors=[Crc32cCodec()],
             fill_value=fill,
         )
-        if var.chunks is not None:
-            out[name] = var.chunk(dict(zip(var.dims, shard, strict=True)))
+        # one dask task per shard: shards encode in parallel, memory stays bounded by a
+        # few shards, and the progress bar counts them
+        out[name] = var.chunk(dict(zip(var.dims, shard, strict=True)))
 
     if isinstance(store, os.PathLike):
         store = os.fspath(store)

@@ -202,3 +202,20 @@ def test_crs_survives_for_rioxarray(tmp_path: Path) -> None:
     back = eocube.open_dataset(tmp_path / "c.eocube")
     assert back.rio.crs == crs
     assert back.data.rio.crs == crs
+
+
+def test_file_url_with_storage_options_dims_override_and_progress(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _open("s2_l2a_openeo_gfmap_19x4x52x46")
+    ds = src[["data"]].rename({"time": "date", "band": "wavelength"})
+    url = f"file://{tmp_path}/nested/c.eocube"
+    dims = {"time": "date", "band": "wavelength"}
+    report = eocube.to_eocube(
+        ds, url, storage_options={"auto_mkdir": True}, dims=dims, progress=True, crf=20
+    )
+    assert "[" in capsys.readouterr().out  # dask's progress bar
+    assert set(report.variables) == {"data"}
+    back = eocube.open_dataset(url, storage_options={"auto_mkdir": False})
+    assert back.data.dims == ("date", "wavelength", "y", "x")
+    assert report.variables["data"].psnr > 40
