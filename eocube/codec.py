@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from zarr.core.array_spec import ArraySpec
 
 CODEC_NAME = "eocube.video"
+DECODE_THREADS = 1
+"""Decoder threads per chunk: zarr decodes the chunks of a read concurrently and dask runs
+tasks in parallel, so one thread per chunk wins (124 vs 81 MB/s with codec-chosen
+threads on 32 x 4 x 64 x 64 Sentinel-2 chunks, 2 cores)."""
 
 
 def parse_quality(value: Any) -> int | None:
@@ -95,7 +99,7 @@ class VideoCodec(ArrayBytesCodec):
         return {"name": CODEC_NAME, "configuration": config}
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
-        block = decode_chunk(chunk_bytes.to_bytes())
+        block = decode_chunk(chunk_bytes.to_bytes(), threads=DECODE_THREADS)
         expected = chunk_spec.dtype.to_native_dtype()
         if block.dtype != expected:
             block = block.astype(expected)
