@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cube", type=Path, default=CUBE)
-    parser.add_argument("--crf", type=int, default=None, help="eocube crf (profile default if unset)")
+    parser.add_argument(
+        "--crf", type=int, default=None, help="eocube crf (profile default if unset)"
+    )
     args = parser.parse_args(argv)
 
     with xr.open_dataset(args.cube) as src:
@@ -114,9 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         write_zstd(ds, z_path, zchunks)
         z_bytes = sum(f.stat().st_size for f in z_path.rglob("*") if f.is_file())
         print(f"cube {args.cube.name}: {T}x{B}x{Y}x{X} {ds.data.dtype}, {nbytes / 1e6:.1f} MB")
-        print(f"eocube ({report.variables['data'].profile}): {report.nbytes} B, {report.bpppb:.3f} bpppb, "
-              f"PSNR {report.variables['data'].psnr:.2f} dB; zarr+zstd: {z_bytes} B, "
-              f"{z_bytes * 8 / ds.data.size:.3f} bpppb\n")
+        print(
+            f"eocube ({report.variables['data'].profile}): {report.nbytes} B, "
+            f"{report.bpppb:.3f} bpppb, "
+            f"PSNR {report.variables['data'].psnr:.2f} dB; zarr+zstd: {z_bytes} B, "
+            f"{z_bytes * 8 / ds.data.size:.3f} bpppb\n"
+        )
         readers = {
             "eocube": lambda sel: eocube.open_dataset(eo_path).data.isel(sel).values,
             "zarr+zstd": lambda sel: xr.open_zarr(z_path, chunks=None).data.isel(sel).values,
@@ -132,33 +137,69 @@ def main(argv: list[str] | None = None) -> int:
 
         whole = median_seconds(lambda: eocube.open_dataset(eo_path).data.values, args.repeats)
         codec, chunk_total = codec_alone_seconds(eo_path)
-        print(f"\nwhole-cube decode: end to end {nbytes / whole / 1e6:.1f} MB/s; decode_chunk alone "
-              f"{nbytes / chunk_total / 1e6:.1f} MB/s; video codec alone {nbytes / codec / 1e6:.1f} MB/s; "
-              f"end to end / codec alone = {codec / whole:.2f}")
-        records.append({"kind": "decode_speed", "end_to_end_s": whole, "decode_chunk_s": chunk_total,
-                        "codec_s": codec, "mb": nbytes / 1e6})
+        print(
+            f"\nwhole-cube decode: end to end {nbytes / whole / 1e6:.1f} MB/s; decode_chunk alone "
+            f"{nbytes / chunk_total / 1e6:.1f} MB/s; "
+            f"video codec alone {nbytes / codec / 1e6:.1f} MB/s; "
+            f"end to end / codec alone = {codec / whole:.2f}"
+        )
+        records.append(
+            {
+                "kind": "decode_speed",
+                "end_to_end_s": whole,
+                "decode_chunk_s": chunk_total,
+                "codec_s": codec,
+                "mb": nbytes / 1e6,
+            }
+        )
 
-        print(f"\n{'time chunk':>10s} {'bpppb':>7s} {'PSNR':>7s} {'1 step ms':>10s} {'pixel ms':>9s} {'whole ms':>9s} {'enc s':>6s}")
+        print(
+            f"\n{'time chunk':>10s} {'bpppb':>7s} {'PSNR':>7s} {'1 step ms':>10s} "
+            f"{'pixel ms':>9s} {'whole ms':>9s} {'enc s':>6s}"
+        )
         for tc in (8, 16, 32, 64, 128):
             if tc > 2 * T:
                 continue
             path = tmp / f"t{tc}.eocube"
             rep = eocube.to_eocube(ds, path, crf=args.crf, chunks={"time": tc})
-            one = median_seconds(lambda: eocube.open_dataset(path).data.isel(time=T // 2).values, args.repeats)
-            pix = median_seconds(lambda: eocube.open_dataset(path).data.isel(y=Y // 2, x=X // 2).values, args.repeats)
-            full = median_seconds(lambda: eocube.open_dataset(path).data.values, args.repeats)
+            one = median_seconds(
+                lambda p=path: eocube.open_dataset(p).data.isel(time=T // 2).values, args.repeats
+            )
+            pix = median_seconds(
+                lambda p=path: eocube.open_dataset(p).data.isel(y=Y // 2, x=X // 2).values,
+                args.repeats,
+            )
+            full = median_seconds(lambda p=path: eocube.open_dataset(p).data.values, args.repeats)
             psnr = rep.variables["data"].psnr
-            print(f"{tc:10d} {rep.bpppb:7.3f} {psnr:7.2f} {one * 1e3:10.1f} {pix * 1e3:9.1f} {full * 1e3:9.1f} {rep.seconds:6.2f}")
-            records.append({"kind": "time_chunk", "time_chunk": tc, "bpppb": rep.bpppb, "psnr": psnr,
-                            "one_step_s": one, "pixel_s": pix, "whole_s": full, "encode_s": rep.seconds})
+            print(
+                f"{tc:10d} {rep.bpppb:7.3f} {psnr:7.2f} {one * 1e3:10.1f} {pix * 1e3:9.1f} "
+                f"{full * 1e3:9.1f} {rep.seconds:6.2f}"
+            )
+            records.append(
+                {
+                    "kind": "time_chunk",
+                    "time_chunk": tc,
+                    "bpppb": rep.bpppb,
+                    "psnr": psnr,
+                    "one_step_s": one,
+                    "pixel_s": pix,
+                    "whole_s": full,
+                    "encode_s": rep.seconds,
+                }
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "read_patterns.json"
-    meta = {"cube": args.cube.name, "machine": platform.machine(), "python": platform.python_version(),
-            "eocube": eocube.__version__, "repeats": args.repeats,
-            "psnr_definition": metrics.__doc__.split("\n")[2].strip()}
+    meta = {
+        "cube": args.cube.name,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "eocube": eocube.__version__,
+        "repeats": args.repeats,
+        "psnr_definition": metrics.__doc__.split("\n")[2].strip(),
+    }
     out.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
     print(f"\nwrote {out}")
     return 0
