@@ -42,6 +42,12 @@ class EocubeBackendEntrypoint(BackendEntrypoint):
         """Open an eocube store lazily (see :func:`eocube.open_dataset`)."""
         if isinstance(filename_or_obj, os.PathLike):
             filename_or_obj = os.fspath(filename_or_obj)
+        if isinstance(filename_or_obj, str) and filename_or_obj.startswith("hf://"):
+            # hf:// reads exactly the bytes of the touched chunks (no fsspec read-ahead)
+            from eocube.hubfs import hub_store
+
+            filename_or_obj = hub_store(filename_or_obj, storage_options)
+            storage_options = None
         ds = ZarrBackendEntrypoint().open_dataset(
             filename_or_obj,
             drop_variables=drop_variables,
@@ -89,8 +95,14 @@ def open_dataset(
         None: lazy numpy-backed arrays, decoded on access. ``{}``: dask arrays chunked
         like the store.
     storage_options : mapping, optional
-        Passed to fsspec.
+        Passed to fsspec; for ``hf://`` URLs, to ``huggingface_hub.HfFileSystem``
+        (``endpoint``, ``token``), whose reads then fetch exact byte ranges
+        (:mod:`eocube.hubfs`).
     """
     return xr.open_dataset(
-        store, engine=EocubeBackendEntrypoint, chunks=chunks, storage_options=storage_options, **kwargs
+        store,
+        engine=EocubeBackendEntrypoint,
+        chunks=chunks,
+        storage_options=storage_options,
+        **kwargs,
     )

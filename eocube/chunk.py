@@ -11,6 +11,8 @@ Layout (little-endian)::
         varint len(extradata) | extradata | varint n_packets | varint sizes... | packets
     u8 n_masks, each:
         u8 kind (0 NaN, 1 nodata) | varint len | zlib(packbits(mask (T, B, Y, X)))
+    u8 n_residuals (0 or 1), each:
+        varint len | residual layer (eocube.residual): the error-bounded correction
 
 ``str`` is a u8 length and ASCII text. The stream's frame order follows from the layout
 (eocube.packing.plan_layout), so it is not stored.
@@ -20,12 +22,12 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from eocube import packing, video
+from eocube import metrics, packing, residual, video
 from eocube.errors import CodecError, CorruptChunkError, UnsupportedDataError
 from eocube.pixfmt import pixel_format
 from eocube.profiles import Profile, get_profile
@@ -149,8 +151,9 @@ def encode_chunk(
     block: np.ndarray,
     profile: str | Profile | None = None,
     *,
-    quality: int | None = None,
+    quality: float | None = None,
     nodata: float | None = None,
+    max_abs_error: float | Sequence[float] | None = None,
     threads: int = 0,
 ) -> bytes:
     """Encode a block of shape (T, B, Y, X) (or (T, Y, X)) into a chunk payload.
@@ -165,6 +168,9 @@ def encode_chunk(
         The profile's quality option (``crf``); lossy profiles only.
     nodata : number, optional
         A value marking missing data; it is restored exactly on decode.
+    max_abs_error : float or sequence of float, optional
+        A hard bound on the absolute error of every valid value (one per band, or
+        one for all), kept by a residual layer over the video (eocube.residual).
     threads : int
         Codec threads (0: the codec decides).
 
@@ -172,7 +178,8 @@ def encode_chunk(
     -------
     bytes
         The payload; :func:`decode_chunk` returns the block from it. Lossless profiles
-        return integer data bit-exactly; lossy ones bound nothing (see the report).
+        return integer data bit-exactly; lossy ones bound nothing unless
+        ``max_abs_error`` is given.
 
     Raises
     ------
@@ -186,7 +193,8 @@ def encode_chunk(
         block = block[:, None]
     if block.ndim != 4 or 0 in block.shape:
         raise UnsupportedDataError(
-            f"a chunk must have shape (T, B, Y, X) or (T, Y, X) with no empty axis, got {block.shape}"
+            "a chunk must have shape (T, B, Y, X) or (T, Y, X) with no empty axis, "
+            f"got {block.shape}"
         )
     dtype = packing.check_dtype(block.dtype)
     block = np.ascontiguousarray(block)
@@ -197,13 +205,13 @@ def encode_chunk(
     except UnsupportedDataError as exc:
         raise UnsupportedDataError(f"profile {prof.name!r}: {exc}") from None
     T, B, Y, X = block.shape
-    height, width = video.frame_size(prof.encoder, prof.pix_fmt, Y, X, prof.lossless)
+    options = prof.encoder_options(quality)
+    height, width = video.frame_size(prof.encoder, prof.pix_fmt, Y, X, prof.lossless, options)
     if prof.extra_pix_fmt is not None:
         # both streams share one frame size, so one set of codes serves them
-        h2, w2 = video.frame_size(prof.encoder, prof.extra_pix_fmt, Y, X, prof.lossless)
+        h2, w2 = video.frame_size(prof.encoder, prof.extra_pix_fmt, Y, X, prof.lossless, options)
         height, width = max(height, h2), max(width, w2)
     codes, invalid = packing.quantize(block, maps, prof.bits, height, width, nodata=nodata)
-    options = prof.encoder_options(quality)
     planes = codes.reshape(T * B, height, width)
 
     w = _Writer()
@@ -260,6 +268,19 @@ def encode_chunk(
     for kind, mask in masks:
         w.pack("B", kind)
         w.blob(zlib.compress(np.packbits(mask, axis=None).tobytes(), 9))
+    if max_abs_error is None or exact:
+        w.pack("B", 0)
+        return w.getvalue()
+    bounds = residual.band_bounds(max_abs_error, B)
+    without = w.getvalue() + b"\x00"
+    # the residual corrects exactly what decode_chunk returns, through the same path
+    decoded = decode_chunk(without, threads=threads)
+    valid = metrics.valid_mask(block, nodata)
+    layer = residual.compute(block, decoded, valid, bounds)
+    if layer is None:
+        return without
+    w.pack("B", 1)
+    w.blob(residual.to_bytes(layer))
     return w.getvalue()
 
 
@@ -296,6 +317,10 @@ def _read_header(r: _Reader) -> ChunkHeader:
     layout = r.text()
     profile = r.text()
     nodata = r.unpack("d")[0] if flags & _FLAG_NODATA else None
+    if nodata is not None and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if not (info.min <= nodata <= info.max and nodata == int(nodata)):  # NaN fails too
+            raise CorruptChunkError(f"payload nodata {nodata!r} is not a {dtype} value")
     B = shape[1]
     maps = np.frombuffer(r.take(16 * B), dtype="<f8").reshape(B, 2)
     return ChunkHeader(
@@ -356,26 +381,40 @@ def decode_chunk(
     r = _Reader(payload)
     header = _read_header(r)
     T, B, Y, X = header.shape
-    if out is None:
-        out = np.empty(header.shape, header.dtype)
-    elif out.shape != header.shape or out.dtype != header.dtype or not out.flags.c_contiguous:
+    if out is not None and (
+        out.shape != header.shape or out.dtype != header.dtype or not out.flags.c_contiguous
+    ):
         raise ValueError(f"out must be a C-contiguous {header.dtype} array of shape {header.shape}")
     try:
-        plans = packing.plan_layout(header.layout, T, B)
+        per_date = packing.plan_layout(header.layout, 1, B)
     except UnsupportedDataError as exc:
         raise CorruptChunkError(str(exc)) from None
     (n_streams,) = r.unpack("B")
-    if n_streams != len(plans):
-        raise CorruptChunkError(f"payload holds {n_streams} streams, layout {header.layout} makes {len(plans)}")
-    flat = out.reshape(T * B, Y, X)
-    codec_seconds = 0.0
-    for plan in plans:
+    if n_streams != len(per_date):
+        raise CorruptChunkError(
+            f"payload holds {n_streams} streams, layout {header.layout} makes {len(per_date)}"
+        )
+    # Check the streams against the header before allocating anything of the header's size:
+    # a damaged shape must raise, not allocate gigabytes.
+    streams = []
+    for one in per_date:
         stream = _read_stream(r)
         fmt = pixel_format(stream.pix_fmt) if stream.pix_fmt in _known_formats() else None
-        if fmt is None or fmt.data_planes != plan.sources.shape[1] or stream.frames != plan.frames:
-            raise CorruptChunkError(f"stream {stream.pix_fmt} does not match layout {header.layout}")
+        per_frame = one.sources.shape[1]
+        if fmt is None or fmt.data_planes != per_frame or stream.frames != one.frames * T:
+            raise CorruptChunkError(
+                f"stream {stream.pix_fmt} of {stream.frames} frames does not match layout "
+                f"{header.layout} of {T} x {B} planes"
+            )
         if stream.height < Y or stream.width < X:
             raise CorruptChunkError(f"frames of {stream.height}x{stream.width} cannot hold {Y}x{X}")
+        streams.append(stream)
+    plans = packing.plan_layout(header.layout, T, B)
+    if out is None:
+        out = np.empty(header.shape, header.dtype)
+    flat = out.reshape(T * B, Y, X)
+    codec_seconds = 0.0
+    for plan, stream in zip(plans, streams, strict=True):
         frames = video.decode_frames(stream, threads=threads)
         for row in plan.sources:
             t0 = time.perf_counter()
@@ -406,6 +445,12 @@ def decode_chunk(
             out[mask] = header.nodata
         else:
             raise CorruptChunkError(f"unknown mask kind {kind}")
+    (n_residuals,) = r.unpack("B")
+    if n_residuals > 1:
+        raise CorruptChunkError(f"payload holds {n_residuals} residual layers")
+    if n_residuals:
+        layer = residual.from_bytes(bytes(r.blob()), header.shape, header.dtype)
+        out[...] = residual.restore(out, layer)
     if r.pos != len(r.data):
         raise CorruptChunkError(f"{len(r.data) - r.pos} unexpected bytes after the payload")
     if on_codec_time is not None:

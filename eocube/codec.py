@@ -9,6 +9,7 @@ point group and again by ``import eocube``.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,13 +33,26 @@ tasks in parallel, so one thread per chunk wins (124 vs 81 MB/s with codec-chose
 threads on 32 x 4 x 64 x 64 Sentinel-2 chunks, 2 cores)."""
 
 
-def parse_quality(value: Any) -> int | None:
-    """Validate the codec's ``quality`` (None or an integer)."""
+def parse_quality(value: Any) -> float | int | None:
+    """Validate the codec's ``quality`` (None or a number; integers stay integers)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"quality must be an integer or None, got {value!r}")
-    return int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"quality must be a number or None, got {value!r}")
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def parse_bound(value: Any) -> float | tuple[float, ...] | None:
+    """Validate ``max_abs_error``: None, a number, or one number per band (each >= 0)."""
+    if value is None:
+        return None
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
+        bounds: tuple[float, ...] = (float(value),)
+    else:
+        bounds = tuple(float(v) for v in value)
+    if not bounds or not all(math.isfinite(b) and b >= 0 for b in bounds):
+        raise ValueError(f"max_abs_error must be finite numbers >= 0, got {value!r}")
+    return bounds[0] if len(bounds) == 1 and not isinstance(value, list | tuple) else bounds
 
 
 def parse_nodata(value: Any) -> float | None:
@@ -59,21 +73,30 @@ class VideoCodec(ArrayBytesCodec):
     ----------
     profile : str
         Codec profile name.
-    quality : int, optional
+    quality : float, optional
         The profile's quality option (crf); None for the profile's default.
     nodata : float, optional
         Value marking missing data, restored exactly; also the array's fill value, so
         that the padding of partial edge chunks costs almost no bits.
+    max_abs_error : float or sequence of float, optional
+        A hard bound on the absolute error of every valid value (one per band, or one
+        for all), kept by a residual layer over the video.
     """
 
     is_fixed_size = False
 
     profile: str
-    quality: int | None
+    quality: float | int | None
     nodata: float | None
+    max_abs_error: float | tuple[float, ...] | None
 
     def __init__(
-        self, *, profile: str = DEFAULT_PROFILE, quality: int | None = None, nodata: float | None = None
+        self,
+        *,
+        profile: str = DEFAULT_PROFILE,
+        quality: float | None = None,
+        nodata: float | None = None,
+        max_abs_error: float | list[float] | tuple[float, ...] | None = None,
     ) -> None:
         prof = get_profile(profile)
         quality = parse_quality(quality)
@@ -81,6 +104,7 @@ class VideoCodec(ArrayBytesCodec):
         object.__setattr__(self, "profile", prof.name)
         object.__setattr__(self, "quality", quality)
         object.__setattr__(self, "nodata", parse_nodata(nodata))
+        object.__setattr__(self, "max_abs_error", parse_bound(max_abs_error))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -96,6 +120,9 @@ class VideoCodec(ArrayBytesCodec):
             config["quality"] = self.quality
         if self.nodata is not None:
             config["nodata"] = self.nodata
+        if self.max_abs_error is not None:
+            bound = self.max_abs_error
+            config["max_abs_error"] = list(bound) if isinstance(bound, tuple) else bound
         return {"name": CODEC_NAME, "configuration": config}
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
@@ -110,7 +137,13 @@ class VideoCodec(ArrayBytesCodec):
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         block = np.ascontiguousarray(chunk_array.as_numpy_array())
-        payload = encode_chunk(block, self.profile, quality=self.quality, nodata=self.nodata)
+        payload = encode_chunk(
+            block,
+            self.profile,
+            quality=self.quality,
+            nodata=self.nodata,
+            max_abs_error=self.max_abs_error,
+        )
         return chunk_spec.prototype.buffer.from_bytes(payload)
 
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:

@@ -34,7 +34,11 @@ def cube_roles(
         role = next((r for r, name in explicit.items() if name == dim), None)
         if role is None:
             role = next(
-                (r for r, names in ALIASES.items() if r not in explicit and str(dim).lower() in names),
+                (
+                    r
+                    for r, names in ALIASES.items()
+                    if r not in explicit and str(dim).lower() in names
+                ),
                 None,
             )
         if role is None or role in found:

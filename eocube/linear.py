@@ -82,7 +82,9 @@ class LinearCodec(ArrayBytesCodec):
         elif kind == _RAW and len(body) == n * dtype.itemsize:
             values = np.frombuffer(body, dtype=dtype).copy()
         else:
-            raise CorruptChunkError(f"{CODEC_NAME}: chunk of {len(data)} bytes cannot hold {n} values")
+            raise CorruptChunkError(
+                f"{CODEC_NAME}: chunk of {len(data)} bytes cannot hold {n} values"
+            )
         native = values.astype(dtype.newbyteorder("="))
         return chunk_spec.prototype.nd_buffer.from_ndarray_like(native.reshape(chunk_spec.shape))
 

@@ -5,7 +5,8 @@ PSNR
     (finite and not nodata); ``MSE_b`` is the mean squared error over those same pixels;
     ``PSNR_b = 10 log10(peak_b² / MSE_b)``. The summary is the mean over bands of the
     finite ``PSNR_b`` (a band decoded exactly has infinite PSNR and is left out of the
-    mean; if every band is exact the summary is infinite). A constant band uses a peak
+    mean; if every band is exact the summary is infinite; a valid value decoded to NaN
+    or inf makes its band and the summary -inf). A constant band uses a peak
     of 1 data unit. This data-range peak reads about 16 dB lower than the storage-type
     peak (65535) quoted by the reference system on Sentinel-2 reflectances.
 bpppb
@@ -42,7 +43,11 @@ def valid_mask(original: np.ndarray, nodata: float | None = None) -> np.ndarray:
 def psnr_per_band(
     original: np.ndarray, decoded: np.ndarray, nodata: float | None = None
 ) -> np.ndarray:
-    """PSNR of each band (axis 1 of a (T, B, Y, X) array), in dB; inf where exact, NaN if empty."""
+    """PSNR of each band (axis 1 of a (T, B, Y, X) array), in dB.
+
+    inf where exact, NaN where the band has no valid value, -inf where a valid value
+    decoded to NaN or inf.
+    """
     original, decoded = _as_tbyx(original), _as_tbyx(decoded)
     if original.shape != decoded.shape:
         raise ValueError(f"shapes differ: {original.shape} vs {decoded.shape}")
@@ -56,7 +61,12 @@ def psnr_per_band(
         err = decoded[:, b][v].astype(np.float64) - ref
         mse = float(np.mean(err * err)) if np.isfinite(err).all() else math.inf
         peak = float(ref.max() - ref.min()) or 1.0
-        out[b] = math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
+        if mse == 0:
+            out[b] = math.inf
+        elif math.isinf(mse):  # a decoded NaN/inf where the original is valid
+            out[b] = -math.inf
+        else:
+            out[b] = 10 * math.log10(peak * peak / mse)
     return out
 
 
@@ -66,6 +76,8 @@ def psnr(original: np.ndarray, decoded: np.ndarray, nodata: float | None = None)
     per_band = per_band[~np.isnan(per_band)]
     if per_band.size == 0:
         return math.nan
+    if (per_band == -math.inf).any():
+        return -math.inf
     finite = per_band[np.isfinite(per_band)]
     return float(finite.mean()) if finite.size else math.inf
 

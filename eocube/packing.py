@@ -126,7 +126,7 @@ def _band_ranges(block, nodata, has_nodata):  # pragma: no cover - compiled
 
 @dataclass(frozen=True)
 class BandMaps:
-    """Per band affine maps: ``value = offset + code * scale``."""
+    """Per band affine maps: ``value = offset + code * scale`` (scale 0: a constant band)."""
 
     offset: np.ndarray
     scale: np.ndarray
@@ -138,7 +138,9 @@ class BandMaps:
         return int(self.offset.shape[0])
 
 
-def band_maps(block: np.ndarray, bits: int, *, exact: bool, nodata: float | None = None) -> BandMaps:
+def band_maps(
+    block: np.ndarray, bits: int, *, exact: bool, nodata: float | None = None
+) -> BandMaps:
     """The affine map of each band of ``block`` onto ``0 .. 2**bits - 1``.
 
     Parameters
@@ -154,7 +156,8 @@ def band_maps(block: np.ndarray, bits: int, *, exact: bool, nodata: float | None
     Raises
     ------
     UnsupportedDataError
-        For infinite values, or when ``exact`` and a band's range exceeds ``bits``.
+        For infinite values, a band whose map overflows float64, or when ``exact`` and
+        a band's range exceeds ``bits``.
     """
     dtype = check_dtype(block.dtype)
     has_nodata = nodata is not None
@@ -166,7 +169,16 @@ def band_maps(block: np.ndarray, bits: int, *, exact: bool, nodata: float | None
             f"(missing) or finite values before encoding"
         )
     max_code = (1 << bits) - 1
-    span = hi - lo
+    with np.errstate(over="ignore"):
+        span = hi - lo
+        top = lo + (span / max_code) * max_code
+    if not np.isfinite(top).all():
+        # decoding, offset + code * scale, would overflow: values would come back inf or NaN
+        bad = int(np.flatnonzero(~np.isfinite(top))[0])
+        raise UnsupportedDataError(
+            f"band {bad} spans {lo[bad]:g} .. {hi[bad]:g}, beyond what float64 can map: "
+            f"split or rescale it before encoding"
+        )
     if exact:
         if dtype.kind == "f":
             raise UnsupportedDataError(
@@ -182,7 +194,10 @@ def band_maps(block: np.ndarray, bits: int, *, exact: bool, nodata: float | None
             )
         scale = np.ones_like(span)
     else:
-        scale = np.where(span > 0, span / max_code, 1.0)
+        # A constant band (or one whose span underflows) gets scale 0: it decodes to its
+        # value whatever code the lossy codec returns. With scale 1, a codec error of one
+        # code moved it by one data unit, out of the band's range.
+        scale = span / max_code
     return BandMaps(offset=lo, scale=scale, valid=valid)
 
 
@@ -272,13 +287,15 @@ def _fill_band(codes, invalid, b, Y, X, fill_code):  # pragma: no cover - compil
 
 
 @numba.njit(nogil=True, parallel=True, cache=True)
-def _quantize(block, offset, scale, max_code, nodata, has_nodata, codes, invalid):  # pragma: no cover
+def _quantize(
+    block, offset, scale, max_code, nodata, has_nodata, codes, invalid
+):  # pragma: no cover
     T, B, Y, X = block.shape
     H, W = codes.shape[2], codes.shape[3]
     missing = np.zeros(B, np.int64)
     for b in numba.prange(B):
         lo = offset[b]
-        inv = 1.0 / scale[b]
+        inv = 1.0 / scale[b] if scale[b] > 0 else 0.0
         n = 0
         for t in range(T):
             for y in range(Y):

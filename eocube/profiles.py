@@ -30,12 +30,21 @@ PROFILE_DIRS = (_HERE / "profiles_data", _HERE.parent / "codecs")
 
 @dataclass(frozen=True)
 class Quality:
-    """The encoder option that sets quality (e.g. ``crf``), its default and bounds."""
+    """The encoder option that sets quality (e.g. ``crf``), its default, bounds and step.
+
+    ``step`` is the finest increment the encoder honours (x265 takes fractional crf).
+    """
 
     option: str
-    default: int
-    min: int
-    max: int
+    default: float
+    min: float
+    max: float
+    step: float = 1.0
+
+    def format(self, value: float) -> str:
+        """The option's value as the encoder wants it."""
+        snapped = round(value / self.step) * self.step
+        return str(int(snapped)) if float(snapped).is_integer() else f"{snapped:.6g}"
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,8 @@ class Profile:
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise ProfileError(
-                f"profile {self.name!r}: unknown layout {self.layout!r}; valid: {', '.join(LAYOUTS)}"
+                f"profile {self.name!r}: unknown layout {self.layout!r}; "
+                f"valid: {', '.join(LAYOUTS)}"
             )
         main = pixel_format(self.pix_fmt)
         if main.bits != self.bits:
@@ -113,7 +123,7 @@ class Profile:
         if not self.lossless and self.quality is None:
             raise ProfileError(f"profile {self.name!r}: a lossy profile needs a [quality] table")
 
-    def encoder_options(self, quality: int | None = None) -> dict[str, str]:
+    def encoder_options(self, quality: float | None = None) -> dict[str, str]:
         """The encoder options, with the quality option set to ``quality`` (or the default).
 
         Raises
@@ -126,13 +136,13 @@ class Profile:
             if quality is not None:
                 raise ProfileError(f"profile {self.name!r} is lossless: it takes no quality")
             return opts
-        q = self.quality.default if quality is None else int(quality)
+        q = self.quality.default if quality is None else float(quality)
         if not self.quality.min <= q <= self.quality.max:
             raise ProfileError(
-                f"profile {self.name!r}: {self.quality.option}={q} is outside "
-                f"{self.quality.min}..{self.quality.max}"
+                f"profile {self.name!r}: {self.quality.option}={q:g} is outside "
+                f"{self.quality.min:g}..{self.quality.max:g}"
             )
-        opts[self.quality.option] = str(q)
+        opts[self.quality.option] = self.quality.format(q)
         return opts
 
 
@@ -148,7 +158,7 @@ def _option_value(key: str, value: Any) -> str:
 
 def parse_profile(data: Mapping[str, Any], source: str = "<dict>") -> Profile:
     """Build a :class:`Profile` from the contents of a profile TOML file."""
-    known = {f for f in Profile.__dataclass_fields__}
+    known = set(Profile.__dataclass_fields__)
     unknown = set(data) - known
     if unknown:
         raise ProfileError(f"{source}: unknown keys {sorted(unknown)}; valid: {sorted(known)}")

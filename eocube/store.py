@@ -7,7 +7,7 @@ import os
 import time
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -17,12 +17,12 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.errors import ContainsArrayError, ContainsGroupError, UnstableSpecificationWarning
 from zarr.storage import StorePath
 
-from eocube import metrics
+from eocube import metrics, ratecontrol
 from eocube.codec import VideoCodec
 from eocube.dims import cube_roles
 from eocube.errors import EocubeError
-from eocube.profiles import get_profile
 from eocube.linear import LinearCodec
+from eocube.profiles import get_profile
 from eocube.storage import list_keys, payload_nbytes
 
 FORMAT_VERSION = 1
@@ -38,18 +38,24 @@ _KEPT_ENCODING = ("dtype", "_FillValue", "scale_factor", "add_offset", "units", 
 
 @dataclass(frozen=True)
 class VariableReport:
-    """Size and quality of one cube variable."""
+    """Size and quality of one cube variable.
+
+    ``psnr`` and ``max_abs_error`` follow :mod:`eocube.metrics` (valid values only);
+    ``error_bound`` is the ``max_abs_error`` asked for, if any; ``quality`` the crf used.
+    """
 
     name: str
     shape: tuple[int, ...]
     dtype: str
     profile: str
-    quality: int | None
+    quality: float | None
     payload_nbytes: int
     bpppb: float
     psnr: float | None = None
     psnr_per_band: tuple[float, ...] | None = None
     max_abs_error: float | None = None
+    max_abs_error_per_band: tuple[float, ...] | None = None
+    error_bound: float | tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,38 +70,58 @@ class EncodeReport:
         Bytes of every object of the store (metadata, coordinates, indexes included).
     original_nbytes : int
         Bytes of the cube variables in their original dtype.
+    values : int
+        Number of values (T·B·Y·X summed over cube variables).
     bpppb : float
-        ``nbytes`` × 8 over the number of values of the cube variables.
+        ``nbytes`` × 8 / ``values``.
     compression_ratio : float
         ``original_nbytes / nbytes``.
     variables : dict of str to VariableReport
         Per cube variable: payload bytes, bpppb of its payload, and when measured
         PSNR (DESIGN.md definition) and max abs error.
     seconds : float
-        Wall time of the write.
+        Wall time of the whole call.
+    control : str
+        The quality control used (``crf``, ``target_psnr``, ...).
+    passes : int
+        Times the cube was encoded (1, or more when a target was corrected).
+    trials : int
+        Trial encodes of the sample made by the search.
     """
 
     store: str
     nbytes: int
     original_nbytes: int
+    values: int
     bpppb: float
     compression_ratio: float
     variables: dict[str, VariableReport] = field(default_factory=dict)
     seconds: float = 0.0
+    control: str = "default"
+    passes: int = 1
+    trials: int = 0
 
     def __str__(self) -> str:
         lines = [
             f"{self.store}: {self.nbytes} bytes, {self.bpppb:.4f} bpppb, "
-            f"ratio {self.compression_ratio:.1f}, {self.seconds:.1f} s",
-            f"  {'variable':16s} {'profile':20s} {'payload B':>10s} {'bpppb':>8s} {'PSNR dB':>8s} {'max err':>10s}",
+            f"ratio {self.compression_ratio:.1f}, {self.seconds:.1f} s "
+            f"({self.control}, {self.passes} pass(es), {self.trials} trial encodes)",
+            f"  {'variable':16s} {'profile':20s} {'crf':>6s} {'payload B':>10s} {'bpppb':>8s} "
+            f"{'PSNR dB':>8s} {'max err':>10s}",
         ]
         for v in self.variables.values():
             psnr = "-" if v.psnr is None else f"{v.psnr:.2f}"
             err = "-" if v.max_abs_error is None else f"{v.max_abs_error:.4g}"
+            crf = "-" if v.quality is None else f"{v.quality:g}"
             lines.append(
-                f"  {v.name:16s} {v.profile:20s} {v.payload_nbytes:10d} {v.bpppb:8.4f} {psnr:>8s} {err:>10s}"
+                f"  {v.name:16s} {v.profile:20s} {crf:>6s} {v.payload_nbytes:10d} "
+                f"{v.bpppb:8.4f} {psnr:>8s} {err:>10s}"
             )
         return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain data (for JSON)."""
+        return asdict(self)
 
 
 def _as_dataset(obj: xr.Dataset | xr.DataArray) -> xr.Dataset:
@@ -126,13 +152,17 @@ def _chunk_shape(
         size = var.sizes[dim]
         if role == "band":
             if requested.get(dim, requested.get("band", size)) != size:
-                raise ValueError(f"variable {var.name!r}: all bands stay in one chunk ({dim}={size})")
+                raise ValueError(
+                    f"variable {var.name!r}: all bands stay in one chunk ({dim}={size})"
+                )
             inner.append(size)
             shard.append(size)
             continue
         c = int(requested.get(dim, requested.get(role, DEFAULT_CHUNKS[role])))
         if c <= 0:
-            raise ValueError(f"variable {var.name!r}: chunk size for {dim} must be positive, got {c}")
+            raise ValueError(
+                f"variable {var.name!r}: chunk size for {dim} must be positive, got {c}"
+            )
         c = min(c, size)
         inner.append(c)
         shard.append(c * min(SHARD_CHUNKS[role], math.ceil(size / c)))
@@ -146,13 +176,30 @@ def _store_path(
     return zarr.open_group(store, mode=mode, zarr_format=3, **kwargs).store_path
 
 
+@dataclass(frozen=True)
+class _CubeVar:
+    """What the writer needs to know of one cube variable."""
+
+    name: Hashable
+    roles: Mapping[str, Hashable]
+    inner: tuple[int, ...]
+    shard: tuple[int, ...]
+    dtype: np.dtype  # as stored, after CF encoding
+    fill: float | int
+    codec_nodata: float | None
+    nodata: float | None  # in the user's data, for metrics
+
+
 def to_eocube(
     obj: xr.Dataset | xr.DataArray,
     store: Any,
     *,
     profile: str | None = None,
     lossless: bool = False,
-    crf: int | None = None,
+    crf: float | None = None,
+    target_bpppb: float | None = None,
+    target_psnr: float | None = None,
+    max_abs_error: float | Sequence[float] | Mapping[Hashable, Any] | None = None,
     chunks: Mapping[Hashable, int] | None = None,
     dims: Mapping[str, Hashable] | None = None,
     variables: Sequence[Hashable] | None = None,
@@ -177,16 +224,26 @@ def to_eocube(
         or ``ffv1-lossless`` with ``lossless=True``.
     lossless : bool
         Bit-exact storage (integer data only).
-    crf : int, optional
+    crf : float, optional
         The lossy profile's quality; lower is better and bigger.
+    target_bpppb : float, optional
+        Bits per pixel per band of the whole store (every byte, metadata included):
+        lands within ±10 %.
+    target_psnr : float, optional
+        PSNR (dB, DESIGN.md definition) every cube variable reaches, with as few bits
+        as the search finds.
+    max_abs_error : float, sequence, or mapping, optional
+        Hard bound on the absolute error of every valid value, in data units: one
+        number, one per band, or a mapping of variable name to either. Guaranteed by
+        a residual layer over the video.
     chunks : mapping, optional
         Chunk size per dim (or role: time, y, x); bands always stay in one chunk.
         Default: 32 time steps × 256 × 256 px.
     dims : mapping, optional
         Role (time, band, y, x) to dim name, overriding the recognised spellings.
     variables : sequence, optional
-        The variables to encode as video; default: every cube variable. Others are
-        stored losslessly.
+        The variables to encode as video; default: every cube variable except
+        categorical ones (CF ``flag_values``). Others are stored losslessly.
     storage_options : mapping, optional
         Passed to fsspec.
     mode : {"w-", "w"}
@@ -194,7 +251,8 @@ def to_eocube(
     progress : bool
         Show a progress bar (dask) while encoding.
     measure : bool
-        Read the store back to report PSNR and max abs error per variable.
+        Read the store back to report PSNR and max abs error per variable (always
+        done for ``target_psnr`` and ``target_bpppb``).
     per_array_metadata : bool
         Also keep a ``zarr.json`` per array. By default all metadata lives in the
         root ``zarr.json`` (consolidated), which zarr-python and xarray read in one
@@ -203,20 +261,204 @@ def to_eocube(
     Returns
     -------
     EncodeReport
+
+    Notes
+    -----
+    Exactly one of ``lossless``, ``crf``, ``target_bpppb``, ``target_psnr`` and
+    ``max_abs_error`` may be given. The targets are searched on a sample of at most
+    three chunks per variable, with at most seven trial encodes of that sample
+    (:mod:`eocube.ratecontrol`); the cube is then encoded once, measured, and
+    re-encoded at most twice to correct a miss (``report.passes`` says how often).
     """
-    if lossless and crf is not None:
-        raise ValueError("lossless=True and crf= conflict: choose one")
+    controls = {
+        "lossless": lossless or None,
+        "crf": crf,
+        "target_bpppb": target_bpppb,
+        "target_psnr": target_psnr,
+        "max_abs_error": max_abs_error,
+    }
+    given = [k for k, v in controls.items() if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"{' and '.join(given)} conflict: give one quality control")
     if mode not in ("w-", "w"):
         raise ValueError(f"mode must be 'w-' or 'w', got {mode!r}")
+    for key in ("target_bpppb", "target_psnr"):
+        value = controls[key]
+        if value is not None and not (
+            isinstance(value, int | float) and math.isfinite(value) and value > 0
+        ):
+            raise ValueError(f"{key} must be a positive number, got {value!r}")
     ds = _as_dataset(obj)
     prof = get_profile(profile, lossless=lossless)
     if lossless and not prof.lossless:
         raise ValueError(f"lossless=True needs a lossless profile; {prof.name!r} is lossy")
-    if not lossless and crf is not None and prof.lossless:
-        raise ValueError(f"profile {prof.name!r} is lossless: it takes no crf")
+    if given and not lossless and prof.lossless:
+        raise ValueError(f"profile {prof.name!r} is lossless: it takes no {given[0]}")
     started = time.perf_counter()
+    cube_vars = _cube_variables(ds, dims, variables, chunks)
+    bounds = _bounds_per_variable(max_abs_error, cube_vars, ds)
 
-    cube_vars: dict[Hashable, dict[str, Hashable]] = {}
+    quality: dict[Hashable, float | None] = dict.fromkeys(cube_vars, crf)
+    psnr_bounds: set[Hashable] = set()  # bounds set to reach a PSNR target, not by the user
+    trials = 0
+    if not prof.lossless and (target_psnr is not None or bounds or target_bpppb is not None):
+        for name, cv in cube_vars.items():
+            samples = _sample(ds, cv)
+            trial = ratecontrol.make_trial(
+                samples, prof, nodata=cv.codec_nodata, max_abs_error=bounds.get(name)
+            )
+            if target_psnr is not None:
+                quality[name], made = ratecontrol.quality_for_psnr(trial, prof, target_psnr)
+                if not any(t.psnr >= target_psnr for t in made):
+                    # beyond what the codec's bit depth reaches: a residual layer with the
+                    # bound that uniform errors of that PSNR would have carries the rest
+                    bounds[name] = ratecontrol.bounds_for_psnr(
+                        samples, target_psnr + ratecontrol.PSNR_MARGIN, cv.codec_nodata
+                    )
+                    psnr_bounds.add(name)
+                    trial = ratecontrol.make_trial(
+                        samples, prof, nodata=cv.codec_nodata, max_abs_error=bounds[name]
+                    )
+                    quality[name], more = ratecontrol.quality_for_bound(trial, prof)
+                    made += more
+            elif bounds:
+                quality[name], made = ratecontrol.quality_for_bound(trial, prof)
+            else:
+                assert target_bpppb is not None
+                quality[name], made = ratecontrol.quality_for_bpppb(trial, prof, target_bpppb)
+            trials += len(made)
+
+    def write(mode_now: str) -> EncodeReport:
+        t0 = time.perf_counter()
+        store_path = _write(
+            ds,
+            store,
+            cube_vars,
+            prof.name,
+            quality,
+            bounds,
+            mode_now,
+            storage_options,
+            progress,
+            per_array_metadata,
+        )
+        needs_metrics = measure or target_psnr is not None
+        return _report(
+            ds,
+            store_path,
+            cube_vars,
+            prof.name,
+            quality,
+            bounds,
+            time.perf_counter() - t0,
+            needs_metrics,
+        )
+
+    def meets(rep: EncodeReport) -> bool:
+        if target_psnr is not None:
+            return all(v.psnr is not None and v.psnr >= target_psnr for v in rep.variables.values())
+        if target_bpppb is not None:
+            return abs(rep.bpppb / target_bpppb - 1) <= 0.1
+        return True
+
+    report = write(mode)
+    passes = 1
+    best = (dict(quality), dict(bounds), report) if meets(report) else None
+    for _ in range(ratecontrol.MAX_CORRECTIONS if target_psnr or target_bpppb else 0):
+        old_bounds = dict(bounds)
+        proposal = _correct(prof, quality, report, target_psnr, target_bpppb, bounds, psnr_bounds)
+        if proposal is None or (proposal == quality and bounds == old_bounds):
+            break
+        quality.update(proposal)
+        report = write("w")
+        passes += 1
+        if meets(report) and (best is None or report.nbytes < best[2].nbytes):
+            best = (dict(quality), dict(bounds), report)
+    if best is not None and best[2] is not report:
+        quality.update(best[0])
+        bounds.update(best[1])
+        report = write("w")
+        passes += 1
+    if target_bpppb is not None and not meets(report):
+        warnings.warn(
+            f"target_bpppb={target_bpppb} missed: the store has {report.bpppb:.4f} bpppb "
+            f"({_overhead(report) * 8 / report.values:.4f} of it outside the video payloads)",
+            stacklevel=2,
+        )
+    if target_psnr is not None and not meets(report):
+        warnings.warn(f"target_psnr={target_psnr} missed: {report}", stacklevel=2)
+    return replace(
+        report,
+        seconds=time.perf_counter() - started,
+        passes=passes,
+        trials=trials,
+        control=given[0] if given else "default",
+    )
+
+
+def _overhead(report: EncodeReport) -> int:
+    return report.nbytes - sum(v.payload_nbytes for v in report.variables.values())
+
+
+def _correct(
+    prof: Any,
+    quality: Mapping[Hashable, float | None],
+    report: EncodeReport,
+    target_psnr: float | None,
+    target_bpppb: float | None,
+    bounds: dict[Hashable, Any],
+    psnr_bounds: set[Hashable],
+) -> dict[Hashable, float | None] | None:
+    """New qualities (and PSNR-derived bounds, in place) after a pass that missed or overshot."""
+    new = dict(quality)
+    if target_psnr is not None:
+        for name, v in report.variables.items():
+            q = quality[name]
+            if q is None or v.psnr is None:
+                continue
+            if name in psnr_bounds:
+                # the residual's bound sets the PSNR: scale it by the miss
+                if v.psnr < target_psnr or v.psnr > target_psnr + 0.5:
+                    factor = 10 ** ((v.psnr - target_psnr - ratecontrol.PSNR_MARGIN) / 20)
+                    bounds[name] = tuple(b * factor for b in bounds[name])
+                continue
+            # about 0.5 dB per crf step near the targets users ask for
+            if v.psnr < target_psnr:
+                new[name] = _clamp(prof, q - max((target_psnr - v.psnr) * 2 + 0.25, 0.25))
+            elif v.psnr > target_psnr + 0.5:
+                new[name] = _clamp(prof, q + (v.psnr - target_psnr - ratecontrol.PSNR_MARGIN) * 2)
+        return new
+    if target_bpppb is not None:
+        payload = sum(v.payload_nbytes for v in report.variables.values())
+        budget = target_bpppb * report.values / 8 - _overhead(report)
+        if budget <= 0 or abs(math.log(report.bpppb / target_bpppb)) < math.log(1.03):
+            return None
+        # bytes halve about every 6 crf steps in x265 and SVT-AV1
+        shift = math.log(payload / budget) * 6 / math.log(2)
+        for name, q in quality.items():
+            if q is not None:
+                new[name] = _clamp(prof, q + shift)
+        return new
+    return None
+
+
+def _clamp(prof: Any, q: float) -> float:
+    assert prof.quality is not None
+    step = prof.quality.step
+    return float(min(max(round(q / step) * step, prof.quality.min), prof.quality.max))
+
+
+def _cube_variables(
+    ds: xr.Dataset,
+    dims: Mapping[str, Hashable] | None,
+    variables: Sequence[Hashable] | None,
+    chunks: Mapping[Hashable, int] | None,
+) -> dict[Hashable, _CubeVar]:
+    found: dict[Hashable, _CubeVar] = {}
+    if variables is not None:
+        missing = [v for v in variables if v not in ds.data_vars]
+        if missing:
+            raise ValueError(f"variables {missing} are not in the dataset: {list(ds.data_vars)}")
     for name, var in ds.data_vars.items():
         roles = cube_roles(var, dims)
         if variables is not None and name not in variables:
@@ -230,13 +472,89 @@ def to_eocube(
                     f"(time, band, y, x) or (time, y, x) (pass dims= to name them)"
                 )
             continue
-        cube_vars[name] = roles
-    if not cube_vars:
+        inner, shard = _chunk_shape(var, roles, chunks)
+        dtype = np.dtype(var.encoding.get("dtype", var.dtype))
+        nodata = _nodata(var)
+        if dtype.kind == "f":
+            fill: float | int = math.nan
+            codec_nodata = nodata
+        else:
+            # the fill value is treated as missing, so edge-chunk padding costs no bits;
+            # real values equal to it are restored exactly from the mask
+            fill = int(nodata) if nodata is not None else int(np.iinfo(dtype).max)
+            codec_nodata = float(fill)
+        found[name] = _CubeVar(name, roles, inner, shard, dtype, fill, codec_nodata, nodata)
+    if not found:
         raise ValueError(
             "no cube variable found: none has dims (time, band, y, x) or (time, y, x); "
             "pass dims={'time': ..., 'band': ..., 'y': ..., 'x': ...} to name them"
         )
+    return found
 
+
+def _bounds_per_variable(
+    bound: Any, cube_vars: Mapping[Hashable, _CubeVar], ds: xr.Dataset
+) -> dict[Hashable, float | tuple[float, ...]]:
+    if bound is None:
+        return {}
+    if isinstance(bound, Mapping):
+        unknown = set(bound) - set(cube_vars)
+        if unknown:
+            raise ValueError(f"max_abs_error names {sorted(map(str, unknown))}, not cube variables")
+        per_var = dict(bound)
+    else:
+        per_var = dict.fromkeys(cube_vars, bound)
+    out: dict[Hashable, float | tuple[float, ...]] = {}
+    for name, value in per_var.items():
+        var = ds[name]
+        if "scale_factor" in var.encoding or "add_offset" in var.encoding:
+            raise ValueError(
+                f"variable {name!r}: max_abs_error cannot be guaranteed through CF packing "
+                f"(scale_factor/add_offset adds its own rounding); drop that encoding first"
+            )
+        bands = var.sizes[cube_vars[name].roles["band"]] if "band" in cube_vars[name].roles else 1
+        if isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+            value, bool
+        ):
+            parsed: float | tuple[float, ...] = float(value)
+            check = [float(value)]
+        else:
+            parsed = tuple(float(v) for v in value)
+            check = list(parsed)
+            if len(parsed) != bands:
+                raise ValueError(
+                    f"variable {name!r}: max_abs_error has {len(parsed)} values for {bands} bands"
+                )
+        if not all(math.isfinite(v) and v >= 0 for v in check):
+            raise ValueError(
+                f"variable {name!r}: max_abs_error must be finite and >= 0, got {value!r}"
+            )
+        out[name] = parsed
+    return out
+
+
+def _sample(ds: xr.Dataset, cv: _CubeVar) -> list[np.ndarray]:
+    var = xr.conventions.encode_cf_variable(ds[cv.name].variable)
+    full_chunk = [cv.inner[i] for i in range(var.ndim)]
+    blocks = []
+    for sl in ratecontrol.sample_slices(var.shape, full_chunk):
+        block = np.asarray(var[sl].values).astype(cv.dtype, copy=False)
+        blocks.append(block)
+    return blocks
+
+
+def _write(
+    ds: xr.Dataset,
+    store: Any,
+    cube_vars: Mapping[Hashable, _CubeVar],
+    profile: str,
+    quality: Mapping[Hashable, float | None],
+    bounds: Mapping[Hashable, float | tuple[float, ...]],
+    mode: str,
+    storage_options: Mapping[str, Any] | None,
+    progress: bool,
+    per_array_metadata: bool,
+) -> StorePath:
     out = ds.copy(deep=False)
     encoding: dict[Hashable, dict[str, Any]] = {}
     for name in list(out.variables):
@@ -249,29 +567,23 @@ def to_eocube(
         elif name not in cube_vars:
             kept.update(compressors=[ZstdCodec(level=9)])
         encoding[name] = kept
-    for name, roles in cube_vars.items():
-        var = ds[name]
-        inner, shard = _chunk_shape(var, roles, chunks)
-        dtype = np.dtype(encoding[name].get("dtype", var.dtype))
-        nodata = _nodata(var)
-        if dtype.kind == "f":
-            fill: float | int = math.nan
-            codec_nodata = nodata
-        else:
-            # the fill value is treated as missing, so edge-chunk padding costs no bits;
-            # real values equal to it are restored exactly from the mask
-            fill = int(nodata) if nodata is not None else int(np.iinfo(dtype).max)
-            codec_nodata = float(fill)
+    for name, cv in cube_vars.items():
         encoding[name].update(
-            chunks=inner,
-            shards=shard,
-            serializer=VideoCodec(profile=prof.name, quality=crf, nodata=codec_nodata),
+            chunks=cv.inner,
+            shards=cv.shard,
+            serializer=VideoCodec(
+                profile=profile,
+                quality=quality[name],
+                nodata=cv.codec_nodata,
+                max_abs_error=bounds.get(name),
+            ),
             compressors=[Crc32cCodec()],
-            fill_value=fill,
+            fill_value=cv.fill,
         )
         # one dask task per shard: shards encode in parallel, memory stays bounded by a
         # few shards, and the progress bar counts them
-        out[name] = var.chunk(dict(zip(var.dims, shard, strict=True)))
+        var = ds[name]
+        out[name] = var.chunk(dict(zip(var.dims, cv.shard, strict=True)))
 
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
@@ -293,11 +605,7 @@ def to_eocube(
                 compute=False,
             )
         except (ContainsGroupError, ContainsArrayError, FileExistsError) as exc:
-            raise FileExistsError(
-                f"{store} already exists; pass mode='w' to overwrite it"
-            ) from exc
-    with warnings.catch_warnings(), zarr.config.set({"json_indent": None}):
-        warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
+            raise FileExistsError(f"{store} already exists; pass mode='w' to overwrite it") from exc
         if progress:
             from dask.diagnostics import ProgressBar
 
@@ -308,16 +616,16 @@ def to_eocube(
     store_path = _store_path(store, storage_options, "r+")
     if not per_array_metadata:
         _drop_per_array_metadata(store_path)
-    seconds = time.perf_counter() - started
-    return _report(ds, store_path, cube_vars, prof.name, crf, seconds, measure)
+    return store_path
 
 
 def _report(
     ds: xr.Dataset,
     store_path: StorePath,
-    cube_vars: Mapping[Hashable, Mapping[str, Hashable]],
+    cube_vars: Mapping[Hashable, _CubeVar],
     profile: str,
-    quality: int | None,
+    quality: Mapping[Hashable, float | None],
+    bounds: Mapping[Hashable, float | tuple[float, ...]],
     seconds: float,
     measure: bool,
 ) -> EncodeReport:
@@ -331,28 +639,33 @@ def _report(
 
         reopened = open_dataset(store_path)
     reports = {}
-    for name in cube_vars:
+    for name, cv in cube_vars.items():
         var = ds[name]
         payload = payload_nbytes(group, str(name))
         rep: dict[str, Any] = {}
         if reopened is not None:
-            orig = np.asarray(var.values)
-            dec = np.asarray(reopened[name].values)
-            nodata = _nodata(var)
-            per_band = metrics.psnr_per_band(orig, dec, nodata)
-            rep = dict(
-                psnr=metrics.psnr(orig, dec, nodata),
-                psnr_per_band=tuple(float(p) for p in per_band),
-                max_abs_error=metrics.max_abs_error(orig, dec, nodata),
-            )
+            orig = _as_tbyx(np.asarray(var.values), cv)
+            dec = _as_tbyx(np.asarray(reopened[name].values), cv)
+            per_band = metrics.psnr_per_band(orig, dec, cv.nodata)
+            rep = {
+                "psnr": metrics.psnr(orig, dec, cv.nodata),
+                "psnr_per_band": tuple(float(p) for p in per_band),
+                "max_abs_error": metrics.max_abs_error(orig, dec, cv.nodata),
+                "max_abs_error_per_band": tuple(
+                    metrics.max_abs_error(orig[:, b], dec[:, b], cv.nodata)
+                    for b in range(orig.shape[1])
+                ),
+            }
+        bound = bounds.get(name)
         reports[str(name)] = VariableReport(
             name=str(name),
             shape=tuple(var.shape),
             dtype=str(var.dtype),
             profile=profile,
-            quality=quality,
+            quality=quality[name],
             payload_nbytes=payload,
             bpppb=metrics.bpppb(payload, var.shape),
+            error_bound=bound,
             **rep,
         )
     if reopened is not None:
@@ -361,11 +674,16 @@ def _report(
         store=str(store_path),
         nbytes=nbytes,
         original_nbytes=int(original),
+        values=int(values),
         bpppb=nbytes * 8 / values,
         compression_ratio=original / nbytes if nbytes else math.inf,
         variables=reports,
         seconds=seconds,
     )
+
+
+def _as_tbyx(a: np.ndarray, cv: _CubeVar) -> np.ndarray:
+    return a if "band" in cv.roles else a[:, None]
 
 
 def _drop_per_array_metadata(store_path: StorePath) -> None:

@@ -21,7 +21,16 @@ from eocube.pixfmt import PixelFormat, pixel_format
 # SVT-AV1 prints its configuration banner unless told otherwise (1 = errors only).
 os.environ.setdefault("SVT_LOG", "1")
 
-_MIN_SIDE = {"libx265": 16, "libsvtav1": 8}
+_MIN_SIDE = {"libsvtav1": 8}
+# FFV1 will not open for frames one pixel wide and more than one high (ENOSYS).
+_MIN_WIDTH = {"ffv1": 2}
+# libx265 refuses frames smaller than one CTU ("Picture size must be at least one CTU"):
+# the minimum side is the CTU size of the options (x265-params ctu=, 64 by default). And a
+# frame exactly one CTU wide (with two CTU rows or more) decodes differently from what
+# x265 reconstructs (lossless: up to 146 wrong samples in 3 frames of 32 x 64..136 at
+# ctu=32, with or without WPP, any preset; 64-wide frames at ctu=64 alike): libx265
+# frames are made at least one CTU and one column wide.
+_X265_DEFAULT_CTU = 64
 # libx265 (3.x/4.x in the PyAV wheels) corrupts its heap when encoding lossy frames whose
 # width lies in this range (found by scanning widths 16..304; adaptive quantisation and
 # cutree on the quarter-resolution lookahead): such frames are padded to 64 columns.
@@ -50,7 +59,23 @@ class EncodedStream:
         return sum(len(p) for p in self.packets) + len(self.extradata)
 
 
-def frame_size(encoder: str, pix_fmt: str, height: int, width: int, lossless: bool) -> tuple[int, int]:
+def _x265_ctu(options: Mapping[str, str] | None) -> int:
+    params = (options or {}).get("x265-params", "")
+    for item in params.split(":"):
+        key, _, value = item.partition("=")
+        if key.strip() == "ctu" and value.strip().isdigit():
+            return int(value)
+    return _X265_DEFAULT_CTU
+
+
+def frame_size(
+    encoder: str,
+    pix_fmt: str,
+    height: int,
+    width: int,
+    lossless: bool,
+    options: Mapping[str, str] | None = None,
+) -> tuple[int, int]:
     """The smallest frame the encoder accepts that holds a ``height`` × ``width`` image.
 
     Parameters
@@ -63,18 +88,27 @@ def frame_size(encoder: str, pix_fmt: str, height: int, width: int, lossless: bo
         Size of the data.
     lossless : bool
         Whether the encoder runs lossless (some constraints only bite in lossy mode).
+    options : mapping, optional
+        The encoder options: libx265 needs a height of at least one CTU and a width of
+        more than one CTU (``x265-params`` ``ctu=``, 64 when not given).
     """
     fmt = pixel_format(pix_fmt)
-    min_side = _MIN_SIDE.get(encoder, 1)
-    h, w = max(height, min_side), max(width, min_side)
-    if encoder == "libx265" and not lossless and w in _X265_UNSAFE_WIDTHS:
-        w = 64
+    if encoder == "libx265":
+        ctu = _x265_ctu(options)
+        h, w = max(height, ctu), max(width, ctu + 1)
+        if not lossless and w in _X265_UNSAFE_WIDTHS:
+            w = 64
+    else:
+        min_side = _MIN_SIDE.get(encoder, 1)
+        h, w = max(height, min_side), max(width, min_side, _MIN_WIDTH.get(encoder, 1))
     if fmt.chroma_subsampled:
         h, w = h + h % 2, w + w % 2
     return h, w
 
 
-def _plane_view(plane: av.video.plane.VideoPlane, fmt: PixelFormat, height: int, width: int) -> np.ndarray:
+def _plane_view(
+    plane: av.video.plane.VideoPlane, fmt: PixelFormat, height: int, width: int
+) -> np.ndarray:
     dtype = np.uint8 if fmt.itemsize == 1 else np.dtype("<u2")
     row = plane.line_size // fmt.itemsize
     return np.frombuffer(plane, dtype=dtype).reshape(-1, row)[:height, :width]
@@ -124,7 +158,9 @@ def encode_frames(
         ctx.options = dict(options)
         ctx.open()
     except (av.FFmpegError, ValueError) as exc:
-        raise CodecError(f"cannot open encoder {encoder} ({pix_fmt}, {width}x{height}): {exc}") from exc
+        raise CodecError(
+            f"cannot open encoder {encoder} ({pix_fmt}, {width}x{height}): {exc}"
+        ) from exc
     packets: list[bytes] = []
     count = 0
     mid = 1 << (fmt.bits - 1)
@@ -171,7 +207,10 @@ def decode_frames(stream: EncodedStream, *, threads: int = 0) -> Iterator[list[n
             ctx.extradata = stream.extradata
         ctx.width, ctx.height = stream.width, stream.height
         ctx.thread_count = threads
-        ctx.thread_type = "AUTO"
+        # FFmpeg 8's HEVC decoder with frame threads can hang for ever in
+        # avcodec_free_context when a stream has fewer frames than threads (2-frame x265
+        # streams on 2-4 threads, every time): HEVC decodes with slice (WPP) threads.
+        ctx.thread_type = "SLICE" if stream.decoder == "hevc" else "AUTO"
     except (av.FFmpegError, ValueError) as exc:
         raise CorruptChunkError(f"cannot open decoder {stream.decoder!r}: {exc}") from exc
     seen = 0
@@ -179,12 +218,18 @@ def decode_frames(stream: EncodedStream, *, threads: int = 0) -> Iterator[list[n
     def planes_of(frame: av.VideoFrame) -> list[np.ndarray]:
         got = frame.format.name
         if got != stream.pix_fmt and (stream.pix_fmt, got) not in _COMPATIBLE:
-            raise CorruptChunkError(f"decoder returned {got}, the stream was encoded as {stream.pix_fmt}")
+            raise CorruptChunkError(
+                f"decoder returned {got}, the stream was encoded as {stream.pix_fmt}"
+            )
         if frame.width != stream.width or frame.height != stream.height:
             raise CorruptChunkError(
-                f"decoded frame is {frame.width}x{frame.height}, expected {stream.width}x{stream.height}"
+                f"decoded frame is {frame.width}x{frame.height}, "
+                f"expected {stream.width}x{stream.height}"
             )
-        return [_plane_view(frame.planes[i], fmt, stream.height, stream.width) for i in range(fmt.data_planes)]
+        return [
+            _plane_view(frame.planes[i], fmt, stream.height, stream.width)
+            for i in range(fmt.data_planes)
+        ]
 
     try:
         for payload in (*stream.packets, None):
@@ -195,6 +240,8 @@ def decode_frames(stream: EncodedStream, *, threads: int = 0) -> Iterator[list[n
                     raise CorruptChunkError(f"decoder returned more than {stream.frames} frames")
                 yield planes_of(frame)
     except av.FFmpegError as exc:
-        raise CorruptChunkError(f"{stream.decoder} decoder failed after {seen} frames: {exc}") from exc
+        raise CorruptChunkError(
+            f"{stream.decoder} decoder failed after {seen} frames: {exc}"
+        ) from exc
     if seen != stream.frames:
         raise CorruptChunkError(f"decoder returned {seen} frames, {stream.frames} were encoded")

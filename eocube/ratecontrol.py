@@ -1,0 +1,226 @@
+"""Choosing the codec quality for a target: bits, PSNR, or a hard error bound.
+
+Every search runs on a *sample* of at most :data:`SAMPLE_BLOCKS` chunk-shaped blocks of
+the cube (spread over time and space), never on the whole cube, and makes at most
+:data:`MAX_TRIALS` trial encodes of that sample. The writer then encodes the cube once
+with the chosen quality, measures what it got, and corrects at most
+:data:`MAX_CORRECTIONS` times (see :func:`eocube.to_eocube`): the whole cube is encoded
+at most ``1 + MAX_CORRECTIONS`` times, and usually once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from eocube import metrics
+from eocube.chunk import decode_chunk, encode_chunk
+from eocube.profiles import Profile
+
+SAMPLE_BLOCKS = 3
+MAX_TRIALS = 7
+MAX_CORRECTIONS = 2
+PSNR_MARGIN = 0.15
+"""dB aimed above a PSNR target on the sample, as the sample only estimates the cube."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial encode of the sample at ``quality``."""
+
+    quality: float
+    nbytes: int
+    values: int
+    psnr: float
+    max_abs_error: float
+
+    @property
+    def bpppb(self) -> float:
+        """Payload bits per value of the sample."""
+        return self.nbytes * 8 / self.values
+
+
+def sample_slices(
+    shape: Sequence[int], chunk: Sequence[int], count: int = SAMPLE_BLOCKS
+) -> list[tuple[slice, ...]]:
+    """Up to ``count`` chunk-aligned blocks spread along time, centred in space.
+
+    ``shape`` and ``chunk`` are (T, B, Y, X) or (T, Y, X).
+    """
+    n_t = math.ceil(shape[0] / chunk[0])
+    picks = sorted({round(i * (n_t - 1) / max(count - 1, 1)) for i in range(min(count, n_t))})
+    out = []
+    for ti in picks:
+        sl = [slice(ti * chunk[0], min((ti + 1) * chunk[0], shape[0]))]
+        for size, c in zip(shape[1:], chunk[1:], strict=True):
+            n = math.ceil(size / c)
+            mid = n // 2
+            sl.append(slice(mid * c, min((mid + 1) * c, size)))
+        out.append(tuple(sl))
+    return out
+
+
+def make_trial(
+    blocks: Sequence[np.ndarray],
+    profile: Profile,
+    *,
+    nodata: float | None = None,
+    max_abs_error: float | Sequence[float] | None = None,
+) -> Callable[[float], Trial]:
+    """A function encoding the sample at a quality and measuring it."""
+
+    def trial(quality: float) -> Trial:
+        nbytes = values = 0
+        originals, decodeds = [], []
+        for block in blocks:
+            payload = encode_chunk(
+                block, profile, quality=quality, nodata=nodata, max_abs_error=max_abs_error
+            )
+            nbytes += len(payload)
+            values += block.size
+            originals.append(block.reshape(block.shape[0], -1, *block.shape[-2:]))
+            decodeds.append(decode_chunk(payload).reshape(originals[-1].shape))
+
+        # per band, all sample values side by side: (1, B, 1, N) for the metrics
+        def per_band(blocks: list[np.ndarray]) -> np.ndarray:
+            flat = [b.transpose(1, 0, 2, 3).reshape(b.shape[1], -1) for b in blocks]
+            return np.concatenate(flat, axis=1)[None, :, None, :]
+
+        orig4, dec4 = per_band(originals), per_band(decodeds)
+        return Trial(
+            quality=quality,
+            nbytes=nbytes,
+            values=values,
+            psnr=metrics.psnr(orig4, dec4, nodata),
+            max_abs_error=metrics.max_abs_error(orig4, dec4, nodata),
+        )
+
+    return trial
+
+
+def _grid(profile: Profile) -> tuple[float, float]:
+    assert profile.quality is not None
+    return float(profile.quality.min), float(profile.quality.max)
+
+
+def _snap(profile: Profile, q: float) -> float:
+    assert profile.quality is not None
+    step = profile.quality.step
+    return float(min(max(round(q / step) * step, profile.quality.min), profile.quality.max))
+
+
+def quality_for_psnr(
+    trial: Callable[[float], Trial], profile: Profile, target: float
+) -> tuple[float, list[Trial]]:
+    """The largest quality value (fewest bits) whose sample PSNR reaches ``target + margin``.
+
+    Bisection: PSNR falls as crf rises. Returns the quality and the trials made.
+    """
+    lo, hi = _grid(profile)
+    trials: list[Trial] = []
+    best = lo
+    for _ in range(MAX_TRIALS):
+        if hi - lo < profile.quality.step:  # type: ignore[union-attr]
+            break
+        mid = _snap(profile, (lo + hi) / 2)
+        t = trial(mid)
+        trials.append(t)
+        if t.psnr >= target + PSNR_MARGIN:
+            best, lo = mid, mid + profile.quality.step  # type: ignore[union-attr]
+        else:
+            hi = mid - profile.quality.step  # type: ignore[union-attr]
+    return best, trials
+
+
+def quality_for_bpppb(
+    trial: Callable[[float], Trial], profile: Profile, target: float
+) -> tuple[float, list[Trial]]:
+    """The quality whose sample payload bpppb is closest to ``target`` (log scale).
+
+    Secant steps on log(bytes) against quality (bytes halve about every 6 crf in x265
+    and SVT-AV1), clamped to the profile's range.
+    """
+    lo, hi = _grid(profile)
+    trials: list[Trial] = []
+    q = _snap(profile, (lo + hi) / 3)
+    for _ in range(MAX_TRIALS):
+        t = trial(q)
+        trials.append(t)
+        if abs(math.log(t.bpppb / target)) < math.log(1.03):
+            break
+        pts = sorted(trials, key=lambda x: abs(math.log(x.bpppb / target)))[:2]
+        if len(pts) == 2 and pts[0].quality != pts[1].quality:
+            a, b = pts
+            slope = (math.log(b.bpppb) - math.log(a.bpppb)) / (b.quality - a.quality)
+            slope = slope if slope < -1e-3 else -math.log(2) / 6
+            nq = a.quality + (math.log(target) - math.log(a.bpppb)) / slope
+        else:
+            nq = t.quality + math.log(t.bpppb / target) * 6 / math.log(2)
+        nq = _snap(profile, nq)
+        if any(x.quality == nq for x in trials):
+            break
+        q = nq
+    best = min(trials, key=lambda x: abs(math.log(x.bpppb / target)))
+    return best.quality, trials
+
+
+def quality_for_bound(
+    trial: Callable[[float], Trial], profile: Profile
+) -> tuple[float, list[Trial]]:
+    """The quality that minimises video plus residual bytes under a hard error bound.
+
+    Bytes are roughly unimodal in crf (a coarse video leaves a large residual, a fine
+    one costs video bits): golden-section search over the profile's range.
+    """
+    lo, hi = _grid(profile)
+    hi = min(hi, lo + 40)
+    trials: dict[float, Trial] = {}
+
+    def cost(q: float) -> int:
+        q = _snap(profile, q)
+        if q not in trials:
+            trials[q] = trial(q)
+        return trials[q].nbytes
+
+    g = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = cost(c), cost(d)
+    while len(trials) < MAX_TRIALS and b - a > 2 * profile.quality.step:  # type: ignore[union-attr]
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = cost(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = cost(d)
+    best = min(trials.values(), key=lambda t: t.nbytes)
+    return best.quality, list(trials.values())
+
+
+def bounds_for_psnr(
+    blocks: Sequence[np.ndarray], target: float, nodata: float | None = None
+) -> tuple[float, ...]:
+    """Per-band error bounds whose uniform errors would give ``target`` dB.
+
+    Errors uniform in [-e, e] have MSE e²/3, so e = peak·√3·10^(-target/20) with the
+    band's range in the sample as peak; the residual layer keeps every error within e,
+    and errors the video makes smaller only raise the PSNR.
+    """
+    bands = blocks[0].shape[1] if blocks[0].ndim == 4 else 1
+    lo = np.full(bands, np.inf)
+    hi = np.full(bands, -np.inf)
+    for block in blocks:
+        b4 = block if block.ndim == 4 else block[:, None]
+        valid = metrics.valid_mask(b4, nodata)
+        for b in range(bands):
+            v = b4[:, b][valid[:, b]]
+            if v.size:
+                lo[b] = min(lo[b], float(v.min()))
+                hi[b] = max(hi[b], float(v.max()))
+    peak = np.where(hi > lo, hi - lo, 1.0)
+    return tuple(float(p) * math.sqrt(3) * 10 ** (-target / 20) for p in peak)

@@ -1,0 +1,555 @@
+"""Chunk payloads: lossless identity on real cubes, properties of every profile, corruption."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import assume, example, given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from eocube import (
+    CodecError,
+    CorruptChunkError,
+    EocubeError,
+    UnsupportedDataError,
+    available_profiles,
+    decode_chunk,
+    encode_chunk,
+    metrics,
+    read_header,
+)
+from eocube import chunk as chunk_module
+from eocube.chunk import MAGIC
+
+LoadCube = Callable[[str], Any]  # the load_cube fixture of conftest.py
+
+LOSSY = sorted(name for name, p in available_profiles().items() if not p.lossless)
+
+
+def _roundtrip(block: np.ndarray, profile: str, **kwargs: object) -> np.ndarray:
+    return decode_chunk(encode_chunk(block, profile, **kwargs))  # type: ignore[arg-type]
+
+
+def _band_spans(block: np.ndarray, nodata: float | None) -> np.ndarray:
+    valid = metrics.valid_mask(block, nodata)
+    spans = []
+    for b in range(block.shape[1]):
+        v = block[:, b][valid[:, b]].astype(np.float64)
+        spans.append(v.max() - v.min() if v.size else 0.0)
+    return np.array(spans)
+
+
+# --------------------------------------------------------------- lossless, real cubes
+
+REAL_LOSSLESS = [
+    # (cube, crop, profile): integer cubes of each dtype; crops keep the suite fast
+    ("landsat7_rgb_byte", np.s_[:, :, 300:396, :128], "ffv1-lossless"),
+    ("landsat7_rgb_byte", np.s_[:, :, 300:396, :128], "hevc-lossless"),
+    ("s2_l2a_worldcereal_12x9x100x100", np.s_[:4, :, :48, :40], "ffv1-lossless"),
+    ("s2_l2a_worldcereal_12x9x100x100", np.s_[:4, :6, :32, :32], "hevc-lossless"),
+    ("s2_l2a_worldcereal_118x4x64x64", np.s_[:6], "ffv1-lossless"),
+    ("s2_l2a_openeo_gfmap_12x5x66x64", np.s_[:4], "ffv1-lossless"),
+    ("s2_l2a_openeo_gfmap_19x4x52x46", np.s_[:5], "ffv1-lossless"),
+    ("l8_ny18_014031", np.s_[:3], "ffv1-lossless"),
+    ("erainterim_uvz", np.s_[:, :, :60, :90], "ffv1-lossless"),
+]
+
+
+@pytest.mark.parametrize(("name", "crop", "profile"), REAL_LOSSLESS)
+def test_lossless_real_cube_is_bit_exact(
+    load_cube: LoadCube, name: str, crop: tuple[slice, ...], profile: str
+) -> None:
+    cube = load_cube(name)
+    block = cube.data[crop]
+    payload = encode_chunk(block, profile, nodata=cube.nodata)
+    decoded = decode_chunk(payload)
+    assert decoded.dtype == block.dtype
+    np.testing.assert_array_equal(decoded, block)
+    if cube.nodata is not None:
+        np.testing.assert_array_equal(decoded == cube.nodata, block == cube.nodata)
+    header = read_header(payload)
+    assert header.exact
+    assert header.profile == profile
+    assert header.nodata == cube.nodata
+    # the video stores the data, not a copy of it
+    assert len(payload) < block.nbytes
+
+
+@pytest.mark.parametrize(
+    ("name", "nodata"), [("s2_l2a_worldcereal_12x9x100x100", 65535), ("l8_ny18_014031", 0)]
+)
+def test_real_nodata_is_declared_and_restored(load_cube: LoadCube, name: str, nodata: int) -> None:
+    cube = load_cube(name)
+    assert cube.nodata == nodata
+    block = cube.data[:3, :4, :40, :40]
+    missing = block == nodata
+    assert missing.any()
+    assert not missing.all()
+    for profile in ("ffv1-lossless", "hevc-12bit-444"):
+        decoded = _roundtrip(block, profile, nodata=nodata)
+        np.testing.assert_array_equal(decoded == nodata, missing)
+
+
+def test_too_deep_data_names_profile_and_bits(load_cube: LoadCube) -> None:
+    cube = load_cube("s2_l2a_worldcereal_12x9x100x100")
+    block = cube.data[:2]
+    widest = _band_spans(block, cube.nodata).max()
+    assert widest > 4095
+    needed = math.ceil(math.log2(widest + 1))
+    with pytest.raises(UnsupportedDataError) as info:
+        encode_chunk(block, "hevc-lossless", nodata=cube.nodata)
+    message = str(info.value)
+    assert "'hevc-lossless'" in message
+    assert f"needs {needed} bits" in message
+    assert "holds 12 bits" in message
+    # without the nodata declaration, 65535 widens the range to 16 bits
+    with pytest.raises(UnsupportedDataError, match="needs 16 bits"):
+        encode_chunk(block, "hevc-lossless")
+
+
+def test_too_deep_for_ffv1() -> None:
+    block = np.zeros((1, 2, 4, 4), np.int32)
+    block[0, 1, 0, 0] = 70000
+    with pytest.raises(
+        UnsupportedDataError, match=r"'ffv1-lossless'.*needs 17 bits.*holds 16 bits"
+    ):
+        encode_chunk(block, "ffv1-lossless")
+    with pytest.raises(UnsupportedDataError, match=r"'ffv1-lossless'.*needs integer data"):
+        encode_chunk(block.astype(np.float32), "ffv1-lossless")
+
+
+# ------------------------------------------------------------------------ lossy, real
+
+
+def test_psnr_falls_as_crf_rises(load_cube: LoadCube) -> None:
+    block = load_cube("s2_l2a_worldcereal_118x4x64x64").data[:8]
+    psnrs, sizes = [], []
+    for crf in (0, 8, 16, 24, 32, 40):
+        payload = encode_chunk(block, "hevc-12bit-444", quality=crf)
+        decoded = decode_chunk(payload)
+        psnrs.append(metrics.psnr(block, decoded))
+        sizes.append(len(payload))
+    assert all(a > b for a, b in itertools.pairwise(psnrs)), psnrs
+    assert all(a >= b for a, b in itertools.pairwise(sizes)), sizes
+    assert psnrs[0] > 45
+
+
+@pytest.mark.parametrize("profile", LOSSY)
+def test_lossy_real_float_cube_with_nan(load_cube: LoadCube, profile: str) -> None:
+    block = load_cube("s2_l2a_fusets_field_33x3x57x56").data[:8]
+    nan = np.isnan(block)
+    assert nan.any()
+    decoded = _roundtrip(block, profile)
+    assert decoded.dtype == np.float32
+    np.testing.assert_array_equal(np.isnan(decoded), nan)
+    assert metrics.psnr(block, decoded) > 35
+
+
+# ------------------------------------------------------------------ property tests
+
+SIDES = st.one_of(st.sampled_from([1, 2, 3, 7, 15, 16, 17, 31, 32, 33, 34, 48]), st.integers(1, 40))
+INT_DTYPES = ["uint8", "uint16", "int16", "int32"]
+FLOAT_DTYPES = ["float32", "float64"]
+
+
+@st.composite
+def shapes(draw: st.DrawFn) -> tuple[int, int, int, int]:
+    times = draw(st.integers(1, 8))
+    bands = draw(st.integers(1, min(7, 64 // times)))
+    return times, bands, draw(SIDES), draw(SIDES)
+
+
+def _fill_band(
+    rng: np.random.Generator, kind: str, lo: float, hi: float, shape: tuple[int, ...]
+) -> np.ndarray:
+    T, Y, X = shape
+    if kind == "constant":
+        return np.full(shape, lo)
+    if kind == "extremes":
+        return rng.choice(np.array([lo, hi]), size=shape)
+    if kind == "smooth":
+        t, y, x = np.meshgrid(np.arange(T), np.arange(Y), np.arange(X), indexing="ij")
+        ramp = (t + y + x) / max(T + Y + X - 3, 1)
+        return lo + (hi - lo) * ramp
+    return rng.uniform(lo, hi, size=shape)
+
+
+@st.composite
+def cubes(
+    draw: st.DrawFn, dtypes: list[str], max_span: float | None = None
+) -> tuple[np.ndarray, float | None]:
+    """A block of one of ``dtypes`` with varied bands, and its nodata (None for floats).
+
+    Bulk values come from a seeded generator; hypothesis picks shape, dtype, value ranges
+    (constant, extremes, smooth, noise; negatives, huge values) and the missing pattern.
+    """
+    dtype = np.dtype(draw(st.sampled_from(dtypes)))
+    shape = draw(shapes())
+    T, B, Y, X = shape
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    block = np.empty(shape, dtype)
+    if dtype.kind == "f":
+        big = float(dtype.type(1e30))  # exactly representable in dtype
+        values = st.one_of(
+            st.sampled_from([0.0, -1.0, 1e-3, 273.15, -big, big, 1e-30]),
+            st.floats(-big, big, width=32 if dtype == np.float32 else 64),
+        )
+    else:
+        info = np.iinfo(dtype)
+        values = st.one_of(
+            st.sampled_from([int(info.min), int(info.max), 0, -1 if info.min < 0 else 1]),
+            st.integers(int(info.min), int(info.max)),
+        )
+    for b in range(B):
+        kind = draw(st.sampled_from(["noise", "constant", "extremes", "smooth"]))
+        lo, hi = sorted([draw(values), draw(values)])
+        hi = lo if hi == lo else hi  # not 0.0 .. -0.0
+        if max_span is not None and hi - lo > max_span:
+            hi = lo + max_span
+        band = _fill_band(rng, kind, float(lo), float(hi), (T, Y, X))
+        if dtype.kind == "f":
+            block[:, b] = band
+        else:
+            block[:, b] = np.clip(np.round(band), lo, hi)
+    nodata: float | None = None
+    if dtype.kind in "iu" and draw(st.booleans()):
+        info = np.iinfo(dtype)
+        nodata = draw(st.sampled_from([int(info.min), int(info.max), 0]))
+    missing = draw(st.sampled_from(["none", "some", "band", "block", "pixels", "date"]))
+    holes = np.zeros(shape, bool)
+    if missing == "some":
+        holes = rng.random(shape) < draw(st.sampled_from([0.01, 0.3, 0.9]))
+    elif missing == "band":
+        holes[:, draw(st.integers(0, B - 1))] = True
+    elif missing == "block":
+        holes[:] = True
+    elif missing == "pixels":
+        holes[:, :, : draw(st.integers(1, Y)), : draw(st.integers(1, X))] = True
+    elif missing == "date":
+        holes[draw(st.integers(0, T - 1))] = True
+    if dtype.kind == "f":
+        block[holes] = np.nan
+    elif nodata is not None:
+        block[holes] = nodata
+    return block, nodata
+
+
+def _check_common(block: np.ndarray, nodata: float | None, decoded: np.ndarray) -> None:
+    assert decoded.shape == block.shape
+    assert decoded.dtype == block.dtype
+    if block.dtype.kind == "f":
+        np.testing.assert_array_equal(np.isnan(decoded), np.isnan(block))
+    if nodata is not None:
+        np.testing.assert_array_equal(decoded[block == nodata], nodata)
+
+
+@given(cubes(INT_DTYPES, max_span=65535))
+@example((np.zeros((1, 1, 1, 1), np.uint16), None))
+@example((np.array([[[[np.iinfo(np.int32).max]]]], np.int32), None))
+def test_ffv1_is_bit_exact_for_integers_within_16_bits(
+    case: tuple[np.ndarray, float | None],
+) -> None:
+    block, nodata = case
+    decoded = _roundtrip(block, "ffv1-lossless", nodata=nodata)
+    _check_common(block, nodata, decoded)
+    np.testing.assert_array_equal(decoded, block)
+
+
+@given(cubes(["uint8", "uint16", "int16"], max_span=8191))
+@example((np.zeros((1, 1, 1, 1), np.uint8), None))
+@example((np.array([[[[0, 4095]], [[-32768, -28673]]]], np.int16), None))
+def test_hevc_lossless_is_exact_or_refuses(case: tuple[np.ndarray, float | None]) -> None:
+    block, nodata = case
+    spans = _band_spans(block, nodata)
+    if spans.max() > 4095:
+        needed = math.ceil(math.log2(spans.max() + 1))
+        with pytest.raises(UnsupportedDataError, match=f"'hevc-lossless'.*needs {needed} bits"):
+            encode_chunk(block, "hevc-lossless", nodata=nodata)
+        return
+    decoded = _roundtrip(block, "hevc-lossless", nodata=nodata)
+    _check_common(block, nodata, decoded)
+    np.testing.assert_array_equal(decoded, block)
+
+
+@given(cubes(INT_DTYPES))
+def test_lossless_refuses_ranges_beyond_16_bits(case: tuple[np.ndarray, float | None]) -> None:
+    block, nodata = case
+    spans = _band_spans(block, nodata)
+    assume(spans.max() > 65535)
+    needed = math.ceil(math.log2(spans.max() + 1))
+    with pytest.raises(UnsupportedDataError, match=f"'ffv1-lossless'.*needs {needed} bits"):
+        encode_chunk(block, "ffv1-lossless", nodata=nodata)
+
+
+def _check_lossy(block: np.ndarray, nodata: float | None, decoded: np.ndarray) -> None:
+    _check_common(block, nodata, decoded)
+    valid = metrics.valid_mask(block, nodata)
+    for b in range(block.shape[1]):
+        v = valid[:, b]
+        if not v.any():
+            continue
+        orig = block[:, b][v].astype(np.float64)
+        got = decoded[:, b][v].astype(np.float64)
+        lo, hi = orig.min(), orig.max()
+        # floats: offset + code * scale may miss the band's ends by a rounding error of
+        # the largest magnitude (-1e30 + 1023 * (1e30 + 7e13) / 1023 is 1.4e14, not 7e13)
+        tol = 4 * np.finfo(block.dtype).eps * max(-lo, hi) if block.dtype.kind == "f" else 0
+        assert np.isfinite(got).all(), f"band {b}: valid values decoded to NaN/inf"
+        with np.errstate(over="ignore"):  # bounds near the float64 limit overflow to inf
+            assert got.min() >= lo - tol, f"band {b}: {got.min()} < band min {lo}"
+            assert got.max() <= hi + tol, f"band {b}: {got.max()} > band max {hi}"
+            assert np.abs(got - orig).max() <= hi - lo + tol
+        if lo == hi:
+            np.testing.assert_array_equal(got, orig)
+
+
+@pytest.mark.parametrize("profile", LOSSY)
+@given(case=cubes(INT_DTYPES + FLOAT_DTYPES), data=st.data())
+@example(case=(np.ones((1, 1, 1, 1), np.float32), None), data=None)
+def test_lossy_decodes_within_band_range(
+    profile: str, case: tuple[np.ndarray, float | None], data: st.DataObject | None
+) -> None:
+    block, nodata = case
+    quality = available_profiles()[profile].quality
+    assert quality is not None
+    crfs = st.integers(math.ceil(quality.min), math.floor(quality.max))
+    crf = None if data is None else data.draw(crfs, label="crf")
+    decoded = _roundtrip(block, profile, nodata=nodata, quality=crf)
+    _check_lossy(block, nodata, decoded)
+
+
+@given(
+    hnp.arrays(
+        np.float64,
+        st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9)),
+        elements=st.floats(allow_nan=False, allow_infinity=False),
+    )
+)
+@example(np.array([[[[-1e308, 1e308]]]]))
+@example(np.array([[[[0.0, 1.7e308]], [[1e-310, 3e-310]]]]))
+def test_any_finite_float64_decodes_finite_or_is_refused(block: np.ndarray) -> None:
+    try:
+        payload = encode_chunk(block, "hevc-12bit-444")
+    except UnsupportedDataError as exc:
+        refused = str(exc)
+    else:
+        _check_lossy(block, None, decode_chunk(payload))
+        return
+    # only a band whose map overflows float64 (a range near or past its limits) is refused
+    assert "beyond what float64 can map" in refused
+    with np.errstate(over="ignore"):
+        spans = block.max(axis=(0, 2, 3)) - block.min(axis=(0, 2, 3))
+    assert (spans > 1.79e308).any()
+
+
+# --------------------------------------------------------------------------- header
+
+
+def test_read_header_reports_what_was_encoded() -> None:
+    block = np.arange(2 * 5 * 9 * 11, dtype=np.int16).reshape(2, 5, 9, 11) - 300
+    payload = encode_chunk(block, "hevc-12bit-444", nodata=-300)
+    header = read_header(payload)
+    assert header.version == chunk_module.FORMAT_VERSION
+    assert header.shape == (2, 5, 9, 11)
+    assert header.dtype == np.dtype("int16")
+    assert header.profile == "hevc-12bit-444"
+    assert header.layout == "planar3"
+    assert header.bits == 12
+    assert not header.exact
+    assert header.nodata == -300
+    # band b holds -300 + 99 b + (0..98) at t = 0, and 495 more at t = 1; -300 is nodata
+    assert header.offset[0] == -299
+    np.testing.assert_array_equal(header.offset[1:], -300 + 99 * np.arange(1, 5))
+    np.testing.assert_allclose(header.scale, np.array([592, 593, 593, 593, 593]) / 4095)
+
+
+def test_three_dimensional_blocks_gain_a_band_axis() -> None:
+    block = np.arange(3 * 8 * 8, dtype=np.uint16).reshape(3, 8, 8)
+    payload = encode_chunk(block, "ffv1-lossless")
+    header = read_header(payload)
+    assert header.shape == (3, 1, 8, 8)
+    assert header.profile == "ffv1-lossless"
+    assert header.layout == "planar3"
+    assert header.nodata is None
+    np.testing.assert_array_equal(decode_chunk(payload), block[:, None])
+
+
+def test_default_profile_and_decode_options() -> None:
+    block = np.linspace(0, 1, 2 * 3 * 16 * 16, dtype=np.float32).reshape(2, 3, 16, 16)
+    payload = encode_chunk(block)
+    assert read_header(payload).profile == "hevc-12bit-444"
+    out = np.empty_like(block)
+    seconds: list[float] = []
+    result = decode_chunk(payload, out=out, threads=1, on_codec_time=seconds.append)
+    assert result is out
+    assert len(seconds) == 1
+    assert seconds[0] >= 0
+    assert np.abs(out - block).max() < 0.01
+    with pytest.raises(ValueError, match="C-contiguous float32 array of shape"):
+        decode_chunk(payload, out=np.empty((2, 3, 16, 16), np.float64))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        decode_chunk(payload, out=np.empty((2, 3, 16, 32), np.float32)[..., ::2])
+
+
+@pytest.mark.parametrize(
+    ("block", "kwargs", "message"),
+    [
+        (np.zeros((2, 2, 2, 2), np.int64), {}, "dtype int64 is not supported"),
+        (np.zeros((2, 0, 2, 2), np.uint8), {}, "no empty axis"),
+        (np.zeros((2, 2), np.uint8), {}, r"shape \(T, B, Y, X\) or \(T, Y, X\)"),
+        (np.zeros((1, 1, 1, 2, 2), np.uint8), {}, r"shape \(T, B, Y, X\)"),
+        (
+            np.zeros((1, 1, 2, 2), np.uint16),
+            {"nodata": -1},
+            "nodata -1 is not a value of dtype uint16",
+        ),
+        (np.zeros((1, 1, 2, 2), np.int16), {"nodata": 1.5}, "nodata 1.5 is not a value"),
+        (np.array([[[[0.0, np.inf]]]]), {}, "'hevc-12bit-444': band 0 holds 1 infinite"),
+    ],
+)
+def test_encode_rejects_unsupported_data(
+    block: np.ndarray, kwargs: dict[str, float], message: str
+) -> None:
+    with pytest.raises(UnsupportedDataError, match=message):
+        encode_chunk(block, "hevc-12bit-444", **kwargs)  # type: ignore[arg-type]
+
+
+def test_float_nodata_is_restored_besides_nan() -> None:
+    block = np.full((2, 2, 8, 8), 5.0, np.float32)
+    block[0, 0, 0, :4] = -9999.0
+    block[1, 1, 3, 3] = np.nan
+    block[1, 0] = np.linspace(0, 10, 64).reshape(8, 8)
+    decoded = _roundtrip(block, "hevc-12bit-444", nodata=-9999.0)
+    np.testing.assert_array_equal(decoded == -9999.0, block == -9999.0)
+    np.testing.assert_array_equal(np.isnan(decoded), np.isnan(block))
+    # NaN as nodata means nothing more than NaN
+    payload = encode_chunk(block, "hevc-12bit-444", nodata=float("nan"))
+    assert read_header(payload).nodata is None
+    np.testing.assert_array_equal(np.isnan(decode_chunk(payload)), np.isnan(block))
+
+
+def test_lossless_encode_verifies_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = chunk_module.video.decode_frames
+
+    def damaged(stream: object, **kwargs: object) -> Iterator[list[np.ndarray]]:
+        for planes in real(stream, **kwargs):  # type: ignore[arg-type]
+            yield [p ^ 1 for p in planes]
+
+    monkeypatch.setattr(chunk_module.video, "decode_frames", damaged)
+    with pytest.raises(CodecError, match="differs from the input of the lossless encoder"):
+        encode_chunk(np.zeros((1, 1, 4, 4), np.uint16), "ffv1-lossless")
+
+
+# ----------------------------------------------------------------------- corruption
+
+
+@pytest.fixture(scope="module")
+def payloads() -> dict[str, bytes]:
+    rng = np.random.default_rng(7)
+    ints = rng.integers(100, 3000, (2, 4, 20, 24)).astype(np.uint16)
+    ints[0, 0, :3, :3] = 0
+    floats = rng.normal(size=(2, 2, 20, 24)).astype(np.float32)
+    floats[1, 1, 5:9] = np.nan
+    return {
+        "ffv1": encode_chunk(ints, "ffv1-lossless", nodata=0),
+        "hevc-444": encode_chunk(floats, "hevc-12bit-444", nodata=-9999.0),
+        "hevc-luma": encode_chunk(ints, "hevc-12bit-420-luma", nodata=0),
+    }
+
+
+def _header_length(payload: bytes) -> int:
+    reader = chunk_module._Reader(payload)
+    chunk_module._read_header(reader)
+    return reader.pos
+
+
+def _cuts(n: int, header: int) -> Iterator[int]:
+    yield from range(header + 40)
+    yield from range(header + 40, n, max(1, (n - header) // 60))
+    yield n - 1
+
+
+@pytest.mark.parametrize("name", ["ffv1", "hevc-444", "hevc-luma"])
+def test_truncated_payloads_are_corrupt(payloads: dict[str, bytes], name: str) -> None:
+    payload = payloads[name]
+    for cut in _cuts(len(payload), _header_length(payload)):
+        with pytest.raises(CorruptChunkError):
+            decode_chunk(payload[:cut])
+
+
+def test_bad_magic_version_and_trailing_bytes(payloads: dict[str, bytes]) -> None:
+    payload = payloads["ffv1"]
+    assert payload.startswith(MAGIC)
+    with pytest.raises(CorruptChunkError, match="bad magic"):
+        decode_chunk(b"EOCX" + payload[4:])
+    with pytest.raises(CorruptChunkError, match="bad magic"):
+        read_header(b"\x89PNG" + payload[4:])
+    with pytest.raises(CorruptChunkError, match="format version 99"):
+        decode_chunk(payload[:4] + bytes([99]) + payload[5:])
+    with pytest.raises(CorruptChunkError, match="3 unexpected bytes"):
+        decode_chunk(payload + b"abc")
+    with pytest.raises(CorruptChunkError):
+        decode_chunk(b"")
+
+
+def _decodes_or_raises_eocube_error(payload: bytes) -> None:
+    try:
+        decoded = decode_chunk(payload)
+    except EocubeError:
+        return
+    assert decoded.ndim == 4
+
+
+@pytest.mark.parametrize("name", ["ffv1", "hevc-444", "hevc-luma"])
+def test_every_header_byte_flip_raises_eocube_error_or_decodes(
+    payloads: dict[str, bytes], name: str
+) -> None:
+    payload = payloads[name]
+    for i in range(_header_length(payload)):
+        for mask in (0x01, 0x80, 0xFF):
+            damaged = bytearray(payload)
+            damaged[i] ^= mask
+            _decodes_or_raises_eocube_error(bytes(damaged))
+
+
+@given(
+    name=st.sampled_from(["ffv1", "hevc-444", "hevc-luma"]),
+    where=st.floats(0, 1),
+    mask=st.integers(1, 255),
+)
+def test_random_header_byte_flip(
+    payloads: dict[str, bytes], name: str, where: float, mask: int
+) -> None:
+    payload = payloads[name]
+    i = min(int(where * _header_length(payload)), _header_length(payload) - 1)
+    damaged = bytearray(payload)
+    damaged[i] ^= mask
+    _decodes_or_raises_eocube_error(bytes(damaged))
+
+
+def test_header_flip_of_the_shape_does_not_allocate(payloads: dict[str, bytes]) -> None:
+    payload = bytearray(payloads["ffv1"])
+    # T is the first u32 after magic, version, flags and the dtype string
+    t_at = 4 + 2 + 1 + payload[6]
+    assert int.from_bytes(payload[t_at : t_at + 4], "little") == 2
+    payload[t_at + 3] = 0x7F  # T = 2**30 + ...: a 10 TB block
+    with pytest.raises(CorruptChunkError, match="does not match layout"):
+        decode_chunk(bytes(payload))
+
+
+def test_integer_nodata_out_of_range_is_corrupt(payloads: dict[str, bytes]) -> None:
+    payload = bytearray(payloads["ffv1"])
+    at = _header_length(bytes(payload)) - 4 * 16 - 8  # nodata precedes 4 bands of maps
+    assert payload[at : at + 8] == np.float64(0).tobytes()
+    payload[at : at + 8] = np.float64(np.nan).tobytes()
+    with pytest.raises(CorruptChunkError, match="nodata"):
+        decode_chunk(bytes(payload))
+    payload[at : at + 8] = np.float64(1e300).tobytes()
+    with pytest.raises(CorruptChunkError, match="nodata"):
+        decode_chunk(bytes(payload))

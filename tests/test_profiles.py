@@ -1,0 +1,195 @@
+"""Codec profiles: the TOML files in codecs/ load, validate and bound their quality."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+
+from eocube import ProfileError, encode_chunk
+from eocube.pixfmt import pixel_format
+from eocube.profiles import (
+    DEFAULT_LOSSLESS_PROFILE,
+    DEFAULT_PROFILE,
+    LAYOUTS,
+    Profile,
+    available_profiles,
+    get_profile,
+    parse_profile,
+)
+
+CODECS = Path(__file__).resolve().parent.parent / "codecs"
+TOML_FILES = sorted(CODECS.glob("*.toml"))
+REQUIRED = ["hevc-12bit-444", "hevc-12bit-420-luma", "av1-10bit", "ffv1-lossless", "hevc-lossless"]
+
+
+def _valid(**changes: Any) -> dict[str, Any]:
+    """A valid lossy profile dict, with ``changes`` applied (None deletes a key)."""
+    data: dict[str, Any] = {
+        "name": "test",
+        "description": "a test profile",
+        "encoder": "libx265",
+        "decoder": "hevc",
+        "pix_fmt": "yuv420p12le",
+        "bits": 12,
+        "layout": "luma",
+        "lossless": False,
+        "gpu_decodable": True,
+        "quality": {"option": "crf", "default": 16, "min": 0, "max": 51},
+        "options": {"preset": "medium", "x265-params": {"aq-mode": 0, "ctu": 32}},
+    }
+    for key, value in changes.items():
+        if value is None:
+            data.pop(key)
+        else:
+            data[key] = value
+    return data
+
+
+def test_codecs_folder_holds_profiles() -> None:
+    assert len(TOML_FILES) >= 5
+    assert sorted(available_profiles()) == sorted(p.stem for p in TOML_FILES)
+
+
+@pytest.mark.parametrize("path", TOML_FILES, ids=lambda p: p.stem)
+def test_every_toml_profile_loads_and_validates(path: Path) -> None:
+    with path.open("rb") as fh:
+        parsed = parse_profile(tomllib.load(fh), source=str(path))
+    loaded = get_profile(path.stem)
+    assert parsed == loaded
+    assert loaded.name == path.stem
+    assert loaded.layout in LAYOUTS
+    assert pixel_format(loaded.pix_fmt).bits == loaded.bits
+    if loaded.layout == "planar3":
+        assert loaded.extra_pix_fmt is not None
+        assert pixel_format(loaded.pix_fmt).data_planes == 3
+        assert pixel_format(loaded.extra_pix_fmt).data_planes == 1
+    else:
+        assert pixel_format(loaded.pix_fmt).data_planes == 1
+    assert loaded.lossless == (loaded.quality is None)
+    # the codecs named exist in the PyAV wheel
+    assert loaded.encoder in av.codecs_available
+    assert loaded.decoder in av.codecs_available
+    # options are plain strings, ready to be AVOptions
+    opts = loaded.encoder_options()
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in opts.items())
+    if loaded.quality is not None:
+        assert opts[loaded.quality.option] == str(loaded.quality.default)
+        assert loaded.quality.min <= loaded.quality.default <= loaded.quality.max
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_required_profiles_exist(name: str) -> None:
+    profile = get_profile(name)
+    assert isinstance(profile, Profile)
+    assert profile.name == name
+
+
+def test_required_profiles_have_the_promised_shape() -> None:
+    assert get_profile("hevc-12bit-444").layout == "planar3"
+    assert get_profile("hevc-12bit-444").pix_fmt == "gbrp12le"
+    assert get_profile("hevc-12bit-420-luma").gpu_decodable
+    assert get_profile("av1-10bit").bits == 10
+    assert get_profile("ffv1-lossless").lossless
+    assert get_profile("ffv1-lossless").bits == 16
+    assert get_profile("hevc-lossless").lossless
+    assert get_profile("hevc-lossless").bits == 12
+    # x265 lossless is switched on by its options, not by a quality value
+    assert "lossless=1" in get_profile("hevc-lossless").encoder_options()["x265-params"]
+
+
+def test_nested_option_tables_become_avoption_strings() -> None:
+    opts = get_profile("hevc-12bit-444").encoder_options()
+    params = dict(item.split("=") for item in opts["x265-params"].split(":"))
+    assert params["ctu"] == "32"
+    assert params["psy-rd"] == "0"
+    profile = parse_profile(_valid(options={"flag": True, "off": False, "rate": 1.5}))
+    assert dict(profile.options) == {"flag": "1", "off": "0", "rate": "1.5"}
+
+
+def test_default_profiles() -> None:
+    assert get_profile().name == DEFAULT_PROFILE
+    assert get_profile(None, lossless=True).name == DEFAULT_LOSSLESS_PROFILE
+    assert get_profile(None, lossless=True).lossless
+    profile = parse_profile(_valid())
+    assert get_profile(profile) is profile
+
+
+def test_unknown_profile_lists_valid_names() -> None:
+    with pytest.raises(ProfileError, match="unknown profile 'hevc-13bit'") as info:
+        get_profile("hevc-13bit")
+    for name in available_profiles():
+        assert name in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"colour": "red"}, "unknown keys"),
+        ({"encoder": None}, "encoder"),
+        ({"layout": "diagonal"}, "unknown layout"),
+        ({"bits": 10}, "bits = 10"),
+        ({"pix_fmt": "rgb48le"}, "unsupported pixel format"),
+        ({"layout": "planar3"}, "planar3 needs a 3-plane"),
+        ({"layout": "planar3", "pix_fmt": "gbrp12le"}, "planar3 needs extra_pix_fmt"),
+        (
+            {"layout": "planar3", "pix_fmt": "gbrp12le", "extra_pix_fmt": "gray10le"},
+            "single-plane format of 12 bits",
+        ),
+        (
+            {"layout": "planar3", "pix_fmt": "gbrp12le", "extra_pix_fmt": "gbrp12le"},
+            "single-plane format",
+        ),
+        ({"pix_fmt": "gbrp12le"}, "needs a gray or 4:2:0"),
+        ({"quality": None}, "needs a \\[quality\\] table"),
+        ({"quality": {"option": "crf", "default": 1}}, "min"),
+        ({"options": {"x": [1, 2]}}, "unsupported value"),
+    ],
+)
+def test_parse_profile_rejects_invalid(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ProfileError, match=message):
+        parse_profile(_valid(**changes), source="bad.toml")
+
+
+def test_parse_profile_error_names_the_source() -> None:
+    with pytest.raises(ProfileError, match=r"^bad\.toml: unknown keys \['colour'\]"):
+        parse_profile(_valid(colour="red"), source="bad.toml")
+
+
+def test_lossless_profile_without_quality_is_valid() -> None:
+    profile = parse_profile(_valid(lossless=True, quality=None))
+    assert profile.quality is None
+    assert "crf" not in profile.encoder_options()
+
+
+@pytest.mark.parametrize("name", sorted(n for n, p in available_profiles().items() if p.quality))
+def test_quality_bounds_enforced(name: str) -> None:
+    profile = get_profile(name)
+    q = profile.quality
+    assert q is not None
+    assert profile.encoder_options(q.min)[q.option] == str(q.min)
+    assert profile.encoder_options(q.max)[q.option] == str(q.max)
+    for bad in (q.min - 1, q.max + 1):
+        with pytest.raises(ProfileError, match=f"{q.option}={bad} is outside {q.min}..{q.max}"):
+            profile.encoder_options(bad)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, p in available_profiles().items() if p.lossless))
+def test_lossless_profiles_take_no_quality(name: str) -> None:
+    with pytest.raises(ProfileError, match="lossless: it takes no quality"):
+        get_profile(name).encoder_options(10)
+
+
+def test_encode_chunk_enforces_quality_bounds() -> None:
+    block = np.arange(2 * 16 * 16, dtype=np.uint16).reshape(2, 1, 16, 16)
+    with pytest.raises(ProfileError, match="crf=52"):
+        encode_chunk(block, "hevc-12bit-444", quality=52)
+    with pytest.raises(ProfileError, match="takes no quality"):
+        encode_chunk(block, "ffv1-lossless", quality=0)
+    with pytest.raises(ProfileError, match="valid profiles"):
+        encode_chunk(block, "no-such-profile")
