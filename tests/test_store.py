@@ -43,7 +43,12 @@ def test_lossless_store_is_identical(tmp_path: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["s2_l2a_fusets_field_33x3x57x56", "stars_cmip3_tos_24x1x170x180", "s2_l2a_worldcereal_12x9x100x100"]
+    "name",
+    [
+        "s2_l2a_fusets_field_33x3x57x56",
+        "stars_cmip3_tos_24x1x170x180",
+        "s2_l2a_worldcereal_12x9x100x100",
+    ],
 )
 def test_lossy_store_keeps_metadata_nan_and_nodata(tmp_path: Path, name: str) -> None:
     ds = _open(name)
@@ -95,9 +100,13 @@ def test_conflicting_options_and_no_cube() -> None:
         eocube.to_eocube(ds, "memory://z.eocube", profile="nope")
 
 
-def test_selection_decodes_only_touched_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_selection_decodes_only_touched_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ds = _open("s2_l2a_worldcereal_118x4x64x64")
-    eocube.to_eocube(ds[["data"]], tmp_path / "c.eocube", chunks={"time": 16, "y": 32, "x": 32}, measure=False)
+    eocube.to_eocube(
+        ds[["data"]], tmp_path / "c.eocube", chunks={"time": 16, "y": 32, "x": 32}, measure=False
+    )
     import eocube.codec as codec_module
 
     calls: list[int] = []
@@ -114,14 +123,16 @@ def test_selection_decodes_only_touched_chunks(tmp_path: Path, monkeypatch: pyte
     assert len(calls) == 4
     np.testing.assert_allclose(one, ds.data.isel(time=20, band=1).values, atol=4000)
     calls.clear()
-    reopened.data.isel(time=40, y=5, x=40).values  # one chunk
+    _ = reopened.data.isel(time=40, y=5, x=40).values  # one chunk
     assert len(calls) == 1
 
 
 @pytest.mark.parametrize("scheduler", ["threads", "processes"])
 def test_dask_chunks_follow_the_store(tmp_path: Path, scheduler: str) -> None:
     ds = _open("s2_l2a_openeo_gfmap_12x5x66x64")
-    eocube.to_eocube(ds[["data"]], tmp_path / "c.eocube", chunks={"time": 4, "y": 32, "x": 32}, measure=False)
+    eocube.to_eocube(
+        ds[["data"]], tmp_path / "c.eocube", chunks={"time": 4, "y": 32, "x": 32}, measure=False
+    )
     lazy = eocube.open_dataset(tmp_path / "c.eocube", chunks={})
     assert lazy.data.chunks[0] == (4, 4, 4)
     assert lazy.data.chunks[2] == (32, 32, 2)
@@ -151,7 +162,9 @@ def test_memory_url_and_dataarray(tmp_path: Path) -> None:
 
 def test_per_array_metadata_lets_zarr_open_arrays_by_path(tmp_path: Path) -> None:
     ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")
-    eocube.to_eocube(ds, tmp_path / "c.eocube", lossless=True, measure=False, per_array_metadata=True)
+    eocube.to_eocube(
+        ds, tmp_path / "c.eocube", lossless=True, measure=False, per_array_metadata=True
+    )
     arr = zarr.open_array(tmp_path / "c.eocube", path="data", mode="r")
     np.testing.assert_array_equal(arr[:], ds.data.values)
 
@@ -164,8 +177,13 @@ def test_overhead_of_a_cube_with_regular_coordinates(tmp_path: Path) -> None:
     report = eocube.to_eocube(ds, tmp_path / "c.eocube", crf=30)
     overhead = report.nbytes - report.variables["data"].payload_nbytes
     assert overhead <= 4096, overhead
-    objects = sorted(p.relative_to(tmp_path / "c.eocube").as_posix() for p in (tmp_path / "c.eocube").rglob("*") if p.is_file())
-    assert "zarr.json" in objects and "data/zarr.json" not in objects
+    objects = sorted(
+        p.relative_to(tmp_path / "c.eocube").as_posix()
+        for p in (tmp_path / "c.eocube").rglob("*")
+        if p.is_file()
+    )
+    assert "zarr.json" in objects
+    assert "data/zarr.json" not in objects
 
 
 def test_regular_axes_are_nearly_free(tmp_path: Path) -> None:
@@ -180,7 +198,12 @@ def test_time_only_variable_lat_lon_spelling_and_scale_factor_encoding(tmp_path:
     src = _open("era5_t2m_uk_744h").isel(time=slice(0, 48))
     da = src.data.isel(band=0, drop=True).rename({"y": "lat", "x": "lon"})
     ds = da.to_dataset(name="t2m")
-    ds.t2m.encoding = {"dtype": "int16", "scale_factor": 0.01, "add_offset": 280.0, "_FillValue": -32768}
+    ds.t2m.encoding = {
+        "dtype": "int16",
+        "scale_factor": 0.01,
+        "add_offset": 280.0,
+        "_FillValue": -32768,
+    }
     report = eocube.to_eocube(ds, tmp_path / "c.eocube", lossless=True)
     assert set(report.variables) == {"t2m"}
     back = eocube.open_dataset(tmp_path / "c.eocube")

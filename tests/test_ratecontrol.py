@@ -1,0 +1,141 @@
+"""Rate control and the hard error bound: target_bpppb, target_psnr, max_abs_error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import eocube
+from eocube import metrics
+
+DATA = Path(__file__).parent / "data"
+
+
+def _open(name: str) -> xr.Dataset:
+    with xr.open_dataset(DATA / f"{name}.nc") as ds:
+        return ds.load()
+
+
+S2 = _open("s2_l2a_worldcereal_72x4x64x64").data.values
+ERA5 = _open("era5_t2m_uk_744h").data.values
+FUSETS = _open("s2_l2a_fusets_field_33x3x57x56").data.values  # float with NaN (clouds)
+L8 = _open("l8_ny18_014031")  # uint16 with nodata 0
+
+
+@st.composite
+def crops(draw: st.DrawFn) -> tuple[np.ndarray, float | None, float]:
+    source = draw(st.sampled_from(["s2", "era5", "fusets", "l8"]))
+    cube, nodata = {
+        "s2": (S2, None),
+        "era5": (ERA5, None),
+        "fusets": (FUSETS, None),
+        "l8": (L8.data.values, float(L8.data.attrs["nodata"])),
+    }[source]
+    T, _, Y, X = cube.shape
+    t = draw(st.integers(1, min(T, 12)))
+    y = draw(st.integers(1, min(Y, 40)))
+    x = draw(st.integers(1, min(X, 40)))
+    t0 = draw(st.integers(0, T - t))
+    y0 = draw(st.integers(0, Y - y))
+    x0 = draw(st.integers(0, X - x))
+    block = cube[t0 : t0 + t, :, y0 : y0 + y, x0 : x0 + x]
+    valid = metrics.valid_mask(block, nodata)
+    span = float(np.ptp(block[valid].astype(np.float64))) if valid.any() else 1.0
+    rel = draw(st.sampled_from([1e-1, 1e-2, 3e-3, 1e-3, 0.0]))
+    return block, nodata, rel * span
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=crops(), quality=st.sampled_from([0, 12, 24, 36, 51]))
+def test_max_abs_error_always_holds(
+    case: tuple[np.ndarray, float | None, float], quality: int
+) -> None:
+    block, nodata, bound = case
+    payload = eocube.encode_chunk(block, quality=quality, nodata=nodata, max_abs_error=bound)
+    decoded = eocube.decode_chunk(payload)
+    assert decoded.dtype == block.dtype
+    assert metrics.max_abs_error(block, decoded, nodata) <= bound
+    if block.dtype.kind == "f":
+        np.testing.assert_array_equal(np.isnan(decoded), np.isnan(block))
+    if nodata is not None:
+        np.testing.assert_array_equal(decoded == nodata, block == nodata)
+
+
+def test_max_abs_error_per_band_through_the_store(tmp_path: Path) -> None:
+    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")[["data"]]
+    bounds = [5.0, 20.0, 80.0, 200.0]
+    report = eocube.to_eocube(ds, tmp_path / "c.eocube", max_abs_error={"data": bounds})
+    v = report.variables["data"]
+    assert v.error_bound == tuple(bounds)
+    assert v.max_abs_error_per_band is not None
+    for got, bound in zip(v.max_abs_error_per_band, bounds, strict=True):
+        assert got <= bound
+    back = eocube.open_dataset(tmp_path / "c.eocube").data.values
+    for b, bound in enumerate(bounds):
+        assert np.abs(back[:, b].astype(float) - ds.data.values[:, b]).max() <= bound
+    assert report.trials <= 7
+    assert report.passes == 1
+
+
+def test_float_bound_with_nan_through_the_store(tmp_path: Path) -> None:
+    ds = _open("s2_l2a_fusets_field_33x3x57x56")[["data"]]
+    report = eocube.to_eocube(ds, tmp_path / "c.eocube", max_abs_error=0.5)
+    back = eocube.open_dataset(tmp_path / "c.eocube").data.values
+    orig = ds.data.values
+    np.testing.assert_array_equal(np.isnan(back), np.isnan(orig))
+    assert np.nanmax(np.abs(back.astype(np.float64) - orig)) <= 0.5
+    assert report.variables["data"].max_abs_error <= 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "time", "target"),
+    [
+        ("s2_l2a_worldcereal_72x4x64x64", slice(None), 0.3),
+        ("s2_l2a_worldcereal_72x4x64x64", slice(None), 1.0),
+        ("era5_t2m_uk_744h", slice(0, 192), 0.5),
+    ],
+)
+def test_target_bpppb_lands_within_ten_percent(
+    tmp_path: Path, name: str, time: slice, target: float
+) -> None:
+    ds = _open(name)[["data"]].isel(time=time)
+    report = eocube.to_eocube(ds, tmp_path / "c.eocube", target_bpppb=target)
+    assert abs(report.bpppb / target - 1) <= 0.10, report
+    assert report.passes <= 4
+
+
+@pytest.mark.parametrize(
+    ("name", "time", "target"),
+    [
+        ("s2_l2a_worldcereal_72x4x64x64", slice(None), 45.0),
+        ("era5_t2m_uk_744h", slice(0, 192), 48.0),
+        ("s2_l2a_openeo_gfmap_19x4x52x46", slice(None), 60.0),  # beyond x265 12-bit alone
+    ],
+)
+def test_target_psnr_is_met(tmp_path: Path, name: str, time: slice, target: float) -> None:
+    ds = _open(name)[["data"]].isel(time=time)
+    report = eocube.to_eocube(ds, tmp_path / "c.eocube", target_psnr=target)
+    v = report.variables["data"]
+    assert v.psnr is not None
+    assert v.psnr >= target, report
+    back = eocube.open_dataset(tmp_path / "c.eocube").data.values
+    nodata = ds.data.attrs.get("nodata")
+    nodata = None if nodata is None else float(nodata)
+    assert metrics.psnr(ds.data.values, back, nodata) == pytest.approx(v.psnr)
+
+
+def test_one_quality_control_per_write() -> None:
+    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")
+    with pytest.raises(ValueError, match="conflict"):
+        eocube.to_eocube(ds, "memory://a.eocube", crf=10, target_psnr=40)
+    with pytest.raises(ValueError, match="conflict"):
+        eocube.to_eocube(ds, "memory://b.eocube", max_abs_error=1, lossless=True)
+    with pytest.raises(ValueError, match="positive"):
+        eocube.to_eocube(ds, "memory://c.eocube", target_bpppb=-1)
+    with pytest.raises(ValueError, match="4 bands"):
+        eocube.to_eocube(ds, "memory://d.eocube", max_abs_error={"data": [1, 2]})
