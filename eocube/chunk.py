@@ -414,15 +414,19 @@ def decode_chunk(
         out = np.empty(header.shape, header.dtype)
     flat = out.reshape(T * B, Y, X)
     codec_seconds = 0.0
+    dequantize = packing.plane_dequantizer(header.dtype)
+    offsets = [float(v) for v in header.offset]
+    scales = [float(v) for v in header.scale]
     for plan, stream in zip(plans, streams, strict=True):
-        frames = video.decode_frames(stream, threads=threads)
-        for row in plan.sources:
+        # whole decoder rows (contiguous): the kernel crops to the block's width
+        frames = video.decode_frames(stream, threads=threads, crop=False)
+        for row in plan.sources.tolist():
             t0 = time.perf_counter()
             planes = next(frames)
             codec_seconds += time.perf_counter() - t0
             for src, index in zip(planes, row, strict=True):
                 b = index % B
-                packing.dequantize_plane(src, flat[index], header.offset[b], header.scale[b])
+                dequantize(src, flat[index], offsets[b], scales[b])
         t0 = time.perf_counter()
         for _ in frames:  # let the generator check the frame count
             pass

@@ -24,6 +24,7 @@ The kernels are Numba-compiled, release the GIL and run bands in parallel.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numba
@@ -377,6 +378,28 @@ def _dequantize_plane(src, dst, offset, scale, integer, vmin, vmax):  # pragma: 
                 elif v > vmax:
                     v = vmax
             dst[y, x] = v
+
+
+def plane_dequantizer(dtype: np.dtype) -> Callable[[np.ndarray, np.ndarray, float, float], None]:
+    """A :func:`dequantize_plane` for destinations of ``dtype``, with its constants bound.
+
+    Decoding calls it once per plane, so the per-call Python work is kept to the kernel
+    dispatch.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        lo, hi = float(info.min), float(info.max)
+
+        def run(src: np.ndarray, dst: np.ndarray, offset: float, scale: float) -> None:
+            _dequantize_plane(src, dst, offset, scale, True, lo, hi)
+
+    else:
+
+        def run(src: np.ndarray, dst: np.ndarray, offset: float, scale: float) -> None:
+            _dequantize_plane(src, dst, offset, scale, False, 0.0, 0.0)
+
+    return run
 
 
 def dequantize_plane(src: np.ndarray, dst: np.ndarray, offset: float, scale: float) -> None:

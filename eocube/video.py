@@ -107,11 +107,21 @@ def frame_size(
 
 
 def _plane_view(
-    plane: av.video.plane.VideoPlane, fmt: PixelFormat, height: int, width: int
+    plane: av.video.plane.VideoPlane, fmt: PixelFormat, height: int, width: int | None
 ) -> np.ndarray:
+    """A plane as a (height, width) view; ``width=None`` keeps whole rows (C-contiguous)."""
     dtype = np.uint8 if fmt.itemsize == 1 else np.dtype("<u2")
     row = plane.line_size // fmt.itemsize
     return np.frombuffer(plane, dtype=dtype).reshape(-1, row)[:height, :width]
+
+
+def _packet(payload: bytes) -> av.Packet:
+    # A packet in FFmpeg-owned memory: freeing one built on Python bytes needs the GIL,
+    # which a decoder thread may wait for while the main thread holds it to close the
+    # decoder (a deadlock seen with frame threads).
+    packet = av.Packet(len(payload))
+    memoryview(packet)[:] = payload
+    return packet
 
 
 def encode_frames(
@@ -189,10 +199,14 @@ def encode_frames(
     )
 
 
-def decode_frames(stream: EncodedStream, *, threads: int = 0) -> Iterator[list[np.ndarray]]:
+def decode_frames(
+    stream: EncodedStream, *, threads: int = 0, crop: bool = True
+) -> Iterator[list[np.ndarray]]:
     """Decode a stream, yielding each frame's data planes as 2-D views in presentation order.
 
     The views point into the decoder's frame buffers: copy what must outlive the loop step.
+    With ``crop=False`` the views keep the decoder's whole (padded) rows, so they are
+    C-contiguous; their first ``stream.width`` columns are the frame.
 
     Raises
     ------
@@ -214,6 +228,7 @@ def decode_frames(stream: EncodedStream, *, threads: int = 0) -> Iterator[list[n
     except (av.FFmpegError, ValueError) as exc:
         raise CorruptChunkError(f"cannot open decoder {stream.decoder!r}: {exc}") from exc
     seen = 0
+    width = stream.width if crop else None
 
     def planes_of(frame: av.VideoFrame) -> list[np.ndarray]:
         got = frame.format.name
@@ -227,13 +242,12 @@ def decode_frames(stream: EncodedStream, *, threads: int = 0) -> Iterator[list[n
                 f"expected {stream.width}x{stream.height}"
             )
         return [
-            _plane_view(frame.planes[i], fmt, stream.height, stream.width)
-            for i in range(fmt.data_planes)
+            _plane_view(frame.planes[i], fmt, stream.height, width) for i in range(fmt.data_planes)
         ]
 
     try:
         for payload in (*stream.packets, None):
-            packet = None if payload is None else av.Packet(payload)
+            packet = None if payload is None else _packet(payload)
             for frame in ctx.decode(packet):
                 seen += 1
                 if seen > stream.frames:
