@@ -1,9 +1,10 @@
-"""The xarray backend ``engine="eocube"``: a thin entry point over xarray's zarr backend.
+"""The xarray backend ``engine="eocube"``: a thin entry point over eocube.reader.
 
 The store is zarr v3; the ``eocube.video`` codec is registered when eocube is imported,
 so xarray's zarr machinery does the lazy, chunk-wise reading: a selection decodes only
 the chunks it touches, ``chunks={}`` gives dask chunks equal to the stored chunks, and
-fsspec URLs work with ``storage_options``.
+fsspec URLs work with ``storage_options``. Damaged chunks raise CorruptChunkError
+naming the variable and chunk; a store whose write never finished is refused.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from typing import Any
 
 import xarray as xr
 from xarray.backends import BackendEntrypoint
-from xarray.backends.zarr import ZarrBackendEntrypoint
+from xarray.backends.common import _normalize_path
+from xarray.backends.store import StoreBackendEntrypoint
+from xarray.core.utils import close_on_error
 
-import eocube.codec  # noqa: F401  (registers the eocube.video codec with zarr)
+import eocube.codec
+import eocube.linear  # noqa: F401  (registers the eocube.linear codec with zarr)
+from eocube.reader import MARKER, EocubeZarrStore, check_complete, quiet_zarr
 
 
 class EocubeBackendEntrypoint(BackendEntrypoint):
@@ -48,22 +53,55 @@ class EocubeBackendEntrypoint(BackendEntrypoint):
 
             filename_or_obj = hub_store(filename_or_obj, storage_options)
             storage_options = None
-        ds = ZarrBackendEntrypoint().open_dataset(
-            filename_or_obj,
-            drop_variables=drop_variables,
-            mask_and_scale=mask_and_scale,
-            decode_times=decode_times,
-            decode_coords=decode_coords,
-            use_cftime=use_cftime,
-            decode_timedelta=decode_timedelta,
+        with quiet_zarr():
+            return self._open(
+                filename_or_obj,
+                drop_variables=drop_variables,
+                storage_options=storage_options,
+                mask_and_scale=mask_and_scale,
+                decode_times=decode_times,
+                decode_coords=decode_coords,
+                use_cftime=use_cftime,
+                decode_timedelta=decode_timedelta,
+                consolidated=consolidated,
+            )
+
+    def _open(
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None,
+        storage_options: Mapping[str, Any] | None,
+        mask_and_scale: bool,
+        decode_times: bool,
+        decode_coords: bool | str,
+        use_cftime: bool | None,
+        decode_timedelta: bool | None,
+        consolidated: bool | None,
+    ) -> xr.Dataset:
+        store = EocubeZarrStore.open_group(
+            _normalize_path(filename_or_obj),
+            mode="r",
+            consolidated=consolidated,
+            consolidate_on_close=False,
             storage_options=dict(storage_options) if storage_options else None,
             zarr_format=3,
-            consolidated=consolidated,
         )
+        with close_on_error(store):
+            check_complete(dict(store.zarr_group.attrs), str(filename_or_obj))
+            ds = StoreBackendEntrypoint().open_dataset(
+                store,
+                mask_and_scale=mask_and_scale,
+                decode_times=decode_times,
+                decode_coords=decode_coords,
+                drop_variables=drop_variables,
+                use_cftime=use_cftime,
+                decode_timedelta=decode_timedelta,
+            )
         # the format marker is eocube's, not the user's: it goes to encoding
-        marker = ds.attrs.pop("eocube", None)
+        marker = ds.attrs.pop(MARKER, None)
         if marker is not None:
-            ds.encoding["eocube"] = marker
+            ds.encoding[MARKER] = marker
         return ds
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:

@@ -25,3 +25,7 @@ class CorruptChunkError(EocubeError):
 
 class CodecError(EocubeError):
     """The video encoder or decoder failed."""
+
+
+class IncompleteStoreError(EocubeError):
+    """A store whose write did not finish (interrupted), or that is not an eocube store."""

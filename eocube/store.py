@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import xarray as xr
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.core.buffer import default_buffer_prototype
 from zarr.errors import ContainsArrayError, ContainsGroupError, UnstableSpecificationWarning
 from zarr.storage import StorePath
 
-from eocube import metrics, ratecontrol
+from eocube import metrics, packing, ratecontrol
 from eocube.codec import VideoCodec
 from eocube.dims import cube_roles
-from eocube.errors import EocubeError
+from eocube.errors import EocubeError, UnsupportedDataError
 from eocube.linear import LinearCodec
 from eocube.profiles import get_profile
+from eocube.reader import MARKER, quiet_zarr
 from eocube.storage import list_keys, payload_nbytes
 
 FORMAT_VERSION = 1
@@ -190,6 +193,20 @@ class _CubeVar:
     nodata: float | None  # in the user's data, for metrics
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _quietly(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with quiet_zarr():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_quietly
 def to_eocube(
     obj: xr.Dataset | xr.DataArray,
     store: Any,
@@ -205,6 +222,7 @@ def to_eocube(
     variables: Sequence[Hashable] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     mode: str = "w-",
+    resume: bool = False,
     progress: bool = False,
     measure: bool = True,
     per_array_metadata: bool = False,
@@ -248,6 +266,11 @@ def to_eocube(
         Passed to fsspec.
     mode : {"w-", "w"}
         ``"w-"`` refuses to overwrite an existing store; ``"w"`` overwrites.
+    resume : bool
+        Finish a write that was interrupted: shards already written (and intact) are
+        kept, the missing ones encoded. Re-run with the same data and arguments. A
+        store whose write completed is left as it is and reported. Until a write
+        completes, the store is marked incomplete and readers refuse it.
     progress : bool
         Show a progress bar (dask) while encoding.
     measure : bool
@@ -295,7 +318,23 @@ def to_eocube(
     if given and not lossless and prof.lossless:
         raise ValueError(f"profile {prof.name!r} is lossless: it takes no {given[0]}")
     started = time.perf_counter()
+    _check_dtypes(ds)
     cube_vars = _cube_variables(ds, dims, variables, chunks)
+    if resume:
+        existing = _existing_store(store, storage_options)
+        if existing is not None:
+            resumed = _resume(ds, existing, cube_vars, progress, per_array_metadata)
+            report = _report(
+                ds,
+                existing,
+                cube_vars,
+                prof.name,
+                _stored_quality(existing, cube_vars),
+                {},
+                time.perf_counter() - started,
+                measure,
+            )
+            return replace(report, control="resume" if resumed else "complete")
     bounds = _bounds_per_variable(max_abs_error, cube_vars, ds)
 
     quality: dict[Hashable, float | None] = dict.fromkeys(cube_vars, crf)
@@ -582,13 +621,15 @@ def _write(
         )
         # one dask task per shard: shards encode in parallel, memory stays bounded by a
         # few shards, and the progress bar counts them
-        var = ds[name]
-        out[name] = var.chunk(dict(zip(var.dims, cv.shard, strict=True)))
+        var = ds[name].chunk(dict(zip(ds[name].dims, cv.shard, strict=True)))
+        out[name] = var.copy(
+            data=var.data.map_blocks(_validate_block, name, profile, dtype=var.dtype)
+        )
 
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
     out.attrs = dict(out.attrs)
-    out.attrs["eocube"] = {"format": FORMAT_VERSION}
+    out.attrs[MARKER] = {"format": FORMAT_VERSION, "complete": False}
     with warnings.catch_warnings(), zarr.config.set({"json_indent": None}):
         # fixed-length strings (band names) and consolidated metadata are not yet in the
         # zarr v3 spec; zarr-python reads both, and so does eocube
@@ -616,6 +657,7 @@ def _write(
     store_path = _store_path(store, storage_options, "r+")
     if not per_array_metadata:
         _drop_per_array_metadata(store_path)
+    _mark_complete(store_path)
     return store_path
 
 
@@ -700,3 +742,168 @@ def _prefix_nbytes(store_path: StorePath) -> int:
 
 
 __all__ = ["EncodeReport", "EocubeError", "VariableReport", "to_eocube"]
+
+
+def _check_dtypes(ds: xr.Dataset) -> None:
+    for name, var in ds.data_vars.items():
+        kind = var.dtype.kind
+        if kind in "cbOMmSUV":
+            what = {
+                "c": "complex",
+                "b": "bool",
+                "O": "object",
+                "M": "datetime64",
+                "m": "timedelta64",
+                "S": "bytes",
+                "U": "string",
+                "V": "structured",
+            }[kind]
+            raise UnsupportedDataError(
+                f"variable {name!r} has a {what} dtype ({var.dtype}), which eocube cannot "
+                f"store; cast it to a number type (uint8, uint16, int16, int32, float32, "
+                f"float64), or drop it"
+            )
+
+
+def _validate_block(
+    block: np.ndarray, name: Hashable, profile: str, block_info: Any = None
+) -> np.ndarray:
+    """Checks on one shard of a cube variable, in the encode task itself (no extra pass)."""
+    where = ""
+    if block_info and None in block_info:
+        where = f", shard at {tuple(s[0] for s in block_info[None]['array-location'])}"
+    if block.dtype.kind == "f" and np.isinf(block).any():
+        raise UnsupportedDataError(
+            f"variable {name!r}{where} holds infinite values: replace them with NaN "
+            f"(missing) or finite values before encoding"
+        )
+    try:
+        packing.check_dtype(block.dtype)
+    except UnsupportedDataError as exc:
+        raise UnsupportedDataError(f"variable {name!r}: {exc}") from None
+    prof = get_profile(profile)
+    if prof.lossless and block.dtype.kind in "iu" and block.size:
+        b4 = block if block.ndim == 4 else block[:, None]
+        span = b4.max(axis=(0, 2, 3)).astype(np.int64) - b4.min(axis=(0, 2, 3)).astype(np.int64)
+        widest = int(span.max())
+        if widest > (1 << prof.bits) - 1:
+            raise UnsupportedDataError(
+                f"variable {name!r}{where}: a band spans {widest} values, which needs "
+                f"{math.ceil(math.log2(widest + 1))} bits; profile {prof.name!r} holds "
+                f"{prof.bits} bits losslessly (use ffv1-lossless for up to 16 bits)"
+            )
+    return block
+
+
+def _mark_complete(store_path: StorePath) -> None:
+    group = zarr.open_group(store_path, mode="r+", zarr_format=3)
+    marker = dict(group.attrs.get(MARKER, {}))
+    marker.update(format=FORMAT_VERSION, complete=True)
+    with zarr.config.set({"json_indent": None}):
+        group.update_attributes({MARKER: marker})
+
+
+def _existing_store(store: Any, storage_options: Mapping[str, Any] | None) -> StorePath | None:
+    try:
+        return _store_path(store, storage_options, "r+")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        return None
+
+
+def _stored_quality(
+    store_path: StorePath, cube_vars: Mapping[Hashable, _CubeVar]
+) -> dict[Hashable, float | None]:
+    group = zarr.open_group(store_path, mode="r", zarr_format=3)
+    out: dict[Hashable, float | None] = {}
+    for name in cube_vars:
+        arr = group[str(name)]
+        assert isinstance(arr, zarr.Array)
+        codec = arr.serializer
+        out[name] = getattr(codec, "quality", None)
+    return out
+
+
+def _shard_intact(data: bytes, per_shard: int) -> bool:
+    import google_crc32c
+
+    size = per_shard * 16 + 4
+    if len(data) < size:
+        return False
+    index, crc = data[-size:-4], data[-4:]
+    if np.uint32(google_crc32c.value(index)).tobytes() != crc:
+        return False
+    entries = np.frombuffer(index, "<u8").reshape(per_shard, 2)
+    present = entries[:, 1] != np.uint64(2**64 - 1)
+    ends = entries[present, 0] + entries[present, 1]
+    return bool(np.all(ends <= len(data) - size))
+
+
+def _resume(
+    ds: xr.Dataset,
+    store_path: StorePath,
+    cube_vars: Mapping[Hashable, _CubeVar],
+    progress: bool,
+    per_array_metadata: bool,
+) -> bool:
+    """Write the missing shards of an interrupted store; False if it was complete."""
+    import itertools
+
+    import dask
+
+    group = zarr.open_group(store_path, mode="r+", zarr_format=3)
+    marker = group.attrs.get(MARKER)
+    if not isinstance(marker, dict):
+        raise FileExistsError(f"{store_path} exists and is not an eocube store; pass mode='w'")
+    if marker.get("complete"):
+        return False
+    store = store_path.store
+    tasks = []
+    for name, cv in cube_vars.items():
+        try:
+            arr = group[str(name)]
+        except KeyError:
+            raise ValueError(
+                f"{store_path}: the interrupted write has no variable {name!r}; "
+                f"it was started with other arguments: pass mode='w' to start over"
+            ) from None
+        assert isinstance(arr, zarr.Array)
+        if arr.shape != ds[name].shape or arr.chunks != cv.inner or arr.shards != cv.shard:
+            raise ValueError(
+                f"{store_path}: variable {name!r} was started with shape {arr.shape}, chunks "
+                f"{arr.chunks} and shards {arr.shards}, not {ds[name].shape}, {cv.inner}, "
+                f"{cv.shard}: pass mode='w' to start over"
+            )
+        per_shard = math.prod(s // c for s, c in zip(cv.shard, cv.inner, strict=True))
+        encoded = xr.conventions.encode_cf_variable(ds[name].variable)
+        counts = [math.ceil(n / s) for n, s in zip(arr.shape, cv.shard, strict=True)]
+        prefix = f"{store_path.path.rstrip('/')}/{name}" if store_path.path else str(name)
+        for idx in itertools.product(*(range(c) for c in counts)):
+            key = f"{prefix}/c/" + "/".join(map(str, idx))
+            data = zarr.core.sync.sync(store.get(key, prototype=default_buffer_prototype()))
+            if data is not None and _shard_intact(data.to_bytes(), per_shard):
+                continue
+            region = tuple(
+                slice(i * s, min((i + 1) * s, n))
+                for i, s, n in zip(idx, cv.shard, arr.shape, strict=True)
+            )
+            tasks.append(
+                dask.delayed(_write_region)(arr, encoded, region, name, str(arr.serializer.profile))
+            )
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            dask.compute(*tasks)
+    else:
+        dask.compute(*tasks)
+    if not per_array_metadata:
+        _drop_per_array_metadata(store_path)
+    _mark_complete(store_path)
+    return True
+
+
+def _write_region(
+    arr: zarr.Array, encoded: xr.Variable, region: tuple[slice, ...], name: Hashable, profile: str
+) -> None:
+    block = np.asarray(encoded[region].values).astype(arr.dtype, copy=False)
+    arr[region] = _validate_block(block, name, profile)
