@@ -18,6 +18,7 @@ compression ratio
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,6 +41,92 @@ def valid_mask(original: np.ndarray, nodata: float | None = None) -> np.ndarray:
     return valid
 
 
+@dataclass(frozen=True)
+class ErrorStats:
+    """Per-band error statistics, accumulable over the pieces of a large cube.
+
+    ``ErrorStats.of(original, decoded)`` measures one piece; ``a.merge(b)`` combines two;
+    the PSNR and max error of the whole follow exactly as if measured in one go.
+    """
+
+    count: np.ndarray  # valid values per band
+    lo: np.ndarray  # min of the original's valid values
+    hi: np.ndarray  # max of the original's valid values
+    sse: np.ndarray  # sum of squared errors (inf if a valid value decoded to NaN/inf)
+    max_error: np.ndarray  # largest absolute error
+
+    @classmethod
+    def of(
+        cls, original: np.ndarray, decoded: np.ndarray, nodata: float | None = None
+    ) -> ErrorStats:
+        """Statistics of one (T, B, Y, X) or (T, Y, X) piece."""
+        original, decoded = _as_tbyx(original), _as_tbyx(decoded)
+        if original.shape != decoded.shape:
+            raise ValueError(f"shapes differ: {original.shape} vs {decoded.shape}")
+        valid = valid_mask(original, nodata)
+        bands = original.shape[1]
+        count = np.zeros(bands, np.int64)
+        lo = np.full(bands, np.inf)
+        hi = np.full(bands, -np.inf)
+        sse = np.zeros(bands)
+        max_error = np.zeros(bands)
+        for b in range(bands):
+            v = valid[:, b]
+            n = int(v.sum())
+            if not n:
+                continue
+            ref = original[:, b][v].astype(np.float64)
+            err = decoded[:, b][v].astype(np.float64) - ref
+            count[b] = n
+            lo[b], hi[b] = ref.min(), ref.max()
+            finite = bool(np.isfinite(err).all())
+            sse[b] = float(np.dot(err, err)) if finite else math.inf
+            max_error[b] = float(np.abs(err).max()) if finite else math.inf
+        return cls(count, lo, hi, sse, max_error)
+
+    def merge(self, other: ErrorStats) -> ErrorStats:
+        """The statistics of both pieces together."""
+        return ErrorStats(
+            self.count + other.count,
+            np.minimum(self.lo, other.lo),
+            np.maximum(self.hi, other.hi),
+            self.sse + other.sse,
+            np.maximum(self.max_error, other.max_error),
+        )
+
+    def psnr_per_band(self) -> np.ndarray:
+        """PSNR of each band in dB: inf where exact, NaN where the band has no valid
+        value, -inf where a valid value decoded to NaN or inf."""
+        out = np.full(self.count.shape, np.nan)
+        for b, n in enumerate(self.count):
+            if not n:
+                continue
+            mse = self.sse[b] / n
+            peak = float(self.hi[b] - self.lo[b]) or 1.0
+            if mse == 0:
+                out[b] = math.inf
+            elif math.isinf(mse):
+                out[b] = -math.inf
+            else:
+                out[b] = 10 * math.log10(peak * peak / mse)
+        return out
+
+    def psnr(self) -> float:
+        """Mean over bands of the finite per-band PSNR (see the module docstring)."""
+        per_band = self.psnr_per_band()
+        per_band = per_band[~np.isnan(per_band)]
+        if per_band.size == 0:
+            return math.nan
+        if (per_band == -math.inf).any():
+            return -math.inf
+        finite = per_band[np.isfinite(per_band)]
+        return float(finite.mean()) if finite.size else math.inf
+
+    def max_abs_error(self) -> float:
+        """Largest absolute error over all bands (0 if nothing is valid)."""
+        return float(self.max_error.max(initial=0.0))
+
+
 def psnr_per_band(
     original: np.ndarray, decoded: np.ndarray, nodata: float | None = None
 ) -> np.ndarray:
@@ -48,38 +135,12 @@ def psnr_per_band(
     inf where exact, NaN where the band has no valid value, -inf where a valid value
     decoded to NaN or inf.
     """
-    original, decoded = _as_tbyx(original), _as_tbyx(decoded)
-    if original.shape != decoded.shape:
-        raise ValueError(f"shapes differ: {original.shape} vs {decoded.shape}")
-    valid = valid_mask(original, nodata)
-    out = np.full(original.shape[1], np.nan)
-    for b in range(original.shape[1]):
-        v = valid[:, b]
-        if not v.any():
-            continue
-        ref = original[:, b][v].astype(np.float64)
-        err = decoded[:, b][v].astype(np.float64) - ref
-        mse = float(np.mean(err * err)) if np.isfinite(err).all() else math.inf
-        peak = float(ref.max() - ref.min()) or 1.0
-        if mse == 0:
-            out[b] = math.inf
-        elif math.isinf(mse):  # a decoded NaN/inf where the original is valid
-            out[b] = -math.inf
-        else:
-            out[b] = 10 * math.log10(peak * peak / mse)
-    return out
+    return ErrorStats.of(original, decoded, nodata).psnr_per_band()
 
 
 def psnr(original: np.ndarray, decoded: np.ndarray, nodata: float | None = None) -> float:
     """Mean over bands of the finite per-band PSNR (see the module docstring)."""
-    per_band = psnr_per_band(original, decoded, nodata)
-    per_band = per_band[~np.isnan(per_band)]
-    if per_band.size == 0:
-        return math.nan
-    if (per_band == -math.inf).any():
-        return -math.inf
-    finite = per_band[np.isfinite(per_band)]
-    return float(finite.mean()) if finite.size else math.inf
+    return ErrorStats.of(original, decoded, nodata).psnr()
 
 
 def max_abs_error(original: np.ndarray, decoded: np.ndarray, nodata: float | None = None) -> float:

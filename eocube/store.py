@@ -686,17 +686,12 @@ def _report(
         payload = payload_nbytes(group, str(name))
         rep: dict[str, Any] = {}
         if reopened is not None:
-            orig = _as_tbyx(np.asarray(var.values), cv)
-            dec = _as_tbyx(np.asarray(reopened[name].values), cv)
-            per_band = metrics.psnr_per_band(orig, dec, cv.nodata)
+            stats = _measure(var, reopened[name], cv)
             rep = {
-                "psnr": metrics.psnr(orig, dec, cv.nodata),
-                "psnr_per_band": tuple(float(p) for p in per_band),
-                "max_abs_error": metrics.max_abs_error(orig, dec, cv.nodata),
-                "max_abs_error_per_band": tuple(
-                    metrics.max_abs_error(orig[:, b], dec[:, b], cv.nodata)
-                    for b in range(orig.shape[1])
-                ),
+                "psnr": stats.psnr(),
+                "psnr_per_band": tuple(float(p) for p in stats.psnr_per_band()),
+                "max_abs_error": stats.max_abs_error(),
+                "max_abs_error_per_band": tuple(float(e) for e in stats.max_error),
             }
         bound = bounds.get(name)
         reports[str(name)] = VariableReport(
@@ -726,6 +721,27 @@ def _report(
 
 def _as_tbyx(a: np.ndarray, cv: _CubeVar) -> np.ndarray:
     return a if "band" in cv.roles else a[:, None]
+
+
+def _measure(original: xr.DataArray, decoded: xr.DataArray, cv: _CubeVar) -> metrics.ErrorStats:
+    """Error statistics shard by shard, so memory stays bounded whatever the cube's size."""
+    import itertools
+
+    counts = [math.ceil(n / s) for n, s in zip(original.shape, cv.shard, strict=True)]
+    stats = None
+    for idx in itertools.product(*(range(c) for c in counts)):
+        region = {
+            dim: slice(i * s, (i + 1) * s)
+            for dim, i, s in zip(original.dims, idx, cv.shard, strict=True)
+        }
+        piece = metrics.ErrorStats.of(
+            _as_tbyx(np.asarray(original.isel(region).values), cv),
+            _as_tbyx(np.asarray(decoded.isel(region).values), cv),
+            cv.nodata,
+        )
+        stats = piece if stats is None else stats.merge(piece)
+    assert stats is not None
+    return stats
 
 
 def _drop_per_array_metadata(store_path: StorePath) -> None:
