@@ -31,7 +31,7 @@ class EocubeBackendEntrypoint(BackendEntrypoint):
     url = "https://github.com/eocube/eocube"
     open_dataset_parameters = ("filename_or_obj", "drop_variables", "storage_options")
 
-    def open_dataset(  # type: ignore[override]
+    def open_dataset(
         self,
         filename_or_obj: Any,
         *,

@@ -271,7 +271,7 @@ def encode_chunk(
     if max_abs_error is None or exact:
         w.pack("B", 0)
         return w.getvalue()
-    bounds = residual.band_bounds(max_abs_error, B)
+    bounds = residual.band_bounds(np.asarray(max_abs_error, dtype=np.float64), B)
     without = w.getvalue() + b"\x00"
     # the residual corrects exactly what decode_chunk returns, through the same path
     decoded = decode_chunk(without, threads=threads)

@@ -130,7 +130,8 @@ class VideoCodec(ArrayBytesCodec):
         expected = chunk_spec.dtype.to_native_dtype()
         if block.dtype != expected:
             block = block.astype(expected)
-        return chunk_spec.prototype.nd_buffer.from_ndarray_like(block.reshape(chunk_spec.shape))
+        shaped: Any = block.reshape(chunk_spec.shape)
+        return chunk_spec.prototype.nd_buffer.from_ndarray_like(shaped)
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)

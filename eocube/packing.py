@@ -72,8 +72,8 @@ def plan_layout(layout: str, times: int, bands: int) -> list[StreamPlan]:
         if groups:
             g = np.arange(groups, dtype=np.int32)
             # frame g*T + t holds bands 3g, 3g+1, 3g+2 of date t
-            src = t[None, :, None] * bands + 3 * g[:, None, None] + np.arange(3, dtype=np.int32)
-            plans.append(StreamPlan("main", src.reshape(-1, 3)))
+            grouped = t[None, :, None] * bands + 3 * g[:, None, None] + np.arange(3, dtype=np.int32)
+            plans.append(StreamPlan("main", grouped.reshape(-1, 3)))
         if left:
             e = np.arange(3 * groups, bands, dtype=np.int32)
             plans.append(StreamPlan("extra", (t[None, :] * bands + e[:, None]).reshape(-1, 1)))
@@ -162,7 +162,9 @@ def band_maps(
     """
     dtype = check_dtype(block.dtype)
     has_nodata = nodata is not None
-    lo, hi, valid, infinite = _band_ranges(block, float(nodata) if has_nodata else 0.0, has_nodata)
+    lo, hi, valid, infinite = _band_ranges(
+        block, float(nodata) if nodata is not None else 0.0, has_nodata
+    )
     if infinite.any():
         bad = int(np.flatnonzero(infinite)[0])
         raise UnsupportedDataError(
@@ -357,7 +359,7 @@ def quantize(
         maps.offset,
         maps.scale,
         (1 << bits) - 1,
-        float(nodata) if has_nodata else 0.0,
+        float(nodata) if nodata is not None else 0.0,
         has_nodata,
         codes,
         invalid,

@@ -65,10 +65,10 @@ def compute(
         half = np.floor(bounds).astype(np.int64).reshape(shape)
         q = np.floor_divide(r + half, step.astype(np.int64).reshape(shape))
     else:
-        r = original.astype(np.float64) - decoded.astype(np.float64)
-        r[~valid] = 0.0  # NaN and nodata positions are restored by the masks
+        diff = original.astype(np.float64) - decoded.astype(np.float64)
+        diff[~valid] = 0.0  # NaN and nodata positions are restored by the masks
         with np.errstate(invalid="ignore", divide="ignore"):
-            q = np.where(step.reshape(shape) > 0, np.rint(r / step.reshape(shape)), 0.0)
+            q = np.where(step.reshape(shape) > 0, np.rint(diff / step.reshape(shape)), 0.0)
         q = q.astype(np.int64)
     q[~valid] = 0
     corrected = apply(decoded, q, step)

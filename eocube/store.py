@@ -9,7 +9,7 @@ import time
 import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import numpy as np
 import xarray as xr
@@ -173,10 +173,10 @@ def _chunk_shape(
 
 
 def _store_path(
-    store: Any, storage_options: Mapping[str, Any] | None, mode: str = "r"
+    store: Any, storage_options: Mapping[str, Any] | None, mode: Literal["r", "r+"] = "r"
 ) -> StorePath:
-    kwargs = {"storage_options": dict(storage_options)} if storage_options else {}
-    return zarr.open_group(store, mode=mode, zarr_format=3, **kwargs).store_path
+    options = dict(storage_options) if storage_options else None
+    return zarr.open_group(store, mode=mode, zarr_format=3, storage_options=options).store_path
 
 
 @dataclass(frozen=True)
@@ -474,9 +474,9 @@ def _correct(
             return None
         # bytes halve about every 6 crf steps in x265 and SVT-AV1
         shift = math.log(payload / budget) * 6 / math.log(2)
-        for name, q in quality.items():
+        for key, q in quality.items():
             if q is not None:
-                new[name] = _clamp(prof, q + shift)
+                new[key] = _clamp(prof, q + shift)
         return new
     return None
 
@@ -600,11 +600,15 @@ def _write(
         var = out.variables[name]
         kept = {k: v for k, v in var.encoding.items() if k in _KEPT_ENCODING}
         var.encoding = {}
+        # every chunk carries a checksum (4 bytes): damaged coordinates must raise
+        # CorruptChunkError on read, not decode to other dates or positions
         if var.ndim == 1 and var.dtype.kind in "iufM":
             # regular axes (pixel centres, dates) cost two numbers
-            kept.update(serializer=LinearCodec(), compressors=[ZstdCodec(level=19)])
+            kept.update(
+                serializer=LinearCodec(), compressors=[ZstdCodec(level=19), Crc32cCodec()]
+            )
         elif name not in cube_vars:
-            kept.update(compressors=[ZstdCodec(level=9)])
+            kept.update(compressors=[ZstdCodec(level=9), Crc32cCodec()])
         encoding[name] = kept
     for name, cv in cube_vars.items():
         encoding[name].update(
@@ -621,9 +625,9 @@ def _write(
         )
         # one dask task per shard: shards encode in parallel, memory stays bounded by a
         # few shards, and the progress bar counts them
-        var = ds[name].chunk(dict(zip(ds[name].dims, cv.shard, strict=True)))
-        out[name] = var.copy(
-            data=var.data.map_blocks(_validate_block, name, profile, dtype=var.dtype)
+        sharded = ds[name].chunk(dict(zip(ds[name].dims, cv.shard, strict=True)))
+        out[name] = sharded.copy(
+            data=sharded.data.map_blocks(_validate_block, name, profile, dtype=sharded.dtype)
         )
 
     if isinstance(store, os.PathLike):
@@ -638,7 +642,7 @@ def _write(
         try:
             writer = out.to_zarr(
                 store,
-                mode=mode,
+                mode="w" if mode == "w" else "w-",
                 storage_options=dict(storage_options) if storage_options else None,
                 zarr_format=3,
                 consolidated=True,
@@ -813,7 +817,8 @@ def _validate_block(
 
 def _mark_complete(store_path: StorePath) -> None:
     group = zarr.open_group(store_path, mode="r+", zarr_format=3)
-    marker = dict(group.attrs.get(MARKER, {}))
+    found = group.attrs.get(MARKER)
+    marker: dict[str, Any] = dict(found) if isinstance(found, Mapping) else {}
     marker.update(format=FORMAT_VERSION, complete=True)
     with zarr.config.set({"json_indent": None}):
         group.update_attributes({MARKER: marker})
@@ -902,9 +907,7 @@ def _resume(
                 slice(i * s, min((i + 1) * s, n))
                 for i, s, n in zip(idx, cv.shard, arr.shape, strict=True)
             )
-            tasks.append(
-                dask.delayed(_write_region)(arr, encoded, region, name, str(arr.serializer.profile))
-            )
+            tasks.append(dask.delayed(_write_region)(arr, encoded, region, name, _profile_of(arr)))
     if progress:
         from dask.diagnostics import ProgressBar
 
@@ -916,6 +919,13 @@ def _resume(
         _drop_per_array_metadata(store_path)
     _mark_complete(store_path)
     return True
+
+
+def _profile_of(arr: zarr.Array) -> str:
+    codec = arr.serializer
+    if not isinstance(codec, VideoCodec):
+        raise ValueError(f"array {arr.path!r} is not video-coded ({codec})")
+    return codec.profile
 
 
 def _write_region(

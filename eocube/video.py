@@ -11,9 +11,11 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import cast
 
 import av
 import numpy as np
+from av.video.codeccontext import VideoCodecContext
 
 from eocube.errors import CodecError, CorruptChunkError
 from eocube.pixfmt import PixelFormat, pixel_format
@@ -110,9 +112,9 @@ def _plane_view(
     plane: av.video.plane.VideoPlane, fmt: PixelFormat, height: int, width: int | None
 ) -> np.ndarray:
     """A plane as a (height, width) view; ``width=None`` keeps whole rows (C-contiguous)."""
-    dtype = np.uint8 if fmt.itemsize == 1 else np.dtype("<u2")
+    dtype = np.dtype(np.uint8) if fmt.itemsize == 1 else np.dtype("<u2")
     row = plane.line_size // fmt.itemsize
-    return np.frombuffer(plane, dtype=dtype).reshape(-1, row)[:height, :width]
+    return np.frombuffer(memoryview(plane), dtype=dtype).reshape(-1, row)[:height, :width]
 
 
 def _packet(payload: bytes) -> av.Packet:
@@ -160,7 +162,7 @@ def encode_frames(
     """
     fmt = pixel_format(pix_fmt)
     try:
-        ctx = av.codec.CodecContext.create(encoder, "w")
+        ctx = cast(VideoCodecContext, av.codec.CodecContext.create(encoder, "w"))
         ctx.width, ctx.height, ctx.pix_fmt = width, height, pix_fmt
         ctx.time_base = Fraction(1, 25)
         ctx.framerate = Fraction(25, 1)
@@ -216,7 +218,7 @@ def decode_frames(
     """
     fmt = pixel_format(stream.pix_fmt)
     try:
-        ctx = av.codec.CodecContext.create(stream.decoder, "r")
+        ctx = cast(VideoCodecContext, av.codec.CodecContext.create(stream.decoder, "r"))
         if stream.extradata:
             ctx.extradata = stream.extradata
         ctx.width, ctx.height = stream.width, stream.height
