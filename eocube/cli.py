@@ -52,7 +52,9 @@ def _demo(args: argparse.Namespace) -> int:
             )
             if crf == args.crf[len(args.crf) // 2]:
                 print(f"\nreport of one write ({label}):\n{report}\n\nreopened lazily:\n{lazy}\n")
-    print(f"{'store':26s} {'bytes':>9s} {'bpppb':>7s} {'ratio':>7s} {'PSNR dB':>8s} {'max err':>9s} {'enc s':>6s} {'dec s':>6s}")
+    print(
+        f"{'store':26s} {'bytes':>9s} {'bpppb':>7s} {'ratio':>7s} {'PSNR dB':>8s} {'max err':>9s} {'enc s':>6s} {'dec s':>6s}"
+    )
     print("\n".join(rows))
     print("bytes and bpppb count every object of the store; PSNR is the mean over bands of")
     print("10·log10(range_b² / MSE_b) over valid pixels (DESIGN.md); max err in data units.")
@@ -60,7 +62,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _profiles(args: argparse.Namespace) -> int:
-    print(f"{'profile':22s} {'encoder':11s} {'pix_fmt':12s} {'bits':>4s} {'layout':16s} {'lossless':8s} gpu")
+    print(
+        f"{'profile':22s} {'encoder':11s} {'pix_fmt':12s} {'bits':>4s} {'layout':16s} {'lossless':8s} gpu"
+    )
     for p in available_profiles().values():
         print(
             f"{p.name:22s} {p.encoder:11s} {p.pix_fmt:12s} {p.bits:4d} {p.layout:16s} "
@@ -69,17 +73,50 @@ def _profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from eocube.hub import publish
+
+    sha = publish(
+        args.folder,
+        args.repo_id,
+        endpoint=args.endpoint,
+        token=args.token,
+        revision=args.revision,
+        commit_message=args.message,
+        private=args.private,
+    )
+    print(sha)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``eocube`` command."""
     parser = argparse.ArgumentParser(prog="eocube", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="write a cube to eocube stores lossless and lossy, reopen lazily, print size and error")
+    demo = sub.add_parser(
+        "demo",
+        help="write a cube to eocube stores lossless and lossy, reopen lazily, print size and error",
+    )
     demo.add_argument("input", help="a NetCDF/zarr file xarray opens")
     demo.add_argument("--variable", default="data", help="the (time, band, y, x) variable")
-    demo.add_argument("--crf", type=int, nargs="+", default=[8, 16, 24, 32], help="lossy crf values")
+    demo.add_argument(
+        "--crf", type=int, nargs="+", default=[8, 16, 24, 32], help="lossy crf values"
+    )
     demo.set_defaults(func=_demo)
     prof = sub.add_parser("profiles", help="list the codec profiles")
     prof.set_defaults(func=_profiles)
+    pub = sub.add_parser(
+        "publish",
+        help="upload a release folder or store to a hub dataset repo, print the commit sha",
+    )
+    pub.add_argument("folder", help="a release folder (eocube.write_release) or an .eocube store")
+    pub.add_argument("repo_id", help="<namespace>/<name> of the dataset repo (created if missing)")
+    pub.add_argument("--endpoint", help="the hub's URL (default: HF_ENDPOINT or huggingface.co)")
+    pub.add_argument("--token", help="a write token (default: the saved one, or HF_TOKEN)")
+    pub.add_argument("--revision", help="the branch to commit to (default: main)")
+    pub.add_argument("--message", help="the commit message")
+    pub.add_argument("--private", action="store_true", help="create the repo private")
+    pub.set_defaults(func=_publish)
     return parser
 
 
