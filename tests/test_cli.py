@@ -1,0 +1,105 @@
+"""The eocube command through subprocess, on real cubes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+CUBE = DATA / "s2_l2a_openeo_gfmap_19x4x52x46.nc"
+
+
+def eocube(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "eocube", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_encode_info_verify_round_trip(tmp_path: Path) -> None:
+    store = tmp_path / "c.eocube"
+    done = eocube(
+        "encode", str(CUBE), str(store), "--max-abs-error", "30", "--json", "--chunks", "time=8"
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["variables"]["data"]["max_abs_error"] <= 30
+
+    info = eocube("info", str(store), "--json")
+    assert info.returncode == 0, info.stderr
+    facts = json.loads(info.stdout)
+    assert facts["complete"] is True
+    assert facts["variables"]["data"]["profile"] == "hevc-12bit-444"
+    assert facts["variables"]["data"]["chunks"] == [8, 4, 52, 46]
+    assert facts["bytes"] == report["nbytes"]
+
+    verify = eocube("verify", str(store), "--against", str(CUBE), "--json")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    result = json.loads(verify.stdout)
+    assert result["ok"] is True
+    assert result["variables"]["data"]["bound_held"] is True
+    assert len(result["variables"]["data"]["psnr_per_band"]) == 4
+
+    # a tighter bound than the store keeps: verify says so and exits 1
+    strict = eocube("verify", str(store), "--against", str(CUBE), "--max-abs-error", "1")
+    assert strict.returncode == 1
+    assert "BROKEN" in strict.stdout
+
+
+def test_text_output_and_profiles(tmp_path: Path) -> None:
+    done = eocube("encode", str(CUBE), str(tmp_path / "c.eocube"), "--crf", "30", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "PSNR" in done.stdout
+    profiles = eocube("profiles", "--json")
+    names = {p["name"] for p in json.loads(profiles.stdout)}
+    assert {"hevc-12bit-444", "ffv1-lossless", "hevc-12bit-420-luma"} <= names
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["encode", str(CUBE)],  # no output
+        ["encode", str(CUBE), "out.eocube", "--crf", "10", "--lossless"],  # two quality controls
+        ["encode", str(CUBE), "out.eocube", "--chunks", "time=x"],
+        ["verify", "store.eocube"],  # --against missing
+        ["frobnicate"],
+    ],
+)
+def test_bad_arguments_exit_2(args: list[str]) -> None:
+    done = eocube(*args)
+    assert done.returncode == 2
+    assert "usage:" in done.stderr
+
+
+def test_broken_store_exits_1(tmp_path: Path) -> None:
+    store = tmp_path / "c.eocube"
+    assert eocube("encode", str(CUBE), str(store), "--crf", "20", "--quiet").returncode == 0
+    shard = next(p for p in (store / "data" / "c").rglob("*") if p.is_file())
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    verify = eocube("verify", str(store), "--against", str(CUBE))
+    assert verify.returncode == 1
+    assert "checksum FAILED" in verify.stdout
+    assert "'data'" in verify.stdout
+    missing = eocube("info", str(tmp_path / "nothing.eocube"))
+    assert missing.returncode == 1
+    assert "error" in missing.stderr
+
+
+def test_several_inputs_make_a_release(tmp_path: Path) -> None:
+    inputs = [
+        str(DATA / "s2_l2a_openeo_gfmap_19x4x52x46.nc"),
+        str(DATA / "stars_bcsd_obs_12x2x33x81.nc"),
+    ]
+    done = eocube("encode", *inputs, str(tmp_path / "release"), "--crf", "24", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert {r["id"] for r in rows} == {
+        "s2_l2a_openeo_gfmap_19x4x52x46",
+        "stars_bcsd_obs_12x2x33x81",
+    }
+    assert (tmp_path / "release" / "catalog.parquet").exists()
