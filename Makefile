@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	# the CPU build of torch (the torch extra), so that the tests of eocube.torch run
+	$(BIN)/python -m pip install --quiet torch==2.13.0
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -308,7 +308,8 @@ def _read_header(r: _Reader) -> ChunkHeader:
         )
     try:
         dtype = packing.check_dtype(np.dtype(r.text()))
-    except (TypeError, UnsupportedDataError) as exc:
+    # numpy parses damaged dtype strings with ast: SyntaxError too
+    except (TypeError, ValueError, SyntaxError, UnsupportedDataError) as exc:
         raise CorruptChunkError(f"payload names a bad dtype: {exc}") from None
     shape = r.unpack("IIII")
     if 0 in shape:
@@ -357,6 +358,7 @@ def decode_chunk(
     threads: int = 0,
     out: np.ndarray | None = None,
     on_codec_time: Callable[[float], None] | None = None,
+    frame_decoder: Callable[..., Iterator[list[np.ndarray]]] = video.decode_frames,
 ) -> np.ndarray:
     """Decode a chunk payload to its block of shape (T, B, Y, X) and original dtype.
 
@@ -370,6 +372,9 @@ def decode_chunk(
         C-contiguous array of the block's shape and dtype to decode into.
     on_codec_time : callable, optional
         Called with the seconds spent inside the video decoder (for benchmarks).
+    frame_decoder : callable, optional
+        Decodes a stream to frames of planes, like :func:`eocube.video.decode_frames`
+        (takes ``stream, threads=, crop=``); eocube.gpu passes its NVDEC decoder.
 
     Raises
     ------
@@ -411,7 +416,15 @@ def decode_chunk(
         streams.append(stream)
     plans = packing.plan_layout(header.layout, T, B)
     if out is None:
-        out = np.empty(header.shape, header.dtype)
+        try:
+            out = np.empty(header.shape, header.dtype)
+        except MemoryError:
+            size = np.prod(header.shape, dtype=np.float64) * header.dtype.itemsize
+            raise CorruptChunkError(
+                f"payload declares a {header.dtype} block of shape {header.shape} "
+                f"({size / 2**30:.1f} GiB) that cannot be allocated: it is damaged, or its "
+                f"chunk is too large for this machine"
+            ) from None
     flat = out.reshape(T * B, Y, X)
     codec_seconds = 0.0
     dequantize = packing.plane_dequantizer(header.dtype)
@@ -419,7 +432,7 @@ def decode_chunk(
     scales = [float(v) for v in header.scale]
     for plan, stream in zip(plans, streams, strict=True):
         # whole decoder rows (contiguous): the kernel crops to the block's width
-        frames = video.decode_frames(stream, threads=threads, crop=False)
+        frames = frame_decoder(stream, threads=threads, crop=False)
         for row in plan.sources.tolist():
             t0 = time.perf_counter()
             planes = next(frames)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import assume, example, given
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -277,7 +277,9 @@ def test_hevc_lossless_is_exact_or_refuses(case: tuple[np.ndarray, float | None]
     np.testing.assert_array_equal(decoded, block)
 
 
+@settings(suppress_health_check=[HealthCheck.filter_too_much])
 @given(cubes(INT_DTYPES))
+@example((np.array([0, 70_000], dtype=np.int32).reshape(2, 1, 1, 1), None))
 def test_lossless_refuses_ranges_beyond_16_bits(case: tuple[np.ndarray, float | None]) -> None:
     block, nodata = case
     spans = _band_spans(block, nodata)

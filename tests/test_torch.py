@@ -1,0 +1,335 @@
+"""eocube.torch: map-style and streaming datasets, workers, ranks, resuming, GPU fallback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+torch = pytest.importorskip("torch")
+
+import eocube  # noqa: E402
+from eocube.gpu import GPUFallbackWarning, NvdecDecoder  # noqa: E402
+from eocube.torch import (  # noqa: E402
+    CubeDataLoader,
+    CubeDataset,
+    StreamingCubeDataset,
+    _describe,
+    _Notifier,
+    _Reader,
+)
+
+DATA = Path(__file__).parent / "data"
+# two 4-band Sentinel-2 cubes (uint16; the second cut to 20 dates), batched together
+CUBES = {"s2_l2a_openeo_gfmap_19x4x52x46": None, "s2_l2a_worldcereal_118x4x64x64": slice(0, 20)}
+NAN_CUBE = "s2_l2a_fusets_field_33x3x57x56"  # float32 with NaN
+WINDOW = {"time": 4, "y": 16, "x": 16}
+CHUNKS = {"time": 8, "y": 32, "x": 32}
+
+
+def _store(root: Path, name: str, time: slice | None = None) -> str:
+    with xr.open_dataset(DATA / f"{name}.nc") as ds:
+        path = root / f"{name}.eocube"
+        eocube.to_eocube(
+            ds.isel(time=time or slice(None)).load(), path, chunks=CHUNKS, measure=False
+        )
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    root = tmp_path_factory.mktemp("torch")
+    return [_store(root, name, time) for name, time in CUBES.items()]
+
+
+@pytest.fixture(scope="module")
+def nan_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _store(tmp_path_factory.mktemp("torch_nan"), NAN_CUBE)
+
+
+def _window(store: str, offset: tuple[int, int, int], size: dict[str, int] = WINDOW) -> np.ndarray:
+    t, y, x = offset
+    with eocube.open_dataset(store) as ds:
+        sel = ds["data"].isel(
+            time=slice(t, t + size["time"]), y=slice(y, y + size["y"]), x=slice(x, x + size["x"])
+        )
+        return np.asarray(sel.values, dtype=np.float32)
+
+
+def _all_windows(stores: list[str]) -> set[tuple[str, tuple[int, int, int]]]:
+    out = set()
+    for store in stores:
+        ds = CubeDataset(store, window=WINDOW)
+        out |= {(ds[0]["cube"], ds.offset(i)) for i in range(len(ds))}
+    return out
+
+
+def _keys(batch: dict) -> list[tuple[str, tuple[int, int, int]]]:
+    t, y, x = (v.tolist() for v in batch["offset"])
+    return list(zip(batch["cube"], zip(t, y, x, strict=True), strict=True))
+
+
+def test_cube_dataset_values_equal_open_dataset(stores: list[str], nan_store: str) -> None:
+    for store in [*stores, nan_store]:
+        ds = CubeDataset(store, window=WINDOW)
+        with eocube.open_dataset(store) as ref:
+            T, Y, X = (ref.sizes[d] for d in ("time", "y", "x"))
+        assert len(ds) == ((T - 4) // 4 + 1) * ((Y - 16) // 16 + 1) * ((X - 16) // 16 + 1)
+        for i in range(len(ds)):
+            sample = ds[i]
+            assert sample["data"].dtype == torch.float32
+            assert sample["cube"] == Path(store).name.removesuffix(".eocube")
+            np.testing.assert_array_equal(sample["data"].numpy(), _window(store, sample["offset"]))
+
+
+def test_cube_dataset_stride_bands_variables_transform(stores: list[str]) -> None:
+    store = stores[0]
+    with eocube.open_dataset(store) as ref:
+        bands = list(ref.band.values[[2, 0]])
+        mixed = ref[["data"]].assign(copy=ref["data"] * 2).load()
+    ds = CubeDataset(
+        store, window={"time": 3, "y": 20, "x": 20}, stride={"time": 5, "y": 9, "x": 7}, bands=bands
+    )
+    assert ds.offset(1) == (0, 0, 7)
+    for i in (0, len(ds) - 1):
+        sample = ds[i]
+        full = _window(store, sample["offset"], {"time": 3, "y": 20, "x": 20})
+        np.testing.assert_array_equal(sample["data"].numpy(), full[:, [2, 0]])
+    two = CubeDataset(
+        mixed, window=WINDOW, variables=["data", "copy"], transform=lambda s: {**s, "n": 1}
+    )
+    sample = two[3]
+    assert set(sample) == {"data", "copy", "cube", "offset", "n"}
+    np.testing.assert_array_equal(sample["copy"].numpy(), 2 * sample["data"].numpy())
+    with pytest.raises(ValueError, match="larger than the cube"):
+        CubeDataset(store, window={"time": 100})
+
+
+def test_streaming_in_process_reads_each_chunk_once(
+    stores: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = _all_windows(stores)
+    reads: list[tuple] = []
+    original = _Reader._read
+    monkeypatch.setattr(
+        _Reader,
+        "_read",
+        lambda self, *a: reads.append((self.cube.id, a[0], a[2])) or original(self, *a),
+    )
+    ds = StreamingCubeDataset(stores, window=WINDOW, seed=3, shuffle_buffer=8, cache_chunks=64)
+    samples = list(ds)
+    assert {(s["cube"], s["offset"]) for s in samples} == expected
+    assert len(samples) == len(expected)
+    # windows lie inside one chunk each: every chunk is decoded once and serves all its windows
+    assert len(reads) == len(set(reads))
+    for s in samples[:: len(samples) // 5]:
+        store = next(p for p in stores if s["cube"] in p)
+        np.testing.assert_array_equal(s["data"].numpy(), _window(store, s["offset"]))
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_streaming_two_ranks_two_workers_each_window_once(stores: list[str], context: str) -> None:
+    expected = _all_windows(stores)
+    epochs: list[list] = [[], []]
+    for rank in (0, 1):
+        ds = StreamingCubeDataset(stores, window=WINDOW, seed=7, rank=rank, world_size=2)
+        # spawn: workers start once (persistent) and move to the next epoch by themselves;
+        # fork: new workers each epoch, driven by set_epoch
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_size=5,
+            num_workers=2,
+            multiprocessing_context=context,
+            persistent_workers=context == "spawn",
+        )
+        for epoch in (0, 1):
+            if context == "fork":
+                ds.set_epoch(epoch)
+            mine = [k for batch in loader for k in _keys(batch)]
+            assert abs(len(mine) - len(expected) / 2) <= 16  # ranks differ by a chunk at most
+            epochs[epoch] += mine
+    for seen in epochs:
+        assert len(seen) == len(expected)
+        assert set(seen) == expected
+    assert epochs[0] != epochs[1]
+
+
+def test_streaming_order_is_the_same_on_every_rank_and_shuffles() -> None:
+    data = xr.Dataset({"data": (("time", "band", "y", "x"), np.zeros((8, 1, 64, 64), np.float32))})
+    parts = []
+    for rank in range(3):
+        ds = StreamingCubeDataset(
+            [data], window={"time": 2, "y": 8, "x": 8}, seed=5, rank=rank, world_size=3
+        )
+        parts.append([s["offset"] for s in ds])
+    flat = [o for p in parts for o in p]
+    assert len(flat) == len(set(flat)) == 4 * 8 * 8
+    assert flat != sorted(flat)
+    even = [
+        len(
+            list(
+                StreamingCubeDataset(
+                    [data], window={"time": 3}, rank=r, world_size=2, even_ranks=True
+                )
+            )
+        )
+        for r in range(2)
+    ]
+    assert even[0] == even[1]
+
+
+@pytest.mark.parametrize(("workers", "k"), [(0, 3), (2, 5)])
+def test_resume_after_k_batches_continues_where_it_stopped(
+    stores: list[str], workers: int, k: int
+) -> None:
+    def make() -> tuple[StreamingCubeDataset, CubeDataLoader]:
+        ds = StreamingCubeDataset(stores, window=WINDOW, seed=11)
+        ds.set_epoch(2)
+        return ds, CubeDataLoader(
+            ds,
+            batch_size=6,
+            num_workers=workers,
+            multiprocessing_context="fork" if workers else None,
+        )
+
+    _, loader = make()
+    full = [_keys(b) for b in loader]
+    ds, loader = make()
+    head = []
+    for batch in loader:
+        head.append(_keys(batch))
+        if len(head) == k:
+            break
+    state = ds.state_dict()
+    assert state["epoch"] == 2
+    ds2, loader2 = make()
+    ds2.load_state_dict(state)
+    tail = [_keys(b) for b in loader2]
+    assert head + tail == full
+    flat = [w for b in full for w in b]
+    assert len(flat) == len(set(flat)) == len(_all_windows(stores))
+    # a state taken after the resumed pass ended starts the next epoch from its beginning
+    assert ds2.state_dict()["samples"] == 0
+
+
+def test_resume_with_plain_dataloader_in_process(stores: list[str]) -> None:
+    ds = StreamingCubeDataset(stores, window=WINDOW, seed=2)
+    full = [k for b in torch.utils.data.DataLoader(ds, batch_size=4) for k in _keys(b)]
+    ds.set_epoch(0)
+    it = iter(torch.utils.data.DataLoader(ds, batch_size=4))
+    head = [k for _ in range(3) for k in _keys(next(it))]
+    state = ds.state_dict()
+    again = StreamingCubeDataset(stores, window=WINDOW, seed=2)
+    again.load_state_dict(state)
+    tail = [k for b in torch.utils.data.DataLoader(again, batch_size=4) for k in _keys(b)]
+    assert head + tail == full
+    with pytest.raises(ValueError, match="seed"):
+        StreamingCubeDataset(stores, window=WINDOW, seed=3).load_state_dict(state)
+
+
+def test_gpu_fallback_warns_once_and_reads_the_same_values(
+    stores: list[str], nan_store: str
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = CubeDataset(nan_store, window=WINDOW, device="cuda")
+        samples = [ds[i] for i in range(6)]
+        streamed = list(StreamingCubeDataset(stores, window=WINDOW, device="cuda"))
+    fallbacks = [w for w in caught if issubclass(w.category, GPUFallbackWarning)]
+    if torch.cuda.is_available():  # pragma: no cover - GPU machines
+        pytest.skip("this test covers machines without a GPU")
+    assert len(fallbacks) == 2  # one per dataset
+    assert "CUDA is not available" in str(fallbacks[0].message)
+    assert all(s["data"].device.type == "cpu" for s in samples)
+    assert len(streamed) == len(_all_windows(stores))
+    for s in samples:
+        np.testing.assert_array_equal(s["data"].numpy(), _window(nan_store, s["offset"]))
+
+
+def test_gpu_decode_path_falls_back_to_cpu_frames_once(stores: list[str], nan_store: str) -> None:
+    # the NVDEC path itself (payloads read from shards, decoded, CF-decoded) on a machine
+    # whose NVDEC cannot open: frames go to the CPU, with one warning for the dataset
+    for store in [stores[0], nan_store]:
+        cube = _describe(store, variables=None, bands=None, cube_id=None, storage_options=None)
+        notify = _Notifier()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            reader = _Reader(cube, True, notify, cache_chunks=2)
+            assert isinstance(reader.decoder, NvdecDecoder)
+            for offset in [(0, 0, 0), (4, 16, 16), (8, 32, 16), (12, 16, 24)]:
+                got = reader.window(offset, (4, 16, 16))["data"]
+                np.testing.assert_array_equal(got, _window(store, offset))
+        if not reader.decoder.gpu_frames:
+            assert len([w for w in caught if issubclass(w.category, GPUFallbackWarning)]) == 1
+            assert reader.decoder.cpu_frames > 0
+
+
+def test_catalog_needs_eocube_release(
+    stores: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "eocube.release", None)
+    monkeypatch.setitem(sys.modules, "eocube.catalog", None)
+    with pytest.raises(ImportError, match="open_catalog"):
+        StreamingCubeDataset(str(tmp_path / "catalog.parquet"), window=WINDOW)
+    pa = pytest.importorskip("pyarrow")
+    table = pa.table({"id": ["a", "b"], "path": [Path(stores[0]).name, stores[1]]})
+    fake = types.ModuleType("eocube.release")
+    fake.open_catalog = lambda url, columns=None: table  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "eocube.release", fake)
+    ds = StreamingCubeDataset(str(Path(stores[0]).parent / "catalog.parquet"), window=WINDOW)
+    assert ds.cube_ids == ["a", "b"]
+    assert {s["cube"] for s in ds} == {"a", "b"}
+
+
+def test_streaming_from_a_release_catalog(tmp_path: Path) -> None:
+    release = pytest.importorskip("eocube.release")
+    if not hasattr(release, "write_release"):
+        pytest.skip("eocube.release has no write_release")
+    cubes = {}
+    for name, time in CUBES.items():
+        with xr.open_dataset(DATA / f"{name}.nc") as ds:
+            cubes[name.split("_")[2]] = ds[["data"]].isel(time=time or slice(None)).load()
+    release.write_release(cubes, tmp_path / "release", progress=False, chunks=CHUNKS)
+    ds = StreamingCubeDataset(str(tmp_path / "release" / "catalog.parquet"), window=WINDOW, seed=1)
+    assert sorted(ds.cube_ids) == sorted(cubes)
+    seen = [(s["cube"], s["offset"]) for s in ds]
+    assert len(seen) == len(set(seen)) == len(ds)
+    assert {c for c, _ in seen} == set(cubes)
+
+
+def test_import_error_without_torch() -> None:
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "try:\n import eocube.torch\nexcept ImportError as e: print(e)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "pip install 'eocube[torch]'" in out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+def test_cuda_decodes_on_nvdec_like_the_cpu(tmp_path: Path) -> None:  # pragma: no cover
+    # NVDEC decodes HEVC frames of 144 px a side and more: a 170 x 180 cube in one chunk
+    with xr.open_dataset(DATA / "stars_cmip3_tos_24x1x170x180.nc") as ds:
+        for profile in ("hevc-12bit-420-luma", "hevc-12bit-444"):
+            path = tmp_path / f"{profile}.eocube"
+            eocube.to_eocube(ds.load(), path, profile=profile, chunks={"time": 8}, measure=False)
+            cpu = CubeDataset(path, window={"time": 4, "y": 160, "x": 160})
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                gpu = CubeDataset(path, window={"time": 4, "y": 160, "x": 160}, device="cuda")
+                samples = [gpu[i] for i in range(len(gpu))]
+            reader = gpu._w.reader(0)
+            assert all(s["data"].device.type == "cuda" for s in samples)
+            for i, s in enumerate(samples):
+                np.testing.assert_array_equal(s["data"].cpu().numpy(), cpu[i]["data"].numpy())
+            if profile == "hevc-12bit-420-luma":
+                assert reader.decoder.gpu_frames > 0, [str(w.message) for w in caught]
+                assert not [w for w in caught if issubclass(w.category, GPUFallbackWarning)]
