@@ -10,6 +10,8 @@ never another exception and never silently wrong values.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
 import struct
 import warnings
 import zlib
@@ -18,9 +20,13 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+import zarr
 from xarray.backends.zarr import ZarrArrayWrapper, ZarrStore
 from xarray.core import indexing
+from zarr.abc.store import ByteRequest, RangeByteRequest, SuffixByteRequest
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.errors import UnstableSpecificationWarning
+from zarr.storage import StorePath, WrapperStore
 
 from eocube.errors import CorruptChunkError, EocubeError, IncompleteStoreError
 
@@ -29,6 +35,132 @@ MARKER = "eocube"
 
 # What zarr, numcodecs and eocube's decoders raise on damaged bytes
 _DAMAGE = (ValueError, IndexError, TypeError, struct.error, zlib.error, RuntimeError, EOFError)
+_MAX_SHARDS_CHECKED = 64
+"""Shards whose checksums are verified to name the damaged chunk after a failed read."""
+
+
+class _GuardedStore(WrapperStore[Any]):
+    """A store that refuses empty and short chunk objects.
+
+    zarr reads an empty object, or an empty byte range of one, as a missing chunk and
+    returns fill values: a shard truncated to nothing would silently read as NaN. An
+    eocube store never holds an empty or short chunk object (a shard ends with its
+    checksummed index, every other chunk is zstd-compressed), so either means damage.
+    """
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        value = await self._store.get(key, prototype, byte_range)
+        if value is None or key.endswith("zarr.json"):
+            return value
+        n = len(value)
+        if isinstance(byte_range, RangeByteRequest):
+            expected: int | None = byte_range.end - byte_range.start
+        elif isinstance(byte_range, SuffixByteRequest):
+            expected = byte_range.suffix
+        else:
+            expected = None
+        if n == 0 or (expected is not None and n != expected):
+            raise CorruptChunkError(
+                f"object {key!r} is truncated: {n} bytes where "
+                f"{'some' if expected is None else expected} were expected"
+            )
+        return value
+
+
+def _guarded(array: zarr.Array) -> zarr.Array:
+    """The same array, read through :class:`_GuardedStore`."""
+    path = array.store_path
+    store = StorePath(_GuardedStore(path.store), path.path)
+    return zarr.Array(
+        zarr.AsyncArray(metadata=array.metadata, store_path=store, config=array._async_array.config)
+    )
+
+
+def _damaged_chunks(data: bytes, per_shard: int) -> list[int] | None:
+    """Indices (C order) of the chunks of a shard whose checksum fails; None: the index."""
+    import google_crc32c
+
+    size = per_shard * 16 + 4
+    if len(data) < size:
+        return None
+    index, crc = data[-size:-4], data[-4:]
+    if np.uint32(google_crc32c.value(index)).tobytes() != crc:
+        return None
+    entries = np.frombuffer(index, "<u8").reshape(per_shard, 2)
+    bad = []
+    for i, (offset, length) in enumerate(entries.tolist()):
+        if offset == 2**64 - 1 and length == 2**64 - 1:
+            continue
+        chunk = data[offset : offset + length]
+        if (
+            length < 4
+            or offset + length > len(data) - size
+            or np.uint32(google_crc32c.value(chunk[:-4])).tobytes() != chunk[-4:]
+        ):
+            bad.append(i)
+    return bad
+
+
+def _locate_damage(array: zarr.Array, key: Any) -> str | None:
+    """Name the damaged chunk(s) of a failed read from checksums alone (no decoding).
+
+    Only for sharded arrays with checksums (eocube's cube variables); None when the
+    checksums hold or too many shards are involved.
+    """
+    from zarr.codecs import Crc32cCodec, ShardingCodec
+    from zarr.codecs.sharding import ShardingCodecIndexLocation
+
+    codecs: tuple[Any, ...] = getattr(array.metadata, "codecs", ())  # none in zarr v2
+    sharding = codecs[0] if len(codecs) == 1 else None
+    if (
+        not isinstance(sharding, ShardingCodec)
+        or sharding.index_location != ShardingCodecIndexLocation.end
+        or not any(isinstance(c, Crc32cCodec) for c in sharding.index_codecs)
+    ):
+        return None
+    shard_shape, inner = tuple(array.shards or ()), tuple(sharding.chunk_shape)
+    per = [s // c for s, c in zip(shard_shape, inner, strict=True)]
+    ranges = []
+    items = key if isinstance(key, tuple) else (key,)
+    for k, s, n in zip(items, shard_shape, array.shape, strict=True):
+        if isinstance(k, slice):
+            start, stop, _ = k.indices(n)
+            ranges.append(range(start // s, max(stop - 1, start) // s + 1))
+        elif isinstance(k, int | np.integer):
+            ranges.append(range(int(k) // s, int(k) // s + 1))
+        else:
+            idx = np.asarray(k).reshape(-1)
+            idx = np.flatnonzero(idx) if idx.dtype == bool else idx
+            if idx.size == 0:
+                return None
+            ranges.append(range(int(idx.min()) // s, int(idx.max()) // s + 1))
+    if math.prod(len(r) for r in ranges) > _MAX_SHARDS_CHECKED:
+        return None
+    store_path = array.store_path
+    store = store_path.store
+    if isinstance(store, _GuardedStore):
+        store = store._store
+    for shard in itertools.product(*ranges):
+        name = array.metadata.encode_chunk_key(shard)
+        full = f"{store_path.path.rstrip('/')}/{name}" if store_path.path else name
+        data = zarr.core.sync.sync(store.get(full, prototype=default_buffer_prototype()))
+        if data is None:
+            continue
+        bad = _damaged_chunks(data.to_bytes(), math.prod(per))
+        first = [i * p for i, p in zip(shard, per, strict=True)]
+        if bad is None:
+            chunks = ", ".join(
+                f"{f}..{f + p - 1}" if p > 1 else str(f) for f, p in zip(first, per, strict=True)
+            )
+            return f"chunks ({chunks}) (shard {name}: index damaged or object truncated)"
+        if bad:
+            local = np.unravel_index(bad[0], per)
+            where = tuple(f + int(i) for f, i in zip(first, local, strict=True))
+            more = f", and {len(bad) - 1} more chunk(s)" if len(bad) > 1 else ""
+            return f"chunk {where} (shard {name}: checksum mismatch{more})"
+    return None
 
 
 def _chunk_ranges(key: Any, chunks: tuple[int, ...], shape: tuple[int, ...]) -> str:
@@ -56,7 +188,7 @@ class _CheckedArray(ZarrArrayWrapper):
     """A zarr array wrapper whose reads turn damage into CorruptChunkError."""
 
     def __init__(self, zarr_array: Any, name: Hashable) -> None:
-        super().__init__(zarr_array)
+        super().__init__(_guarded(zarr_array))
         self._name = name
 
     def _checked(self, read: Callable[[Any], Any], key: Any) -> Any:
@@ -70,10 +202,16 @@ class _CheckedArray(ZarrArrayWrapper):
             raise self._error(key, exc) from exc
 
     def _error(self, key: Any, exc: BaseException) -> CorruptChunkError:
-        where = _chunk_ranges(key, tuple(self._array.chunks), tuple(self._array.shape))
+        try:
+            located = _locate_damage(self._array, key)
+        except Exception:  # the diagnosis must not hide the damage it diagnoses
+            located = None
+        if located is None:
+            where = _chunk_ranges(key, tuple(self._array.chunks), tuple(self._array.shape))
+            located = f"chunk {where}"
         return CorruptChunkError(
-            f"variable {self._name!r}, chunk {where}: the stored data is damaged "
-            f"({type(exc).__name__}: {exc})"
+            f"variable {self._name!r}, {located}: the stored data is damaged "
+            f"({type(exc).__name__}: {exc}); restore the store from a copy or write it again"
         )
 
     def _oindex(self, key: Any) -> Any:

@@ -20,8 +20,9 @@ from zarr.errors import ContainsArrayError, ContainsGroupError, UnstableSpecific
 from zarr.storage import StorePath
 
 from eocube import metrics, packing, ratecontrol
+from eocube.chunk import encode_chunk
 from eocube.codec import VideoCodec
-from eocube.dims import cube_roles
+from eocube.dims import ROLES, cube_roles
 from eocube.errors import EocubeError, UnsupportedDataError
 from eocube.linear import LinearCodec
 from eocube.profiles import get_profile
@@ -161,7 +162,14 @@ def _chunk_shape(
             inner.append(size)
             shard.append(size)
             continue
-        c = int(requested.get(dim, requested.get(role, DEFAULT_CHUNKS[role])))
+        c = requested.get(dim, requested.get(role, DEFAULT_CHUNKS[role]))
+        if isinstance(c, bool) or not isinstance(c, int | np.integer):
+            raise ValueError(
+                f"variable {var.name!r}: chunks for {dim!r} must be one integer, got {c!r}; "
+                f"eocube stores regular chunks (the last one may be shorter). An irregularly "
+                f"chunked dask array needs no chunks= at all: it is rechunked as it is written"
+            )
+        c = int(c)
         if c <= 0:
             raise ValueError(
                 f"variable {var.name!r}: chunk size for {dim} must be positive, got {c}"
@@ -292,6 +300,11 @@ def to_eocube(
     three chunks per variable, with at most seven trial encodes of that sample
     (:mod:`eocube.ratecontrol`); the cube is then encoded once, measured, and
     re-encoded at most twice to correct a miss (``report.passes`` says how often).
+
+    The values are encoded by dask tasks of one chunk each and written by one task per
+    shard, so a dask-backed cube larger than memory encodes with memory bounded by a
+    few chunks per worker thread; with a ``dask.distributed`` ``Client`` in scope the
+    cluster's workers do it, writing shards to ``store`` (which they must all reach).
     """
     controls = {
         "lossless": lossless or None,
@@ -320,6 +333,14 @@ def to_eocube(
     started = time.perf_counter()
     _check_dtypes(ds)
     cube_vars = _cube_variables(ds, dims, variables, chunks)
+    if prof.lossless:
+        for name, cv in cube_vars.items():
+            if cv.dtype.kind == "f":
+                raise UnsupportedDataError(
+                    f"variable {name!r} is {cv.dtype}: profile {prof.name!r} (lossless) needs "
+                    f"integer data. Bound the error of floats with max_abs_error= instead, "
+                    f"or cast integer-valued data to an integer dtype first"
+                )
     if resume:
         existing = _existing_store(store, storage_options)
         if existing is not None:
@@ -494,6 +515,11 @@ def _cube_variables(
     chunks: Mapping[Hashable, int] | None,
 ) -> dict[Hashable, _CubeVar]:
     found: dict[Hashable, _CubeVar] = {}
+    absent = {r: d for r, d in (dims or {}).items() if d not in ds.dims}
+    if absent:
+        raise ValueError(
+            f"dims= names {absent}, not dims of the dataset: {sorted(map(str, ds.dims))}"
+        )
     if variables is not None:
         missing = [v for v in variables if v not in ds.data_vars]
         if missing:
@@ -511,8 +537,15 @@ def _cube_variables(
                     f"(time, band, y, x) or (time, y, x) (pass dims= to name them)"
                 )
             continue
+        empty = [str(d) for d in var.dims if var.sizes[d] == 0]
+        if empty:
+            raise UnsupportedDataError(
+                f"variable {name!r} has no values along {', '.join(empty)} (size 0): "
+                f"nothing to encode; select a non-empty range or drop the variable"
+            )
         inner, shard = _chunk_shape(var, roles, chunks)
         dtype = np.dtype(var.encoding.get("dtype", var.dtype))
+        _check_cube_dtype(name, dtype)
         nodata = _nodata(var)
         if dtype.kind == "f":
             fill: float | int = math.nan
@@ -524,11 +557,44 @@ def _cube_variables(
             codec_nodata = float(fill)
         found[name] = _CubeVar(name, roles, inner, shard, dtype, fill, codec_nodata, nodata)
     if not found:
+        have = "; ".join(f"{n!r} has {tuple(map(str, v.dims))}" for n, v in ds.data_vars.items())
         raise ValueError(
-            "no cube variable found: none has dims (time, band, y, x) or (time, y, x); "
-            "pass dims={'time': ..., 'band': ..., 'y': ..., 'x': ...} to name them"
+            "no cube variable found: a cube variable has dims (time, band, y, x) or "
+            f"(time, y, x), and {have or 'the dataset has no data variables'}. Select or "
+            "stack extra dims (ds.isel(level=0), or stack them into the band dim), or pass "
+            "dims={'time': ..., 'band': ..., 'y': ..., 'x': ...} to name them"
         )
+    if chunks:
+        cube_dims = {d for cv in found.values() for d in cv.roles.values()}
+        unknown = [str(k) for k in chunks if k not in cube_dims | set(ROLES)]
+        if unknown:
+            raise ValueError(
+                f"chunks names {unknown}, which are neither dims of the cube variables "
+                f"({sorted(map(str, cube_dims))}) nor roles (time, band, y, x)"
+            )
     return found
+
+
+# what to cast each dtype that eocube cannot encode to, and why
+_CASTS = {
+    "int8": ("int16", "the same values"),
+    "float16": ("float32", "the same values"),
+    "uint32": ("int32", "if the values fit; else float64"),
+    "int64": ("int32", "if the values fit; else float64"),
+    "uint64": ("int32", "if the values fit; else float64"),
+}
+
+
+def _check_cube_dtype(name: Hashable, dtype: np.dtype) -> None:
+    if dtype in packing.SUPPORTED_DTYPES:
+        return
+    to, why = _CASTS.get(dtype.name, ("float32", "or float64 for more precision"))
+    raise UnsupportedDataError(
+        f"variable {name!r} has dtype {dtype}, which eocube cannot encode as video "
+        f"(it encodes {', '.join(map(str, packing.SUPPORTED_DTYPES))}): cast it first, "
+        f"e.g. ds[{name!r}] = ds[{name!r}].astype({to!r}) ({why}), or leave it out of "
+        f"variables= to store it losslessly with zstd"
+    )
 
 
 def _bounds_per_variable(
@@ -604,9 +670,7 @@ def _write(
         # CorruptChunkError on read, not decode to other dates or positions
         if var.ndim == 1 and var.dtype.kind in "iufM":
             # regular axes (pixel centres, dates) cost two numbers
-            kept.update(
-                serializer=LinearCodec(), compressors=[ZstdCodec(level=19), Crc32cCodec()]
-            )
+            kept.update(serializer=LinearCodec(), compressors=[ZstdCodec(level=19), Crc32cCodec()])
         elif name not in cube_vars:
             kept.update(compressors=[ZstdCodec(level=9), Crc32cCodec()])
         encoding[name] = kept
@@ -623,12 +687,9 @@ def _write(
             compressors=[Crc32cCodec()],
             fill_value=cv.fill,
         )
-        # one dask task per shard: shards encode in parallel, memory stays bounded by a
-        # few shards, and the progress bar counts them
-        sharded = ds[name].chunk(dict(zip(ds[name].dims, cv.shard, strict=True)))
-        out[name] = sharded.copy(
-            data=sharded.data.map_blocks(_validate_block, name, profile, dtype=sharded.dtype)
-        )
+        # xarray creates the array (metadata, CF attributes) from this lazy variable but
+        # does not write its values: _cube_tasks does, chunk by chunk (see there)
+        out[name] = ds[name].chunk(dict(zip(ds[name].dims, cv.shard, strict=True)))
 
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
@@ -651,14 +712,30 @@ def _write(
             )
         except (ContainsGroupError, ContainsArrayError, FileExistsError) as exc:
             raise FileExistsError(f"{store} already exists; pass mode='w' to overwrite it") from exc
-        if progress:
-            from dask.diagnostics import ProgressBar
-
-            with ProgressBar():
-                writer.compute()
-        else:
-            writer.compute()
-    store_path = _store_path(store, storage_options, "r+")
+        # `writer` would store each cube variable a whole shard per task (the shard in
+        # memory, twice or more): it is dropped. The other lazy variables go through xarray.
+        del writer
+        tasks: list[Any] = []
+        rest = out.drop_vars(list(cube_vars))
+        lazy = [n for n, v in rest.variables.items() if v.chunks is not None]
+        if lazy:
+            tasks.append(
+                rest[lazy].to_zarr(
+                    store,
+                    mode="r+",
+                    storage_options=dict(storage_options) if storage_options else None,
+                    zarr_format=3,
+                    consolidated=False,
+                    compute=False,
+                )
+            )
+        store_path = _store_path(store, storage_options, "r+")
+        group = zarr.open_group(store_path, mode="r+", zarr_format=3)
+        for name, cv in cube_vars.items():
+            arr = group[str(name)]
+            assert isinstance(arr, zarr.Array)
+            tasks.extend(_cube_tasks(ds, name, cv, arr))
+        _compute(tasks, progress)
     if not per_array_metadata:
         _drop_per_array_metadata(store_path)
     _mark_complete(store_path)
@@ -728,15 +805,15 @@ def _as_tbyx(a: np.ndarray, cv: _CubeVar) -> np.ndarray:
 
 
 def _measure(original: xr.DataArray, decoded: xr.DataArray, cv: _CubeVar) -> metrics.ErrorStats:
-    """Error statistics shard by shard, so memory stays bounded whatever the cube's size."""
+    """Error statistics chunk by chunk, so memory stays bounded whatever the cube's size."""
     import itertools
 
-    counts = [math.ceil(n / s) for n, s in zip(original.shape, cv.shard, strict=True)]
+    counts = [math.ceil(n / s) for n, s in zip(original.shape, cv.inner, strict=True)]
     stats = None
     for idx in itertools.product(*(range(c) for c in counts)):
         region = {
             dim: slice(i * s, (i + 1) * s)
-            for dim, i, s in zip(original.dims, idx, cv.shard, strict=True)
+            for dim, i, s in zip(original.dims, idx, cv.inner, strict=True)
         }
         piece = metrics.ErrorStats.of(
             _as_tbyx(np.asarray(original.isel(region).values), cv),
@@ -778,20 +855,33 @@ def _check_dtypes(ds: xr.Dataset) -> None:
                 "U": "string",
                 "V": "structured",
             }[kind]
+            todo = {
+                "c": "store its real and imaginary parts as two variables (.real, .imag)",
+                "b": f"cast it to uint8 (ds[{name!r}].astype('uint8'), then lossless=True "
+                "keeps it exact)",
+                "M": "store it as numbers, e.g. float64 days since an epoch",
+                "m": "store it as numbers, e.g. float64 seconds",
+            }.get(kind, "convert it to numbers or drop it (ds.drop_vars)")
             raise UnsupportedDataError(
-                f"variable {name!r} has a {what} dtype ({var.dtype}), which eocube cannot "
-                f"store; cast it to a number type (uint8, uint16, int16, int32, float32, "
-                f"float64), or drop it"
+                f"variable {name!r} has {'an' if what[0] in 'aeiou' else 'a'} {what} dtype "
+                f"({var.dtype}), which eocube cannot store: {todo}"
             )
 
 
 def _validate_block(
-    block: np.ndarray, name: Hashable, profile: str, block_info: Any = None
+    block: np.ndarray,
+    name: Hashable,
+    profile: str,
+    block_info: Any = None,
+    *,
+    chunk: tuple[int, ...] | None = None,
 ) -> np.ndarray:
-    """Checks on one shard of a cube variable, in the encode task itself (no extra pass)."""
+    """Checks on one chunk of a cube variable, in the encode task itself (no extra pass)."""
     where = ""
-    if block_info and None in block_info:
-        where = f", shard at {tuple(s[0] for s in block_info[None]['array-location'])}"
+    if chunk is not None:
+        where = f", chunk {chunk}"
+    elif block_info and None in block_info:
+        where = f", block at {tuple(s[0] for s in block_info[None]['array-location'])}"
     if block.dtype.kind == "f" and np.isinf(block).any():
         raise UnsupportedDataError(
             f"variable {name!r}{where} holds infinite values: replace them with NaN "
@@ -810,7 +900,13 @@ def _validate_block(
             raise UnsupportedDataError(
                 f"variable {name!r}{where}: a band spans {widest} values, which needs "
                 f"{math.ceil(math.log2(widest + 1))} bits; profile {prof.name!r} holds "
-                f"{prof.bits} bits losslessly (use ffv1-lossless for up to 16 bits)"
+                f"{prof.bits} bits losslessly ("
+                + (
+                    "use ffv1-lossless for up to 16 bits)"
+                    if prof.bits < 16
+                    else "no profile holds more: encode it lossy with max_abs_error=, or "
+                    "split its range over two variables)"
+                )
             )
     return block
 
@@ -869,8 +965,6 @@ def _resume(
     """Write the missing shards of an interrupted store; False if it was complete."""
     import itertools
 
-    import dask
-
     group = zarr.open_group(store_path, mode="r+", zarr_format=3)
     marker = group.attrs.get(MARKER)
     if not isinstance(marker, dict):
@@ -878,7 +972,7 @@ def _resume(
     if marker.get("complete"):
         return False
     store = store_path.store
-    tasks = []
+    tasks: list[Any] = []
     for name, cv in cube_vars.items():
         try:
             arr = group[str(name)]
@@ -895,19 +989,25 @@ def _resume(
                 f"{cv.shard}: pass mode='w' to start over"
             )
         per_shard = math.prod(s // c for s, c in zip(cv.shard, cv.inner, strict=True))
-        encoded = xr.conventions.encode_cf_variable(ds[name].variable)
         counts = [math.ceil(n / s) for n, s in zip(arr.shape, cv.shard, strict=True)]
-        prefix = f"{store_path.path.rstrip('/')}/{name}" if store_path.path else str(name)
+        missing = []
         for idx in itertools.product(*(range(c) for c in counts)):
-            key = f"{prefix}/c/" + "/".join(map(str, idx))
+            key = _object_key(arr, idx)
             data = zarr.core.sync.sync(store.get(key, prototype=default_buffer_prototype()))
-            if data is not None and _shard_intact(data.to_bytes(), per_shard):
-                continue
-            region = tuple(
-                slice(i * s, min((i + 1) * s, n))
-                for i, s, n in zip(idx, cv.shard, arr.shape, strict=True)
-            )
-            tasks.append(dask.delayed(_write_region)(arr, encoded, region, name, _profile_of(arr)))
+            if data is None or not _shard_intact(data.to_bytes(), per_shard):
+                missing.append(idx)
+        if missing:
+            tasks.extend(_cube_tasks(ds, name, cv, arr, missing))
+    _compute(tasks, progress)
+    if not per_array_metadata:
+        _drop_per_array_metadata(store_path)
+    _mark_complete(store_path)
+    return True
+
+
+def _compute(tasks: Sequence[Any], progress: bool) -> None:
+    import dask
+
     if progress:
         from dask.diagnostics import ProgressBar
 
@@ -915,21 +1015,101 @@ def _resume(
             dask.compute(*tasks)
     else:
         dask.compute(*tasks)
-    if not per_array_metadata:
-        _drop_per_array_metadata(store_path)
-    _mark_complete(store_path)
-    return True
 
 
-def _profile_of(arr: zarr.Array) -> str:
+def _object_key(arr: zarr.Array, shard: Sequence[int]) -> str:
+    key = arr.metadata.encode_chunk_key(tuple(shard))
+    path = arr.store_path.path.rstrip("/")
+    return f"{path}/{key}" if path else key
+
+
+def _cube_tasks(
+    ds: xr.Dataset,
+    name: Hashable,
+    cv: _CubeVar,
+    arr: zarr.Array,
+    shards: Sequence[Sequence[int]] | None = None,
+) -> list[Any]:
+    """Dask tasks writing the shards of a cube variable (all, or those given).
+
+    One task per chunk encodes it to its payload (video and checksum: a few hundred kB
+    to a few MB), and one task per shard assembles the shard object from its payloads
+    and writes it. A task holds one chunk, never a whole shard, so memory stays bounded
+    by a few chunks per worker thread whatever the shard or cube size, and the chunks
+    of one shard encode in parallel (on a cluster, on several workers).
+    """
+    import itertools
+
+    import dask
+
     codec = arr.serializer
     if not isinstance(codec, VideoCodec):
         raise ValueError(f"array {arr.path!r} is not video-coded ({codec})")
-    return codec.profile
+    var = ds[name].chunk(dict(zip(ds[name].dims, cv.inner, strict=True)))
+    data = xr.conventions.encode_cf_variable(var.variable).data
+    if data.dtype != cv.dtype:
+        data = data.astype(cv.dtype)
+    blocks = data.to_delayed()
+    per = [s // c for s, c in zip(cv.shard, cv.inner, strict=True)]
+    if shards is None:
+        counts = [math.ceil(n / s) for n, s in zip(arr.shape, cv.shard, strict=True)]
+        shards = list(itertools.product(*(range(c) for c in counts)))
+    encode = dask.delayed(_encode_payload)
+    write = dask.delayed(_write_shard)
+    tasks: list[Any] = []
+    for shard in shards:
+        payloads: list[Any] = []
+        for local in itertools.product(*(range(p) for p in per)):
+            idx = tuple(s * p + i for s, p, i in zip(shard, per, local, strict=True))
+            inside = all(i < n for i, n in zip(idx, blocks.shape, strict=True))
+            payloads.append(encode(blocks[idx], codec, cv, idx) if inside else None)
+        tasks.append(write(arr, tuple(shard), payloads))
+    return tasks
 
 
-def _write_region(
-    arr: zarr.Array, encoded: xr.Variable, region: tuple[slice, ...], name: Hashable, profile: str
-) -> None:
-    block = np.asarray(encoded[region].values).astype(arr.dtype, copy=False)
-    arr[region] = _validate_block(block, name, profile)
+def _encode_payload(
+    block: np.ndarray, codec: VideoCodec, cv: _CubeVar, chunk: tuple[int, ...]
+) -> bytes | None:
+    """One chunk as zarr stores it inside a shard (eocube.video, then crc32c); None if
+    it holds nothing but the fill value (zarr writes no such chunk either)."""
+    import google_crc32c
+
+    block = _validate_block(np.asarray(block), cv.name, codec.profile, chunk=chunk)
+    if block.shape != cv.inner:  # an edge chunk: zarr pads it with the fill value
+        padded = np.full(cv.inner, cv.fill, dtype=block.dtype)
+        padded[tuple(slice(0, n) for n in block.shape)] = block
+        block = padded
+    empty = np.isnan(block).all() if isinstance(cv.fill, float) else (block == cv.fill).all()
+    if empty:
+        return None
+    payload = encode_chunk(
+        np.ascontiguousarray(block),
+        codec.profile,
+        quality=codec.quality,
+        nodata=codec.nodata,
+        max_abs_error=codec.max_abs_error,
+    )
+    return payload + np.uint32(google_crc32c.value(payload)).tobytes()
+
+
+def _write_shard(arr: zarr.Array, shard: tuple[int, ...], payloads: list[bytes | None]) -> None:
+    """Write one shard object: its chunks' payloads, then zarr's index of (offset, length)
+    per chunk in C order (all ones for absent chunks) and the index's crc32c."""
+    import google_crc32c
+
+    index = np.full((len(payloads), 2), 2**64 - 1, dtype="<u8")
+    parts, offset = [], 0
+    for i, payload in enumerate(payloads):
+        if payload is not None:
+            index[i] = (offset, len(payload))
+            parts.append(payload)
+            offset += len(payload)
+    store = arr.store_path.store
+    key = _object_key(arr, shard)
+    if not parts:  # only fill values: no object, as zarr does (and none left from before)
+        if zarr.core.sync.sync(store.exists(key)):
+            zarr.core.sync.sync(store.delete(key))
+        return
+    raw = index.tobytes()
+    data = b"".join([*parts, raw, np.uint32(google_crc32c.value(raw)).tobytes()])
+    zarr.core.sync.sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
