@@ -447,8 +447,14 @@ def to_eocube(
         )
     if target_psnr is not None and not meets(report):
         warnings.warn(f"target_psnr={target_psnr} missed: {report}", stacklevel=2)
+    final_path = _store_path(store, storage_options, "r+")
+    _record_quality(final_path, report)
+    nbytes = _prefix_nbytes(final_path)  # the recorded quality is part of the store
     return replace(
         report,
+        nbytes=nbytes,
+        bpppb=nbytes * 8 / report.values,
+        compression_ratio=report.original_nbytes / nbytes,
         seconds=time.perf_counter() - started,
         passes=passes,
         trials=trials,
@@ -918,6 +924,37 @@ def _mark_complete(store_path: StorePath) -> None:
     marker.update(format=FORMAT_VERSION, complete=True)
     with zarr.config.set({"json_indent": None}):
         group.update_attributes({MARKER: marker})
+
+
+def _record_quality(store_path: StorePath, report: EncodeReport) -> None:
+    """Keep the measured quality in the store, for ``eocube info`` and catalogs."""
+    measured = {
+        name: {
+            "psnr": _finite_or_str(v.psnr),
+            "max_abs_error": _finite_or_str(v.max_abs_error),
+            "payload_bpppb": v.bpppb,
+            "error_bound": list(v.error_bound)
+            if isinstance(v.error_bound, tuple)
+            else v.error_bound,
+        }
+        for name, v in report.variables.items()
+        if v.psnr is not None
+    }
+    if not measured:
+        return
+    group = zarr.open_group(store_path, mode="r+", zarr_format=3)
+    found = group.attrs.get(MARKER)
+    marker: dict[str, Any] = dict(found) if isinstance(found, Mapping) else {}
+    marker["quality"] = measured
+    with zarr.config.set({"json_indent": None}):
+        group.update_attributes({MARKER: marker})
+
+
+def _finite_or_str(value: float | None) -> float | str | None:
+    # JSON has no inf: an exact (lossless) PSNR is recorded as the string "inf"
+    if value is None or math.isfinite(value):
+        return value
+    return str(value)
 
 
 def _existing_store(store: Any, storage_options: Mapping[str, Any] | None) -> StorePath | None:
