@@ -35,7 +35,7 @@ is encoded again through :func:`eocube.encode_chunk` at the crf the search chose
 and without the bound, giving video bytes vs residual-layer bytes and the share of
 values the video alone leaves outside the bound; a crf sweep on one chunk; and the
 order-0 and context (left, up, previous-frame) entropy of the quantized residual
-against the zstd bytes the residual layer spends on it.
+against the bytes the residual layer spends on it.
 
 Writes ``benchmarks/results/error_bounded.json``, ``error_bounded.png`` (bpppb against
 relative bound, log-log, one panel per cube) and ``error_bounded.md`` (also printed).
@@ -367,7 +367,7 @@ def markdown(
             "Payload bpppb from encode_chunk per 32-step chunk, with and without the bound; "
             "'outside' = share of values the video alone leaves beyond the bound; residual "
             "entropies are of the quantized residual (order 0, and given left/up/previous-"
-            "frame neighbours), to compare with the zstd bytes the layer spends.",
+            "frame neighbours), to compare with the bytes the layer spends.",
             "",
             "| cube | rel. bound | crf | video | residual | total | residual share | outside "
             "| H0(q) | H(q given ctx) |",
