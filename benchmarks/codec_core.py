@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 import eocube
+from benchmarks.common import git_state
 from eocube import metrics
 from eocube.errors import UnsupportedDataError
 
@@ -129,24 +130,6 @@ def load_cube(name: str, block_time: int, quick: bool) -> Cube:
     if quick:
         blocks = blocks[:1]
     return Cube(name, values, nodata, blocks)
-
-
-def git_state() -> dict[str, Any]:
-    """The commit measured, and whether eocube/ or codecs/ held uncommitted changes."""
-    import subprocess
-
-    def git(*cmd: str) -> str:
-        return subprocess.run(
-            ["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        return {
-            "commit": git("rev-parse", "HEAD"),
-            "dirty": git("status", "--porcelain", "--", "eocube", "codecs").splitlines(),
-        }
-    except (OSError, subprocess.CalledProcessError):
-        return {}
 
 
 def machine_info(threads: int) -> dict[str, Any]:

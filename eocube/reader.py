@@ -15,7 +15,7 @@ import math
 import struct
 import warnings
 import zlib
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Any
 
 import numpy as np
@@ -223,29 +223,24 @@ class _CheckedArray(ZarrArrayWrapper):
     def _getitem(self, key: Any) -> Any:
         return self._checked(super()._getitem, key)
 
-    async def _async_oindex(self, key: Any) -> Any:
+    async def _checked_async(self, read: Callable[[Any], Awaitable[Any]], key: Any) -> Any:
         try:
-            return await super()._async_oindex(key)
+            return await read(key)
         except CorruptChunkError as exc:
             raise self._error(key, exc) from exc
+        except EocubeError:
+            raise
         except _DAMAGE as exc:
             raise self._error(key, exc) from exc
+
+    async def _async_oindex(self, key: Any) -> Any:
+        return await self._checked_async(super()._async_oindex, key)
 
     async def _async_vindex(self, key: Any) -> Any:
-        try:
-            return await super()._async_vindex(key)
-        except CorruptChunkError as exc:
-            raise self._error(key, exc) from exc
-        except _DAMAGE as exc:
-            raise self._error(key, exc) from exc
+        return await self._checked_async(super()._async_vindex, key)
 
     async def _async_getitem(self, key: Any) -> Any:
-        try:
-            return await super()._async_getitem(key)
-        except CorruptChunkError as exc:
-            raise self._error(key, exc) from exc
-        except _DAMAGE as exc:
-            raise self._error(key, exc) from exc
+        return await self._checked_async(super()._async_getitem, key)
 
 
 @contextlib.contextmanager
