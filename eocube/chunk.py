@@ -6,6 +6,9 @@ Layout (little-endian)::
     str dtype | u32 T, B, Y, X | u8 bits | str layout | str profile
     [f64 nodata]                          (flag NODATA)
     B x (f64 offset, f64 scale)           per-band affine map: value = offset + code * scale
+    [f32 mean[B] | f32 basis[B, B] | f32 low[B] | f64 step]
+                                          (flag KLT, version 2) the planes hold principal
+                                          components of the band codes (eocube.spectral)
     u8 n_streams, each:
         str decoder | str pix_fmt | u32 height, width, frames
         varint len(extradata) | extradata | varint n_packets | varint sizes... | packets
@@ -15,7 +18,8 @@ Layout (little-endian)::
         varint len | residual layer (eocube.residual): the error-bounded correction
 
 ``str`` is a u8 length and ASCII text. The stream's frame order follows from the layout
-(eocube.packing.plan_layout), so it is not stored.
+(eocube.packing.plan_layout), so it is not stored. Version 1 payloads (no KLT) read
+unchanged.
 """
 
 from __future__ import annotations
@@ -27,16 +31,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eocube import metrics, packing, residual, video
+from eocube import metrics, packing, residual, spectral, video
 from eocube.errors import CodecError, CorruptChunkError, UnsupportedDataError
 from eocube.pixfmt import pixel_format
 from eocube.profiles import Profile, get_profile
 
 MAGIC = b"EOCB"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 _FLAG_NODATA = 1
 _FLAG_EXACT = 2
+_FLAG_KLT = 4
+_KNOWN_FLAGS = _FLAG_NODATA | _FLAG_EXACT | _FLAG_KLT
 
 _MASK_NAN = 0
 _MASK_NODATA = 1
@@ -56,6 +63,7 @@ class ChunkHeader:
     nodata: float | None
     offset: np.ndarray
     scale: np.ndarray
+    spectral: spectral.SpectralBasis | None = None
 
 
 class _Writer:
@@ -212,11 +220,22 @@ def encode_chunk(
         h2, w2 = video.frame_size(prof.encoder, prof.extra_pix_fmt, Y, X, prof.lossless, options)
         height, width = max(height, h2), max(width, w2)
     codes, invalid = packing.quantize(block, maps, prof.bits, height, width, nodata=nodata)
+    basis = None
+    if prof.transform == "klt" and B > 1 and not exact:
+        basis = spectral.fit(codes, Y, X, prof.bits)
+        if spectral.gain_db(codes, basis, Y, X) >= spectral.MIN_GAIN_DB:
+            codes = spectral.project(codes, basis, prof.bits)
+        else:
+            basis = None
     planes = codes.reshape(T * B, height, width)
 
     w = _Writer()
     w.raw(MAGIC)
-    flags = (_FLAG_NODATA if nodata is not None else 0) | (_FLAG_EXACT if exact else 0)
+    flags = (
+        (_FLAG_NODATA if nodata is not None else 0)
+        | (_FLAG_EXACT if exact else 0)
+        | (_FLAG_KLT if basis is not None else 0)
+    )
     w.pack("BB", FORMAT_VERSION, flags)
     w.text(dtype.str)
     w.pack("IIII", T, B, Y, X)
@@ -226,6 +245,11 @@ def encode_chunk(
     if nodata is not None:
         w.pack("d", nodata)
     w.raw(np.stack([maps.offset, maps.scale], axis=1).astype("<f8").tobytes())
+    if basis is not None:
+        w.raw(basis.mean.astype("<f4").tobytes())
+        w.raw(basis.basis.astype("<f4").tobytes())
+        w.raw(basis.low.astype("<f4").tobytes())
+        w.pack("d", basis.step)
 
     plans = packing.plan_layout(prof.layout, T, B)
     w.pack("B", len(plans))
@@ -301,11 +325,13 @@ def _read_header(r: _Reader) -> ChunkHeader:
     if bytes(r.take(4)) != MAGIC:
         raise CorruptChunkError("not an eocube chunk payload (bad magic)")
     version, flags = r.unpack("BB")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CorruptChunkError(
             f"chunk format version {version} is not readable by this eocube "
-            f"(reads version {FORMAT_VERSION}); upgrade eocube"
+            f"(reads versions {', '.join(map(str, READABLE_VERSIONS))}); upgrade eocube"
         )
+    if flags & ~_KNOWN_FLAGS or (version == 1 and flags & _FLAG_KLT):
+        raise CorruptChunkError(f"payload header has unknown flags {flags:#04x}")
     try:
         dtype = packing.check_dtype(np.dtype(r.text()))
     # numpy parses damaged dtype strings with ast: SyntaxError too
@@ -324,6 +350,15 @@ def _read_header(r: _Reader) -> ChunkHeader:
             raise CorruptChunkError(f"payload nodata {nodata!r} is not a {dtype} value")
     B = shape[1]
     maps = np.frombuffer(r.take(16 * B), dtype="<f8").reshape(B, 2)
+    basis = None
+    if flags & _FLAG_KLT:
+        mean = np.frombuffer(r.take(4 * B), dtype="<f4")
+        vectors = np.frombuffer(r.take(4 * B * B), dtype="<f4").reshape(B, B)
+        low = np.frombuffer(r.take(4 * B), dtype="<f4")
+        (step,) = r.unpack("d")
+        if not (np.isfinite(step) and step > 0):
+            raise CorruptChunkError(f"payload has a bad component step {step!r}")
+        basis = spectral.SpectralBasis(mean=mean, basis=vectors, low=low, step=step)
     return ChunkHeader(
         version=version,
         dtype=dtype,
@@ -335,6 +370,7 @@ def _read_header(r: _Reader) -> ChunkHeader:
         nodata=nodata,
         offset=maps[:, 0].astype(np.float64),
         scale=maps[:, 1].astype(np.float64),
+        spectral=basis,
     )
 
 
@@ -425,11 +461,24 @@ def decode_chunk(
                 f"({size / 2**30:.1f} GiB) that cannot be allocated: it is damaged, or its "
                 f"chunk is too large for this machine"
             ) from None
-    flat = out.reshape(T * B, Y, X)
     codec_seconds = 0.0
-    dequantize = packing.plane_dequantizer(header.dtype)
-    offsets = [float(v) for v in header.offset]
-    scales = [float(v) for v in header.scale]
+    if header.spectral is None:
+        flat = out.reshape(T * B, Y, X)
+        dequantize = packing.plane_dequantizer(header.dtype)
+        offsets = [float(v) for v in header.offset]
+        scales = [float(v) for v in header.scale]
+
+        def put(src: np.ndarray, index: int) -> None:
+            b = index % B
+            dequantize(src, flat[index], offsets[b], scales[b])
+
+    else:
+        # a pixel's values mix all its components: gather the codes, then map them
+        component_codes = np.empty((T * B, Y, X), np.uint8 if header.bits <= 8 else np.uint16)
+
+        def put(src: np.ndarray, index: int) -> None:
+            component_codes[index] = src[:Y, :X]
+
     for plan, stream in zip(plans, streams, strict=True):
         # whole decoder rows (contiguous): the kernel crops to the block's width
         frames = frame_decoder(stream, threads=threads, crop=False)
@@ -438,12 +487,15 @@ def decode_chunk(
             planes = next(frames)
             codec_seconds += time.perf_counter() - t0
             for src, index in zip(planes, row, strict=True):
-                b = index % B
-                dequantize(src, flat[index], offsets[b], scales[b])
+                put(src, index)
         t0 = time.perf_counter()
         for _ in frames:  # let the generator check the frame count
             pass
         codec_seconds += time.perf_counter() - t0
+    if header.spectral is not None:
+        shift, matrix = spectral.decoding_map(header.spectral, header.offset, header.scale)
+        top = header.offset + header.scale * ((1 << header.bits) - 1)
+        spectral.mix(component_codes.reshape(T, B, Y, X), shift, matrix, header.offset, top, out)
     (n_masks,) = r.unpack("B")
     for _ in range(n_masks):
         (kind,) = r.unpack("B")

@@ -16,6 +16,7 @@ from typing import Any
 
 from eocube.errors import ProfileError
 from eocube.pixfmt import pixel_format
+from eocube.spectral import TRANSFORMS
 
 LAYOUTS = ("planar3", "luma", "bands-as-frames")
 """Band layouts: how the bands of a block are grouped into frames (see eocube.layout)."""
@@ -75,6 +76,9 @@ class Profile:
         Pixel format of the stream holding the one or two bands left over by ``planar3``.
     quality : Quality or None
         The quality option of lossy profiles.
+    transform : str
+        ``"none"``, or ``"klt"``: lossy profiles may rotate the bands of each chunk onto
+        their principal components before packing (eocube.spectral).
     """
 
     name: str
@@ -89,8 +93,19 @@ class Profile:
     options: Mapping[str, str] = field(default_factory=dict)
     extra_pix_fmt: str | None = None
     quality: Quality | None = None
+    transform: str = "none"
 
     def __post_init__(self) -> None:
+        if self.transform not in TRANSFORMS:
+            raise ProfileError(
+                f"profile {self.name!r}: unknown transform {self.transform!r}; "
+                f"valid: {', '.join(TRANSFORMS)}"
+            )
+        if self.lossless and self.transform != "none":
+            raise ProfileError(
+                f"profile {self.name!r}: a lossless profile takes no transform "
+                f"(the {self.transform} rotation is not exact in integers)"
+            )
         if self.layout not in LAYOUTS:
             raise ProfileError(
                 f"profile {self.name!r}: unknown layout {self.layout!r}; "

@@ -242,3 +242,19 @@ def test_file_url_with_storage_options_dims_override_and_progress(
     back = eocube.open_dataset(url, storage_options={"auto_mkdir": False})
     assert back.data.dims == ("date", "wavelength", "y", "x")
     assert report.variables["data"].psnr > 40
+
+
+@pytest.mark.parametrize(("step", "expected"), [("1h", 128), ("1D", 128), ("5D", 32)])
+def test_default_time_chunk_follows_the_sampling(tmp_path: Path, step: str, expected: int) -> None:
+    rng = np.random.default_rng(0)
+    times = np.arange(140) * np.timedelta64(1, "h" if step == "1h" else "D")
+    if step == "5D":
+        times = times * 5
+    data = rng.normal(size=(140, 16, 20)).astype(np.float32)
+    ds = xr.Dataset(
+        {"t2m": (("time", "y", "x"), data)},
+        coords={"time": np.datetime64("2020-01-01T00", "h") + times},
+    )
+    eocube.to_eocube(ds, tmp_path / "c.eocube", measure=False)
+    lazy = eocube.open_dataset(tmp_path / "c.eocube", chunks={})
+    assert lazy.t2m.chunks[0][0] == expected

@@ -289,6 +289,7 @@ def test_catalog_needs_eocube_release(
 
 def test_streaming_from_a_release_catalog(tmp_path: Path) -> None:
     from eocube import release
+
     cubes = {}
     for name, time in CUBES.items():
         with xr.open_dataset(DATA / f"{name}.nc") as ds:
