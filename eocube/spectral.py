@@ -256,24 +256,28 @@ def decoding_map(
 
 # Serial on purpose, like the other decode kernels: readers decode chunks on dask threads
 # (or DataLoader workers forked after a first read, which an OpenMP pool would abort).
+# Rows of x are the inner loop, so the multiply-adds vectorise.
 @numba.njit(nogil=True, cache=True)
 def _mix(codes, shift, matrix, lo, hi, integer, out):  # pragma: no cover - compiled
     T, B, Y, X = out.shape
-    for ty in range(T * Y):
-        t = ty // Y
-        y = ty - t * Y
-        for x in range(X):
+    row = np.empty(X)
+    for t in range(T):
+        for y in range(Y):
             for b in range(B):
-                acc = shift[b]
+                for x in range(X):
+                    row[x] = shift[b]
                 for k in range(B):
-                    acc += matrix[b, k] * codes[t, k, y, x]
-                if integer:
-                    acc = math.floor(acc + 0.5)
-                if acc < lo[b]:
-                    acc = lo[b]
-                elif acc > hi[b]:
-                    acc = hi[b]
-                out[t, b, y, x] = acc
+                    m = matrix[b, k]
+                    src = codes[t, k, y]
+                    for x in range(X):
+                        row[x] += m * src[x]
+                low, high = lo[b], hi[b]
+                dst = out[t, b, y]
+                for x in range(X):
+                    v = row[x]
+                    if integer:
+                        v = math.floor(v + 0.5)
+                    dst[x] = min(max(v, low), high)
 
 
 def mix(

@@ -377,7 +377,7 @@ def test_three_dimensional_blocks_gain_a_band_axis() -> None:
     header = read_header(payload)
     assert header.shape == (3, 1, 8, 8)
     assert header.profile == "ffv1-lossless"
-    assert header.layout == "planar3"
+    assert header.layout == "luma"
     assert header.nodata is None
     np.testing.assert_array_equal(decode_chunk(payload), block[:, None])
 
@@ -555,3 +555,13 @@ def test_integer_nodata_out_of_range_is_corrupt(payloads: dict[str, bytes]) -> N
     payload[at : at + 8] = np.float64(1e300).tobytes()
     with pytest.raises(CorruptChunkError, match="nodata"):
         decode_chunk(bytes(payload))
+
+
+def test_ffv1_keeps_its_context_states_across_the_chunk(load_cube: LoadCube) -> None:
+    # one GOP per chunk and one slice per frame: 8.97 bpppb measured on these 32 dates,
+    # 12.47 with a keyframe per frame, 4 slices and the large context model
+    cube = load_cube("s2_l2a_worldcereal_118x4x64x64")
+    block = cube.data[:32]
+    payload = encode_chunk(block, "ffv1-lossless", nodata=cube.nodata)
+    np.testing.assert_array_equal(decode_chunk(payload), block)
+    assert len(payload) * 8 / block.size < 9.5
