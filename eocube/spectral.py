@@ -127,25 +127,31 @@ def _gradient_products(codes, Y, X):  # pragma: no cover - compiled
     return prods.sum(axis=0)
 
 
+@numba.njit(nogil=True, inline="always")
+def _rotate_pixel(codes, t, y, x, mean, basis, centred, components):  # pragma: no cover
+    B = mean.shape[0]
+    for b in range(B):
+        centred[b] = np.float64(codes[t, b, y, x]) - mean[b]
+    for k in range(B):
+        acc = 0.0
+        for b in range(B):
+            acc += basis[b, k] * centred[b]
+        components[k] = acc
+
+
 @numba.njit(nogil=True, parallel=True, cache=True)
 def _component_ranges(codes, mean, basis, Y, X):  # pragma: no cover - compiled
     T, B = codes.shape[0], codes.shape[1]
     lo = np.full((T, B), np.inf)
     hi = np.full((T, B), -np.inf)
-    centred = np.empty((T, B))
+    scratch = np.empty((T, 2, B))
     for t in numba.prange(T):
         for y in range(Y):
             for x in range(X):
-                for b in range(B):
-                    centred[t, b] = np.float64(codes[t, b, y, x]) - mean[b]
+                _rotate_pixel(codes, t, y, x, mean, basis, scratch[t, 0], scratch[t, 1])
                 for k in range(B):
-                    acc = 0.0
-                    for b in range(B):
-                        acc += basis[b, k] * centred[t, b]
-                    if acc < lo[t, k]:
-                        lo[t, k] = acc
-                    if acc > hi[t, k]:
-                        hi[t, k] = acc
+                    lo[t, k] = min(lo[t, k], scratch[t, 1, k])
+                    hi[t, k] = max(hi[t, k], scratch[t, 1, k])
     out_lo = np.empty(B)
     out_hi = np.empty(B)
     for k in range(B):
@@ -157,22 +163,14 @@ def _component_ranges(codes, mean, basis, Y, X):  # pragma: no cover - compiled
 @numba.njit(nogil=True, parallel=True, cache=True)
 def _project(codes, mean, basis, low, inv_step, max_code, out):  # pragma: no cover
     T, B, H, W = codes.shape
-    centred = np.empty((T, B))
+    scratch = np.empty((T, 2, B))
     for t in numba.prange(T):
         for y in range(H):
             for x in range(W):
-                for b in range(B):
-                    centred[t, b] = np.float64(codes[t, b, y, x]) - mean[b]
+                _rotate_pixel(codes, t, y, x, mean, basis, scratch[t, 0], scratch[t, 1])
                 for k in range(B):
-                    acc = 0.0
-                    for b in range(B):
-                        acc += basis[b, k] * centred[t, b]
-                    c = math.floor((acc - low[k]) * inv_step + 0.5)
-                    if c < 0:
-                        c = 0
-                    elif c > max_code:
-                        c = max_code
-                    out[t, k, y, x] = c
+                    c = math.floor((scratch[t, 1, k] - low[k]) * inv_step + 0.5)
+                    out[t, k, y, x] = min(max(c, 0), max_code)
 
 
 def fit(codes: np.ndarray, height: int, width: int, bits: int) -> SpectralBasis:
