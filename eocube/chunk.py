@@ -222,11 +222,9 @@ def encode_chunk(
     codes, invalid = packing.quantize(block, maps, prof.bits, height, width, nodata=nodata)
     basis = None
     if prof.transform == "klt" and B > 1 and not exact:
-        basis = spectral.fit(codes, Y, X, prof.bits)
-        if spectral.gain_db(codes, basis, Y, X) >= spectral.MIN_GAIN_DB:
+        basis = spectral.fit_if_worthwhile(codes, Y, X, prof.bits)
+        if basis is not None:
             codes = spectral.project(codes, basis, prof.bits)
-        else:
-            basis = None
     planes = codes.reshape(T * B, height, width)
 
     w = _Writer()

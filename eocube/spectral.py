@@ -173,6 +173,27 @@ def _project(codes, mean, basis, low, inv_step, max_code, out):  # pragma: no co
                     out[t, k, y, x] = min(max(c, 0), max_code)
 
 
+def _principal_axes(codes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Band means and the eigenvectors of the band covariance, largest first (float32)."""
+    n = codes.shape[0] * height * width
+    mean = _band_sums(codes, height, width) / n
+    upper = _centred_products(codes, mean, height, width)
+    cov = np.triu(upper) + np.triu(upper, 1).T
+    _, vectors = np.linalg.eigh(cov / n)
+    # eigh sorts ascending: the largest component first, where the codec's luma goes
+    return mean.astype(np.float32), np.ascontiguousarray(vectors[:, ::-1]).astype(np.float32)
+
+
+def _complete(
+    codes: np.ndarray, mean: np.ndarray, basis: np.ndarray, height: int, width: int, bits: int
+) -> SpectralBasis:
+    lo, hi = _component_ranges(
+        codes, mean.astype(np.float64), basis.astype(np.float64), height, width
+    )
+    step = float(max((hi - lo).max(), 1.0)) / ((1 << bits) - 1)
+    return SpectralBasis(mean=mean, basis=basis, low=lo.astype(np.float32), step=step)
+
+
 def fit(codes: np.ndarray, height: int, width: int, bits: int) -> SpectralBasis:
     """The KLT of the band codes of a chunk.
 
@@ -185,19 +206,22 @@ def fit(codes: np.ndarray, height: int, width: int, bits: int) -> SpectralBasis:
     bits : int
         Code bit depth: the widest component is fitted into ``0 .. 2**bits - 1``.
     """
-    n = codes.shape[0] * height * width
-    mean = _band_sums(codes, height, width) / n
-    upper = _centred_products(codes, mean, height, width)
-    cov = np.triu(upper) + np.triu(upper, 1).T
-    _, vectors = np.linalg.eigh(cov / n)
-    # eigh sorts ascending: the largest component first, where the codec's luma goes
-    basis = np.ascontiguousarray(vectors[:, ::-1]).astype(np.float32)
-    mean32 = mean.astype(np.float32)
-    lo, hi = _component_ranges(
-        codes, mean32.astype(np.float64), basis.astype(np.float64), height, width
-    )
-    step = float(max((hi - lo).max(), 1.0)) / ((1 << bits) - 1)
-    return SpectralBasis(mean=mean32, basis=basis, low=lo.astype(np.float32), step=step)
+    mean, basis = _principal_axes(codes, height, width)
+    return _complete(codes, mean, basis, height, width, bits)
+
+
+def fit_if_worthwhile(
+    codes: np.ndarray, height: int, width: int, bits: int
+) -> SpectralBasis | None:
+    """:func:`fit`, or None when the predicted gain is below :data:`MIN_GAIN_DB`.
+
+    The component ranges (a pass over the chunk) are computed only for a rotation that
+    will be used.
+    """
+    mean, basis = _principal_axes(codes, height, width)
+    if _gain_db(codes, basis, height, width) < MIN_GAIN_DB:
+        return None
+    return _complete(codes, mean, basis, height, width, bits)
 
 
 def gain_db(codes: np.ndarray, spectral: SpectralBasis, height: int, width: int) -> float:
@@ -209,14 +233,18 @@ def gain_db(codes: np.ndarray, spectral: SpectralBasis, height: int, width: int)
     of the variances before and after the rotation, of the horizontal and vertical
     differences of the codes.
     """
+    return _gain_db(codes, spectral.basis, height, width)
+
+
+def _gain_db(codes: np.ndarray, basis: np.ndarray, height: int, width: int) -> float:
     upper = _gradient_products(codes, height, width)
     cov = np.triu(upper) + np.triu(upper, 1).T
-    basis = spectral.basis.astype(np.float64)
+    axes = basis.astype(np.float64)
     n = max(1, codes.shape[0] * height * width)
     # a variance below that of rounding to codes is noise: floor both sides there
     floor = 1.0 / 12.0
     before = np.maximum(np.diag(cov) / n, floor)
-    after = np.maximum(np.einsum("bk,bc,ck->k", basis, cov, basis) / n, floor)
+    after = np.maximum(np.einsum("bk,bc,ck->k", axes, cov, axes) / n, floor)
     return float(10.0 * (np.log10(before).mean() - np.log10(after).mean()))
 
 
