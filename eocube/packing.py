@@ -368,6 +368,37 @@ def quantize(
 
 
 @numba.njit(nogil=True, cache=True)
+def _valid_extent(block, nodata, has_nodata):  # pragma: no cover - compiled
+    T, B, Y, X = block.shape
+    t_end = y_end = x_end = 0
+    for t in range(T):
+        for b in range(B):
+            for y in range(Y):
+                for x in range(X):
+                    v = np.float64(block[t, b, y, x])
+                    if v != v or (has_nodata and v == nodata):
+                        continue
+                    t_end = max(t_end, t + 1)
+                    y_end = max(y_end, y + 1)
+                    x_end = max(x_end, x + 1)
+    return t_end, y_end, x_end
+
+
+def valid_extent(block: np.ndarray, nodata: float | None) -> tuple[int, int, int]:
+    """The smallest ``(T', Y', X')`` with every valid value in ``block[:T', :, :Y', :X']``.
+
+    Valid means neither NaN nor ``nodata``. zarr pads a chunk at the array's end with
+    the fill value (missing), so this is where the array really ends inside the chunk.
+    Each extent is at least 1.
+    """
+    T, _, Y, X = block.shape
+    if block.dtype.kind in "iu" and nodata is None:
+        return T, Y, X
+    t, y, x = _valid_extent(block, float(nodata) if nodata is not None else 0.0, nodata is not None)
+    return max(t, 1), max(y, 1), max(x, 1)
+
+
+@numba.njit(nogil=True, cache=True)
 def _dequantize_plane(src, dst, offset, scale, integer, vmin, vmax):  # pragma: no cover
     Y, X = dst.shape
     for y in range(Y):

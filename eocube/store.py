@@ -575,8 +575,8 @@ def _cube_variables(
             fill: float | int = math.nan
             codec_nodata = nodata
         else:
-            # the fill value is treated as missing, so edge-chunk padding costs no bits;
-            # real values equal to it are restored exactly from the mask
+            # the fill value is treated as missing, so edge-chunk padding is cropped off
+            # before coding (eocube.chunk); real values equal to it come back from the mask
             fill = int(nodata) if nodata is not None else int(np.iinfo(dtype).max)
             codec_nodata = float(fill)
         found[name] = _CubeVar(name, roles, inner, shard, dtype, fill, codec_nodata, nodata)

@@ -458,8 +458,11 @@ def payloads() -> dict[str, bytes]:
     ints[0, 0, :3, :3] = 0
     floats = rng.normal(size=(2, 2, 20, 24)).astype(np.float32)
     floats[1, 1, 5:9] = np.nan
+    padded = np.full((3, 4, 24, 24), 0, np.uint16)  # zarr's padding of an edge chunk
+    padded[:2, :, :20, :] = ints
     return {
         "ffv1": encode_chunk(ints, "ffv1-lossless", nodata=0),
+        "cropped": encode_chunk(padded, "hevc-12bit-444", nodata=0, quality=20),
         "hevc-444": encode_chunk(floats, "hevc-12bit-444", nodata=-9999.0),
         "hevc-luma": encode_chunk(ints, "hevc-12bit-420-luma", nodata=0),
     }
@@ -477,7 +480,7 @@ def _cuts(n: int, header: int) -> Iterator[int]:
     yield n - 1
 
 
-@pytest.mark.parametrize("name", ["ffv1", "hevc-444", "hevc-luma"])
+@pytest.mark.parametrize("name", ["ffv1", "hevc-444", "hevc-luma", "cropped"])
 def test_truncated_payloads_are_corrupt(payloads: dict[str, bytes], name: str) -> None:
     payload = payloads[name]
     for cut in _cuts(len(payload), _header_length(payload)):
@@ -508,7 +511,7 @@ def _decodes_or_raises_eocube_error(payload: bytes) -> None:
     assert decoded.ndim == 4
 
 
-@pytest.mark.parametrize("name", ["ffv1", "hevc-444", "hevc-luma"])
+@pytest.mark.parametrize("name", ["ffv1", "hevc-444", "hevc-luma", "cropped"])
 def test_every_header_byte_flip_raises_eocube_error_or_decodes(
     payloads: dict[str, bytes], name: str
 ) -> None:
@@ -521,7 +524,7 @@ def test_every_header_byte_flip_raises_eocube_error_or_decodes(
 
 
 @given(
-    name=st.sampled_from(["ffv1", "hevc-444", "hevc-luma"]),
+    name=st.sampled_from(["ffv1", "hevc-444", "hevc-luma", "cropped"]),
     where=st.floats(0, 1),
     mask=st.integers(1, 255),
 )
@@ -565,3 +568,87 @@ def test_ffv1_keeps_its_context_states_across_the_chunk(load_cube: LoadCube) -> 
     payload = encode_chunk(block, "ffv1-lossless", nodata=cube.nodata)
     np.testing.assert_array_equal(decode_chunk(payload), block)
     assert len(payload) * 8 / block.size < 9.5
+
+
+# ------------------------------------------------------------- edge chunks (cropped)
+
+
+def _pad(block: np.ndarray, shape: tuple[int, ...], fill: float) -> np.ndarray:
+    """``block`` at the start of a ``shape`` array of ``fill``, as zarr pads an edge chunk."""
+    padded = np.full(shape, fill, block.dtype)
+    padded[tuple(slice(0, n) for n in block.shape)] = block
+    return padded
+
+
+def test_edge_chunk_padding_costs_no_bits(load_cube: LoadCube) -> None:
+    # the last 22 of 118 dates in a 32-date chunk: before the crop, FFV1 coded the 10
+    # padding dates as copies of the last real one (+46 % bytes)
+    cube = load_cube("s2_l2a_worldcereal_118x4x64x64")
+    block = cube.data[96:]
+    padded = _pad(block, (32, *block.shape[1:]), cube.nodata)
+    alone = encode_chunk(block, "ffv1-lossless", nodata=cube.nodata)
+    payload = encode_chunk(padded, "ffv1-lossless", nodata=cube.nodata)
+    np.testing.assert_array_equal(decode_chunk(payload), padded)
+    header = read_header(payload)
+    assert header.shape == padded.shape
+    assert header.coded_shape == block.shape
+    assert len(payload) <= len(alone) + 32  # the crop fields only
+
+
+@pytest.mark.parametrize("profile", ["hevc-12bit-444", "hevc-12bit-bands", "ffv1-lossless"])
+def test_edge_chunk_padding_in_space_and_time(profile: str) -> None:
+    rng = np.random.default_rng(3)
+    block = (1000 + 50 * rng.normal(size=(3, 3, 40, 36)).cumsum(-1)).clip(1, 60000)
+    block = block.astype(np.uint16)
+    padded = _pad(block, (4, 3, 64, 64), 0)
+    kwargs = {} if profile == "ffv1-lossless" else {"quality": 10}
+    payload = encode_chunk(padded, profile, nodata=0, **kwargs)  # type: ignore[arg-type]
+    assert read_header(payload).coded == (3, 40, 36)
+    decoded = decode_chunk(payload)
+    assert (decoded[3:] == 0).all()
+    assert (decoded[:, :, 40:] == 0).all()
+    assert (decoded[:, :, :, 36:] == 0).all()
+    inside = decoded[:3, :, :40, :36]
+    if profile == "ffv1-lossless":
+        np.testing.assert_array_equal(inside, block)
+    else:
+        assert metrics.psnr(block, inside) > 40
+        assert len(payload) < len(encode_chunk(block, profile, nodata=0, quality=10)) * 1.05
+
+
+def test_float_edge_chunk_restores_nan_padding_and_keeps_the_error_bound() -> None:
+    rng = np.random.default_rng(5)
+    block = rng.normal(size=(2, 2, 30, 20)).cumsum(-2).astype(np.float32)
+    padded = _pad(block, (2, 2, 32, 32), np.nan)
+    payload = encode_chunk(padded, "hevc-12bit-444", quality=30, max_abs_error=0.05)
+    assert read_header(payload).coded == (2, 30, 20)
+    decoded = decode_chunk(payload)
+    assert np.isnan(decoded[:, :, 30:]).all()
+    assert np.isnan(decoded[:, :, :, 20:]).all()
+    assert np.abs(decoded[:, :, :30, :20] - block).max() <= 0.05
+
+
+def test_mixed_nan_and_nodata_beyond_the_data_is_coded_whole() -> None:
+    block = np.ones((2, 1, 16, 16), np.float32)
+    block[:, :, :, 8:] = np.nan
+    block[:, :, 0, 8:] = -1.0  # nodata, not NaN: no single fill value beyond x=8
+    payload = encode_chunk(block, "hevc-12bit-444", nodata=-1.0)
+    assert read_header(payload).coded is None
+    decoded = decode_chunk(payload)
+    np.testing.assert_array_equal(np.isnan(decoded), np.isnan(block))
+    assert (decoded[:, :, 0, 8:] == -1.0).all()
+
+
+def test_a_block_of_nothing_but_padding_round_trips() -> None:
+    block = np.full((2, 2, 8, 8), np.nan, np.float32)
+    payload = encode_chunk(block, "hevc-12bit-444", quality=20)
+    assert read_header(payload).coded == (1, 1, 1)
+    assert np.isnan(decode_chunk(payload)).all()
+
+
+def test_crop_flag_is_unknown_before_version_3(payloads: dict[str, bytes]) -> None:
+    payload = payloads["cropped"]
+    assert read_header(payload).coded is not None
+    as_v2 = payload[:4] + b"\x02" + payload[5:]
+    with pytest.raises(CorruptChunkError, match="unknown flags"):
+        decode_chunk(as_v2)

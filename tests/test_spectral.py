@@ -10,7 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from eocube import CorruptChunkError, decode_chunk, encode_chunk, metrics, read_header, spectral
+from eocube import (
+    CorruptChunkError,
+    chunk,
+    decode_chunk,
+    encode_chunk,
+    metrics,
+    read_header,
+    spectral,
+)
 from eocube.errors import ProfileError
 from eocube.profiles import get_profile
 
@@ -128,13 +136,14 @@ def test_unknown_flags_and_klt_in_version_1_are_corrupt() -> None:
         decode_chunk(unknown)
 
 
-def test_version_1_payloads_still_decode() -> None:
+def test_version_1_and_2_payloads_still_decode() -> None:
     block = np.arange(2 * 3 * 32 * 40, dtype=np.uint16).reshape(2, 3, 32, 40) % 1000
     payload = encode_chunk(block, "ffv1-lossless")
-    assert payload[4] == 2
+    assert payload[4] == chunk.FORMAT_VERSION
     assert read_header(payload).spectral is None
-    version_1 = payload[:4] + b"\x01" + payload[5:]
-    np.testing.assert_array_equal(decode_chunk(version_1), block)
+    for older in (1, 2):  # without a rotation or a crop, the layout is the same
+        as_older = payload[:4] + bytes([older]) + payload[5:]
+        np.testing.assert_array_equal(decode_chunk(as_older), block)
 
 
 def test_lossless_profile_takes_no_transform() -> None:
