@@ -141,8 +141,36 @@ def _as_dataset(obj: xr.Dataset | xr.DataArray) -> xr.Dataset:
     raise TypeError(f"to_eocube takes an xarray Dataset or DataArray, not {type(obj).__name__}")
 
 
-def _is_categorical(var: xr.DataArray) -> bool:
+CATEGORICAL_MAX_VALUES = 32
+"""An integer variable whose sampled valid values take at most this many distinct values
+is a class map or bit field (a QA band without CF flag attributes): stored losslessly."""
+_CATEGORICAL_SAMPLE_DATES = 8
+_CATEGORICAL_SAMPLE_SIDE = 256
+
+
+def _has_flag_attributes(var: xr.DataArray) -> bool:
     return any(k in var.attrs for k in ("flag_values", "flag_masks", "flag_meanings"))
+
+
+def _few_integer_values(var: xr.DataArray, roles: Mapping[str, Hashable]) -> bool:
+    """Whether a sample of an integer variable takes few distinct values (a class map)."""
+    if np.dtype(var.encoding.get("dtype", var.dtype)).kind not in "iu":
+        return False
+    # a few dates spread over the series, a window of each: reflectance shows thousands
+    # of values there, while a cloudy first date alone could look like a mask
+    index: dict[Hashable, slice] = {}
+    if "time" in roles:
+        size = var.sizes[roles["time"]]
+        index[roles["time"]] = slice(None, None, max(1, size // _CATEGORICAL_SAMPLE_DATES))
+    for role in ("y", "x"):
+        index[roles[role]] = slice(0, _CATEGORICAL_SAMPLE_SIDE)
+    sample = np.asarray(var.isel(index).values)
+    nodata = _nodata(var)
+    if nodata is not None:
+        sample = sample[sample != nodata]
+    if sample.size < 4 * CATEGORICAL_MAX_VALUES:
+        return False
+    return np.unique(sample).size <= CATEGORICAL_MAX_VALUES
 
 
 def _nodata(var: xr.DataArray) -> float | None:
@@ -287,7 +315,10 @@ def to_eocube(
         Role (time, band, y, x) to dim name, overriding the recognised spellings.
     variables : sequence, optional
         The variables to encode as video; default: every cube variable except
-        categorical ones (CF ``flag_values``). Others are stored losslessly.
+        categorical ones: CF ``flag_values``/``flag_masks``/``flag_meanings``, or an
+        integer variable beside other cube variables with at most
+        :data:`CATEGORICAL_MAX_VALUES` distinct values in a sample (a QA bit field).
+        Others are stored losslessly.
     storage_options : mapping, optional
         Passed to fsspec.
     mode : {"w-", "w"}
@@ -548,12 +579,25 @@ def _cube_variables(
         missing = [v for v in variables if v not in ds.data_vars]
         if missing:
             raise ValueError(f"variables {missing} are not in the dataset: {list(ds.data_vars)}")
+    categorical = set()
+    if variables is None:
+        # class maps and bit flags must not go through a lossy codec; the sampled guess
+        # only sets aside a variable that sits beside others (a QA band next to the
+        # data), never the only one
+        flagged = {n for n, v in ds.data_vars.items() if _has_flag_attributes(v)}
+        guessed = set()
+        for name, var in ds.data_vars.items():
+            roles = cube_roles(var, dims)
+            if roles is not None and name not in flagged and _few_integer_values(var, roles):
+                guessed.add(name)
+        cubes = {n for n, v in ds.data_vars.items() if cube_roles(v, dims) is not None}
+        categorical = flagged | (guessed if cubes - flagged - guessed else set())
     for name, var in ds.data_vars.items():
         roles = cube_roles(var, dims)
         if variables is not None and name not in variables:
             continue
-        if roles is not None and variables is None and _is_categorical(var):
-            continue  # class maps and bit flags must not go through a lossy codec
+        if name in categorical:
+            continue
         if roles is None:
             if variables is not None:
                 raise ValueError(

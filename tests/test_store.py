@@ -68,6 +68,17 @@ def test_lossy_store_keeps_metadata_nan_and_nodata(tmp_path: Path, name: str) ->
     assert report.variables["data"].psnr == pytest.approx(psnr)
 
 
+def test_qa_bit_field_without_flag_attributes_is_kept_lossless(tmp_path: Path) -> None:
+    # Landsat BQA: 15 distinct bit patterns, described in free text only (no flag_values);
+    # through the video codec it came back off by up to 4140
+    ds = _open("l8_ny18_014031")
+    assert not {"flag_values", "flag_masks", "flag_meanings"} & set(ds.mask.attrs)
+    report = eocube.to_eocube(ds, tmp_path / "c.eocube")
+    assert set(report.variables) == {"data"}
+    reopened = eocube.open_dataset(tmp_path / "c.eocube")
+    xr.testing.assert_identical(reopened.mask.load(), ds.mask)
+
+
 def test_psnr_reported_and_coordinates_and_crs_survive(tmp_path: Path) -> None:
     ds = _open("s2_l2a_worldcereal_118x4x64x64")
     report = eocube.to_eocube(ds, tmp_path / "c.eocube")
