@@ -23,7 +23,9 @@ from eocube.pixfmt import PixelFormat, pixel_format
 # SVT-AV1 prints its configuration banner unless told otherwise (1 = errors only).
 os.environ.setdefault("SVT_LOG", "1")
 
-_MIN_SIDE = {"libsvtav1": 8}
+# SVT-AV1 (4.1) never returns a packet, and blocks the caller for good, when one side of
+# the frame is under 32 pixels and the other over 64 (e.g. 206 x 24, 16 x 206).
+_MIN_SIDE = {"libsvtav1": 32}
 # FFV1 will not open for frames one pixel wide and more than one high (ENOSYS).
 _MIN_WIDTH = {"ffv1": 2}
 # libx265 refuses frames smaller than one CTU ("Picture size must be at least one CTU"):
@@ -108,6 +110,35 @@ def frame_size(
     return h, w
 
 
+def _frame_options(
+    encoder: str, options: Mapping[str, str], fmt: PixelFormat, height: int, width: int
+) -> dict[str, str]:
+    """``options``, with what the frame size forces on the encoder."""
+    chosen = dict(options)
+    if encoder == "ffv1" and "slices" in chosen:
+        chosen["slices"] = str(_ffv1_slices(int(chosen["slices"]), fmt, height, width))
+    return chosen
+
+
+def _ffv1_slices(wanted: int, fmt: PixelFormat, height: int, width: int) -> int:
+    """The slice count FFV1 accepts for this frame closest above ``wanted``.
+
+    FFmpeg's encoder refuses (ENOSYS) any count it cannot tile the frame with: at least
+    2 x 2 slices beyond 352 x 288 pixels, and slices of at most 2**27 / (bits + 1) /
+    planes samples. Its own search, replayed here, picks the count to ask for.
+    """
+    v = 2 if width > 352 or height > 288 else 1
+    for v_slices in range(v, 32):
+        for h_slices in range(v_slices, 2 * v_slices):
+            count = v_slices * h_slices
+            side_w, side_h = -(-width // h_slices), -(-height // v_slices)
+            if side_w * side_h * (fmt.bits + 1) * fmt.data_planes > 8 << 24:
+                continue
+            if count >= wanted:
+                return count
+    return wanted  # let the encoder say what it refuses
+
+
 def _plane_view(
     plane: av.video.plane.VideoPlane, fmt: PixelFormat, height: int, width: int | None
 ) -> np.ndarray:
@@ -167,7 +198,7 @@ def encode_frames(
         ctx.time_base = Fraction(1, 25)
         ctx.framerate = Fraction(25, 1)
         ctx.thread_count = threads
-        ctx.options = dict(options)
+        ctx.options = _frame_options(encoder, options, fmt, height, width)
         ctx.open()
     except (av.FFmpegError, ValueError) as exc:
         raise CodecError(

@@ -224,5 +224,25 @@ def test_ffv1_frames_are_at_least_two_pixels_wide() -> None:
 
 
 def test_svtav1_min_side_and_even_sides() -> None:
-    assert frame_size("libsvtav1", "yuv420p10le", 3, 5, False) == (8, 8)
-    assert frame_size("libsvtav1", "yuv420p10le", 9, 21, False) == (10, 22)
+    assert frame_size("libsvtav1", "yuv420p10le", 3, 5, False) == (32, 32)
+    assert frame_size("libsvtav1", "yuv420p10le", 39, 41, False) == (40, 42)
+
+
+@pytest.mark.parametrize(("height", "width"), [(206, 23), (16, 206), (128, 8)])
+def test_svtav1_frames_are_at_least_32_on_each_side(height: int, width: int) -> None:
+    # SVT-AV1 blocked for good on frames with a side under 32 and the other over 64
+    h, w = frame_size("libsvtav1", "yuv420p10le", height, width, False)
+    assert min(h, w) >= 32
+    frames = _frames(2, 1, h, w, 10)
+    options = {"preset": "12", "crf": "30"}
+    _, decoded = _roundtrip(frames, "libsvtav1", "libdav1d", "yuv420p10le", options)
+    assert decoded.shape == frames.shape
+
+
+@pytest.mark.parametrize(("height", "width"), [(241, 480), (300, 300), (1000, 40)])
+def test_ffv1_one_slice_gives_way_where_ffmpeg_needs_more(height: int, width: int) -> None:
+    # FFmpeg's FFV1 refuses 1 slice (ENOSYS) beyond 352 x 288: the frame takes 4
+    options = {"level": "3", "slices": "1", "context": "0", "coder": "range_tab"}
+    frames = _frames(2, 1, height, width, 16)
+    _, decoded = _roundtrip(frames, "ffv1", "ffv1", "gray16le", options)
+    np.testing.assert_array_equal(decoded, frames)
