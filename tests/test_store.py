@@ -12,6 +12,7 @@ import zarr
 
 import eocube
 from eocube import metrics
+from eocube import store as store_module
 
 DATA = Path(__file__).parent / "data"
 
@@ -269,3 +270,28 @@ def test_default_time_chunk_follows_the_sampling(tmp_path: Path, step: str, expe
     eocube.to_eocube(ds, tmp_path / "c.eocube", measure=False)
     lazy = eocube.open_dataset(tmp_path / "c.eocube", chunks={})
     assert lazy.t2m.chunks[0][0] == expected
+
+
+@pytest.mark.parametrize(
+    ("steps", "chunks", "expected"),
+    [
+        (1, None, (1, 3, 1024, 1024)),
+        (2, None, (2, 3, 1024, 1024)),
+        (5, None, (5, 3, 512, 512)),
+        (12, None, (12, 3, 256, 256)),
+        (12, {"time": 1}, (1, 3, 1024, 1024)),  # the time chunk asked for sets the side
+        (1, {"x": 300}, (1, 3, 1024, 300)),
+    ],
+)
+def test_short_series_get_wider_chunks_of_the_same_pixel_budget(
+    steps: int, chunks: dict[str, int] | None, expected: tuple[int, ...]
+) -> None:
+    var = xr.DataArray(
+        np.broadcast_to(np.uint16(0), (steps, 3, 1100, 1100)),  # no memory behind it
+        dims=("time", "band", "y", "x"),
+        name="r",
+    )
+    roles = {"time": "time", "band": "band", "y": "y", "x": "x"}
+    inner, _ = store_module._chunk_shape(var, roles, chunks)
+    assert inner == expected
+    assert inner[0] * inner[2] * inner[3] <= store_module.CHUNK_PIXELS
