@@ -612,13 +612,15 @@ def _cube_variables(
         # only sets aside a variable that sits beside others (a QA band next to the
         # data), never the only one
         flagged = {n for n, v in ds.data_vars.items() if _has_flag_attributes(v)}
+        candidates = {
+            n: r
+            for n, v in ds.data_vars.items()
+            if n not in flagged and (r := cube_roles(v, dims)) is not None
+        }
         guessed = set()
-        for name, var in ds.data_vars.items():
-            roles = cube_roles(var, dims)
-            if roles is not None and name not in flagged and _few_integer_values(var, roles):
-                guessed.add(name)
-        cubes = {n for n, v in ds.data_vars.items() if cube_roles(v, dims) is not None}
-        categorical = flagged | (guessed if cubes - flagged - guessed else set())
+        if len(candidates) > 1:  # a lone variable is never set aside: no sample to read
+            guessed = {n for n, r in candidates.items() if _few_integer_values(ds[n], r)}
+        categorical = flagged | (guessed if candidates.keys() - guessed else set())
     for name, var in ds.data_vars.items():
         roles = cube_roles(var, dims)
         if variables is not None and name not in variables:
