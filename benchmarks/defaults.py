@@ -36,6 +36,7 @@ import sys
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -354,7 +355,11 @@ LOSSLESS_VARIANTS = (
 
 
 def _summary_rows(
-    records: list[dict[str, Any]], experiment: str, key: str, basis: str = "bpppb"
+    records: list[dict[str, Any]],
+    experiment: str,
+    key: str,
+    basis: str = "bpppb",
+    extra: Callable[[list[dict[str, Any]]], str] | None = None,
 ) -> list[list[str]]:
     rows = []
     cubes = list(dict.fromkeys(r["cube"] for r in records if r["experiment"] == experiment))
@@ -382,6 +387,7 @@ def _summary_rows(
                     ],
                     fmt(enc),
                     fmt(dec),
+                    *([extra(sel)] if extra else []),
                 ]
             )
     return rows
@@ -490,27 +496,12 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "speeds and of one 256 × 256 tile of one date read with a cold open:",
         "",
     ]
-    rows = []
-    srs = [r for r in records if r["experiment"] == "chunk_side" and not r.get("error")]
-    for cube in dict.fromkeys(r["cube"] for r in srs):
-        base = None
-        for side in sorted({r["side"] for r in srs if r["cube"] == cube}):
-            sel = [r for r in srs if r["cube"] == cube and r["side"] == side]
-            vals = [common.psnr_at(sel, t) for t in common.TARGETS]
-            base = base or vals
-            rows.append(
-                [
-                    cube,
-                    side,
-                    *[
-                        f"{fmt(v)} ({fmt(None if v is None or b is None else v - b, '+.1f', '–')})"
-                        for v, b in zip(vals, base, strict=True)
-                    ],
-                    fmt(statistics.median(r["encode_mb_s"] for r in sel)),
-                    fmt(statistics.median(r["decode_mb_s"] for r in sel)),
-                    f"{statistics.median(r['one_tile_s'] for r in sel) * 1e3:.0f}",
-                ]
-            )
+    rows = _summary_rows(
+        records,
+        "chunk_side",
+        "side",
+        extra=lambda sel: f"{statistics.median(r['one_tile_s'] for r in sel) * 1e3:.0f}",
+    )
     out.append(
         md_table(
             [
