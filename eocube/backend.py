@@ -21,7 +21,8 @@ from xarray.core.utils import close_on_error
 
 import eocube.codec
 import eocube.linear  # noqa: F401  (registers the eocube.linear codec with zarr)
-from eocube.reader import MARKER, EocubeZarrStore, check_complete, quiet_zarr
+from eocube.layout import MARKER
+from eocube.reader import EocubeZarrStore, check_complete, explain_open_failure, quiet_zarr
 
 
 class EocubeBackendEntrypoint(BackendEntrypoint):
@@ -79,14 +80,18 @@ class EocubeBackendEntrypoint(BackendEntrypoint):
         decode_timedelta: bool | None,
         consolidated: bool | None,
     ) -> xr.Dataset:
-        store = EocubeZarrStore.open_group(
-            _normalize_path(filename_or_obj),
-            mode="r",
-            consolidated=consolidated,
-            consolidate_on_close=False,
-            storage_options=dict(storage_options) if storage_options else None,
-            zarr_format=3,
-        )
+        try:
+            store = EocubeZarrStore.open_group(
+                _normalize_path(filename_or_obj),
+                mode="r",
+                consolidated=consolidated,
+                consolidate_on_close=False,
+                storage_options=dict(storage_options) if storage_options else None,
+                zarr_format=3,
+            )
+        except (TypeError, ValueError, KeyError, OSError) as exc:
+            # zarr refuses the metadata of an unfinished store on purpose (eocube.layout)
+            raise explain_open_failure(filename_or_obj, storage_options, exc) from exc
         with close_on_error(store):
             check_complete(dict(store.zarr_group.attrs), str(filename_or_obj))
             ds = StoreBackendEntrypoint().open_dataset(
@@ -102,6 +107,12 @@ class EocubeBackendEntrypoint(BackendEntrypoint):
         marker = ds.attrs.pop(MARKER, None)
         if marker is not None:
             ds.encoding[MARKER] = marker
+            # variables given in another order than (time, band, y, x) read in their own
+            for name, dims in (marker.get("dims") or {}).items():
+                if name in ds.variables and set(dims) == set(ds[name].dims):
+                    ds[name] = ds[name].transpose(*dims)
+        if isinstance(filename_or_obj, str):
+            ds.encoding.setdefault("source", filename_or_obj)
         return ds
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:

@@ -1,33 +1,225 @@
-"""The ``eocube`` command."""
+"""The ``eocube`` command.
+
+Every error is one line on stderr, ``eocube: error: ...``, with exit status 2 (``--debug``
+shows the traceback); ``verify`` exits 1 when the store does not match its source. An
+interrupted ``encode`` (Ctrl-C) exits 130 and says how to finish it with ``--resume``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import re
 import sys
 import time
+import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from eocube import metrics
-from eocube.errors import EocubeError
 from eocube.profiles import available_profiles, get_profile
+
+EXIT_ERROR = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+class CommandError(Exception):
+    """An error of the command line (bad input file, a mistake in the arguments)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors on one line, as every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"eocube: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+
+
+# --- argument values ---------------------------------------------------------------------
+
+
+def _parse_mapping(text: str, flag: str, value: type) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in text.split(","):
+        key, _, raw = part.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not key or not raw:
+            raise argparse.ArgumentTypeError(f"{flag} wants name=value,... (got {part!r})")
+        try:
+            out[key] = value(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag}: {raw!r} is not {'an integer' if value is int else 'a name'}"
+            ) from None
+    return out
+
+
+def _parse_chunks(text: str) -> dict[str, int]:
+    return _parse_mapping(text, "--chunks", int)
+
+
+def _parse_dims(text: str) -> dict[str, str]:
+    return _parse_mapping(text, "--dims", str)
+
+
+def _parse_bound(text: str) -> float | tuple[float, ...]:
+    """One bound, or one per band: ``50`` or ``50,50,80,80``."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--max-abs-error wants a number, or one per band separated by commas (got {text!r})"
+        ) from None
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"--max-abs-error must be >= 0 (got {text!r})")
+    return values[0] if len(values) == 1 else values
+
+
+def _storage_options(pairs: Sequence[str] | None) -> dict[str, Any] | None:
+    if not pairs:
+        return None
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--storage-option wants KEY=VALUE (got {pair!r})")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+# --- messages in the user's words ------------------------------------------------------------
+
+# The library's messages name Python arguments; the command line names its flags.
+_FLAG_SPELLINGS = (
+    (r"the same to_eocube\(\.\.\.\) call with resume=True", "the same command with --resume"),
+    (
+        r"dims=\{'time': \.\.\., 'band': \.\.\., 'y': \.\.\., 'x': \.\.\.\}",
+        "--dims time=...,band=...,y=...,x=...",
+    ),
+    (r"dims=\{'(\w+)': \.\.\.\}", r"--dims \1=..."),
+    (r"\bmode='w'", "--overwrite"),
+    (r"\bresume=True", "--resume"),
+    (r"\blossless=True", "--lossless"),
+    (r"\bdims=", "--dims"),
+    (r"\bchunks=", "--chunks"),
+    (r"\bvariables=", "--variables"),
+    (r"\bmax_abs_error=", "--max-abs-error"),
+    (r"\bmax_abs_error\b", "--max-abs-error"),
+    (r"\btarget_bpppb\b", "--target-bpppb"),
+    (r"\btarget_psnr\b", "--target-psnr"),
+    (r"\bcrf=", "--crf "),
+)
+
+
+def in_cli_words(message: str) -> str:
+    """A library message with Python argument names replaced by the command's flags."""
+    for pattern, flag in _FLAG_SPELLINGS:
+        message = re.sub(pattern, flag, message)
+    return message
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, KeyError | TypeError | AttributeError | AssertionError | RuntimeError):
+        text = f"{type(exc).__name__}: {text}"
+    return in_cli_words(text)
+
+
+# --- inputs --------------------------------------------------------------------------------
+
+
+def _open_input(path: str, *, lazy: bool = True) -> Any:
+    """Open anything xarray reads (NetCDF, zarr, an eocube store, GeoTIFF) lazily."""
+    import os
+
+    import xarray as xr
+
+    lower = path.lower().rstrip("/")
+    if "://" not in path and not os.path.exists(path):
+        raise CommandError(f"input {path} does not exist")
+    try:
+        if lower.endswith((".tif", ".tiff")):
+            try:
+                import rioxarray  # noqa: F401
+            except ImportError:
+                raise CommandError(
+                    f"{path}: GeoTIFF input needs rioxarray (pip install rioxarray)"
+                ) from None
+            ds = xr.open_dataset(path, engine="rasterio", chunks={} if lazy else None)
+        elif lower.endswith(".eocube"):
+            from eocube.backend import open_dataset
+
+            ds = open_dataset(path, chunks={} if lazy else None)
+        else:
+            ds = xr.open_dataset(path, chunks={} if lazy else None)
+    except CommandError:
+        raise
+    except Exception as exc:
+        from eocube.errors import EocubeError
+
+        if isinstance(exc, EocubeError):
+            raise
+        detail = _one_line(exc)
+        if "did not find a match" in detail:
+            detail = "no engine of xarray's recognises it"
+        raise CommandError(
+            f"cannot read input {path}: {detail} (a NetCDF, zarr, GeoTIFF or eocube store is "
+            f"expected)"
+        ) from exc
+    ds.encoding.setdefault("source", path)
+    return ds
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def _warm(quiet: bool) -> None:
+    from eocube import warmup
+
+    if warmup.cached():
+        return
+    if not quiet:
+        print(
+            "eocube: compiling its Numba kernels for their first use (about a minute; "
+            "cached for every later run)...",
+            file=sys.stderr,
+            flush=True,
+        )
+    seconds = warmup.warm_up()
+    if not quiet:
+        print(f"eocube: kernels compiled in {seconds:.0f} s", file=sys.stderr, flush=True)
+
+
+def _warmup(args: argparse.Namespace) -> int:
+    from eocube import warmup
+
+    was = "were cached" if warmup.cached() else "compiled"
+    seconds = warmup.warm_up()
+    print(f"eocube's Numba kernels {was}: {seconds:.1f} s")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    import xarray as xr
-
     from eocube.backend import open_dataset
     from eocube.store import to_eocube
 
-    with xr.open_dataset(args.input) as src:
-        ds = src.load()
+    _warm(quiet=False)
+    ds = _open_input(args.input, lazy=False).load()
+    if args.variable not in ds.data_vars:
+        raise CommandError(
+            f"{args.input} has no variable {args.variable!r}; it has {list(ds.data_vars)} "
+            f"(choose one with --variable)"
+        )
     var = ds[args.variable]
     nodata = var.attrs.get("nodata")
     nodata = None if nodata is None else float(nodata)
@@ -38,7 +230,7 @@ def _demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, lossless, crf in settings:
             path = Path(tmp) / f"{name}-{crf}.eocube"
-            report = to_eocube(ds, path, profile=name, lossless=lossless, crf=crf)
+            report = to_eocube(ds, path, profile=name, lossless=lossless, crf=crf, measure=False)
             # reopen lazily: nothing is decoded until values are asked for
             lazy = open_dataset(path, chunks={})
             t0 = time.perf_counter()
@@ -62,7 +254,8 @@ def _demo(args: argparse.Namespace) -> int:
     )
     print("\n".join(rows))
     print("bytes and bpppb count every object of the store; PSNR is the mean over bands of")
-    print("10·log10(range_b² / MSE_b) over valid pixels (DESIGN.md); max err in data units.")
+    print("10·log10(range_b² / MSE_b) over valid pixels (docs/format.md, Metrics); max err in")
+    print("data units; enc s: encoding and writing, dec s: reading the whole variable back.")
     return 0
 
 
@@ -75,8 +268,6 @@ def _jsonable(value: Any) -> Any:
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
     return str(value)
 
 
@@ -106,50 +297,6 @@ def _profiles(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_chunks(text: str | None) -> dict[str, int] | None:
-    if not text:
-        return None
-    out = {}
-    for part in text.split(","):
-        dim, _, size = part.partition("=")
-        if not dim or not size.isdigit():
-            raise argparse.ArgumentTypeError(f"--chunks wants dim=size,... (got {part!r})")
-        out[dim.strip()] = int(size)
-    return out
-
-
-def _storage_options(pairs: Sequence[str] | None) -> dict[str, Any] | None:
-    if not pairs:
-        return None
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def _open_input(path: str) -> Any:
-    import xarray as xr
-
-    lower = path.lower()
-    if lower.endswith((".tif", ".tiff")):
-        try:
-            import rioxarray  # noqa: F401
-        except ImportError:
-            raise EocubeError(
-                f"{path}: GeoTIFF input needs rioxarray (pip install rioxarray)"
-            ) from None
-        return xr.open_dataset(path, engine="rasterio", chunks={})
-    if lower.rstrip("/").endswith(".eocube"):
-        from eocube.backend import open_dataset
-
-        return open_dataset(path, chunks={})
-    return xr.open_dataset(path, chunks={})
-
-
 def _quality_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = {}
     if args.lossless:
@@ -165,20 +312,26 @@ def _quality_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kw
 
 
+def encode_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The arguments of :func:`eocube.to_eocube` that an ``encode`` command stands for."""
+    return {
+        "profile": args.profile,
+        "chunks": args.chunks,
+        "dims": args.dims,
+        "variables": args.variables.split(",") if args.variables else None,
+        "mode": "w" if args.overwrite else "w-",
+        "resume": args.resume,
+        **_quality_kwargs(args),
+    }
+
+
 def _encode(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from eocube.store import to_eocube
 
-    kwargs: dict[str, Any] = {
-        "profile": args.profile,
-        "chunks": args.chunks,
-        "variables": args.variables.split(",") if args.variables else None,
-        "mode": "w" if args.overwrite else "w-",
-        "resume": args.resume,
-        "progress": not args.quiet and not args.json,
-        **_quality_kwargs(args),
-    }
+    _warm(quiet=args.quiet or args.json)
+    kwargs = {**encode_kwargs(args), "progress": not args.quiet and not args.json}
     if len(args.inputs) == 1:
         with _open_input(args.inputs[0]) as ds:
             report = to_eocube(
@@ -188,17 +341,48 @@ def _encode(args: argparse.Namespace) -> int:
         return 0
     from eocube.release import write_release
 
-    cubes = {Path(p).name.split(".")[0]: _open_input(p) for p in args.inputs}
-    kwargs.pop("mode")
+    if args.storage_option:
+        raise CommandError(
+            "a release (several inputs) is written to a local folder: no --storage-option"
+        )
+    ids = [Path(p).name.split(".")[0] for p in args.inputs]
+    if len(set(ids)) != len(ids):
+        raise CommandError(f"inputs must have distinct names (cube ids): {ids}")
+    cubes = {cube_id: _open_input(p) for cube_id, p in zip(ids, args.inputs, strict=True)}
     table = write_release(cubes, args.output, progress=kwargs.pop("progress"), **kwargs)
     rows = table.to_pylist()
     text = "\n".join(
         f"{r['id']:30s} {r.get('bytes', 0):>12} bytes {r.get('bpppb', float('nan')):8.4f} bpppb "
-        f"PSNR {r.get('psnr', float('nan')):6.2f} dB"
+        f"PSNR {r.get('psnr') if r.get('psnr') is not None else float('nan'):6.2f} dB"
         for r in rows
     )
     _emit(args, rows, f"release {args.output}: {len(rows)} cubes\n{text}")
     return 0
+
+
+def _unfinished_info(store: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    """What an unfinished store holds: shards written and chunks staged per variable."""
+    import zarr
+    from zarr.storage import StorePath
+
+    from eocube import layout
+    from eocube.codec import VideoCodec
+
+    real = layout.store_path(store, storage_options, read_only=True)
+    group = zarr.open_group(StorePath(layout.UnfinishedView(real.store), real.path), mode="r")
+    staged = layout.list_keys(real, layout.STAGING)
+    variables = {}
+    for name, arr in group.arrays():
+        if not isinstance(arr.serializer, VideoCodec) or arr.shards is None:
+            continue
+        counts = [math.ceil(n / s) for n, s in zip(arr.shape, arr.shards, strict=True)]
+        written = [k for k in layout.list_keys(real, f"{name}/c") if not k.endswith(".partial")]
+        variables[name] = {
+            "shards": math.prod(counts),
+            "shards_written": len(written),
+            "chunks_staged": sum(1 for k in staged if f"{layout.STAGING}/{name}/" in k),
+        }
+    return {"store": store, "complete": False, "variables": variables}
 
 
 def _store_info(store: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
@@ -206,8 +390,8 @@ def _store_info(store: str, storage_options: dict[str, Any] | None) -> dict[str,
 
     from eocube.backend import open_dataset
     from eocube.codec import VideoCodec
-    from eocube.dims import cube_roles
-    from eocube.reader import MARKER, quiet_zarr
+    from eocube.layout import MARKER
+    from eocube.reader import quiet_zarr
     from eocube.storage import payload_nbytes
 
     with quiet_zarr():
@@ -228,7 +412,7 @@ def _store_info(store: str, storage_options: dict[str, Any] | None) -> dict[str,
                 "chunks": list(arr.chunks),
                 "shards": list(arr.shards) if arr.shards else None,
             }
-            if isinstance(codec, VideoCodec) and cube_roles(var) is not None:
+            if isinstance(codec, VideoCodec):
                 payload = payload_nbytes(group, str(name))
                 entry.update(
                     profile=codec.profile,
@@ -254,7 +438,27 @@ def _store_info(store: str, storage_options: dict[str, Any] | None) -> dict[str,
 
 
 def _info(args: argparse.Namespace) -> int:
-    info = _store_info(args.store, _storage_options(args.storage_option))
+    from eocube import layout
+
+    options = _storage_options(args.storage_option)
+    state = layout.inspect_target(args.store, options)
+    if state.kind != "eocube":
+        raise CommandError(f"{args.store} is not an eocube store: it is {state.describe()}")
+    if not state.complete:
+        info = _unfinished_info(args.store, options)
+        parts = [
+            f"{name}: {v['shards_written']} of {v['shards']} shards written, "
+            f"{v['chunks_staged']} more chunks encoded"
+            for name, v in info["variables"].items()
+        ]
+        _emit(
+            args,
+            info,
+            f"{args.store}: incomplete: its write was interrupted ({'; '.join(parts)}); "
+            "run the same `eocube encode` command with --resume to finish it",
+        )
+        return 0
+    info = _store_info(args.store, options)
     lines = [
         f"{info['store']}: {info['bytes']} bytes, "
         + (
@@ -271,6 +475,8 @@ def _info(args: argparse.Namespace) -> int:
             line += f"  {v['profile']} crf={crf} payload {v['payload_bpppb']:.4f} bpppb"
             if v["max_abs_error"] is not None:
                 line += f" max_abs_error={v['max_abs_error']}"
+        else:
+            line += "  stored losslessly (zstd)"
         lines.append(line)
     recorded = info.get("recorded_quality")
     if recorded:
@@ -284,65 +490,39 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    import xarray as xr
-
     from eocube.backend import open_dataset
-    from eocube.errors import CorruptChunkError
+    from eocube.verify import verify_store
 
     options = _storage_options(args.storage_option)
     info = _store_info(args.store, options)
-    result: dict[str, Any] = {
-        "store": args.store,
-        "against": args.against,
-        "variables": {},
-        "ok": True,
-    }
     stored = open_dataset(args.store, storage_options=options)
-    with xr.open_dataset(args.against) as original:
-        for name, v in info["variables"].items():
-            if "profile" not in v:
-                continue
-            entry: dict[str, Any] = {}
-            try:
-                decoded = np.asarray(stored[name].values)
-                entry["checksums"] = "ok"
-            except CorruptChunkError as exc:
-                entry.update(checksums="failed", error=str(exc))
-                result["ok"] = False
-                result["variables"][name] = entry
-                continue
-            orig = np.asarray(original[name].values)
-            nodata = original[name].attrs.get("nodata")
-            nodata = None if nodata is None else float(nodata)
-            stats = metrics.ErrorStats.of(orig, decoded, nodata)
-            entry.update(
-                psnr=stats.psnr(),
-                psnr_per_band=stats.psnr_per_band().tolist(),
-                max_abs_error=stats.max_abs_error(),
-                max_abs_error_per_band=stats.max_error.tolist(),
-            )
-            bound = args.max_abs_error if args.max_abs_error is not None else v.get("max_abs_error")
-            if bound is not None:
-                bounds = np.broadcast_to(np.asarray(bound, dtype=float), stats.max_error.shape)
-                entry["bound"] = bounds.tolist()
-                entry["bound_held"] = bool(np.all(stats.max_error <= bounds))
-                result["ok"] &= entry["bound_held"]
-            result["variables"][name] = entry
+    with _open_input(args.against) as original:
+        result = verify_store(
+            stored,
+            original,
+            recorded=info.get("recorded_quality") or {},
+            bound=args.max_abs_error,
+            psnr_margin=args.psnr_margin,
+        )
+    result = {"store": args.store, "against": args.against, **result}
     lines = [f"{args.store} against {args.against}: {'OK' if result['ok'] else 'FAILED'}"]
     for name, e in result["variables"].items():
-        if e.get("checksums") == "failed":
-            lines.append(f"  {name}: checksum FAILED: {e['error']}")
-            continue
-        line = (
-            f"  {name}: PSNR {e['psnr']:.2f} dB, max abs error {e['max_abs_error']:.6g}, "
-            "checksums ok"
-        )
-        if "bound" in e:
-            line += f", bound {'held' if e['bound_held'] else 'BROKEN'}"
-        lines.append(line)
-        lines.append("    PSNR per band: " + ", ".join(f"{p:.2f}" for p in e["psnr_per_band"]))
+        for problem in e.get("problems", []):
+            lines.append(f"  {name}: FAILED: {problem}")
+        if "psnr" in e:
+            line = (
+                f"  {name}: PSNR {e['psnr']:.2f} dB"
+                + (f" (recorded {float(e['recorded_psnr']):.2f})" if "recorded_psnr" in e else "")
+                + f", max abs error {e['max_abs_error']:.6g}, checksums {e['checksums']}"
+            )
+            if "bound" in e:
+                line += f", bound {'held' if e['bound_held'] else 'BROKEN'}"
+            lines.append(line)
+            lines.append("    PSNR per band: " + ", ".join(f"{p:.2f}" for p in e["psnr_per_band"]))
+        for note in e.get("notes", []):
+            lines.append(f"  {name}: {note}")
     _emit(args, result, "\n".join(lines))
-    return 0 if result["ok"] else 1
+    return 0 if result["ok"] else EXIT_FAILED
 
 
 def _publish(args: argparse.Namespace) -> int:
@@ -361,12 +541,22 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the parser ----------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``eocube`` command."""
-    parser = argparse.ArgumentParser(prog="eocube", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser = _Parser(
+        prog="eocube",
+        description="Earth-observation and climate cubes compressed as video (zarr v3 stores).",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = sub.add_parser(
         "demo",
+        parents=[common],
         help="write a cube lossless and lossy, reopen it lazily, print size and error",
     )
     demo.add_argument("input", help="a NetCDF/zarr file xarray opens")
@@ -375,16 +565,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--crf", type=int, nargs="+", default=[8, 16, 24, 32], help="lossy crf values"
     )
     demo.set_defaults(func=_demo)
-    prof = sub.add_parser("profiles", help="list the codec profiles")
+    prof = sub.add_parser("profiles", parents=[common], help="list the codec profiles")
     prof.add_argument("--json", action="store_true", help="print JSON")
     prof.set_defaults(func=_profiles)
+    warm = sub.add_parser(
+        "warmup", parents=[common], help="compile the Numba kernels once (about a minute)"
+    )
+    warm.set_defaults(func=_warmup)
 
     enc = sub.add_parser(
         "encode",
+        parents=[common],
         help="compress cubes: one input to a store, several to a release folder",
         description="Compress anything xarray opens (NetCDF, zarr, GeoTIFF with rioxarray). "
         "One INPUT makes the store OUTPUT; several make a release folder OUTPUT "
-        "(cubes/<id>.eocube, catalog.parquet, README.md).",
+        "(cubes/<id>.eocube, catalog.parquet, README.md). The same store as "
+        "eocube.to_eocube(xr.open_dataset(INPUT), OUTPUT, ...) with the same settings.",
     )
     enc.add_argument("inputs", nargs="+", metavar="INPUT", help="input files")
     enc.add_argument("output", metavar="OUTPUT", help="store path/URL, or release folder")
@@ -394,17 +590,31 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--crf", type=float, help="codec quality: lower is better and bigger")
     quality.add_argument("--target-bpppb", type=float, help="bits per pixel per band of the store")
     quality.add_argument("--target-psnr", type=float, help="PSNR (dB) every cube variable reaches")
-    quality.add_argument("--max-abs-error", type=float, help="hard bound on every value's error")
+    quality.add_argument(
+        "--max-abs-error",
+        type=_parse_bound,
+        metavar="E[,E...]",
+        help="hard bound on every value's error: one number, or one per band",
+    )
     enc.add_argument("--chunks", type=_parse_chunks, help="e.g. time=32,y=256,x=256")
+    enc.add_argument(
+        "--dims",
+        type=_parse_dims,
+        help="roles of dims eocube does not recognise: time=t,band=b,...",
+    )
     enc.add_argument("--variables", help="comma-separated variables to encode as video")
-    enc.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    enc.add_argument(
+        "--overwrite", action="store_true", help="replace an existing eocube store (nothing else)"
+    )
     enc.add_argument("--resume", action="store_true", help="finish an interrupted write")
     enc.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec option")
     enc.add_argument("--quiet", action="store_true", help="no progress bar")
     enc.add_argument("--json", action="store_true", help="print the report as JSON")
     enc.set_defaults(func=_encode)
 
-    info = sub.add_parser("info", help="what a store holds: variables, chunks, profile, size")
+    info = sub.add_parser(
+        "info", parents=[common], help="what a store holds: variables, chunks, profile, size"
+    )
     info.add_argument("store", help="store path or URL")
     info.add_argument(
         "--storage-option", action="append", metavar="KEY=VALUE", help="fsspec option"
@@ -414,17 +624,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     ver = sub.add_parser(
         "verify",
-        help="compare a store with its source: PSNR, max error, checksums (exit 1 on failure)",
+        parents=[common],
+        help="compare a store with its source: shapes, coordinates, PSNR against the one "
+        "recorded, bounds, checksums (exit 1 when they do not match)",
     )
     ver.add_argument("store", help="store path or URL")
     ver.add_argument("--against", required=True, help="the original (anything xarray opens)")
-    ver.add_argument("--max-abs-error", type=float, help="a bound to check (default: the store's)")
+    ver.add_argument(
+        "--max-abs-error",
+        type=_parse_bound,
+        metavar="E[,E...]",
+        help="a bound to check, one number or one per band (default: the store's)",
+    )
+    ver.add_argument(
+        "--psnr-margin",
+        type=float,
+        default=0.1,
+        help="dB the PSNR may fall below the one the store recorded (default 0.1)",
+    )
     ver.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec option")
     ver.add_argument("--json", action="store_true", help="print JSON")
     ver.set_defaults(func=_verify)
 
     pub = sub.add_parser(
         "publish",
+        parents=[common],
         help="upload a release folder or store to a hub dataset repo, print the commit sha",
     )
     pub.add_argument("folder", help="a release folder (eocube.write_release) or an .eocube store")
@@ -438,14 +662,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted(args: argparse.Namespace) -> str:
+    if args.command != "encode":
+        return "eocube: interrupted"
+    from eocube import layout
+
+    try:
+        state = layout.inspect_target(args.output, _storage_options(args.storage_option))
+    except Exception:
+        state = None
+    if state is not None and state.kind == "eocube" and not state.complete:
+        return (
+            f"eocube: interrupted: {args.output} is incomplete (no reader opens it); run the "
+            f"same command with --resume to finish it, keeping the chunks already encoded"
+        )
+    return f"eocube: interrupted: run the same command again (with --resume for {args.output})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``eocube`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (EocubeError, OSError, KeyError) as exc:
-        print(f"eocube: error: {exc}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        print(_interrupted(args), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"eocube: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -29,9 +29,7 @@ from zarr.errors import UnstableSpecificationWarning
 from zarr.storage import StorePath, WrapperStore
 
 from eocube.errors import CorruptChunkError, EocubeError, IncompleteStoreError
-
-MARKER = "eocube"
-"""Root attribute holding the format version and whether the write completed."""
+from eocube.layout import MARKER
 
 # What zarr, numcodecs and eocube's decoders raise on damaged bytes
 _DAMAGE = (ValueError, IndexError, TypeError, struct.error, zlib.error, RuntimeError, EOFError)
@@ -268,7 +266,29 @@ def check_complete(attrs: dict[str, Any], where: str) -> None:
     if not isinstance(marker, dict):
         raise IncompleteStoreError(f"{where} is not an eocube store (no {MARKER!r} attribute)")
     if not marker.get("complete", False):
-        raise IncompleteStoreError(
-            f"{where} is incomplete: its write was interrupted. Re-run the same "
-            f"to_eocube(...) call with resume=True to finish it, or mode='w' to start over"
-        )
+        raise IncompleteStoreError(_unfinished(where))
+
+
+def _unfinished(where: str) -> str:
+    return (
+        f"{where} is incomplete: its write was interrupted. Re-run the same "
+        f"to_eocube(...) call with resume=True to finish it, or mode='w' to start over"
+    )
+
+
+def explain_open_failure(store: Any, storage_options: Any, exc: BaseException) -> Exception:
+    """The error to raise when zarr could not open ``store``: an unfinished eocube store
+    (zarr refuses its metadata on purpose), a damaged ``zarr.json``, or ``exc`` itself."""
+    from eocube import layout
+
+    try:
+        state = layout.inspect_target(store, storage_options)
+    except ValueError as damaged:  # the root zarr.json is not JSON
+        return CorruptChunkError(str(damaged))
+    except Exception:  # the diagnosis must not hide the error it explains
+        return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+    if state.kind == "eocube" and not state.complete:
+        return IncompleteStoreError(_unfinished(str(store)))
+    if state.kind in ("absent", "empty", "other", "file"):
+        return FileNotFoundError(f"{store} is not an eocube store: it is {state.describe()}")
+    return exc if isinstance(exc, Exception) else RuntimeError(str(exc))

@@ -38,6 +38,22 @@ def cube_path(cube_id: str) -> str:
     return f"{CUBES_DIR}/{cube_id}.eocube"
 
 
+def _check_folder(root: Path) -> None:
+    """Refuse a folder that is neither new, empty, nor a release (it holds other files)."""
+    if root.is_file():
+        raise FileExistsError(f"{root} is a file: a release is written to a folder")
+    if not root.is_dir():
+        return
+    names = sorted(p.name for p in root.iterdir())
+    if not names or CATALOG in names or names == [CUBES_DIR]:
+        return
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    raise FileExistsError(
+        f"{root} is a folder of other files ({shown}), not a release: eocube writes a release "
+        f"to a new folder, an empty one, or an earlier release; write to another folder"
+    )
+
+
 def write_release(
     cubes: Mapping[str, xr.Dataset | xr.DataArray],
     folder: str | os.PathLike[str],
@@ -88,6 +104,7 @@ def write_release(
     if "storage_options" in to_eocube_kwargs:
         raise TypeError("write_release() writes to a local folder: it takes no storage_options")
     root = Path(folder)
+    _check_folder(root)
     paths = {cube_path(cube_id) for cube_id in cubes}
     strangers = sorted(
         p.relative_to(root).as_posix()

@@ -59,16 +59,21 @@ def test_missing_dim_names_the_variable_and_its_dims(small: xr.Dataset) -> None:
 
 def test_variables_naming_a_non_cube_or_absent_variable(small: xr.Dataset) -> None:
     ds = small.assign(elevation=small.data.isel(time=0, band=0))
-    with pytest.raises(ValueError, match=r"variable 'elevation' has dims \('y', 'x'\).*dims="):
+    with pytest.raises(
+        ValueError,
+        match=r"variable 'elevation' is not a cube: dims \('y', 'x'\): no time dim.*dims=",
+    ):
         eocube.to_eocube(ds, _store(), variables=["elevation"])
-    with pytest.raises(ValueError, match=r"\['nope'\] are not in the dataset: \['data'"):
+    with pytest.raises(
+        ValueError, match=r"variables= names \['nope'\], which are not in the dataset: \['data'"
+    ):
         eocube.to_eocube(ds, _store(), variables=["nope"])
 
 
 def test_dims_naming_an_absent_dim(small: xr.Dataset) -> None:
     with pytest.raises(ValueError, match=r"dims= names \{'time': 'date'\}, not dims"):
         eocube.to_eocube(small, _store(), dims={"time": "date"})
-    with pytest.raises(ValueError, match="dims= keys must be among"):
+    with pytest.raises(ValueError, match="dims= keys are roles among"):
         eocube.to_eocube(small, _store(), dims={"level": "time"})
 
 
@@ -205,7 +210,9 @@ def test_non_uniform_or_non_integer_chunks_are_refused(small: xr.Dataset, chunk:
 
 
 def test_chunks_naming_an_unknown_dim_or_splitting_bands(small: xr.Dataset) -> None:
-    with pytest.raises(ValueError, match=r"chunks names \['level'\].*\['band', 'time', 'x', 'y'\]"):
+    with pytest.raises(
+        ValueError, match=r"chunks= names \['level'\].*\['band', 'time', 'x', 'y'\]"
+    ):
         eocube.to_eocube(small, _store(), chunks={"level": 2})
     with pytest.raises(ValueError, match=r"variable 'data': all bands stay in one chunk"):
         eocube.to_eocube(small, _store(), chunks={"band": 2})
