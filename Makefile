@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAMPLE := tests/data/s2_l2a_worldcereal_118x4x64x64.nc
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench notebooks clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	# the CPU build of torch (the torch extra), so that the tests of eocube.torch run
 	$(BIN)/python -m pip install --quiet torch==2.13.0
+	# compile eocube's Numba kernels once, here, rather than in the first command
+	$(BIN)/eocube warmup
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -25,8 +27,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check eocube tests benchmarks
+	$(BIN)/ruff check eocube tests benchmarks notebooks
 	$(BIN)/mypy
+
+# run the notebooks and commit them with their outputs (and docs/images/)
+notebooks: $(STAMP)
+	$(BIN)/python notebooks/run.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.codec_core

@@ -82,7 +82,7 @@ SWEEPS_QUICK = {
     "vp9-8bit-444": (15, 35),
 }
 
-# PSNR (dB, DESIGN.md definition) at 0.1 / 0.3 / 1.0 bpppb from ANCHORS.md, drawn for context.
+# PSNR (dB, docs/format.md definition) at 0.1 / 0.3 / 1.0 bpppb from ANCHORS.md, drawn for context.
 ANCHOR_POINTS: dict[str, dict[str, tuple[float | None, ...]]] = {
     "s2_l2a_worldcereal_118x4x64x64": {
         "xarrayvideo (x265 12-bit)": (37.8, 44.5, 51.8),
@@ -652,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
         f"threads={args.threads}, av {info['av']}, numpy {info['numpy']}, numba {info['numba']})\n"
     )
     out.append(
-        "PSNR: mean over bands of the per-band PSNR with a data-range peak (DESIGN.md); "
+        "PSNR: mean over bands of the per-band PSNR with a data-range peak (docs/format.md); "
         "bpppb counts every payload byte.\n"
     )
     out.append(markdown_points(records))

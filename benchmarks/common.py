@@ -2,7 +2,7 @@
 
 Cubes of the dev corpus, their families, crops of the largest ones, interpolation of
 PSNR at fixed rates, machine information and markdown formatting. Every metric comes
-from :mod:`eocube.metrics` (DESIGN.md definitions).
+from :mod:`eocube.metrics` (docs/format.md definitions).
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def timed(fn: Callable[[], Any], repeats: int = 1) -> tuple[Any, float, list[flo
 
 
 def quality(original: np.ndarray, decoded: np.ndarray, nodata: float | None) -> dict[str, Any]:
-    """PSNR (DESIGN.md), per-band PSNR, max abs error (also relative to the data range)."""
+    """PSNR (docs/format.md), per-band PSNR, max abs error (also relative to the data range)."""
     from eocube import metrics
 
     stats_cls = getattr(metrics, "ErrorStats", None)

@@ -398,7 +398,7 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"# Measurements behind the defaults ({meta['mode']})",
         "",
         f"{meta['machine'].get('cpu_usable')} CPUs shared with other jobs; av "
-        f"{meta['machine'].get('av')}. Reproduce: `{meta['command']}`. PSNR: DESIGN.md "
+        f"{meta['machine'].get('av')}. Reproduce: `{meta['command']}`. PSNR: docs/format.md "
         "definition; bpppb here = chunk payload bytes (headers and masks included, no store "
         "metadata) unless said otherwise. Cells: PSNR dB at 0.1 / 0.3 / 1 bpppb "
         "(interpolated in log bpppb) and, in brackets, the difference to the first row of "

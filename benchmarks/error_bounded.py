@@ -27,7 +27,7 @@ layer also bounds: the integer error ``floor(e_b)``); for float data ``e_b`` min
 float32 ulp of the largest magnitude (rounding to float32 may add half an ulp).
 Competitor bytes are their compressed streams only (SPERR's 3-D header included).
 
-PSNR and max error follow :mod:`eocube.metrics` (DESIGN.md). Times are wall seconds on
+PSNR and max error follow :mod:`eocube.metrics` (docs/format.md). Times are wall seconds on
 this machine (eocube: the rate search plus the write; SZ3/SPERR: compress only).
 
 Diagnostics (what eocube's bytes are made of): for each cube and bound, every chunk

@@ -24,7 +24,7 @@ the most valid values), and the crop is recorded. Per cube, in one run:
   JPEG-XL, JPEG 2000, HTJ2K; lossless zstd, JPEG-XL, JPEG-LS.
 
 PSNR, bpppb, compression ratio and max abs error are those of :mod:`eocube.metrics`
-(DESIGN.md: per-band data-range peak over valid values, mean over bands). Speeds are MB/s
+(docs/format.md: per-band data-range peak over valid values, mean over bands). Speeds are MB/s
 of the original array in its dtype (median of the decode repeats; one encode).
 
 Writes into ``benchmarks/results/rd`` (``--quick``: ``benchmarks/results/rd/quick``):
@@ -84,7 +84,7 @@ REFERENCE_CRFS_FULL = X265_CRFS
 REFERENCE_CRFS_QUICK = (0, 10, 20, 30, 40)
 DEFAULT_PROFILE = "hevc-12bit-444"
 COMPETITOR_RATES = (0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)
-# ANCHORS.md "Measured on our own data": PSNR at 0.1 / 0.3 / 1 bpppb (payload bytes, DESIGN.md
+# ANCHORS.md "Measured on our own data": PSNR at 0.1 / 0.3 / 1 bpppb (payload bytes, docs/format.md
 # PSNR) of the reference's own code and of the competitors, to check our reimplementation.
 ANCHORS_MEASURED: dict[str, dict[str, tuple[float | None, ...]]] = {
     "s2_l2a_worldcereal_118x4x64x64": {
@@ -467,7 +467,7 @@ def cube_markdown(cube_info: dict[str, Any], records: list[dict[str, Any]]) -> s
         )
         + ".",
         "",
-        "PSNR: DESIGN.md (per-band peak = max − min of the valid original values, MSE over "
+        "PSNR: docs/format.md (per-band peak = max − min of the valid original values, MSE over "
         "valid values, mean over bands); † = the method saturates below that rate: its best "
         "quality (crf 0) is shown. bpppb (total): every stored byte — for eocube the "
         "whole store (metadata, coordinates, masks); for the competitors their streams, "
@@ -715,7 +715,7 @@ def summary_markdown(
         " (a single cube or method can be re-measured with `--cubes` / `--methods`; the "
         "per-cube parts in `points/` are merged).",
         "",
-        "Definitions: PSNR per DESIGN.md (per-band data-range peak over valid values, mean "
+        "Definitions: PSNR per docs/format.md (per-band data-range peak over valid values, mean "
         "over bands; the reference paper's storage-type peak reads ~16 dB higher on "
         "Sentinel-2). eocube bpppb counts every byte of the store (metadata, coordinates, "
         "masks) — 'payload' only the chunk payloads; the reference counts its video "

@@ -25,6 +25,17 @@ from eocube.layout import MARKER
 from eocube.reader import EocubeZarrStore, check_complete, explain_open_failure, quiet_zarr
 
 
+def _transposed(var: xr.DataArray, dims: tuple[str, ...]) -> xr.DataArray:
+    """``var`` in the order ``dims``, its per-dim encodings (chunks, shards) reordered too."""
+    order = [var.dims.index(d) for d in dims]
+    out = var.transpose(*dims)
+    for key in ("chunks", "shards"):
+        value = out.encoding.get(key)
+        if isinstance(value, tuple | list) and len(value) == len(order):
+            out.encoding[key] = tuple(value[i] for i in order)
+    return out
+
+
 class EocubeBackendEntrypoint(BackendEntrypoint):
     """Open eocube stores with ``xr.open_dataset(path, engine="eocube")``."""
 
@@ -110,7 +121,7 @@ class EocubeBackendEntrypoint(BackendEntrypoint):
             # variables given in another order than (time, band, y, x) read in their own
             for name, dims in (marker.get("dims") or {}).items():
                 if name in ds.variables and set(dims) == set(ds[name].dims):
-                    ds[name] = ds[name].transpose(*dims)
+                    ds[name] = _transposed(ds[name], tuple(dims))
         if isinstance(filename_or_obj, str):
             ds.encoding.setdefault("source", filename_or_obj)
         return ds

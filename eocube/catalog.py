@@ -5,7 +5,7 @@ Columns (:data:`SCHEMA`): ``id``, ``path`` (of the store, relative to the releas
 main variable: the largest), ``crs``, ``xmin``/``ymin``/``xmax``/``ymax`` (outer edges of
 the pixels, in the CRS), ``time_start``/``time_end``, ``profile``, ``quality``,
 ``lossless``, ``bytes`` (every object of the store), ``bpppb``, ``psnr`` (the lowest over
-the cube's variables, DESIGN.md definition), ``max_abs_error``.
+the cube's variables, docs/format.md definition), ``max_abs_error``.
 
 Rows are sorted by id and written in small row groups, each with min/max statistics, so
 :func:`open_catalog` reads the footer and only the row groups a filter can match. A row

@@ -146,7 +146,7 @@ def psnr(original: np.ndarray, decoded: np.ndarray, nodata: float | None = None)
 def max_abs_error(original: np.ndarray, decoded: np.ndarray, nodata: float | None = None) -> float:
     """Largest absolute difference over the original's valid values (0 if none).
 
-    A decoded NaN or nodata where the original is valid counts as an infinite error.
+    A decoded NaN where the original is valid counts as an infinite error.
     """
     original, decoded = np.asarray(original), np.asarray(decoded)
     valid = valid_mask(original, nodata)

@@ -19,7 +19,7 @@ from eocube.pixfmt import pixel_format
 from eocube.spectral import TRANSFORMS
 
 LAYOUTS = ("planar3", "luma", "bands-as-frames")
-"""Band layouts: how the bands of a block are grouped into frames (see eocube.layout)."""
+"""Band layouts: how the bands of a block are grouped into frames (see eocube.packing)."""
 
 DEFAULT_PROFILE = "hevc-12bit-444"
 DEFAULT_LOSSLESS_PROFILE = "ffv1-lossless"

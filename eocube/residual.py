@@ -770,7 +770,8 @@ def _decode(
 
 
 def restore(decoded: np.ndarray, res: Residual) -> np.ndarray:
-    """Apply a residual to a decoded block (NaN and nodata positions are set afterwards)."""
+    """Apply a residual to a decoded block (after its NaN and nodata masks, whose positions
+    carry no correction)."""
     out = apply(decoded, res.q, res.step)
     flat = out.reshape(-1)
     flat[res.exception_index] = res.exception_value

@@ -11,7 +11,15 @@
 
 A sample is a dict: ``"data"`` a float32 tensor (time, band, y, x) of the window (one
 entry per variable, under its name, when several variables are read), ``"cube"`` the
-cube's id and ``"offset"`` the window's origin (t, y, x) in the cube.
+cube's id and ``"offset"`` the window's origin (t, y, x) in the cube. Variables whose dims
+are in another order (``(band, time, y, x)``, ``(y, x, time)``...) are found by their dims'
+roles (:mod:`eocube.dims`) and delivered in (time, band, y, x) order all the same.
+
+NaN values (gaps, clouds, land in a sea-surface cube) reach the tensors as NaN by default
+(``nan="keep"``), so a loss computed over them is NaN. ``nan=0.0`` (any number) replaces
+them with that value; ``nan="mask"`` replaces them with 0 and adds a boolean tensor of the
+same shape, True where the value is valid: ``"valid"`` next to ``"data"``, or
+``"<name>_valid"`` per variable when several are read.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from numbers import Real
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -36,13 +45,15 @@ except ImportError as exc:  # pragma: no cover - exercised without torch only
         "eocube.torch needs PyTorch: install it with `pip install 'eocube[torch]'`"
     ) from exc
 
-from eocube.dims import cube_roles
+from eocube.dims import cube_roles, recognise
 from eocube.gpu import GPUFallbackWarning, NvdecDecoder
 
 DEFAULT_WINDOW = {"time": 8, "y": 64, "x": 64}
 _AXES = ("time", "y", "x")
 
 Sample = dict[str, Any]
+NanPolicy = Literal["keep", "mask"] | float
+"""What samples do with NaN: keep it, replace it with a number, or mask it (see the module)."""
 
 
 # --- what a cube offers ------------------------------------------------------------------
@@ -56,7 +67,9 @@ class _Cube:
     source: Any  # a path/URL, or an xarray.Dataset
     storage_options: Mapping[str, Any] | None
     variables: tuple[str, ...]
-    dims: tuple[tuple[Hashable, ...], ...]  # per variable: (time, [band,] y, x) dim names
+    # per variable: role -> dim name, in (time, [band,] y, x) order whatever the variable's
+    # own order, so that indexing by role and transposing to this order give canonical arrays
+    roles: tuple[Mapping[str, Hashable], ...]
     sizes: tuple[int, int, int]  # time, y, x
     chunks: tuple[int, int, int]
     band_index: tuple[int, ...] | None  # positions of the selected bands, None: all
@@ -107,8 +120,13 @@ def _describe(
         else [str(n) for n, v in ds.data_vars.items() if cube_roles(v) is not None]
     )
     if not names:
-        raise ValueError(f"{_default_id(source)}: no cube variable with dims (time, [band,] y, x)")
-    dims, sizes, chunks = [], None, None
+        raise ValueError(
+            f"{_default_id(source)}: no cube variable with dims time, [band,] y and x "
+            "(in any order)"
+        )
+    roles_per_variable: list[Mapping[str, Hashable]] = []
+    sizes: tuple[int, ...] | None = None
+    chunks: tuple[int, ...] | None = None
     band_index: tuple[int, ...] | None = None
     for name in names:
         if name not in ds.data_vars:
@@ -116,17 +134,19 @@ def _describe(
                 f"{_default_id(source)} has no variable {name!r}; it has {list(ds.data_vars)}"
             )
         var = ds[name]
-        roles = cube_roles(var)
-        if roles is None:
-            raise ValueError(f"variable {name!r} has dims {var.dims}, not (time, [band,] y, x)")
+        recognised = recognise(var)
+        if recognised.roles is None:
+            raise ValueError(f"variable {name!r} is not a cube variable: {recognised.reason}")
+        roles = recognised.roles
         shape = tuple(var.sizes[roles[a]] for a in _AXES)
         if sizes is not None and shape != sizes:
             raise ValueError(f"variables {names} differ in (time, y, x) sizes: {sizes} vs {shape}")
         sizes = shape
+        # preferred_chunks is keyed by dim name, so it holds whatever the variable's order
         preferred = var.encoding.get("preferred_chunks") or {}
         stored = tuple(int(preferred.get(roles[a], shape[i])) for i, a in enumerate(_AXES))
         chunks = stored if chunks is None else chunks
-        dims.append(tuple(var.dims))
+        roles_per_variable.append(roles)
         if bands is not None and "band" in roles:
             band_index = _band_positions(var[roles["band"]], bands)
     if bands is not None and band_index is None:
@@ -138,7 +158,7 @@ def _describe(
         source=source,
         storage_options=storage_options,
         variables=tuple(names),
-        dims=tuple(dims),
+        roles=tuple(roles_per_variable),
         sizes=(sizes[0], sizes[1], sizes[2]),
         chunks=(chunks[0], chunks[1], chunks[2]),
         band_index=band_index,
@@ -160,26 +180,49 @@ def _band_positions(coord: xr.DataArray, bands: Sequence[Any]) -> tuple[int, ...
     return tuple(out)
 
 
+def _sizes_by_role(sizes: Mapping[Any, int], cube: _Cube, argument: str) -> dict[str, int]:
+    """``sizes`` keyed by role (time, y, x), from keys that are roles or the cube's dim names."""
+    role_of: dict[Hashable, str] = {role: role for role in _AXES}
+    for roles in cube.roles:
+        for role in _AXES:
+            role_of.setdefault(roles[role], role)
+    by_role = {}
+    for key, size in sizes.items():
+        found = role_of.get(key)
+        if found is None:
+            raise ValueError(f"{argument} keys are time, y, x (or their dim names), got {key!r}")
+        by_role[found] = int(size)
+    return by_role
+
+
+def _window_and_stride(
+    window: Mapping[str, int], cube: _Cube, stride: Mapping[str, int] | None
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Window size and stride along (time, y, x); a window larger than the cube is allowed."""
+    win_by_role = _sizes_by_role(window, cube, "window")
+    stride_by_role = _sizes_by_role(stride or {}, cube, "stride")
+    win = tuple(win_by_role.get(a, n) for a, n in zip(_AXES, cube.sizes, strict=True))
+    strides = tuple(stride_by_role.get(a, w) for a, w in zip(_AXES, win, strict=True))
+    for a, w, s in zip(_AXES, win, strides, strict=True):
+        if w <= 0 or s <= 0:
+            raise ValueError(f"window and stride along {a} must be positive, got {w} and {s}")
+    return win, strides  # type: ignore[return-value]
+
+
+def _size_text(cube: _Cube) -> str:
+    """The cube's size as ``time=..., y=..., x=...`` for messages."""
+    return ", ".join(f"{a}={n}" for a, n in zip(_AXES, cube.sizes, strict=True))
+
+
 def _window_sizes(
     window: Mapping[str, int], cube: _Cube, stride: Mapping[str, int] | None
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    dims = cube.dims[0]
-    roles = dict(zip(("time", "band", "y", "x") if len(dims) == 4 else _AXES, dims, strict=True))
-    by_role = {}
-    for key, size in window.items():
-        role = next((r for r, d in roles.items() if key in (r, d)), None)
-        if role is None or role == "band":
-            raise ValueError(f"window keys are time, y, x (or their dim names), got {key!r}")
-        by_role[role] = int(size)
-    win = tuple(by_role.get(a, cube.sizes[i]) for i, a in enumerate(_AXES))
-    step = dict(stride or {})
-    strides = tuple(int(step.get(a, step.get(str(roles[a]), win[i]))) for i, a in enumerate(_AXES))
-    for a, w, s, n in zip(_AXES, win, strides, cube.sizes, strict=True):
-        if w <= 0 or s <= 0:
-            raise ValueError(f"window and stride along {a} must be positive, got {w} and {s}")
+    """Window size and stride along (time, y, x); raises if the window exceeds the cube."""
+    win, strides = _window_and_stride(window, cube, stride)
+    for a, w, n in zip(_AXES, win, cube.sizes, strict=True):
         if w > n:
             raise ValueError(f"cube {cube.id!r}: window {a}={w} is larger than the cube ({n})")
-    return win, strides  # type: ignore[return-value]
+    return win, strides
 
 
 def _origins(cube: _Cube, win: tuple[int, ...], strides: tuple[int, ...]) -> list[np.ndarray]:
@@ -264,8 +307,8 @@ class _Reader:
                 self.cache.move_to_end(key)
                 return hit
         block = {
-            name: self._read(name, dims, key)
-            for name, dims in zip(self.cube.variables, self.cube.dims, strict=True)
+            name: self._read(name, roles, key)
+            for name, roles in zip(self.cube.variables, self.cube.roles, strict=True)
         }
         with self.lock:
             self.cache[key] = block
@@ -283,39 +326,54 @@ class _Reader:
             for k, c, n in zip(key, self.cube.chunks, self.cube.sizes, strict=True)
         ]
 
-    def _read(self, name: str, dims: tuple[Hashable, ...], key: tuple[int, int, int]) -> np.ndarray:
+    def _read(
+        self, name: str, roles: Mapping[str, Hashable], key: tuple[int, int, int]
+    ) -> np.ndarray:
+        """Values of variable ``name`` in stored chunk ``key``, as (time, band, y, x)."""
         bounds = self._bounds(key)
         if name in self.payloads:
-            values = self._read_payload(name, dims, key, bounds)
+            values = self._read_payload(name, roles, key, bounds)
         else:
             var = self.ds[name]
-            sel = {dims[0]: bounds[0], dims[-2]: bounds[1], dims[-1]: bounds[2]}
-            values = np.asarray(var.isel(sel).values)
-        if values.ndim == 3:
+            sel = {roles["time"]: bounds[0], roles["y"]: bounds[1], roles["x"]: bounds[2]}
+            # roles are in (time, [band,] y, x) order whatever the variable's own order
+            values = np.asarray(var.isel(sel).transpose(*roles.values()).values)
+        if "band" not in roles:
             values = values[:, None]
         elif self.cube.band_index is not None:
             values = values[:, list(self.cube.band_index)]
         return values
 
     def _read_payload(
-        self, name: str, dims: tuple[Hashable, ...], key: tuple[int, int, int], bounds: list[slice]
+        self,
+        name: str,
+        roles: Mapping[str, Hashable],
+        key: tuple[int, int, int],
+        bounds: list[slice],
     ) -> np.ndarray:
+        """Decode stored chunk ``key`` of ``name`` on NVDEC, as (time, [band,] y, x).
+
+        The writer stores cube variables as (time, [band,] y, x) whatever their order in
+        the written Dataset (the reader transposes them back), so the chunk coordinates
+        and the decoded chunk are in that order, the order of ``roles``.
+        """
         from eocube.gpu import decode_chunk_with
 
         assert self.decoder is not None
         var = self.ds[name]
-        coords = (key[0], 0, key[1], key[2]) if len(dims) == 4 else key
+        has_band = "band" in roles
+        coords = (key[0], 0, key[1], key[2]) if has_band else key  # bands are one chunk
         payload = self.payloads[name].get(coords)
         shape = tuple(b.stop - b.start for b in bounds)
-        if payload is None:
+        if payload is None:  # a chunk never written: all fill value
             fill = var.encoding.get("fill_value", var.encoding.get("_FillValue", 0))
-            nb = var.shape[1] if len(dims) == 4 else 1
+            nb = var.sizes[roles["band"]] if has_band else 1
             raw = np.full(
                 (shape[0], nb, shape[1], shape[2]), fill, var.encoding.get("dtype", var.dtype)
             )
         else:
             raw = decode_chunk_with(payload, self.decoder)[: shape[0], :, : shape[1], : shape[2]]
-        if len(dims) == 3:
+        if not has_band:
             raw = raw[:, 0]
         enc = var.encoding
         attrs = {
@@ -324,14 +382,21 @@ class _Reader:
             if k in enc
         }
         decoded = xr.conventions.decode_cf_variable(
-            name, xr.Variable(dims, raw, attrs=attrs), mask_and_scale=True, decode_times=False
+            name,
+            xr.Variable(tuple(roles.values()), raw, attrs=attrs),
+            mask_and_scale=True,
+            decode_times=False,
         )
         return np.asarray(decoded.values)
 
     def window(
         self, origin: tuple[int, int, int], size: tuple[int, int, int]
     ) -> dict[str, np.ndarray]:
-        """Float32 (time, band, y, x) arrays of the window at ``origin`` per variable."""
+        """Float32 (time, band, y, x) arrays of the window at ``origin`` per variable.
+
+        The arrays are the caller's own, never views of cached chunks: samples (and
+        transforms that work in place) cannot alter the values of later windows.
+        """
         first = [o // c for o, c in zip(origin, self.cube.chunks, strict=True)]
         last = [(o + s - 1) // c for o, s, c in zip(origin, size, self.cube.chunks, strict=True)]
         if first == last:  # the common case: the window lies in one chunk
@@ -339,9 +404,11 @@ class _Reader:
             block = self.chunk(key)
             lo = [o - k * c for o, k, c in zip(origin, key, self.cube.chunks, strict=True)]
             return {
-                n: np.ascontiguousarray(
+                n: np.array(
                     b[lo[0] : lo[0] + size[0], :, lo[1] : lo[1] + size[1], lo[2] : lo[2] + size[2]],
                     dtype=np.float32,
+                    order="C",
+                    copy=True,
                 )
                 for n, b in block.items()
             }
@@ -365,6 +432,26 @@ class _Reader:
         return out
 
 
+def _nan_policy(nan: Any) -> NanPolicy:
+    """Check ``nan=``: ``"keep"``, ``"mask"`` or a number to replace NaN with."""
+    expected = "nan= takes 'keep', 'mask' or a number to replace NaN with"
+    if isinstance(nan, str):
+        if nan in ("keep", "mask"):
+            return nan  # type: ignore[return-value]
+        raise ValueError(f"{expected}, got {nan!r}")
+    if isinstance(nan, bool) or not isinstance(nan, Real):
+        raise TypeError(f"{expected}, got {nan!r} of type {type(nan).__name__}")
+    value = float(nan)
+    if math.isnan(value):
+        raise ValueError(f"{expected}, got NaN: to keep NaN, pass nan='keep'")
+    return value
+
+
+def _valid_key(name: str, variables: Sequence[str]) -> str:
+    """Sample key of the validity mask of variable ``name`` (under ``nan="mask"``)."""
+    return "valid" if len(variables) == 1 else f"{name}_valid"
+
+
 class _Windows:
     """Shared by both datasets: cubes, windows, decoding, samples."""
 
@@ -376,10 +463,22 @@ class _Windows:
         transform: Callable[[Sample], Any] | None,
         device: str | torch.device,
         cache_chunks: int,
+        nan: NanPolicy = "keep",
     ) -> None:
         self.cubes = cubes
         self.window = dict(window)
         self.transform = transform
+        self.nan = _nan_policy(nan)
+        if self.nan == "mask":
+            for cube in cubes:
+                masks = {_valid_key(n, cube.variables) for n in cube.variables}
+                data_keys = {"data"} if len(cube.variables) == 1 else set(cube.variables)
+                clash = sorted(masks & (data_keys | {"cube", "offset"}))
+                if clash:
+                    raise ValueError(
+                        f"nan='mask' adds the keys {sorted(masks)} to samples, but {clash} "
+                        f"already name something in the samples of cube {cube.id!r}"
+                    )
         self.cache_chunks = cache_chunks
         sizes = [_window_sizes(window, c, stride) for c in cubes]
         self.win = [w for w, _ in sizes]
@@ -429,16 +528,25 @@ class _Windows:
         return tuple(o // k for o, k in zip(origin, self.cubes[c].chunks, strict=True))  # type: ignore[return-value]
 
     def sample(self, c: int, origin: tuple[int, int, int]) -> Any:
-        values = self.reader(c).window(origin, self.win[c])
-        on_gpu = self.device.type != "cpu" and get_worker_info() is None
-        tensors = {}
-        for name, array in values.items():
-            t = torch.from_numpy(array)
-            tensors[name] = t.to(self.device, non_blocking=True) if on_gpu else t
         cube = self.cubes[c]
-        sample: Sample = (
-            {"data": tensors[cube.variables[0]]} if len(cube.variables) == 1 else dict(tensors)
-        )
+        values = self.reader(c).window(origin, self.win[c])
+        masks: dict[str, np.ndarray] = {}
+        # window() hands out arrays of their own: replacing NaN in place is safe
+        if self.nan == "mask":
+            for name, array in values.items():
+                valid = ~np.isnan(array)
+                array[~valid] = 0.0
+                masks[_valid_key(name, cube.variables)] = valid
+        elif isinstance(self.nan, float):
+            for array in values.values():
+                array[np.isnan(array)] = self.nan
+        if len(cube.variables) == 1:
+            values = {"data": values[cube.variables[0]]}
+        on_gpu = self.device.type != "cpu" and get_worker_info() is None
+        sample: Sample = {}
+        for name, array in {**values, **masks}.items():
+            t = torch.from_numpy(array)
+            sample[name] = t.to(self.device, non_blocking=True) if on_gpu else t
         sample["cube"] = cube.id
         sample["offset"] = origin
         return self.transform(sample) if self.transform is not None else sample
@@ -459,9 +567,11 @@ class CubeDataset(Dataset):
     ----------
     store_or_dataset : str, os.PathLike or xarray.Dataset
         An eocube store (path or fsspec URL), any zarr v3 store or NetCDF file, or an
-        opened Dataset (lazy or in memory).
+        opened Dataset (lazy or in memory). Cube variables may have their dims in any
+        order; samples are (time, band, y, x) all the same.
     window : mapping
-        Window size along time, y and x (roles or dim names); a missing axis spans the cube.
+        Window size along time, y and x (roles or dim names); a missing axis spans the
+        cube. A window larger than the cube raises ValueError.
     stride : mapping, optional
         Step between window origins per axis; default: the window (no overlap). Windows
         that would cross the cube's far edge are left out.
@@ -471,11 +581,16 @@ class CubeDataset(Dataset):
         Cube variables to read; default: every cube variable. With one variable the
         sample holds it as ``"data"``, with several under their names.
     transform : callable, optional
-        Applied to each sample dict; its result is the sample.
+        Applied to each sample dict (after ``nan=``); its result is the sample.
     device : str or torch.device
         ``"cuda"`` decodes on NVDEC (GPU-decodable profiles) and returns CUDA tensors in
         the main process (worker processes return CPU tensors). Without a GPU, or for
         other profiles, the CPU decodes, with one :class:`GPUFallbackWarning`.
+    nan : {"keep", "mask"} or float
+        ``"keep"`` (default): NaN values reach the tensors as NaN. A number: NaN is
+        replaced by it. ``"mask"``: NaN is replaced by 0 and the sample gets a boolean
+        tensor of the same shape, True where the value is valid, as ``"valid"`` (one
+        variable, read as ``"data"``) or ``"<name>_valid"`` per variable (several).
     cube_id : str, optional
         The ``"cube"`` of samples; default: the store's name.
     storage_options : mapping, optional
@@ -494,10 +609,12 @@ class CubeDataset(Dataset):
         variables: Sequence[str] | None = None,
         transform: Callable[[Sample], Any] | None = None,
         device: str | torch.device = "cpu",
+        nan: NanPolicy = "keep",
         cube_id: str | None = None,
         storage_options: Mapping[str, Any] | None = None,
         cache_chunks: int = 4,
     ) -> None:
+        nan = _nan_policy(nan)  # before opening anything: a typo fails fast
         cube = _describe(
             store_or_dataset,
             variables=variables,
@@ -505,7 +622,7 @@ class CubeDataset(Dataset):
             cube_id=cube_id,
             storage_options=storage_options,
         )
-        self._w = _Windows([cube], window, stride, transform, device, cache_chunks)
+        self._w = _Windows([cube], window, stride, transform, device, cache_chunks, nan)
 
     def __len__(self) -> int:
         return self._w.n_windows
@@ -597,8 +714,12 @@ class StreamingCubeDataset(IterableDataset):
         A release catalog URL (read with ``eocube.release.open_catalog``; relative paths
         resolve against the catalog's folder) or a sequence of stores (paths, fsspec URLs
         or Datasets).
-    window, stride, bands, variables, transform, device, storage_options :
-        As for :class:`CubeDataset`.
+    window : mapping
+        As for :class:`CubeDataset`, except that cubes smaller than the window along
+        time, y or x are skipped, with one ``UserWarning`` naming them and their sizes;
+        ValueError when no cube is left.
+    stride, bands, variables, transform, device, nan, storage_options :
+        As for :class:`CubeDataset` (``nan="keep"``: NaN values reach the tensors as NaN).
     shuffle : bool
         Shuffle chunk groups and windows (else: cubes, chunks and windows in order).
     seed : int
@@ -635,6 +756,7 @@ class StreamingCubeDataset(IterableDataset):
         variables: Sequence[str] | None = None,
         transform: Callable[[Sample], Any] | None = None,
         device: str | torch.device = "cpu",
+        nan: NanPolicy = "keep",
         shuffle: bool = True,
         seed: int = 0,
         shuffle_buffer: int = 256,
@@ -645,6 +767,7 @@ class StreamingCubeDataset(IterableDataset):
         cache_chunks: int = 16,
     ) -> None:
         super().__init__()
+        nan = _nan_policy(nan)  # before opening every cube: a typo fails fast
         sources = _sources(catalog_or_stores, storage_options)
         ids = [cid if cid is not None else _default_id(src) for src, cid in sources]
         if len(set(ids)) != len(ids):
@@ -655,7 +778,8 @@ class StreamingCubeDataset(IterableDataset):
             )
             for (src, _), cid in zip(sources, ids, strict=True)
         ]
-        self._w = _Windows(cubes, window, stride, transform, device, cache_chunks)
+        cubes = _cubes_the_window_fits(cubes, window, stride)
+        self._w = _Windows(cubes, window, stride, transform, device, cache_chunks, nan)
         self._groups = self._w.chunk_groups()
         if rank is None or world_size is None:
             dist_rank, dist_world = _distributed()
@@ -677,7 +801,7 @@ class StreamingCubeDataset(IterableDataset):
 
     @property
     def cube_ids(self) -> list[str]:
-        """Ids of the cubes, in catalog order."""
+        """Ids of the cubes read, in catalog order (without those smaller than the window)."""
         return [c.id for c in self._w.cubes]
 
     def _epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -818,6 +942,35 @@ class StreamingCubeDataset(IterableDataset):
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__.copy()
+
+
+def _cubes_the_window_fits(
+    cubes: list[_Cube], window: Mapping[str, int], stride: Mapping[str, int] | None
+) -> list[_Cube]:
+    """The cubes at least as large as the window; one warning names those left out.
+
+    A release mixes cube sizes, and a window that suits most cubes should not make the
+    whole release unusable: only when no cube is left is it an error.
+    """
+    fitting: list[_Cube] = []
+    too_small: list[_Cube] = []
+    for cube in cubes:
+        win, _ = _window_and_stride(window, cube, stride)
+        fits = all(w <= n for w, n in zip(win, cube.sizes, strict=True))
+        (fitting if fits else too_small).append(cube)
+    if not too_small:
+        return fitting
+    asked = ", ".join(f"{k}={v}" for k, v in window.items())
+    listed = "; ".join(f"{c.id!r} ({_size_text(c)})" for c in too_small)
+    if not fitting:
+        raise ValueError(f"no cube is as large as the window ({asked}): {listed}")
+    warnings.warn(
+        f"skipping {len(too_small)} of {len(cubes)} cubes smaller than the window "
+        f"({asked}): {listed}",
+        UserWarning,
+        stacklevel=3,
+    )
+    return fitting
 
 
 def _distributed() -> tuple[int, int]:

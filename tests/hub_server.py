@@ -22,7 +22,14 @@ which the client handles on its own. Every request is logged (:class:`Request`: 
 path, ``Range`` header, status, body bytes sent and received), and the next commits can be
 made to fail (:meth:`HubServer.fail_commit`) to test interrupted uploads.
 
-This is a test double written for eocube's tests, not a product feature.
+This is a test double written for eocube's tests, not a product feature. To try
+publishing offline, run it in a terminal of its own from the repository's root::
+
+    python -m tests.hub_server --port 8765      # serves until Ctrl-C
+
+and point the client at it: ``export HF_ENDPOINT=http://127.0.0.1:8765`` (before Python
+starts) or ``publish(..., endpoint=...)`` and ``storage_options={"endpoint": ...}``.
+Everything it holds is lost when it stops.
 """
 
 from __future__ import annotations
@@ -177,7 +184,7 @@ class HubServer:
         Every request so far, in order of completion.
     """
 
-    def __init__(self, token: str | None = None, tree_page_size: int = 1000) -> None:
+    def __init__(self, token: str | None = None, tree_page_size: int = 1000, port: int = 0) -> None:
         self.token = token
         self.tree_page_size = tree_page_size
         self.requests: list[Request] = []
@@ -185,7 +192,7 @@ class HubServer:
         self._commits_to_fail = 0
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._lock = threading.RLock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
@@ -651,3 +658,28 @@ def iter_paths(requests: list[Request]) -> Iterator[str]:
     for r in requests:
         query = "?" + r.query if r.query else ""
         yield f"{r.method} {r.path}{query} {r.range or ''} -> {r.status} ({r.sent} B)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the hub double in the foreground until Ctrl-C (``python -m tests.hub_server``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.hub_server",
+        description="A local stand-in for the Hugging Face hub (eocube's test double).",
+    )
+    parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
+    parser.add_argument("--token", help="a token the client must send (default: none)")
+    args = parser.parse_args(argv)
+    hub = HubServer(token=args.token, port=args.port)
+    print(f"hub double at {hub.url}: export HF_ENDPOINT={hub.url} (Ctrl-C stops it)", flush=True)
+    try:
+        hub._httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        hub._httpd.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -107,3 +107,41 @@ def test_several_inputs_make_a_release(tmp_path: Path) -> None:
         "stars_bcsd_obs_12x2x33x81",
     }
     assert (tmp_path / "release" / "catalog.parquet").exists()
+
+
+def test_first_run_compiles_visibly_before_any_clock_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from eocube import cli, warmup
+
+    calls: list[str] = []
+    monkeypatch.setattr(warmup, "cached", lambda: False)
+    monkeypatch.setattr(warmup, "warm_up", lambda: calls.append("warm_up") or 42.0)
+    cli._warm(quiet=False)
+    err = capsys.readouterr().err
+    assert calls == ["warm_up"]
+    assert err.splitlines() == [
+        "eocube: compiling its Numba kernels for their first use (about a minute; cached "
+        "for every later run)...",
+        "eocube: kernels compiled in 42 s",
+    ]
+    monkeypatch.setattr(warmup, "cached", lambda: True)
+    cli._warm(quiet=False)
+    assert calls == ["warm_up"]  # warm: nothing compiled, nothing said
+    assert capsys.readouterr().err == ""
+
+
+def test_kernels_are_cached_after_a_warm_up() -> None:
+    from eocube import warmup
+
+    warmup.warm_up(["uint16"])
+    assert warmup.cached()
+
+
+def test_demo_prints_its_table_and_cites_the_repository(tmp_path: Path) -> None:
+    done = eocube("demo", str(CUBE), "--crf", "24")
+    assert done.returncode == 0, done.stderr
+    assert "ffv1-lossless" in done.stdout
+    assert "bit-exact" in done.stdout
+    assert "docs/format.md" in done.stdout
+    assert "DESIGN" not in done.stdout

@@ -1,4 +1,5 @@
-"""eocube.torch: map-style and streaming datasets, workers, ranks, resuming, GPU fallback."""
+"""eocube.torch: map-style and streaming datasets, workers, ranks, resuming, GPU fallback,
+NaN handling, dims in any order, cubes smaller than the window."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ DATA = Path(__file__).parent / "data"
 # two 4-band Sentinel-2 cubes (uint16; the second cut to 20 dates), batched together
 CUBES = {"s2_l2a_openeo_gfmap_19x4x52x46": None, "s2_l2a_worldcereal_118x4x64x64": slice(0, 20)}
 NAN_CUBE = "s2_l2a_fusets_field_33x3x57x56"  # float32 with NaN
+SST_CUBE = "stars_cmip3_tos_24x1x170x180"  # float32 sea-surface temperature, NaN over land
+SST_WINDOW = {"time": 4, "y": 32, "x": 32}
 WINDOW = {"time": 4, "y": 16, "x": 16}
 CHUNKS = {"time": 8, "y": 32, "x": 32}
 
@@ -51,6 +54,19 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 @pytest.fixture(scope="module")
 def nan_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return _store(tmp_path_factory.mktemp("torch_nan"), NAN_CUBE)
+
+
+@pytest.fixture(scope="module")
+def sst() -> xr.Dataset:
+    with xr.open_dataset(DATA / f"{SST_CUBE}.nc") as ds:
+        return ds.load()
+
+
+@pytest.fixture(scope="module")
+def sst_store(tmp_path_factory: pytest.TempPathFactory, sst: xr.Dataset) -> str:
+    path = tmp_path_factory.mktemp("torch_sst") / f"{SST_CUBE}.eocube"
+    eocube.to_eocube(sst, path, chunks={"time": 8, "y": 96, "x": 96}, measure=False)
+    return str(path)
 
 
 def _window(store: str, offset: tuple[int, int, int], size: dict[str, int] = WINDOW) -> np.ndarray:
@@ -332,3 +348,226 @@ def test_cuda_decodes_on_nvdec_like_the_cpu(tmp_path: Path) -> None:  # pragma: 
             if profile == "hevc-12bit-420-luma":
                 assert reader.decoder.gpu_frames > 0, [str(w.message) for w in caught]
                 assert not [w for w in caught if issubclass(w.category, GPUFallbackWarning)]
+
+
+# --- NaN handling --------------------------------------------------------------------------
+
+
+def _sst_windows(store: str) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
+    """Decoded SST values, the source's NaN positions, and window origins with land and sea."""
+    with eocube.open_dataset(store) as ds:
+        decoded = np.asarray(ds["data"].values, dtype=np.float32)
+    with xr.open_dataset(DATA / f"{SST_CUBE}.nc") as ds:
+        nan = np.isnan(ds["data"].values)
+    np.testing.assert_array_equal(np.isnan(decoded), nan)  # the store keeps NaN where it was
+    return decoded, nan, [(0, 0, 0), (4, 32, 64), (8, 96, 128), (20, 128, 0)]
+
+
+def _at(array: np.ndarray, offset: tuple[int, int, int], size: dict[str, int]) -> np.ndarray:
+    t, y, x = offset
+    return array[t : t + size["time"], :, y : y + size["y"], x : x + size["x"]]
+
+
+def test_nan_keep_number_and_mask_on_sea_surface_temperature(sst_store: str) -> None:
+    decoded, nan, offsets = _sst_windows(sst_store)
+    keep = CubeDataset(sst_store, window=SST_WINDOW)
+    filled = CubeDataset(sst_store, window=SST_WINDOW, nan=-2)
+    masked = CubeDataset(sst_store, window=SST_WINDOW, nan="mask")
+    index = {keep.offset(i): i for i in range(len(keep))}
+    partly_land = 0
+    for offset in offsets:
+        i = index[offset]
+        where_nan = _at(nan, offset, SST_WINDOW)
+        values = _at(decoded, offset, SST_WINDOW)
+        partly_land += bool(where_nan.any() and not where_nan.all())
+        sample = keep[i]
+        assert set(sample) == {"data", "cube", "offset"}
+        np.testing.assert_array_equal(sample["data"].numpy(), values)  # NaN where NaN
+        np.testing.assert_array_equal(filled[i]["data"].numpy(), np.where(where_nan, -2, values))
+        sample = masked[i]
+        assert sample["valid"].dtype == torch.bool
+        assert sample["valid"].shape == sample["data"].shape
+        np.testing.assert_array_equal(sample["valid"].numpy(), ~where_nan)
+        np.testing.assert_array_equal(sample["data"].numpy(), np.where(where_nan, 0, values))
+    assert partly_land >= 2
+
+
+def test_samples_do_not_share_memory_with_cached_chunks(sst_store: str) -> None:
+    # a window covering whole stored chunks in y and x was a view of the cached chunk:
+    # NaN replaced in place, or a transform working in place, changed later samples
+    whole_chunk = {"time": 4, "y": 96, "x": 96}
+    decoded, nan, _ = _sst_windows(sst_store)
+    filled = CubeDataset(sst_store, window=whole_chunk, nan=-2, transform=lambda s: s["data"])
+    filled[0].add_(1000)
+    expected = np.where(nan[:4, :, :96, :96], -2, decoded[:4, :, :96, :96])
+    np.testing.assert_array_equal(filled[0].numpy(), expected)
+
+
+def test_nan_mask_is_collated_by_a_dataloader(sst_store: str) -> None:
+    decoded, nan, _ = _sst_windows(sst_store)
+    stream = StreamingCubeDataset([sst_store], window=SST_WINDOW, nan="mask", seed=4)
+    batches = list(torch.utils.data.DataLoader(stream, batch_size=8))
+    assert sum(len(b["cube"]) for b in batches) == len(stream)
+    batch = batches[0]
+    assert batch["valid"].dtype == torch.bool
+    assert batch["valid"].shape == batch["data"].shape == (8, 4, 1, 32, 32)
+    assert not any(torch.isnan(b["data"]).any() for b in batches)
+    for k, (_, offset) in enumerate(_keys(batch)):
+        np.testing.assert_array_equal(batch["valid"][k].numpy(), ~_at(nan, offset, SST_WINDOW))
+        values = np.where(_at(nan, offset, SST_WINDOW), 0, _at(decoded, offset, SST_WINDOW))
+        np.testing.assert_array_equal(batch["data"][k].numpy(), values)
+
+
+def test_nan_mask_per_variable_when_several_are_read(sst: xr.Dataset) -> None:
+    two = sst[["data"]].assign(warmer=sst["data"] + 1)
+    ds = CubeDataset(two, window=SST_WINDOW, variables=["data", "warmer"], nan="mask")
+    sample = ds[7]
+    assert set(sample) == {"data", "warmer", "data_valid", "warmer_valid", "cube", "offset"}
+    expected = ~np.isnan(_at(sst["data"].values, sample["offset"], SST_WINDOW))
+    for name in ("data", "warmer"):
+        np.testing.assert_array_equal(sample[f"{name}_valid"].numpy(), expected)
+    np.testing.assert_array_equal(
+        sample["warmer"].numpy(), np.where(expected, sample["data"].numpy() + 1, 0)
+    )
+    with pytest.raises(ValueError, match="data_valid"):
+        CubeDataset(
+            two.assign(data_valid=two["data"]),
+            window=SST_WINDOW,
+            variables=["data", "data_valid"],
+            nan="mask",
+        )
+
+
+@pytest.mark.parametrize(
+    ("nan", "error"),
+    [
+        ("drop", ValueError),
+        ("Mask", ValueError),
+        (float("nan"), ValueError),
+        (None, TypeError),
+        (True, TypeError),
+        ([0], TypeError),
+    ],
+)
+def test_nan_argument_is_checked(stores: list[str], nan: object, error: type) -> None:
+    with pytest.raises(error, match="nan= takes 'keep', 'mask' or a number"):
+        CubeDataset(stores[0], window=WINDOW, nan=nan)  # type: ignore[arg-type]
+    with pytest.raises(error, match="nan= takes 'keep', 'mask' or a number"):
+        StreamingCubeDataset(stores, window=WINDOW, nan=nan)  # type: ignore[arg-type]
+
+
+# --- dims in another order ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gfmap() -> xr.Dataset:
+    with xr.open_dataset(DATA / f"{next(iter(CUBES))}.nc") as ds:
+        return ds.load()
+
+
+def _reordered(ds: xr.Dataset) -> xr.Dataset:
+    """The cube with its variables' dims in other orders than (time, band, y, x)."""
+    return ds.assign(
+        data=ds["data"].transpose("band", "time", "y", "x"),
+        mask=ds["mask"].transpose("y", "x", "time"),
+    )
+
+
+def _canonical_window(ds: xr.Dataset, name: str, offset: tuple[int, int, int]) -> np.ndarray:
+    t, y, x = offset
+    var = ds[name].transpose("time", ..., "y", "x")
+    sel = var.isel(time=slice(t, t + 4), y=slice(y, y + 16), x=slice(x, x + 16))
+    values = np.asarray(sel.values, dtype=np.float32)
+    return values if "band" in var.dims else values[:, None]
+
+
+def test_dims_in_another_order_store_and_dataset(gfmap: xr.Dataset, tmp_path: Path) -> None:
+    store = tmp_path / "reordered.eocube"
+    eocube.to_eocube(_reordered(gfmap), store, chunks=CHUNKS, measure=False)
+    opened = eocube.open_dataset(store)
+    assert opened["data"].dims == ("band", "time", "y", "x")  # read back in the user's order
+    # the in-memory Dataset also uses other dim names: windows name the dims or their roles
+    renamed = _reordered(gfmap).rename(time="t", y="lat", x="lon")
+    cases = [
+        (store, opened, WINDOW),
+        (renamed, renamed.rename(t="time", lat="y", lon="x"), {"t": 4, "lat": 16, "x": 16}),
+    ]
+    for source, reference, window in cases:
+        ds = CubeDataset(source, window=window, variables=["data", "mask"], bands=["B08", "B02"])
+        assert len(ds) == 4 * 3 * 2
+        for i in range(len(ds)):
+            sample = ds[i]
+            assert sample["data"].shape == (4, 2, 16, 16)
+            assert sample["mask"].shape == (4, 1, 16, 16)
+            full = _canonical_window(reference, "data", sample["offset"])
+            np.testing.assert_array_equal(sample["data"].numpy(), full[:, [3, 0]])
+            mask = _canonical_window(reference, "mask", sample["offset"])
+            np.testing.assert_array_equal(sample["mask"].numpy(), mask)
+        streamed = list(StreamingCubeDataset([source], window=window, variables=["data"]))
+        assert len(streamed) == len(ds)
+        for sample in streamed[::5]:
+            full = _canonical_window(reference, "data", sample["offset"])
+            np.testing.assert_array_equal(sample["data"].numpy(), full)
+
+
+def test_dims_in_another_order_gpu_payload_path(gfmap: xr.Dataset, tmp_path: Path) -> None:
+    # the NVDEC path reads stored chunks, which are canonical whatever the written order;
+    # without NVDEC its frames are decoded on the CPU, through the same code
+    reordered = tmp_path / "reordered.eocube"
+    eocube.to_eocube(_reordered(gfmap)[["data"]], reordered, chunks=CHUNKS, measure=False)
+    # all NaN over its first 4 dates: that chunk is never written and reads as fill value
+    values = np.random.default_rng(0).normal(280, 5, (8, 3, 32, 32)).astype(np.float32)
+    values[:4] = np.nan
+    gap = xr.Dataset({"data": (("time", "band", "y", "x"), values)})
+    unwritten = tmp_path / "unwritten.eocube"
+    eocube.to_eocube(
+        gap.transpose("band", "time", "y", "x"), unwritten, chunks={"time": 4}, measure=False
+    )
+    offsets = {
+        reordered: [(0, 0, 0), (4, 16, 16), (12, 32, 16)],
+        unwritten: [(0, 0, 0), (4, 16, 0)],
+    }
+    for store, origins in offsets.items():
+        cube = _describe(store, variables=None, bands=None, cube_id=None, storage_options=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", GPUFallbackWarning)
+            reader = _Reader(cube, True, _Notifier(), cache_chunks=2)
+            assert "data" in reader.payloads
+            with eocube.open_dataset(store) as reference:
+                assert reference["data"].dims[0] == "band"
+                for offset in origins:
+                    got = reader.window(offset, (4, 16, 16))["data"]
+                    expected = _canonical_window(reference, "data", offset)
+                    np.testing.assert_array_equal(got, expected)
+    assert reader.payloads["data"].get((0, 0, 0, 0)) is None
+    assert np.isnan(reader.window((0, 0, 0), (4, 16, 16))["data"]).all()
+
+
+# --- cubes smaller than the window -------------------------------------------------------
+
+
+def test_streaming_skips_cubes_smaller_than_the_window(stores: list[str]) -> None:
+    small_id, large_id = (Path(s).name.removesuffix(".eocube") for s in stores)
+    tiny = xr.Dataset(
+        {"data": (("time", "y", "x"), np.zeros((30, 64, 20), np.float32))}, attrs={"id": "tiny"}
+    )
+    window = {"time": 4, "y": 64, "x": 64}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = StreamingCubeDataset([*stores, tiny], window=window, shuffle=False)
+    assert [w.category for w in caught] == [UserWarning]
+    message = str(caught[0].message)
+    assert "skipping 2 of 3 cubes smaller than the window (time=4, y=64, x=64)" in message
+    assert f"'{small_id}' (time=19, y=52, x=46)" in message
+    assert "'tiny' (time=30, y=64, x=20)" in message
+    assert large_id not in message
+    assert ds.cube_ids == [large_id]
+    samples = list(ds)
+    assert len(samples) == len(CubeDataset(stores[1], window=window)) == 5
+    assert {s["cube"] for s in samples} == {large_id}
+    np.testing.assert_array_equal(samples[1]["data"].numpy(), _window(stores[1], (4, 0, 0), window))
+    with pytest.raises(ValueError, match=r"no cube is as large as the window \(time=30\)"):
+        StreamingCubeDataset(stores, window={"time": 30})
+    # one cube: the window must fit it
+    with pytest.raises(ValueError, match=r"window y=64 is larger than the cube \(52\)"):
+        CubeDataset(stores[0], window=window)
