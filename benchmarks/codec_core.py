@@ -5,9 +5,10 @@ Run::
     .venv/bin/python -m benchmarks.codec_core            # full: every block, 5 crf values
     .venv/bin/python -m benchmarks.codec_core --quick    # first block of each cube, 2 crf values
 
-Each cube of ``tests/data`` is cut along time into blocks of ``--block-time`` steps × all
-bands × the full y, x (a realistic chunk); each block is encoded on its own, as a store
-would. Per (cube, profile, crf) point it measures, over the whole cube:
+Each cube of the corpus (``--corpus``, else ``$EOCUBE_CORPUS``, else ``tests/data``) is
+cut along time into blocks of ``--block-time`` steps × all bands × the full y, x (a
+realistic chunk); each block is encoded on its own, as a store would. Per (cube, profile,
+crf) point it measures, over the whole cube:
 
 - bpppb: every payload byte × 8 / (T·B·Y·X), headers and masks included;
 - PSNR (eocube.metrics.psnr: mean over bands of the per-band PSNR, peak = the band's
@@ -29,33 +30,26 @@ per point, interpolated PSNR at 0.1/0.3/1 bpppb, decode profiles),
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import dataclasses
 import faulthandler
-import itertools
 import json
-import math
-import os
-import platform
 import pstats
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import eocube
-from benchmarks.common import git_state
+from benchmarks import anchors, corpus
+from benchmarks.common import RESULTS, ROOT, TARGETS, fmt, machine_info, psnr_at
+from benchmarks.corpus import Cube
 from eocube import metrics
 from eocube.errors import UnsupportedDataError
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
-RESULTS = Path(__file__).resolve().parent / "results"
+from eocube.profiles import Profile
 
 CUBES = (
     "s2_l2a_worldcereal_118x4x64x64",
@@ -64,7 +58,7 @@ CUBES = (
 )
 
 # crf sweeps from high to low quality, chosen by measurement to span ~0.1–3 bpppb on the
-# Sentinel-2 and ERA5 blocks (libx265 12-bit collapses above crf ~45, ANCHORS.md).
+# Sentinel-2 and ERA5 blocks (libx265 12-bit collapses above crf ~45, benchmarks.anchors).
 SWEEPS_FULL = {
     "hevc-12bit-444": (0, 10, 20, 30, 40),
     "hevc-12bit-420-luma": (0, 10, 20, 30, 40),
@@ -82,95 +76,31 @@ SWEEPS_QUICK = {
     "vp9-8bit-444": (15, 35),
 }
 
-# PSNR (dB, docs/format.md definition) at 0.1 / 0.3 / 1.0 bpppb from ANCHORS.md, drawn for context.
-ANCHOR_POINTS: dict[str, dict[str, tuple[float | None, ...]]] = {
-    "s2_l2a_worldcereal_118x4x64x64": {
-        "xarrayvideo (x265 12-bit)": (37.8, 44.5, 51.8),
-        "SPERR": (35.8, 41.2, 47.7),
-    },
-    "era5_t2m_uk_744h": {
-        "xarrayvideo (x265 12-bit)": (None, 39.9, 50.5),
-        "SPERR": (39.9, 45.8, 54.5),
-    },
-}
-TARGETS = (0.1, 0.3, 1.0)
 OUTSIDE_GOAL = 0.20
 
 
-@dataclass
-class Cube:
-    """A cube of shape (T, B, Y, X) and the time blocks it is encoded in."""
+def time_blocks(cube: Cube, block_time: int) -> list[slice]:
+    """The cube cut along time into blocks of ``block_time`` steps (the last may be shorter).
 
-    name: str
-    values: np.ndarray
-    nodata: float | None
-    blocks: list[slice]
+    Parameters
+    ----------
+    cube : Cube
+        The cube (from :func:`benchmarks.corpus.load_cube`).
+    block_time : int
+        Time steps per block, as a store's chunks would hold them.
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.values[: self.blocks[-1].stop].shape)
-
-    def used(self) -> np.ndarray:
-        """The part of the cube the blocks cover (all of it, unless --quick)."""
-        return self.values[: self.blocks[-1].stop]
-
-
-def load_cube(name: str, block_time: int, quick: bool) -> Cube:
-    import xarray as xr
-
-    with xr.open_dataset(DATA / f"{name}.nc", mask_and_scale=False) as ds:
-        da = ds["data"]
-        if da.ndim == 3:
-            da = da.expand_dims("band", axis=1)
-        values = np.ascontiguousarray(da.transpose("time", "band", "y", "x").values)
-        nodata = da.attrs.get("nodata", da.attrs.get("_FillValue"))
-    nodata = None if nodata is None else float(nodata)
-    T = values.shape[0]
-    blocks = [slice(t, min(t + block_time, T)) for t in range(0, T, block_time)]
-    if quick:
-        blocks = blocks[:1]
-    return Cube(name, values, nodata, blocks)
+    Returns
+    -------
+    list of slice
+        The time range of each block, covering the whole cube.
+    """
+    T = cube.shape[0]
+    return [slice(t, min(t + block_time, T)) for t in range(0, T, block_time)]
 
 
-def machine_info(threads: int) -> dict[str, Any]:
-    import av
-    import numba
-
-    cpu_model = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable: int | None = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    libs = {}
-    with contextlib.suppress(Exception):  # informative only
-        libs = {k: ".".join(map(str, v)) for k, v in av.library_versions.items()}
-    return {
-        "git": git_state(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "cpu_usable": usable,
-        "threads": threads,
-        "eocube": eocube.__version__,
-        "av": av.__version__,
-        "ffmpeg_libs": libs,
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-    }
-
-
-def warm_up(cube: Cube, profile: eocube.Profile, threads: int) -> None:
+def warm_up(cube: Cube, profile: Profile, block_time: int, threads: int) -> None:
     """Compile the Numba kernels for this dtype and open the codec once, outside timing."""
-    block = np.ascontiguousarray(cube.values[cube.blocks[0]])
+    block = np.ascontiguousarray(cube.values[:block_time])
     try:  # quality None: the profile's default
         payload = eocube.encode_chunk(block, profile, nodata=cube.nodata, threads=threads)
     except UnsupportedDataError:
@@ -180,14 +110,38 @@ def warm_up(cube: Cube, profile: eocube.Profile, threads: int) -> None:
 
 def measure(
     cube: Cube,
-    profile: eocube.Profile,
+    profile: Profile,
     crf: int | None,
     *,
+    block_time: int,
     threads: int,
     repeats: int,
     decode_repeats: int,
 ) -> dict[str, Any]:
-    original = cube.used()
+    """Encode and decode the cube block by block at ``crf``: one record of the benchmark.
+
+    Parameters
+    ----------
+    cube : Cube
+        The cube, as much of it as the run measures.
+    profile : Profile
+        The eocube profile.
+    crf : int or None
+        The quality; None for a lossless profile.
+    block_time : int
+        Time steps per block.
+    threads : int
+        Codec threads (0: the codec decides).
+    repeats, decode_repeats : int
+        Encodes and decodes timed (medians are kept).
+
+    Returns
+    -------
+    dict
+        Sizes, PSNR, errors and speeds; ``skipped`` says why a profile could not encode.
+    """
+    original = cube.values
+    blocks_of_time = time_blocks(cube, block_time)
     record: dict[str, Any] = {
         "cube": cube.name,
         "profile": profile.name,
@@ -200,13 +154,13 @@ def measure(
         "options": profile.encoder_options(crf),
         "dtype": str(original.dtype),
         "shape": list(original.shape),
-        "block_time": cube.blocks[0].stop - cube.blocks[0].start,
-        "n_blocks": len(cube.blocks),
+        "block_time": blocks_of_time[0].stop - blocks_of_time[0].start,
+        "n_blocks": len(blocks_of_time),
         "values": int(original.size),
         "original_bytes": int(original.nbytes),
         "nodata": cube.nodata,
     }
-    blocks = [np.ascontiguousarray(cube.values[s]) for s in cube.blocks]
+    blocks = [np.ascontiguousarray(cube.values[s]) for s in blocks_of_time]
 
     enc_times = []
     payloads: list[bytes] = []
@@ -277,27 +231,11 @@ def measure(
     return record
 
 
-def psnr_at(records: list[dict[str, Any]], target: float) -> float | None:
-    """PSNR at ``target`` bpppb, linear in log10(bpppb) between points; no extrapolation."""
-    pts = sorted(
-        (r["bpppb"], r["psnr"])
-        for r in records
-        if r.get("skipped") is None and not r["lossless"] and math.isfinite(r["psnr"])
-    )
-    for (b0, p0), (b1, p1) in itertools.pairwise(pts):
-        if b0 <= target <= b1:
-            if b1 == b0:
-                return max(p0, p1)
-            w = (math.log10(target) - math.log10(b0)) / (math.log10(b1) - math.log10(b0))
-            return p0 + w * (p1 - p0)
-    return None
-
-
 def profile_decode(
-    cube: Cube, profile: eocube.Profile, crf: int | None, threads: int
+    cube: Cube, profile: Profile, crf: int | None, block_time: int, threads: int
 ) -> dict[str, Any]:
     """cProfile the decode of the cube's first block; the top functions by own time."""
-    block = np.ascontiguousarray(cube.values[cube.blocks[0]])
+    block = np.ascontiguousarray(cube.values[:block_time])
     payload = eocube.encode_chunk(block, profile, quality=crf, nodata=cube.nodata, threads=threads)
     eocube.decode_chunk(payload, threads=threads)
     prof = cProfile.Profile()
@@ -335,17 +273,6 @@ def profile_decode(
     }
 
 
-def fmt(x: Any, spec: str = ".2f") -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        if math.isinf(x):
-            return "∞"
-        if math.isnan(x):
-            return "nan"
-    return format(x, spec)
-
-
 def markdown_points(records: list[dict[str, Any]]) -> str:
     lines = [
         "| cube | profile | crf | bpppb | ratio | PSNR dB | max abs err | enc MB/s | dec MB/s "
@@ -361,9 +288,10 @@ def markdown_points(records: list[dict[str, Any]]) -> str:
         err = r["max_abs_error"]
         err_s = f"{err:.4g}" if isinstance(err, float) else str(err)
         lines.append(
-            f"| {r['cube']} | {r['profile']} | {crf} | {fmt(r['bpppb'], '.3f')} | "
-            f"{fmt(r['compression_ratio'], '.1f')} | {fmt(r['psnr'])} | {err_s} | "
-            f"{fmt(r['encode_mb_s'], '.1f')} | {fmt(r['decode_mb_s'], '.1f')} | "
+            f"| {r['cube']} | {r['profile']} | {crf} | {fmt(r['bpppb'], '.3f', '–')} | "
+            f"{fmt(r['compression_ratio'], '.1f', '–')} | {fmt(r['psnr'], '.2f', '–')} | "
+            f"{err_s} | {fmt(r['encode_mb_s'], '.1f', '–')} | "
+            f"{fmt(r['decode_mb_s'], '.1f', '–')} | "
             f"{r['outside_codec_share'] * 100:.0f} % |"
         )
     return "\n".join(lines)
@@ -375,7 +303,7 @@ def markdown_targets(summary: list[dict[str, Any]]) -> str:
         "|---|---|---:|---:|---:|",
     ]
     for s in summary:
-        vals = " | ".join(fmt(s["psnr_at"][str(t)], ".1f") for t in TARGETS)
+        vals = " | ".join(fmt(s["psnr_at"][str(t)], ".1f", "–") for t in TARGETS)
         lines.append(f"| {s['cube']} | {s['profile']} | {vals} |")
     return "\n".join(lines)
 
@@ -441,9 +369,10 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
                         ha="right",
                         va="top",
                     )
-        for label, marker in zip(ANCHOR_POINTS.get(cube, {}), ("X", "s"), strict=False):
-            vals = ANCHOR_POINTS[cube][label]
-            xs = [t for t, v in zip(TARGETS, vals, strict=True) if v is not None]
+        for (label, vals), marker in zip(
+            anchors.codec_core_points(cube).items(), ("X", "s"), strict=False
+        ):
+            xs = [t for t, v in zip(anchors.RATES, vals, strict=True) if v is not None]
             ys = [v for v in vals if v is not None]
             ax.plot(
                 xs,
@@ -453,7 +382,7 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
                 ms=7,
                 mfc="none",
                 color="black",
-                label=f"{label} (ANCHORS.md)",
+                label=f"{label} (benchmarks.anchors)",
             )
         shape = next(r["shape"] for r in records if r["cube"] == cube)
         bt = next(r["block_time"] for r in records if r["cube"] == cube)
@@ -475,85 +404,110 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    """The options of ``python -m benchmarks.codec_core``."""
+    p = argparse.ArgumentParser(
         prog="python -m benchmarks.codec_core", description=(__doc__ or "").split("\n")[0]
     )
-    parser.add_argument(
+    p.add_argument(
         "--quick", action="store_true", help="first block of each cube, 2 crf values, fewer repeats"
     )
-    parser.add_argument(
-        "--threads", type=int, default=0, help="codec threads (0: the codec decides)"
-    )
-    parser.add_argument(
-        "--block-time", type=int, default=32, help="time steps per block (default 32)"
-    )
-    parser.add_argument("--repeats", type=int, help="encode repeats (default 3, quick 1)")
-    parser.add_argument("--decode-repeats", type=int, help="decode repeats (default 5, quick 3)")
-    parser.add_argument("--cubes", nargs="+", default=list(CUBES), help="cube names in tests/data")
-    parser.add_argument("--profiles", nargs="+", help="profiles (default: all available)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    parser.add_argument(
+    p.add_argument("--threads", type=int, default=0, help="codec threads (0: the codec decides)")
+    p.add_argument("--block-time", type=int, default=32, help="time steps per block (default 32)")
+    p.add_argument("--repeats", type=int, help="encode repeats (default 3, quick 1)")
+    p.add_argument("--decode-repeats", type=int, help="decode repeats (default 5, quick 3)")
+    p.add_argument("--cubes", nargs="+", default=list(CUBES), help="cube names in the corpus")
+    corpus.add_corpus_option(p)
+    p.add_argument("--profiles", nargs="+", help="profiles (default: all available)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    p.add_argument(
         "--name", default="codec_core", help="stem of the result files (default codec_core)"
     )
-    parser.add_argument(
+    p.add_argument(
         "--x265-params",
         default="",
         help="experiment: append these to the x265-params of every libx265 profile "
         "(e.g. info=0); use with --name to keep the default results",
     )
-    parser.add_argument("--no-profile", action="store_true", help="skip cProfile of slow decodes")
-    parser.add_argument(
+    p.add_argument("--no-profile", action="store_true", help="skip cProfile of slow decodes")
+    p.add_argument(
         "--watchdog",
         type=float,
         default=300.0,
         help="seconds one point may take before the run dumps every thread's stack and exits "
         "(a codec deadlock then fails loudly instead of hanging; 0: off)",
     )
-    args = parser.parse_args(argv)
+    return p
 
-    repeats = args.repeats or (1 if args.quick else 3)
-    decode_repeats = args.decode_repeats or (3 if args.quick else 5)
-    sweeps = SWEEPS_QUICK if args.quick else SWEEPS_FULL
+
+def chosen_profiles(names: list[str] | None, x265_params: str) -> list[Profile]:
+    """The profiles measured (default: all, lossy first), with ``x265_params`` appended."""
     available = eocube.available_profiles()
-    names = args.profiles or sorted(available, key=lambda n: (available[n].lossless, n))
+    names = names or sorted(available, key=lambda n: (available[n].lossless, n))
     profiles = [available[n] for n in names]
-    if args.x265_params:
-        # an experiment on the profiles (e.g. info=0); the results say so in "options"
-        profiles = [
-            dataclasses.replace(
-                p,
-                options={
-                    **p.options,
-                    "x265-params": ":".join(
-                        x for x in (p.options.get("x265-params", ""), args.x265_params) if x
-                    ),
-                },
-            )
-            if p.encoder == "libx265"
-            else p
-            for p in profiles
-        ]
+    if not x265_params:
+        return profiles
+    # an experiment on the profiles (e.g. info=0); the results say so in "options"
+    return [
+        dataclasses.replace(
+            p,
+            options={
+                **p.options,
+                "x265-params": ":".join(
+                    x for x in (p.options.get("x265-params", ""), x265_params) if x
+                ),
+            },
+        )
+        if p.encoder == "libx265"
+        else p
+        for p in profiles
+    ]
 
-    info = machine_info(args.threads)  # before the run: the git state of what is measured
-    started = time.perf_counter()
-    cubes = [load_cube(name, args.block_time, args.quick) for name in args.cubes]
+
+def crf_points(
+    profile: Profile, sweeps: dict[str, tuple[int, ...]], quick: bool
+) -> tuple[int | None, ...]:
+    """The crf values measured for a profile; (None,) for a lossless one."""
+    if profile.lossless:
+        return (None,)
+    if profile.name in sweeps:
+        return sweeps[profile.name]
+    # a profile this benchmark does not know: spread over its range
+    q = profile.quality
+    assert q is not None
+    n = 2 if quick else 5
+    return tuple(round(float(x)) for x in np.linspace(q.min, min(q.max, 45), n))
+
+
+def _progress(cube: Cube, profile: Profile, crf: int | None, rec: dict[str, Any], t0: float) -> str:
+    """One line on stderr for a measured point."""
+    what = "lossless" if crf is None else f"crf {crf}"
+    if rec.get("skipped"):
+        return f"  {cube.name} {profile.name} {what}: skipped ({rec['skipped']})"
+    return (
+        f"  {cube.name} {profile.name} {what}: {rec['bpppb']:.3f} bpppb, "
+        f"{rec['psnr']:.2f} dB, "
+        f"outside codec {rec['outside_codec_share'] * 100:.0f} % "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
+
+
+def run_points(
+    cubes: list[Cube],
+    profiles: list[Profile],
+    sweeps: dict[str, tuple[int, ...]],
+    args: argparse.Namespace,
+    repeats: int,
+    decode_repeats: int,
+) -> list[dict[str, Any]]:
+    """Every (cube, profile, crf) point, under the watchdog; one record each."""
     records: list[dict[str, Any]] = []
     for cube in cubes:
         for profile in profiles:
             if args.watchdog:
                 faulthandler.dump_traceback_later(args.watchdog, exit=True)
-            warm_up(cube, profile, args.threads)
-            if profile.lossless:
-                points: tuple[int | None, ...] = (None,)
-            elif profile.name in sweeps:
-                points = sweeps[profile.name]
-            else:  # a profile this benchmark does not know: spread over its range
-                q = profile.quality
-                assert q is not None
-                n = 2 if args.quick else 5
-                points = tuple(round(float(x)) for x in np.linspace(q.min, min(q.max, 45), n))
-            for crf in points:
+            warm_up(cube, profile, args.block_time, args.threads)
+            for crf in crf_points(profile, sweeps, args.quick):
                 if args.watchdog:
                     faulthandler.dump_traceback_later(args.watchdog, exit=True)
                 t0 = time.perf_counter()
@@ -561,29 +515,21 @@ def main(argv: list[str] | None = None) -> int:
                     cube,
                     profile,
                     crf,
+                    block_time=args.block_time,
                     threads=args.threads,
                     repeats=repeats,
                     decode_repeats=decode_repeats,
                 )
                 records.append(rec)
-                what = "lossless" if crf is None else f"crf {crf}"
-                if rec.get("skipped"):
-                    print(
-                        f"  {cube.name} {profile.name} {what}: skipped ({rec['skipped']})",
-                        file=sys.stderr,
-                    )
-                else:
-                    print(
-                        f"  {cube.name} {profile.name} {what}: {rec['bpppb']:.3f} bpppb, "
-                        f"{rec['psnr']:.2f} dB, "
-                        f"outside codec {rec['outside_codec_share'] * 100:.0f} % "
-                        f"({time.perf_counter() - t0:.1f} s)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                print(_progress(cube, profile, crf, rec, t0), file=sys.stderr, flush=True)
     faulthandler.cancel_dump_traceback_later()
-    elapsed = time.perf_counter() - started
+    return records
 
+
+def psnr_summary(
+    cubes: list[Cube], profiles: list[Profile], records: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """PSNR at 0.1 / 0.3 / 1 bpppb of every lossy profile on every cube."""
     summary = []
     for cube in cubes:
         for profile in profiles:
@@ -597,18 +543,86 @@ def main(argv: list[str] | None = None) -> int:
                     "psnr_at": {str(t): psnr_at(rs, t) for t in TARGETS},
                 }
             )
+    return summary
 
+
+def slow_decode_profiles(
+    cubes: list[Cube],
+    profiles: list[Profile],
+    records: list[dict[str, Any]],
+    block_time: int,
+    threads: int,
+) -> list[dict[str, Any]]:
+    """cProfile of the worst decode of each profile that misses the outside-codec goal."""
+    decode_profiles = []
+    for profile in profiles:
+        rs = [r for r in records if r["profile"] == profile.name and not r.get("skipped")]
+        if not rs:
+            continue
+        if statistics.median(r["outside_codec_share"] for r in rs) < OUTSIDE_GOAL:
+            continue
+        worst = max(rs, key=lambda r: r["outside_codec_share"])
+        cube = next(c for c in cubes if c.name == worst["cube"])
+        decode_profiles.append(profile_decode(cube, profile, worst["crf"], block_time, threads))
+    return decode_profiles
+
+
+def markdown_decode_profile(dp: dict[str, Any]) -> list[str]:
+    """The functions that take a slow decode's time, as a markdown table."""
+    out = [
+        f"\ncProfile, {dp['profile']} decode of one "
+        f"{'x'.join(map(str, dp['block_shape']))} block "
+        f"of {dp['cube']} (crf {dp['crf']}), {dp['runs']} runs: total "
+        f"{dp['total_s_under_cprofile']:.3f} s, in codec {dp['codec_s_under_cprofile']:.3f} s",
+        "| function | calls | own time s | share |\n|---|---:|---:|---:|",
+    ]
+    for row in dp["top"][:8]:
+        out.append(
+            f"| {row['function']} | {row['ncalls']} | {row['tottime_s']:.4f} | "
+            f"{row['share_of_decode'] * 100:.1f} % |"
+        )
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The report of a run (``<name>.md``): points, PSNR at fixed rates, decode overhead."""
+    info, config, records = result["machine"], result["config"], result["records"]
+    out = [
+        f"## eocube codec core ({result['mode']}; {info['cpu_usable']} CPUs, {info['cpu_model']}, "
+        f"threads={config['threads']}, av {info['av']}, numpy {info['numpy']}, "
+        f"numba {info['numba']})\n",
+        "PSNR: mean over bands of the per-band PSNR with a data-range peak (docs/format.md); "
+        "bpppb counts every payload byte.\n",
+        markdown_points(records),
+        "\n### PSNR (dB) at fixed rates (interpolated in log bpppb, no extrapolation)\n",
+        markdown_targets(result["psnr_at_bpppb"]),
+        "\n### Decode time outside the video codec (goal < 20 %)\n",
+        markdown_outside(records),
+    ]
+    for dp in result["decode_profiles"]:
+        out += markdown_decode_profile(dp)
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (see the module's docstring); 0 when it completes."""
+    args = parser().parse_args(argv)
+    repeats = args.repeats or (1 if args.quick else 3)
+    decode_repeats = args.decode_repeats or (3 if args.quick else 5)
+    sweeps = SWEEPS_QUICK if args.quick else SWEEPS_FULL
+    profiles = chosen_profiles(args.profiles, args.x265_params)
+
+    info = machine_info(args.threads)  # before the run: the git state of what is measured
+    started = time.perf_counter()
+    max_time = args.block_time if args.quick else None  # quick: the first block only
+    cubes = [corpus.load_cube(name, args.corpus, max_time=max_time) for name in args.cubes]
+    records = run_points(cubes, profiles, sweeps, args, repeats, decode_repeats)
+    elapsed = time.perf_counter() - started
     decode_profiles = []
     if not args.no_profile:
-        for profile in profiles:
-            rs = [r for r in records if r["profile"] == profile.name and not r.get("skipped")]
-            if not rs:
-                continue
-            if statistics.median(r["outside_codec_share"] for r in rs) < OUTSIDE_GOAL:
-                continue
-            worst = max(rs, key=lambda r: r["outside_codec_share"])
-            cube = next(c for c in cubes if c.name == worst["cube"])
-            decode_profiles.append(profile_decode(cube, profile, worst["crf"], args.threads))
+        decode_profiles = slow_decode_profiles(
+            cubes, profiles, records, args.block_time, args.threads
+        )
 
     args.out.mkdir(parents=True, exist_ok=True)
     mode = "quick" if args.quick else "full"
@@ -632,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
             "speeds": "MB/s of the original array in its dtype; medians over repeats",
         },
         "records": records,
-        "psnr_at_bpppb": summary,
+        "psnr_at_bpppb": psnr_summary(cubes, profiles, records),
         "decode_profiles": decode_profiles,
     }
     json_path = args.out / f"{args.name}.json"
@@ -645,37 +659,10 @@ def main(argv: list[str] | None = None) -> int:
         f"av {info['av']}, numba {info['numba']}"
         + (f", x265-params +{args.x265_params}" if args.x265_params else ""),
     )
-
-    out: list[str] = []
-    out.append(
-        f"## eocube codec core ({mode}; {info['cpu_usable']} CPUs, {info['cpu_model']}, "
-        f"threads={args.threads}, av {info['av']}, numpy {info['numpy']}, numba {info['numba']})\n"
-    )
-    out.append(
-        "PSNR: mean over bands of the per-band PSNR with a data-range peak (docs/format.md); "
-        "bpppb counts every payload byte.\n"
-    )
-    out.append(markdown_points(records))
-    out.append("\n### PSNR (dB) at fixed rates (interpolated in log bpppb, no extrapolation)\n")
-    out.append(markdown_targets(summary))
-    out.append("\n### Decode time outside the video codec (goal < 20 %)\n")
-    out.append(markdown_outside(records))
-    for dp in decode_profiles:
-        out.append(
-            f"\ncProfile, {dp['profile']} decode of one "
-            f"{'x'.join(map(str, dp['block_shape']))} block "
-            f"of {dp['cube']} (crf {dp['crf']}), {dp['runs']} runs: total "
-            f"{dp['total_s_under_cprofile']:.3f} s, in codec {dp['codec_s_under_cprofile']:.3f} s"
-        )
-        out.append("| function | calls | own time s | share |\n|---|---:|---:|---:|")
-        for row in dp["top"][:8]:
-            out.append(
-                f"| {row['function']} | {row['ncalls']} | {row['tottime_s']:.4f} | "
-                f"{row['share_of_decode'] * 100:.1f} % |"
-            )
     md_path = args.out / f"{args.name}.md"
-    md_path.write_text("\n".join(out) + "\n")
-    print("\n".join(out))
+    text = markdown(result)
+    md_path.write_text(text)
+    print(text, end="")
 
     def shown(path: Path) -> Path:
         return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path

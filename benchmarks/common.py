@@ -1,8 +1,9 @@
-"""Helpers shared by the rate–distortion benchmarks (benchmarks.rd, benchmarks.defaults).
+"""Helpers shared by the benchmarks: measuring a point, reading curves, describing the run.
 
-Cubes of the dev corpus, their families, crops of the largest ones, interpolation of
-PSNR at fixed rates, machine information and markdown formatting. Every metric comes
-from :mod:`eocube.metrics` (docs/format.md definitions).
+Quality, sizes and speeds of one encoded cube; interpolation of PSNR (and speeds) at
+fixed rates; machine and git information; markdown formatting. Every metric comes from
+:mod:`eocube.metrics` (docs/format.md definitions). The cubes themselves come from
+:mod:`benchmarks.corpus`.
 """
 
 from __future__ import annotations
@@ -17,178 +18,14 @@ import subprocess
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
-TEST_DATA = ROOT / "tests" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = (0.1, 0.3, 1.0)
-
-
-def data_dir() -> Path:
-    """The dev corpus: ../shared/data when present, else tests/data."""
-    if SHARED_DATA.is_dir() and any(SHARED_DATA.glob("*.nc")):
-        return SHARED_DATA
-    return TEST_DATA
-
-
-def corpus(folder: Path | None = None) -> list[str]:
-    """Names (file stems) of every cube of the corpus, sorted."""
-    folder = folder or data_dir()
-    return sorted(p.stem for p in folder.glob("*.nc"))
-
-
-def family(name: str) -> str:
-    """s2, landsat, era5, climate or ocean: which goals of issue 5 a cube belongs to."""
-    if name.startswith("s2_"):
-        return "s2"
-    if name.startswith(("l8_", "landsat")):
-        return "landsat"
-    if name.startswith("era5"):
-        return "era5"
-    if name.startswith("ocean"):
-        return "ocean"
-    return "climate"  # ERA-Interim, gridded observations, model SST, radar precipitation
-
-
-@dataclass
-class Cube:
-    """One cube of the corpus as a (T, B, Y, X) array and the dataset written by eocube.
-
-    ``dataset`` holds only the ``data`` variable (other variables such as the cloud
-    ``mask`` layer are dropped: every method compresses the same values) with all its
-    coordinates and attributes, so the store's bytes are those a user of this variable
-    would keep.
-    """
-
-    name: str
-    values: np.ndarray
-    nodata: float | None
-    dataset: Any  # xarray.Dataset
-    crop: str | None = None
-    source_shape: tuple[int, ...] = ()
-    bands: list[str] = field(default_factory=list)
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        T, B, Y, X = self.values.shape
-        return T, B, Y, X
-
-    @property
-    def family(self) -> str:
-        return family(self.name)
-
-    @property
-    def is_integer(self) -> bool:
-        return self.values.dtype.kind in "iu"
-
-    @property
-    def valid(self) -> np.ndarray:
-        from eocube import metrics
-
-        return metrics.valid_mask(self.values, self.nodata)
-
-    def describe(self) -> dict[str, Any]:
-        valid = self.valid
-        v = self.values[valid]
-        return {
-            "cube": self.name,
-            "family": self.family,
-            "dtype": str(self.values.dtype),
-            "shape": list(self.shape),
-            "source_shape": list(self.source_shape),
-            "crop": self.crop,
-            "values": int(self.values.size),
-            "original_bytes": int(self.values.nbytes),
-            "nodata": self.nodata,
-            "invalid_fraction": float(1 - valid.mean()),
-            "value_min": float(v.min()) if v.size else None,
-            "value_max": float(v.max()) if v.size else None,
-            "integer": self.is_integer,
-            "time_series": self.shape[0] > 1,
-        }
-
-
-def _best_window(valid: np.ndarray, wy: int, wx: int) -> tuple[int, int]:
-    """Top-left corner of the wy × wx window (on a coarse grid) with most valid values."""
-    Y, X = valid.shape
-    counts = np.asarray(valid, np.int64).cumsum(0).cumsum(1)
-    counts = np.pad(counts, ((1, 0), (1, 0)))
-    best, corner = -1, ((Y - wy) // 2, (X - wx) // 2)
-    step_y, step_x = max(1, (Y - wy) // 8), max(1, (X - wx) // 8)
-    for y0 in range(0, Y - wy + 1, step_y):
-        for x0 in range(0, X - wx + 1, step_x):
-            n = (
-                counts[y0 + wy, x0 + wx]
-                - counts[y0, x0 + wx]
-                - counts[y0 + wy, x0]
-                + counts[y0, x0]
-            )
-            if n > best:
-                best, corner = int(n), (y0, x0)
-    return corner  # counts: valid values over all dates and bands of each pixel
-
-
-def load_cube(
-    name: str,
-    folder: Path | None = None,
-    *,
-    max_values: int | None = None,
-    max_time: int | None = None,
-) -> Cube:
-    """Load a cube; crop time to ``max_time`` steps and y/x to at most ``max_values`` values.
-
-    The spatial crop is square-ish, keeps every band and date, and is placed where the
-    most values are valid (a NaN-dominated ocean scene would otherwise measure NaNs).
-    """
-    import xarray as xr
-
-    folder = folder or data_dir()
-    with xr.open_dataset(folder / f"{name}.nc", mask_and_scale=False) as src:
-        ds = src[["data"]].load()
-    da = ds["data"]
-    if da.ndim == 3:
-        ds = ds.assign(data=da.expand_dims("band", axis=1))
-        da = ds["data"]
-    ds = ds.transpose(*("time", "band", "y", "x"), ...)
-    source_shape = tuple(int(s) for s in ds["data"].shape)
-    nodata = da.attrs.get("nodata")
-    nodata = None if nodata is None else float(nodata)
-    crops = []
-    T, B, Y, X = source_shape
-    if max_time is not None and max_time < T:
-        ds = ds.isel(time=slice(0, max_time))
-        crops.append(f"first {max_time} of {T} time steps")
-        T = max_time
-    if max_values is not None and max_values < T * B * Y * X:
-        side = math.sqrt(max_values / (T * B))
-        wy, wx = min(Y, int(side)), min(X, int(side))
-        if wy == Y:
-            wx = min(X, int(max_values / (T * B * Y)))
-        elif wx == X:
-            wy = min(Y, int(max_values / (T * B * X)))
-        from eocube import metrics
-
-        valid = metrics.valid_mask(ds["data"].values, nodata).sum(axis=(0, 1))
-        y0, x0 = _best_window(valid, wy, wx)
-        ds = ds.isel(y=slice(y0, y0 + wy), x=slice(x0, x0 + wx))
-        crops.append(f"y {y0}:{y0 + wy}, x {x0}:{x0 + wx} of {Y} x {X}")
-    values = np.ascontiguousarray(ds["data"].values)
-    bands = [str(b) for b in ds["band"].values] if "band" in ds.coords else []
-    return Cube(
-        name=name,
-        values=values,
-        nodata=nodata,
-        dataset=ds,
-        crop="; ".join(crops) or None,
-        source_shape=source_shape,
-        bands=bands,
-    )
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -236,6 +73,7 @@ def quality(original: np.ndarray, decoded: np.ndarray, nodata: float | None) -> 
 def sizes(
     nbytes_total: int, nbytes_payload: int, shape: Sequence[int], dtype: np.dtype
 ) -> dict[str, Any]:
+    """Bytes, bpppb and compression ratio, of every byte kept and of the payload only."""
     from eocube import metrics
 
     return {
@@ -249,6 +87,7 @@ def sizes(
 
 
 def speeds(original_bytes: int, encode_s: float, decode_s: float) -> dict[str, Any]:
+    """Seconds and MB/s (of the original array) of an encode and a decode."""
     return {
         "encode_s": encode_s,
         "decode_s": decode_s,
@@ -299,6 +138,7 @@ def interp_log(points: Sequence[tuple[float, float]], target: float) -> float | 
 
 
 def psnr_at(records: Iterable[dict[str, Any]], target: float, basis: str = "bpppb") -> float | None:
+    """PSNR of a method's lossy points at ``target`` rate (see :func:`interp_log`)."""
     return interp_log(lossy_points(records, basis), target)
 
 
@@ -353,6 +193,8 @@ def speed_at(
 
 
 def git_state() -> dict[str, Any]:
+    """The commit measured, and the files of eocube/ and codecs/ modified since (if any)."""
+
     def git(*cmd: str) -> str:
         return subprocess.run(
             ["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=True
@@ -367,7 +209,20 @@ def git_state() -> dict[str, Any]:
         return {}
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(threads: int | None = None) -> dict[str, Any]:
+    """The machine, the libraries and the git state a benchmark ran on.
+
+    Parameters
+    ----------
+    threads : int, optional
+        The codec threads of the run, recorded as given. Without it, the load average at
+        the start and the versions of the competitors' libraries are recorded instead.
+
+    Returns
+    -------
+    dict
+        JSON-ready figures: git state, platform, CPUs, eocube, av, FFmpeg, numpy, numba.
+    """
     import av
     import numba
 
@@ -383,6 +238,38 @@ def machine_info() -> dict[str, Any]:
         usable: int | None = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
+    info: dict[str, Any] = {
+        "git": git_state(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "cpu_usable": usable,
+    }
+    if threads is not None:
+        info["threads"] = threads
+    else:
+        load = None
+        with contextlib.suppress(OSError):
+            load = list(os.getloadavg())
+        info["load_average_at_start"] = load
+    libs = {}
+    with contextlib.suppress(Exception):  # informative only
+        libs = {k: ".".join(map(str, v)) for k, v in av.library_versions.items()}
+    info.update(
+        eocube=eocube.__version__,
+        av=av.__version__,
+        ffmpeg_libs=libs,
+        numpy=np.__version__,
+        numba=numba.__version__,
+    )
+    if threads is None:
+        info.update(_competitor_versions())
+    return info
+
+
+def _competitor_versions() -> dict[str, str]:
+    """Versions of the competitors' libraries and of xarray and zarr, where installed."""
     versions: dict[str, str] = {}
     for mod in ("imagecodecs", "zfpy", "zstandard", "pysz", "xarray", "zarr"):
         with contextlib.suppress(Exception):
@@ -393,29 +280,11 @@ def machine_info() -> dict[str, Any]:
 
         versions.setdefault("pysz", version("pysz"))
         versions["zfpy"] = version("zfpy")
-    libs = {}
-    with contextlib.suppress(Exception):
-        libs = {k: ".".join(map(str, v)) for k, v in av.library_versions.items()}
-    with contextlib.suppress(OSError):
-        load = os.getloadavg()
-    return {
-        "git": git_state(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "cpu_usable": usable,
-        "load_average_at_start": list(load) if "load" in locals() else None,
-        "eocube": eocube.__version__,
-        "av": av.__version__,
-        "ffmpeg_libs": libs,
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        **versions,
-    }
+    return versions
 
 
 def fmt(x: Any, spec: str = ".1f", none: str = "n/a") -> str:
+    """A number for a table: ``none`` for None, ∞ / nan spelled out, † after a :class:`Sat`."""
     if x is None:
         return none
     if isinstance(x, Sat):
@@ -426,6 +295,14 @@ def fmt(x: Any, spec: str = ".1f", none: str = "n/a") -> str:
         if math.isnan(x):
             return "nan"
     return format(x, spec)
+
+
+def md_section(title: str, *paragraphs: str) -> list[str]:
+    """A level-2 markdown heading and its paragraphs, as lines, each followed by a blank one."""
+    out = [f"## {title}", ""]
+    for paragraph in paragraphs:
+        out += [paragraph, ""]
+    return out
 
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = "") -> str:

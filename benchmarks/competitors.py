@@ -1,5 +1,8 @@
 """What users would pick instead of eocube: lossy and lossless codecs, applied as a user would.
 
+:data:`METHODS` is the one registry of competitors: benchmarks.rd sweeps every method of
+it; benchmarks.error_bounded runs those with an :class:`ErrorBounded` mode (SZ3, SPERR).
+
 Every method encodes the same (T, B, Y, X) array and is decoded back to it; what is
 counted is every byte a reader needs: the codec streams plus the small side information
 (per-band ranges, 16 bytes a band, where a method stretches bands) plus, for the lossy
@@ -16,6 +19,9 @@ stacked vertically (T·Y × X), so headers are paid once per band, not per date.
 
 Lossless methods (integer data only, except zstd) store the values exactly as they are,
 nodata included; image codecs get ``value − band minimum`` (it must fit 16 bits).
+
+Under a hard error bound (:class:`ErrorBounded`), a method gets one band as one
+(time, y, x) field and the absolute bound, and returns its compressed bytes and decode.
 """
 
 from __future__ import annotations
@@ -125,12 +131,27 @@ def _unshuffle(buf: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarra
 # ----------------------------------------------------------------------------- methods
 
 
+@dataclass(frozen=True)
+class ErrorBounded:
+    """How a method compresses one field under a hard absolute error bound.
+
+    ``coder(field, bound) -> (compressed bytes, decoded field)`` (benchmarks.error_bounded
+    gives it each band as one (time, y, x) field); ``note`` says how it is applied.
+    """
+
+    coder: Callable[[np.ndarray, float], tuple[int, np.ndarray]]
+    note: str
+
+
 @dataclass
 class Method:
     """A compressor with a sweep of settings.
 
     ``encode(values, nodata, setting) -> Encoded`` and ``decode(enc) -> ndarray`` are
     timed around the whole user-visible work (fill, stretch, mask included).
+    ``error_bounded`` is the method's hard-error-bound mode, where it has one; ``style``
+    its line on the plots; ``summary_column`` whether benchmarks.rd's summary gives it a
+    column of its per-cube PSNR table.
     """
 
     name: str
@@ -143,6 +164,9 @@ class Method:
     note: str = ""
     int_settings_full: Sequence[dict[str, Any]] | None = None
     int_settings_quick: Sequence[dict[str, Any]] | None = None
+    error_bounded: ErrorBounded | None = None
+    style: dict[str, Any] = field(default_factory=dict)
+    summary_column: bool = True
 
     def settings(self, values: np.ndarray, quick: bool) -> list[dict[str, Any]]:
         """The sweep for this cube (some methods sweep another knob on integer data)."""
@@ -208,6 +232,32 @@ def sz3_decode(enc: Encoded) -> np.ndarray:
     return _finish_lossy(enc, out)
 
 
+def sz3_bounded(values: np.ndarray, bound: float) -> tuple[int, np.ndarray]:
+    """SZ3 (``szErrorBoundMode.ABS``, default algorithm) on one float32 field.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The field (integers are fed as float32).
+    bound : float
+        The largest absolute error allowed.
+
+    Returns
+    -------
+    tuple of (int, numpy.ndarray)
+        Compressed bytes and the decoded field (float32).
+    """
+    from pysz import sz, szConfig, szErrorBoundMode
+
+    data = np.ascontiguousarray(values, dtype=np.float32)
+    config = szConfig(data.shape)
+    config.errorBoundMode = szErrorBoundMode.ABS
+    config.absErrorBound = bound
+    compressed, _ = sz.compress(data, config)
+    decoded, _ = sz.decompress(compressed, data.dtype, data.shape)
+    return int(compressed.nbytes), decoded
+
+
 # --- SPERR (imagecodecs): target bits per value, per band (T, Y, X)
 
 
@@ -238,6 +288,28 @@ def sperr_decode(enc: Encoded) -> np.ndarray:
     for b, blob in enumerate(enc.blobs):
         out[:, b] = np.asarray(imagecodecs.sperr_decode(blob, numthreads=1)).reshape(T, Y, X)
     return _finish_lossy(enc, out)
+
+
+def sperr_bounded(values: np.ndarray, bound: float) -> tuple[int, np.ndarray]:
+    """SPERR in point-wise max error mode (``"pwe"``) on one float64 field.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The field (fed as float64).
+    bound : float
+        The largest absolute error allowed.
+
+    Returns
+    -------
+    tuple of (int, numpy.ndarray)
+        Compressed bytes (SPERR's header included) and the decoded field (float64).
+    """
+    import imagecodecs
+
+    data = np.ascontiguousarray(values, dtype=np.float64)
+    compressed = imagecodecs.sperr_encode(data, bound, "pwe")
+    return len(compressed), imagecodecs.sperr_decode(compressed)
 
 
 # --- ZFP (zfpy): fixed accuracy (tolerance = rel × range) or fixed rate, per band
@@ -534,6 +606,10 @@ METHODS: list[Method] = [
         sz3_encode,
         sz3_decode,
         note="pysz, absolute error bound = rel × the band's valid range, each band (T, Y, X)",
+        error_bounded=ErrorBounded(
+            sz3_bounded, "pysz, szErrorBoundMode.ABS, default algorithm, per band 3-D float32"
+        ),
+        style={"color": "tab:olive", "ls": ":", "marker": "v"},
     ),
     Method(
         "SPERR",
@@ -544,6 +620,10 @@ METHODS: list[Method] = [
         sperr_decode,
         _sperr_applies,
         note="imagecodecs SPERR, fixed bits per value, each band (T, Y, X)",
+        error_bounded=ErrorBounded(
+            sperr_bounded, "imagecodecs.sperr_encode(mode='pwe'), per band 3-D float64"
+        ),
+        style={"color": "tab:brown", "ls": ":", "marker": "^"},
     ),
     Method(
         "ZFP-accuracy",
@@ -553,6 +633,8 @@ METHODS: list[Method] = [
         zfp_encode,
         zfp_decode,
         note="zfpy fixed accuracy, tolerance = rel × the band's valid range, each band",
+        style={"color": "tab:gray", "ls": ":", "marker": "<"},
+        summary_column=False,  # ZFP-rate stands for ZFP in the summary's per-cube table
     ),
     Method(
         "ZFP-rate",
@@ -562,6 +644,7 @@ METHODS: list[Method] = [
         zfp_encode,
         zfp_decode,
         note="zfpy fixed rate (bits per value), each band",
+        style={"color": "silver", "ls": ":", "marker": ">"},
     ),
     Method(
         "bitround+zstd",
@@ -574,6 +657,7 @@ METHODS: list[Method] = [
         "bits rounded away; then a byte shuffle and zstd-3",
         int_settings_full=[{"dropbits": k} for k in (3, 5, 7, 9, 11)],
         int_settings_quick=[{"dropbits": k} for k in (3, 7)],
+        style={"color": "tab:pink", "ls": ":", "marker": "d"},
     ),
     Method(
         "JPEG-XL",
@@ -584,6 +668,7 @@ METHODS: list[Method] = [
         _image_decoder(_jxl_dec),
         _jxl_applies,
         note="imagecodecs libjxl, default effort, one 16-bit image per band (dates stacked)",
+        style={"color": "tab:cyan", "ls": "-.", "marker": "s"},
     ),
     Method(
         "JPEG2000",
@@ -594,6 +679,7 @@ METHODS: list[Method] = [
         _image_decoder(_j2k_dec),
         _j2k_applies,
         note="imagecodecs OpenJPEG, irreversible, one quality layer at a target PSNR",
+        style={"color": "darkkhaki", "ls": "-.", "marker": "p"},
     ),
     Method(
         "HTJ2K",
@@ -604,6 +690,7 @@ METHODS: list[Method] = [
         _image_decoder(_htj2k_dec),
         _j2k_applies,
         note="imagecodecs OpenJPH, irreversible, quantization step qstep",
+        style={"color": "slategray", "ls": "-.", "marker": "h"},
     ),
     # lossless
     Method(
@@ -613,7 +700,7 @@ METHODS: list[Method] = [
         [{"level": 3}],
         zstd_encode,
         zstd_decode,
-        note="zstandard level 3 on the raw array (ANCHORS.md's lossless floor)",
+        note="zstandard level 3 on the raw array (the lossless floor of benchmarks.anchors)",
     ),
     Method(
         "shuffle+zstd-19",
@@ -648,4 +735,20 @@ METHODS: list[Method] = [
 
 
 def by_name() -> dict[str, Method]:
+    """Every method of the registry by its name."""
     return {m.name: m for m in METHODS}
+
+
+def lossy_summary_columns() -> list[str]:
+    """Names of the lossy methods benchmarks.rd's summary shows per cube, in registry order."""
+    return [m.name for m in METHODS if not m.lossless and m.summary_column]
+
+
+def lossless_names() -> list[str]:
+    """Names of the lossless methods, in registry order."""
+    return [m.name for m in METHODS if m.lossless]
+
+
+def error_bounded_methods() -> list[Method]:
+    """The methods that hold a hard absolute error bound (benchmarks.error_bounded)."""
+    return [m for m in METHODS if m.error_bounded is not None]

@@ -42,8 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import common, reference
+from benchmarks import common, corpus, reference
 from benchmarks.common import fmt, md_table
+from benchmarks.corpus import Cube
 
 CUBES = ("s2_l2a_worldcereal_118x4x64x64", "era5_t2m_uk_744h")
 # single scenes and 2-step fields, cropped like benchmarks.rd crops them
@@ -105,7 +106,7 @@ def option_variants() -> list[tuple[str, Any, tuple[float, ...]]]:
     ]
 
 
-def encode_blocks(cube: common.Cube, prof: Any, crf: float) -> dict[str, Any]:
+def encode_blocks(cube: Cube, prof: Any, crf: float) -> dict[str, Any]:
     import eocube
 
     blocks = [
@@ -126,11 +127,11 @@ def encode_blocks(cube: common.Cube, prof: Any, crf: float) -> dict[str, Any]:
     }
 
 
-def chunk_time_point(cube: common.Cube, tc: int, crf: float) -> dict[str, Any]:
+def chunk_time_point(cube: Cube, tc: int, crf: float) -> dict[str, Any]:
     return chunking_point(cube, {"time": tc}, crf)
 
 
-def chunking_point(cube: common.Cube, chunks: dict[str, int], crf: float) -> dict[str, Any]:
+def chunking_point(cube: Cube, chunks: dict[str, int], crf: float) -> dict[str, Any]:
     import fsspec
     import xarray as xr
 
@@ -172,7 +173,7 @@ def chunking_point(cube: common.Cube, chunks: dict[str, int], crf: float) -> dic
     }
 
 
-def reference_ctu_point(cube: common.Cube, crf: float, ctu: int) -> dict[str, Any]:
+def reference_ctu_point(cube: Cube, crf: float, ctu: int) -> dict[str, Any]:
     saved = reference.X265_PARAMS
     reference.X265_PARAMS = saved.replace("ctu=32", f"ctu={ctu}")
     try:
@@ -192,7 +193,7 @@ def reference_ctu_point(cube: common.Cube, crf: float, ctu: int) -> dict[str, An
     }
 
 
-def mosaic_point(cube: common.Cube, crf: float, tiles: int) -> dict[str, Any]:
+def mosaic_point(cube: Cube, crf: float, tiles: int) -> dict[str, Any]:
     """Each band's series in 12-bit luma frames holding tiles × tiles dates (row major)."""
     from eocube import metrics
     from eocube.video import decode_frames, encode_frames, frame_size
@@ -278,7 +279,7 @@ def _ffv1_stream(frames: list[list[np.ndarray]], pix_fmt: str, Y: int, X: int) -
     )
 
 
-def lossless_point(cube: common.Cube, variant: str) -> dict[str, Any]:
+def lossless_point(cube: Cube, variant: str) -> dict[str, Any]:
     """Lossless building blocks on ``value − band minimum`` (no nodata mask: values as is)."""
     import zstandard
 
@@ -610,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=("options", "chunk_time", "chunk_side", "reference_ctu", "mosaic", "lossless"),
     )
     parser.add_argument("--out", type=Path)
+    corpus.add_corpus_option(parser)
     args = parser.parse_args(argv)
     out = args.out or (common.RESULTS / "rd" / ("quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
@@ -619,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": common.machine_info(),
     }
     max_time = 64 if args.quick else None
-    cubes = {n: common.load_cube(n, max_time=max_time) for n in CUBES}
+    cubes = {n: corpus.load_cube(n, args.corpus, max_time=max_time) for n in CUBES}
     records: list[dict[str, Any]] = []
     only = set(
         args.only or ("options", "chunk_time", "chunk_side", "reference_ctu", "mosaic", "lossless")
@@ -672,7 +674,10 @@ def main(argv: list[str] | None = None) -> int:
                     )
     if "chunk_side" in only:
         for name in SHORT_CUBES:
-            cube = common.load_cube(name, max_values=SHORT_MAX_VALUES)
+            if not corpus.has_cube(name, args.corpus):  # not among the cubes of tests/data
+                print(f"  chunk_side: {name} is not in the corpus, skipped", file=sys.stderr)
+                continue
+            cube = corpus.load_cube(name, args.corpus, max_values=SHORT_MAX_VALUES)
             for side in (256, 512, 1024):
                 for crf in (8, 16, 24) if not args.quick else (8, 24):
                     run(
@@ -704,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
     if "lossless" in only:
         for name in LOSSLESS_CUBES:
-            cube = cubes.get(name) or common.load_cube(name, max_time=max_time)
+            cube = cubes.get(name) or corpus.load_cube(name, args.corpus, max_time=max_time)
             for variant in LOSSLESS_VARIANTS:
                 run(
                     {"experiment": "lossless", "cube": name, "variant": variant},

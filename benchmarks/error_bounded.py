@@ -44,65 +44,50 @@ relative bound, log-log, one panel per cube) and ``error_bounded.md`` (also prin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import eocube
+from benchmarks import competitors, corpus
+from benchmarks.common import RESULTS, machine_info
+from benchmarks.corpus import Cube
 from eocube import metrics
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
-RESULTS = Path(__file__).resolve().parent / "results"
 
 CUBES = ("s2_l2a_worldcereal_118x4x64x64", "era5_t2m_uk_744h")
 BOUNDS = (1e-2, 3e-3, 1e-3)
 QUICK_TIME = {"s2_l2a_worldcereal_118x4x64x64": 32, "era5_t2m_uk_744h": 96}
 EOCUBE_METHODS = {"eocube": None, "eocube-t128": {"time": 128}}
-COMPETITORS = ("SZ3", "SPERR")
 SWEEP_CRF = (0, 4, 8, 12, 16, 20, 24)
+EOCUBE_STYLES = {
+    "eocube": {"marker": "o", "color": "C3"},
+    "eocube-t128": {"marker": "o", "color": "C1", "linestyle": "--"},
+}
 
 
-@dataclass
-class Cube:
-    name: str
-    ds: Any  # xarray.Dataset with only `data`, loaded
-    values: np.ndarray  # (T, B, Y, X), original dtype
-    nodata: float | None
+def load(name: str, folder: Path | None, quick: bool) -> Cube:
+    """The cube with only ``data`` and its index coordinates (auxiliary ones dropped).
 
-    @property
-    def valid(self) -> np.ndarray:
-        return metrics.valid_mask(self.values, self.nodata)
-
-    def band_bounds(self, rel: float) -> list[float]:
-        out = []
-        valid = self.valid
-        for b in range(self.values.shape[1]):
-            v = self.values[:, b][valid[:, b]].astype(np.float64)
-            out.append(rel * float(v.max() - v.min()) if v.size else 0.0)
-        return out
+    ``--quick`` keeps the first :data:`QUICK_TIME` steps.
+    """
+    cube = corpus.load_cube(name, folder, max_time=QUICK_TIME[name] if quick else None)
+    return dataclasses.replace(cube, dataset=cube.dataset.reset_coords(drop=True))
 
 
-def load_cube(name: str, quick: bool) -> Cube:
-    import xarray as xr
-
-    with xr.open_dataset(DATA / f"{name}.nc", mask_and_scale=False) as src:
-        ds = src[["data"]].reset_coords(drop=True).load()
-    if ds["data"].ndim == 3:
-        ds = ds.expand_dims("band", axis=1)
-    if quick:
-        ds = ds.isel(time=slice(0, QUICK_TIME[name]))
-    da = ds["data"].transpose("time", "band", "y", "x")
-    nodata = da.attrs.get("nodata", da.attrs.get("_FillValue"))
-    nodata = None if nodata is None else float(nodata)
-    return Cube(name, ds, np.ascontiguousarray(da.values), nodata)
+def band_bounds(cube: Cube, rel: float) -> list[float]:
+    """The absolute bound of each band: ``rel`` × the band's range over its valid values."""
+    out = []
+    valid = cube.valid
+    for b in range(cube.values.shape[1]):
+        v = cube.values[:, b][valid[:, b]].astype(np.float64)
+        out.append(rel * float(v.max() - v.min()) if v.size else 0.0)
+    return out
 
 
 # --- measuring one decode ---------------------------------------------------------------
@@ -147,12 +132,12 @@ def competitor_bound(e: float, band: np.ndarray) -> float:
 
 
 def run_eocube(cube: Cube, rel: float, chunks: dict[str, int] | None) -> dict[str, Any]:
-    bounds = cube.band_bounds(rel)
+    bounds = band_bounds(cube, rel)
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "cube.eocube.zarr")
         t0 = time.perf_counter()
         report = eocube.to_eocube(
-            cube.ds, path, max_abs_error=bounds, chunks=chunks, measure=False, mode="w"
+            cube.dataset, path, max_abs_error=bounds, chunks=chunks, measure=False, mode="w"
         )
         enc_s = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -176,36 +161,11 @@ def run_eocube(cube: Cube, rel: float, chunks: dict[str, int] | None) -> dict[st
     }
 
 
-def _sz3(field: np.ndarray, e: float) -> tuple[int, np.ndarray]:
-    from pysz import sz, szConfig, szErrorBoundMode
-
-    data = np.ascontiguousarray(field, dtype=np.float32)
-    config = szConfig(data.shape)
-    config.errorBoundMode = szErrorBoundMode.ABS
-    config.absErrorBound = e
-    compressed, _ = sz.compress(data, config)
-    decoded, _ = sz.decompress(compressed, data.dtype, data.shape)
-    return int(compressed.nbytes), decoded
-
-
-def _sperr(field: np.ndarray, e: float) -> tuple[int, np.ndarray]:
-    import imagecodecs
-
-    data = np.ascontiguousarray(field, dtype=np.float64)
-    compressed = imagecodecs.sperr_encode(data, e, "pwe")
-    return len(compressed), imagecodecs.sperr_decode(compressed)
-
-
-CODERS: dict[str, Callable[[np.ndarray, float], tuple[int, np.ndarray]]] = {
-    "SZ3": _sz3,
-    "SPERR": _sperr,
-}
-
-
-def run_competitor(cube: Cube, rel: float, method: str) -> dict[str, Any]:
+def run_competitor(cube: Cube, rel: float, method: competitors.Method) -> dict[str, Any]:
     """One 3-D (time, y, x) field per band; invalid values left as they are (none here)."""
-    bounds = cube.band_bounds(rel)
-    coder = CODERS[method]
+    bounds = band_bounds(cube, rel)
+    assert method.error_bounded is not None
+    coder = method.error_bounded.coder
     decoded = np.empty_like(cube.values)
     nbytes = 0
     enc_s = 0.0
@@ -215,7 +175,7 @@ def run_competitor(cube: Cube, rel: float, method: str) -> dict[str, Any]:
         eb = competitor_bound(e, band)
         given.append(eb)
         if eb <= 0:
-            raise ValueError(f"{cube.name} band {b}: bound {e} too small for {method}")
+            raise ValueError(f"{cube.name} band {b}: bound {e} too small for {method.name}")
         t0 = time.perf_counter()
         size, dec = coder(band, eb)  # compress + decompress; decode time not reported
         enc_s += time.perf_counter() - t0
@@ -255,7 +215,7 @@ def _entropies(q: np.ndarray) -> tuple[float, float]:
 
 def diagnose(cube: Cube, rel: float, crf: float, time_chunk: int = 32) -> dict[str, Any]:
     """Video vs residual bytes of every chunk at ``crf`` (eocube's default chunking)."""
-    bounds = cube.band_bounds(rel)
+    bounds = band_bounds(cube, rel)
     steps = np.array(
         [2 * math.floor(e) + 1 if cube.values.dtype.kind in "iu" else 2 * e for e in bounds]
     )
@@ -295,7 +255,7 @@ def crf_sweep(cube: Cube, rel: float) -> list[dict[str, Any]]:
     T = cube.values.shape[0]
     t0 = max(0, (T // 2 // 32) * 32 if T > 32 else 0)
     block = np.ascontiguousarray(cube.values[t0 : t0 + 32])
-    bounds = cube.band_bounds(rel)
+    bounds = band_bounds(cube, rel)
     out = []
     for crf in SWEEP_CRF:
         plain = len(eocube.encode_chunk(block, quality=crf, nodata=cube.nodata))
@@ -350,14 +310,15 @@ def markdown(
         "## eocube against the best competitor (ratio = eocube bpppb / competitor bpppb; < 1 wins)",
         "",
     ]
+    names = competitor_names()
     lines += [
-        "| cube | rel. bound | method | vs SZ3 | vs SPERR | verdict |",
-        "|---|---|---|---|---|---|",
+        "| cube | rel. bound | method | " + " | ".join(f"vs {m}" for m in names) + " | verdict |",
+        "|---|---|---|" + "---|" * len(names) + "---|",
     ]
     for c in comparisons(records):
+        ratios = " | ".join(f"{c[f'ratio_{m}']:.2f}" for m in names)
         lines.append(
-            f"| {c['cube']} | {c['rel_bound']:g} | {c['method']} | {c['ratio_SZ3']:.2f} | "
-            f"{c['ratio_SPERR']:.2f} | {c['verdict']} |"
+            f"| {c['cube']} | {c['rel_bound']:g} | {c['method']} | {ratios} | {c['verdict']} |"
         )
     if diagnostics:
         lines += [
@@ -398,14 +359,22 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def competitor_names() -> list[str]:
+    """The competitors of this benchmark: the methods of the registry with an error bound."""
+    return [m.name for m in competitors.error_bounded_methods()]
+
+
 def comparisons(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """eocube's bpppb over each competitor's, per cube and bound, and the verdict."""
     by = {(r["cube"], r["rel_bound"], r["method"]): r for r in records}
     out = []
     for (cube, rel, method), r in by.items():
         if method not in EOCUBE_METHODS:
             continue
         ratios = {
-            m: r["bpppb"] / by[(cube, rel, m)]["bpppb"] for m in COMPETITORS if (cube, rel, m) in by
+            m: r["bpppb"] / by[(cube, rel, m)]["bpppb"]
+            for m in competitor_names()
+            if (cube, rel, m) in by
         }
         lost = [m for m, x in ratios.items() if x >= 1]
         out.append(
@@ -433,10 +402,8 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     cubes = list(dict.fromkeys(r["cube"] for r in records))
     fig, axes = plt.subplots(1, len(cubes), figsize=(6 * len(cubes), 4.5), squeeze=False)
     styles = {
-        "eocube": {"marker": "o", "color": "C3"},
-        "eocube-t128": {"marker": "o", "color": "C1", "linestyle": "--"},
-        "SZ3": {"marker": "s", "color": "C0"},
-        "SPERR": {"marker": "^", "color": "C2"},
+        **EOCUBE_STYLES,
+        **{m.name: m.style for m in competitors.error_bounded_methods()},
     }
     for ax, cube in zip(axes[0], cubes, strict=True):
         for method, style in styles.items():
@@ -478,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="first time steps of each cube")
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the byte breakdown")
+    corpus.add_corpus_option(parser)
     parser.add_argument(
         "--out",
         type=Path,
@@ -495,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     sweeps: dict[str, Any] = {}
     shapes = {}
     for name in CUBES:
-        cube = load_cube(name, args.quick)
+        cube = load(name, args.corpus, args.quick)
         shapes[name] = cube.values.shape
         print(f"{name} {cube.values.shape} {cube.values.dtype} nodata={cube.nodata}", flush=True)
         for rel in BOUNDS:
@@ -513,17 +481,18 @@ def main(argv: list[str] | None = None) -> int:
                     f"err/bound {rec['max_err_rel']:.4f} {rec['encode_s']:.1f} s",
                     flush=True,
                 )
-            for method in COMPETITORS:
+            for competitor in competitors.error_bounded_methods():
                 rec = {
                     "cube": name,
                     "rel_bound": rel,
-                    "method": method,
-                    **run_competitor(cube, rel, method),
+                    "method": competitor.name,
+                    **run_competitor(cube, rel, competitor),
                 }
                 records.append(rec)
                 print(
-                    f"  {rel:g} {method:12s} {rec['bpppb']:.3f} bpppb {rec['psnr']:.2f} dB "
-                    f"err/bound {rec['max_err_rel']:.4f} {rec['encode_s']:.1f} s",
+                    f"  {rel:g} {competitor.name:12s} {rec['bpppb']:.3f} bpppb "
+                    f"{rec['psnr']:.2f} dB err/bound {rec['max_err_rel']:.4f} "
+                    f"{rec['encode_s']:.1f} s",
                     flush=True,
                 )
             if not args.no_diagnostics:
@@ -550,8 +519,6 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(md)
 
-    from benchmarks.codec_core import machine_info
-
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = ""
     result = {
@@ -563,8 +530,9 @@ def main(argv: list[str] | None = None) -> int:
             "relative_bounds": list(BOUNDS),
             "eocube_methods": EOCUBE_METHODS,
             "competitors": {
-                "SZ3": "pysz, szErrorBoundMode.ABS, default algorithm, per band 3-D float32",
-                "SPERR": "imagecodecs.sperr_encode(mode='pwe'), per band 3-D float64",
+                m.name: m.error_bounded.note
+                for m in competitors.error_bounded_methods()
+                if m.error_bounded is not None
             },
         },
         "records": records,

@@ -1,6 +1,6 @@
 """NVDEC against the CPU decoder: equality and decode throughput, per GPU-decodable profile.
 
-For each profile whose ``gpu_decodable`` is true, real cube chunks from tests/data are
+For each profile whose ``gpu_decodable`` is true, real cube chunks of the corpus are
 encoded, then decoded by FFmpeg on the CPU and on NVDEC (FFmpeg's CUDA hwaccel, its CUVID
 decoder, and for 4:2:0 streams CUDA frames handed to torch by DLPack). The codes of every
 frame must be equal: NVDEC is a conforming HEVC decoder, so even lossy streams decode
@@ -8,6 +8,8 @@ bit-exactly like FFmpeg's; lossless chunks must also equal the original block.
 
     python benchmarks/gpu_check.py            # about a minute on a GPU machine
     python benchmarks/gpu_check.py --quick    # one chunk per profile, short timings
+
+The cubes come from ``--corpus`` (else ``$EOCUBE_CORPUS``, else tests/data).
 
 Exit status: 0 when every NVDEC decode matched (or there is no GPU: the CPU figures are
 printed and the GPU is said to be missing); 1 on a mismatch; 2 when a machine with a
@@ -30,10 +32,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import corpus  # noqa: E402
 from eocube import chunk, gpu, video  # noqa: E402
 from eocube.profiles import available_profiles  # noqa: E402
 
-DATA = ROOT / "tests" / "data"
 NVDEC_MIN_SIDE = 144  # NVDEC decodes HEVC frames from 144 x 144 px
 
 
@@ -66,9 +68,9 @@ CASES = [
 ]
 
 
-def load(case: Case) -> np.ndarray:
+def load(case: Case, folder: Path | None = None) -> np.ndarray:
     """The chunk's values, read with h5py (NetCDF4 is HDF5), else xarray."""
-    path = DATA / f"{case.cube}.nc"
+    path = corpus.cube_path(case.cube, folder)
     try:
         import h5py
 
@@ -130,6 +132,7 @@ def main() -> int:
     parser.add_argument(
         "--budget", type=float, default=None, help="seconds per timing (default 1.5)"
     )
+    corpus.add_corpus_option(parser)
     args = parser.parse_args()
     budget = args.budget if args.budget is not None else (0.3 if args.quick else 1.5)
     import av
@@ -155,7 +158,7 @@ def main() -> int:
         if args.quick:
             cases = cases[:1]
         for case in cases:
-            block = load(case)
+            block = load(case, args.corpus)
             t0 = time.perf_counter()
             payload = chunk.encode_chunk(block, profile)
             encode_s = time.perf_counter() - t0

@@ -17,8 +17,8 @@ Rows: eocube (lossy, ``--crf``) read over ``hf://`` by ``eocube.hubfs`` (exact r
 requests); zarr + zstd (lossless) read through the same exact-range store; zarr + zstd
 read through plain ``HfFileSystem`` (fsspec's default 4 MiB read-ahead), for contrast.
 
-Run: ``python -m benchmarks.hub_stream [--samples N] [--window T Y X] [--crf Q]``; prints
-a table and writes ``benchmarks/results/hub_stream.json``.
+Run: ``python -m benchmarks.hub_stream [--samples N] [--window T Y X] [--crf Q]
+[--corpus DIR]``; prints a table and writes ``benchmarks/results/hub_stream.json``.
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ from zarr.codecs import ZstdCodec
 from zarr.errors import UnstableSpecificationWarning
 
 import eocube
+from benchmarks import corpus
 from eocube.hub import publish
 from eocube.hubfs import RangeHfFileSystem, hub_store
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "tests"))
 from hub_server import HubServer  # noqa: E402  (the test double lives in tests/)
@@ -63,8 +63,9 @@ TOKEN = "hf_benchmark"
 LINK_BITS_PER_S = 100e6
 
 
-def load(name: str) -> xr.Dataset:
-    with xr.open_dataset(DATA / f"{name}.nc") as ds:
+def load(name: str, folder: Path | None) -> xr.Dataset:
+    """The whole cube ``name`` of the corpus, every variable, decoded as xarray does."""
+    with xr.open_dataset(corpus.cube_path(name, folder)) as ds:
         return ds.load()
 
 
@@ -145,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crf", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="runs per store kind (median)")
+    corpus.add_corpus_option(parser)
     args = parser.parse_args(argv)
 
-    cubes = {cube_id: load(name) for cube_id, name in CUBES.items()}
+    cubes = {cube_id: load(name, args.corpus) for cube_id, name in CUBES.items()}
     samples = windows(cubes, args.samples, tuple(args.window), args.seed)
     rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp, HubServer(token=TOKEN) as hub:

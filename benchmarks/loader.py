@@ -7,7 +7,7 @@ by chunk, shuffled) and :class:`eocube.torch.CubeDataset` (map-style, random ord
 with the same windows, by a DataLoader with 2 worker processes. The first epoch counts
 the workers' start; the second runs on persistent workers.
 
-Run: ``python -m benchmarks.loader [--epochs N]``; prints a table and writes
+Run: ``python -m benchmarks.loader [--epochs N] [--corpus DIR]``; prints a table and writes
 ``benchmarks/results/loader.json``.
 """
 
@@ -23,8 +23,10 @@ from typing import Any
 
 import xarray as xr
 
+from benchmarks import corpus
+
 RESULTS = Path(__file__).resolve().parent / "results"
-CUBE = Path(__file__).resolve().parents[1] / "tests" / "data" / "s2_l2a_worldcereal_118x4x64x64.nc"
+CUBE = "s2_l2a_worldcereal_118x4x64x64"
 CHUNKS = {"time": 32, "band": 4, "y": 64, "x": 64}
 WINDOW = {"time": 8, "y": 32, "x": 32}
 STRIDE = {"time": 1, "y": 4, "x": 4}
@@ -32,13 +34,13 @@ BATCH = 16
 WORKERS = 2
 
 
-def write_stores(folder: Path) -> dict[str, Path]:
+def write_stores(folder: Path, cube_file: Path) -> dict[str, Path]:
     """The cube as an eocube store and as zarr v3 + zstd, same chunks."""
     from zarr.codecs import ZstdCodec
 
     import eocube
 
-    with xr.open_dataset(CUBE) as ds:
+    with xr.open_dataset(cube_file) as ds:
         cube = ds[["data"]].load()
     stores = {"eocube (hevc-12bit-444, default crf)": folder / "cube.eocube"}
     eocube.to_eocube(
@@ -79,7 +81,9 @@ def throughput(dataset: Any, epochs: int, shuffle: bool | None = None) -> list[f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
+    corpus.add_corpus_option(parser)
     args = parser.parse_args()
+    cube_file = corpus.cube_path(CUBE, args.corpus)
     import torch
 
     from eocube.torch import CubeDataset, StreamingCubeDataset
@@ -87,7 +91,7 @@ def main() -> int:
     torch.manual_seed(0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, path in write_stores(Path(tmp)).items():
+        for name, path in write_stores(Path(tmp), cube_file).items():
             streaming = StreamingCubeDataset(
                 [path], window=WINDOW, stride=STRIDE, variables=["data"], seed=0
             )
@@ -102,8 +106,8 @@ def main() -> int:
                 }
             )
     print(
-        f"cube {CUBE.name}, window {WINDOW}, stride {STRIDE}, batch {BATCH}, {WORKERS} workers; "
-        f"samples/s per epoch (the first includes the workers' start)"
+        f"cube {cube_file.name}, window {WINDOW}, stride {STRIDE}, batch {BATCH}, "
+        f"{WORKERS} workers; samples/s per epoch (the first includes the workers' start)"
     )
     print(f"{'store':38s} {'bytes':>9s} {'windows':>7s} {'streaming':>22s} {'map, shuffled':>22s}")
     for r in rows:
@@ -118,7 +122,7 @@ def main() -> int:
             "cpus": _cpus(),
         },
         "torch": torch.__version__,
-        "cube": CUBE.name,
+        "cube": cube_file.name,
         "window": WINDOW,
         "stride": STRIDE,
         "chunks": CHUNKS,

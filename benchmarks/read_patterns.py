@@ -5,8 +5,8 @@ one spatial tile over all dates, the whole cube. Also the end-to-end decode spee
 eocube against its video codec alone, and a sweep of the time chunk length (size,
 PSNR and read times) behind the default chunk shape.
 
-Run: ``python -m benchmarks.read_patterns [--repeats N] [--cube PATH]``; prints tables
-and writes ``benchmarks/results/read_patterns.json``.
+Run: ``python -m benchmarks.read_patterns [--repeats N] [--cube PATH] [--corpus DIR]``;
+prints tables and writes ``benchmarks/results/read_patterns.json``.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 import eocube
-from eocube import metrics
+from benchmarks import corpus
+from eocube import lifecycle, metrics
 from eocube.chunk import decode_chunk
-from eocube.storage import list_keys
 
 ROOT = Path(__file__).resolve().parent.parent
-CUBE = ROOT / "tests" / "data" / "s2_l2a_worldcereal_118x4x64x64.nc"
+CUBE = "s2_l2a_worldcereal_118x4x64x64"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -77,13 +77,11 @@ def codec_alone_seconds(path: Path) -> tuple[float, float]:
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
-    for key in list_keys(store, "data/c"):
+    for key in lifecycle.list_keys(group.store_path, "data/c"):
         shard = sync(store.get(key, prototype=default_buffer_prototype())).to_bytes()
-        index = np.frombuffer(shard[-per_shard * 16 - 4 : -4], "<u8").reshape(-1, 2)
-        for offset, nbytes in index:
-            if nbytes == 2**64 - 1:
-                continue
-            payload = shard[int(offset) : int(offset + nbytes) - 4]  # crc32c after the payload
+        index = shards.ShardIndex.of_shard(shard, per_shard, key)
+        for _, (start, stop) in index.ranges():
+            payload = shard[start : stop - shards.CHECKSUM_NBYTES]  # crc32c after the payload
             spent: list[float] = []
             t0 = time.perf_counter()
             decode_chunk(payload, on_codec_time=spent.append)
@@ -95,13 +93,17 @@ def codec_alone_seconds(path: Path) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--cube", type=Path, default=CUBE)
+    parser.add_argument(
+        "--cube", type=Path, default=None, help=f"a NetCDF cube (default: {CUBE} of the corpus)"
+    )
+    corpus.add_corpus_option(parser)
     parser.add_argument(
         "--crf", type=int, default=None, help="eocube crf (profile default if unset)"
     )
     args = parser.parse_args(argv)
+    cube = args.cube or corpus.cube_path(CUBE, args.corpus)
 
-    with xr.open_dataset(args.cube) as src:
+    with xr.open_dataset(cube) as src:
         ds = src[["data"]].load()
     T, B, Y, X = ds.data.shape
     nbytes = ds.data.nbytes
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         report = eocube.to_eocube(ds, eo_path, crf=args.crf, chunks=chunks)
         write_zstd(ds, z_path, zchunks)
         z_bytes = sum(f.stat().st_size for f in z_path.rglob("*") if f.is_file())
-        print(f"cube {args.cube.name}: {T}x{B}x{Y}x{X} {ds.data.dtype}, {nbytes / 1e6:.1f} MB")
+        print(f"cube {cube.name}: {T}x{B}x{Y}x{X} {ds.data.dtype}, {nbytes / 1e6:.1f} MB")
         print(
             f"eocube ({report.variables['data'].profile}): {report.nbytes} B, "
             f"{report.bpppb:.3f} bpppb, "
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "read_patterns.json"
     meta = {
-        "cube": args.cube.name,
+        "cube": cube.name,
         "machine": platform.machine(),
         "python": platform.python_version(),
         "eocube": eocube.__version__,

@@ -1,13 +1,14 @@
-"""The reference approach (xarrayvideo, arXiv 2506.19656), reimplemented from ANCHORS.md.
+"""The reference approach (IPL-UV/xarrayvideo, arXiv 2506.19656), reimplemented.
 
-Our own code, written from the description in ANCHORS.md, not from the reference
-project's source. What it keeps of the reference, on purpose:
+Our own code, written from the paper "Video Compression for Spatiotemporal Earth System
+Data" (arXiv 2506.19656) and the behaviour of its library IPL-UV/xarrayvideo, not from the
+reference project's source. What it keeps of the reference, on purpose:
 
 - the whole cube at once (no chunking): one video per group of 3 bands, every date a
   frame; the last group padded with copies of its last band (B=4 → (0,1,2), (3,3,3));
 - one global min/max per band over the whole cube; values quantized to 12 bits
   (``round((x - min) / (max - min) · 4095)``); NaN (and, here, integer nodata, which
-  the ANCHORS measurements also turned into NaN) become the band minimum (code 0)
+  the measurements of benchmarks.anchors also turned into NaN) become the band minimum (code 0)
   and are never restored;
 - frames fed as planar GBR 12-bit (``gbrp12le``; band i of a group in plane i of the
   frame's memory, i.e. G, B, R) and converted to ``yuv444p12le`` by swscale with its
@@ -16,8 +17,8 @@ project's source. What it keeps of the reference, on purpose:
   ``VideoFrame.reformat`` calls the same swscale with the same defaults. Decoding
   converts back to ``gbrp12le`` the same way. This RGB→YUV matrix is why the reference
   is off by a few codes even at crf 0;
-- libx265 with its default options: preset medium, ``tune=psnr`` (as the ANCHORS
-  measurements ran it), crf from the sweep. Two departures, both forced by the
+- libx265 with its default options: preset medium, ``tune=psnr`` (as the measurements
+  of benchmarks.anchors ran it), crf from the sweep. Two departures, both forced by the
   PyAV/libx265 build and identical for eocube: ``ctu=32`` (64-pixel CTUs decode
   wrongly in FFmpeg on some frames) and frames padded by edge replication to a size
   libx265 encodes safely (at least one CTU high, more than one CTU wide, widths

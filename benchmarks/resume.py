@@ -25,8 +25,9 @@ from typing import Any
 import xarray as xr
 
 import eocube
-from benchmarks.common import RESULTS, data_dir, git_state, machine_info, md_table
-from eocube import store as writer
+from benchmarks import corpus
+from benchmarks.common import RESULTS, git_state, machine_info, md_table
+from eocube import encode as writer
 from eocube import warmup
 from eocube.layout import STAGING
 
@@ -63,8 +64,11 @@ def _chunks(store: Path) -> tuple[int, int]:
     return staged, shards
 
 
-def run_cube(name: str, chunks: dict[str, int] | None, repeats: int, work: Path) -> dict[str, Any]:
-    with xr.open_dataset(data_dir() / f"{name}.nc") as src:
+def run_cube(
+    name: str, chunks: dict[str, int] | None, repeats: int, work: Path, folder: Path | None
+) -> dict[str, Any]:
+    """A fresh write of the cube against an interrupted one resumed (medians of ``repeats``)."""
+    with xr.open_dataset(corpus.cube_path(name, folder)) as src:
         ds = src[["data"]].load()
     kwargs = {**SETTINGS, "chunks": chunks}
     fresh = []
@@ -110,13 +114,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one cube, one repeat")
     parser.add_argument("--repeats", type=int, default=3)
+    corpus.add_corpus_option(parser)
     args = parser.parse_args()
     cubes = CUBES[:1] if args.quick else CUBES
     repeats = 1 if args.quick else args.repeats
     warmup.warm_up()
     work = Path(tempfile.mkdtemp(prefix="eocube-resume-"))
     try:
-        rows = [run_cube(name, chunks, repeats, work) for name, chunks in cubes]
+        rows = [run_cube(name, chunks, repeats, work, args.corpus) for name, chunks in cubes]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     table = md_table(

@@ -6,32 +6,53 @@ Write a cube with :func:`to_eocube`, open it lazily with :func:`open_dataset` or
 payload and back, through the codec profiles of :func:`available_profiles`.
 A release of many cubes: :func:`write_release` (stores, Parquet catalog, dataset card),
 :func:`eocube.hub.publish` to the Hugging Face hub, :func:`open_catalog` to query it.
+
+``import eocube`` is light: each name below is imported from its module on first use
+(PEP 562), so that importing eocube, or xarray listing its engines, loads neither Numba,
+PyAV, pyarrow nor huggingface_hub.
 """
 
-from eocube.backend import open_dataset
-from eocube.catalog import open_catalog
-from eocube.chunk import decode_chunk, encode_chunk, read_header
-from eocube.codec import VideoCodec
-from eocube.errors import (
-    CodecError,
-    CorruptChunkError,
-    EocubeError,
-    ProfileError,
-    UnsupportedDataError,
-)
-from eocube.linear import LinearCodec
-from eocube.profiles import Profile, available_profiles, get_profile
-from eocube.release import write_release
-from eocube.store import EncodeReport, VariableReport, to_eocube
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0.dev0"
+
+_EXPORTS = {
+    "CodecError": "eocube.errors",
+    "CorruptChunkError": "eocube.errors",
+    "EocubeError": "eocube.errors",
+    "GPUFallbackWarning": "eocube.errors",
+    "IncompleteStoreError": "eocube.errors",
+    "NvdecError": "eocube.errors",
+    "ProfileError": "eocube.errors",
+    "UnsupportedDataError": "eocube.errors",
+    "EncodeReport": "eocube.report",
+    "VariableReport": "eocube.report",
+    "LinearCodec": "eocube.linear",
+    "VideoCodec": "eocube.codec",
+    "Profile": "eocube.profiles",
+    "available_profiles": "eocube.profiles",
+    "get_profile": "eocube.profiles",
+    "decode_chunk": "eocube.chunk",
+    "encode_chunk": "eocube.chunk",
+    "read_header": "eocube.chunk",
+    "open_catalog": "eocube.catalog",
+    "open_dataset": "eocube.backend",
+    "to_eocube": "eocube.write",
+    "write_release": "eocube.release",
+}
 
 __all__ = [
     "CodecError",
     "CorruptChunkError",
     "EncodeReport",
     "EocubeError",
+    "GPUFallbackWarning",
+    "IncompleteStoreError",
     "LinearCodec",
+    "NvdecError",
     "Profile",
     "ProfileError",
     "UnsupportedDataError",
@@ -48,3 +69,44 @@ __all__ = [
     "to_eocube",
     "write_release",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        # a submodule (eocube.metrics, eocube.gpu, ...) imported as an attribute
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise  # the submodule exists; something it needs does not
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:
+    from eocube.backend import open_dataset
+    from eocube.catalog import open_catalog
+    from eocube.chunk import decode_chunk, encode_chunk, read_header
+    from eocube.codec import VideoCodec
+    from eocube.errors import (
+        CodecError,
+        CorruptChunkError,
+        EocubeError,
+        GPUFallbackWarning,
+        IncompleteStoreError,
+        NvdecError,
+        ProfileError,
+        UnsupportedDataError,
+    )
+    from eocube.linear import LinearCodec
+    from eocube.profiles import Profile, available_profiles, get_profile
+    from eocube.release import write_release
+    from eocube.report import EncodeReport, VariableReport
+    from eocube.write import to_eocube

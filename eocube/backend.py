@@ -1,28 +1,27 @@
 """The xarray backend ``engine="eocube"``: a thin entry point over eocube.reader.
 
-The store is zarr v3; the ``eocube.video`` codec is registered when eocube is imported,
-so xarray's zarr machinery does the lazy, chunk-wise reading: a selection decodes only
-the chunks it touches, ``chunks={}`` gives dask chunks equal to the stored chunks, and
+The store is zarr v3, read lazily: a selection decodes only the chunks it touches
+(:mod:`eocube.reader`), ``chunks={}`` gives dask chunks equal to the stored chunks, and
 fsspec URLs work with ``storage_options``. Damaged chunks raise CorruptChunkError
 naming the variable and chunk; a store whose write never finished is refused.
+
+xarray imports this module to list its engines: it imports nothing heavy (the reader,
+and with it PyAV and Numba, comes with the first ``open_dataset``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 from xarray.backends import BackendEntrypoint
-from xarray.backends.common import _normalize_path
-from xarray.backends.store import StoreBackendEntrypoint
-from xarray.core.utils import close_on_error
 
-import eocube.codec
-import eocube.linear  # noqa: F401  (registers the eocube.linear codec with zarr)
 from eocube.layout import MARKER
-from eocube.reader import EocubeZarrStore, check_complete, explain_open_failure, quiet_zarr
+
+if TYPE_CHECKING:
+    from eocube.reader import FrameDecoder
 
 
 def _transposed(var: xr.DataArray, dims: tuple[str, ...]) -> xr.DataArray:
@@ -55,10 +54,13 @@ class EocubeBackendEntrypoint(BackendEntrypoint):
         use_cftime: bool | None = None,
         decode_timedelta: bool | None = None,
         consolidated: bool | None = None,
+        frame_decoder: FrameDecoder | None = None,
     ) -> xr.Dataset:
         """Open an eocube store lazily (see :func:`eocube.open_dataset`)."""
         if isinstance(filename_or_obj, os.PathLike):
             filename_or_obj = os.fspath(filename_or_obj)
+        from eocube.lifecycle import quiet_zarr
+
         if isinstance(filename_or_obj, str) and filename_or_obj.startswith("hf://"):
             # hf:// reads exactly the bytes of the touched chunks (no fsspec read-ahead)
             from eocube.hubfs import hub_store
@@ -76,6 +78,7 @@ class EocubeBackendEntrypoint(BackendEntrypoint):
                 use_cftime=use_cftime,
                 decode_timedelta=decode_timedelta,
                 consolidated=consolidated,
+                frame_decoder=frame_decoder,
             )
 
     def _open(
@@ -90,7 +93,15 @@ class EocubeBackendEntrypoint(BackendEntrypoint):
         use_cftime: bool | None,
         decode_timedelta: bool | None,
         consolidated: bool | None,
+        frame_decoder: FrameDecoder | None,
     ) -> xr.Dataset:
+        from xarray.backends.common import _normalize_path
+        from xarray.backends.store import StoreBackendEntrypoint
+        from xarray.core.utils import close_on_error
+
+        import eocube.registry  # noqa: F401  (eocube's codecs, for zarr)
+        from eocube.reader import EocubeZarrStore, check_complete, explain_open_failure
+
         try:
             store = EocubeZarrStore.open_group(
                 _normalize_path(filename_or_obj),
@@ -103,6 +114,7 @@ class EocubeBackendEntrypoint(BackendEntrypoint):
         except (TypeError, ValueError, KeyError, OSError) as exc:
             # zarr refuses the metadata of an unfinished store on purpose (eocube.layout)
             raise explain_open_failure(filename_or_obj, storage_options, exc) from exc
+        store.frame_decoder = frame_decoder
         with close_on_error(store):
             check_complete(dict(store.zarr_group.attrs), str(filename_or_obj))
             ds = StoreBackendEntrypoint().open_dataset(
@@ -158,6 +170,9 @@ def open_dataset(
         Passed to fsspec; for ``hf://`` URLs, to ``huggingface_hub.HfFileSystem``
         (``endpoint``, ``token``), whose reads then fetch exact byte ranges
         (:mod:`eocube.hubfs`).
+    **kwargs
+        Passed to ``xr.open_dataset``; ``frame_decoder=`` decodes the video streams with
+        another decoder than the CPU's, e.g. :class:`eocube.gpu.NvdecDecoder`.
     """
     return xr.open_dataset(
         store,

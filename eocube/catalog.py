@@ -33,7 +33,7 @@ import xarray as xr
 from eocube.dims import cube_roles
 from eocube.hubfs import filesystem
 from eocube.profiles import get_profile
-from eocube.store import EncodeReport
+from eocube.report import EncodeReport
 
 MIN_ROW_GROUP_SIZE = 16
 

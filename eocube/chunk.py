@@ -30,7 +30,6 @@ Layout (little-endian)::
 
 from __future__ import annotations
 
-import struct
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eocube import metrics, packing, residual, spectral, video
+from eocube.binary import ByteReader, ByteWriter
 from eocube.errors import CodecError, CorruptChunkError, UnsupportedDataError
 from eocube.pixfmt import pixel_format
 from eocube.profiles import Profile, get_profile
@@ -84,81 +84,53 @@ class ChunkHeader:
         t, y, x = self.coded
         return (t, self.shape[1], y, x)
 
+    @property
+    def flags(self) -> int:
+        """The flag byte this header is written with."""
+        return (
+            (_FLAG_NODATA if self.nodata is not None else 0)
+            | (_FLAG_EXACT if self.exact else 0)
+            | (_FLAG_KLT if self.spectral is not None else 0)
+            | (_FLAG_CROPPED if self.coded is not None else 0)
+        )
 
-class _Writer:
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
+    def to_bytes(self) -> bytes:
+        """The header as it starts a payload (docs/format.md, "Chunk payload")."""
+        w = ByteWriter()
+        w.raw(MAGIC)
+        w.pack("BB", self.version, self.flags)
+        w.text(self.dtype.str)
+        w.pack("IIII", *self.shape)
+        if self.coded is not None:
+            assert self.fill is not None
+            w.pack("III", *self.coded)
+            w.pack("d", self.fill)
+        w.pack("B", self.bits)
+        w.text(self.layout)
+        w.text(self.profile)
+        if self.nodata is not None:
+            w.pack("d", self.nodata)
+        w.raw(np.stack([self.offset, self.scale], axis=1).astype("<f8").tobytes())
+        if self.spectral is not None:
+            basis = self.spectral
+            w.raw(basis.mean.astype("<f4").tobytes())
+            w.raw(basis.basis.astype("<f4").tobytes())
+            w.raw(basis.low.astype("<f4").tobytes())
+            w.pack("d", basis.step)
+        return w.getvalue()
 
-    def raw(self, data: bytes) -> None:
-        self.parts.append(data)
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview | ByteReader) -> ChunkHeader:
+        """Parse and check a header (from a payload, or a reader positioned at one).
 
-    def pack(self, fmt: str, *values: float | int) -> None:
-        self.parts.append(struct.pack("<" + fmt, *values))
-
-    def text(self, value: str) -> None:
-        data = value.encode("ascii")
-        self.pack("B", len(data))
-        self.parts.append(data)
-
-    def varint(self, value: int) -> None:
-        out = bytearray()
-        while True:
-            byte = value & 0x7F
-            value >>= 7
-            if value:
-                out.append(byte | 0x80)
-            else:
-                out.append(byte)
-                break
-        self.parts.append(bytes(out))
-
-    def blob(self, data: bytes) -> None:
-        self.varint(len(data))
-        self.parts.append(data)
-
-    def getvalue(self) -> bytes:
-        return b"".join(self.parts)
-
-
-class _Reader:
-    def __init__(self, data: bytes | memoryview) -> None:
-        self.data = memoryview(data)
-        self.pos = 0
-
-    def take(self, n: int) -> memoryview:
-        end = self.pos + n
-        if n < 0 or end > len(self.data):
-            raise CorruptChunkError(
-                f"payload truncated: needs {end} bytes at least, has {len(self.data)}"
-            )
-        out = self.data[self.pos : end]
-        self.pos = end
-        return out
-
-    def unpack(self, fmt: str) -> tuple:
-        size = struct.calcsize("<" + fmt)
-        return struct.unpack("<" + fmt, self.take(size))
-
-    def text(self) -> str:
-        (n,) = self.unpack("B")
-        try:
-            return bytes(self.take(n)).decode("ascii")
-        except UnicodeDecodeError:
-            raise CorruptChunkError("payload header holds a non-ASCII name") from None
-
-    def varint(self) -> int:
-        value = shift = 0
-        while True:
-            (byte,) = self.unpack("B")
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-            shift += 7
-            if shift > 63:
-                raise CorruptChunkError("payload holds an over-long integer")
-
-    def blob(self) -> memoryview:
-        return self.take(self.varint())
+        Raises
+        ------
+        CorruptChunkError
+            For a bad magic, an unknown version or flag, or fields that contradict
+            each other.
+        """
+        r = data if isinstance(data, ByteReader) else ByteReader(data)
+        return _read_header(r)
 
 
 def _resolve_nodata(dtype: np.dtype, nodata: float | None) -> float | None:
@@ -251,31 +223,23 @@ def encode_chunk(
             codes = spectral.project(codes, basis, prof.bits)
     planes = codes.reshape(T * B, height, width)
 
-    w = _Writer()
-    w.raw(MAGIC)
-    flags = (
-        (_FLAG_NODATA if nodata is not None else 0)
-        | (_FLAG_EXACT if exact else 0)
-        | (_FLAG_KLT if basis is not None else 0)
-        | (_FLAG_CROPPED if crop is not None else 0)
+    header = ChunkHeader(
+        version=FORMAT_VERSION,
+        dtype=dtype,
+        shape=full_shape,
+        bits=prof.bits,
+        layout=prof.layout,
+        profile=prof.name,
+        exact=exact,
+        nodata=nodata,
+        offset=maps.offset,
+        scale=maps.scale,
+        spectral=basis,
+        coded=(T, Y, X) if crop is not None else None,
+        fill=fill if crop is not None else None,
     )
-    w.pack("BB", FORMAT_VERSION, flags)
-    w.text(dtype.str)
-    w.pack("IIII", *full_shape)
-    if crop is not None:
-        w.pack("III", T, Y, X)
-        w.pack("d", fill)
-    w.pack("B", prof.bits)
-    w.text(prof.layout)
-    w.text(prof.name)
-    if nodata is not None:
-        w.pack("d", nodata)
-    w.raw(np.stack([maps.offset, maps.scale], axis=1).astype("<f8").tobytes())
-    if basis is not None:
-        w.raw(basis.mean.astype("<f4").tobytes())
-        w.raw(basis.basis.astype("<f4").tobytes())
-        w.raw(basis.low.astype("<f4").tobytes())
-        w.pack("d", basis.step)
+    w = ByteWriter()
+    w.raw(header.to_bytes())
 
     plans = packing.plan_layout(prof.layout, T, B)
     w.pack("B", len(plans))
@@ -367,7 +331,7 @@ def _verify_lossless(
                 )
 
 
-def _read_header(r: _Reader) -> ChunkHeader:
+def _read_header(r: ByteReader) -> ChunkHeader:
     if bytes(r.take(4)) != MAGIC:
         raise CorruptChunkError("not an eocube chunk payload (bad magic)")
     version, flags = r.unpack("BB")
@@ -436,10 +400,10 @@ def _read_header(r: _Reader) -> ChunkHeader:
 
 def read_header(payload: bytes) -> ChunkHeader:
     """Parse a payload's header without decoding the video."""
-    return _read_header(_Reader(payload))
+    return ChunkHeader.from_bytes(payload)
 
 
-def _read_stream(r: _Reader) -> video.EncodedStream:
+def _read_stream(r: ByteReader) -> video.EncodedStream:
     decoder, pix_fmt = r.text(), r.text()
     height, width, frames = r.unpack("III")
     extradata = bytes(r.blob())
@@ -479,8 +443,8 @@ def decode_chunk(
     """
     import time
 
-    r = _Reader(payload)
-    header = _read_header(r)
+    r = ByteReader(payload)
+    header = ChunkHeader.from_bytes(r)
     T, B, Y, X = header.coded_shape
     if out is not None and (
         out.shape != header.shape or out.dtype != header.dtype or not out.flags.c_contiguous
@@ -580,7 +544,9 @@ def decode_chunk(
     if n_residuals > 1:
         raise CorruptChunkError(f"payload holds {n_residuals} residual layers")
     if n_residuals:
-        layer = residual.from_bytes(bytes(r.blob()), block.shape, header.dtype)
+        layer = residual.from_bytes(
+            bytes(r.blob()), block.shape, header.dtype, legacy=header.version == 1
+        )
         block[...] = residual.restore(block, layer)
     if r.pos != len(r.data):
         raise CorruptChunkError(f"{len(r.data) - r.pos} unexpected bytes after the payload")

@@ -211,7 +211,7 @@ def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from eocube.backend import open_dataset
-    from eocube.store import to_eocube
+    from eocube.write import to_eocube
 
     _warm(quiet=False)
     ds = _open_input(args.input, lazy=False).load()
@@ -328,7 +328,7 @@ def encode_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def _encode(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from eocube.store import to_eocube
+    from eocube.write import to_eocube
 
     _warm(quiet=args.quiet or args.json)
     kwargs = {**encode_kwargs(args), "progress": not args.quiet and not args.json}
@@ -365,18 +365,18 @@ def _unfinished_info(store: str, storage_options: dict[str, Any] | None) -> dict
     import zarr
     from zarr.storage import StorePath
 
-    from eocube import layout
+    from eocube import layout, lifecycle
     from eocube.codec import VideoCodec
 
-    real = layout.store_path(store, storage_options, read_only=True)
-    group = zarr.open_group(StorePath(layout.UnfinishedView(real.store), real.path), mode="r")
-    staged = layout.list_keys(real, layout.STAGING)
+    real = lifecycle.store_path(store, storage_options, read_only=True)
+    group = zarr.open_group(StorePath(lifecycle.UnfinishedView(real.store), real.path), mode="r")
+    staged = lifecycle.list_keys(real, layout.STAGING)
     variables = {}
     for name, arr in group.arrays():
         if not isinstance(arr.serializer, VideoCodec) or arr.shards is None:
             continue
         counts = [math.ceil(n / s) for n, s in zip(arr.shape, arr.shards, strict=True)]
-        written = [k for k in layout.list_keys(real, f"{name}/c") if not k.endswith(".partial")]
+        written = [k for k in lifecycle.list_keys(real, f"{name}/c") if not k.endswith(".partial")]
         variables[name] = {
             "shards": math.prod(counts),
             "shards_written": len(written),
@@ -391,8 +391,8 @@ def _store_info(store: str, storage_options: dict[str, Any] | None) -> dict[str,
     from eocube.backend import open_dataset
     from eocube.codec import VideoCodec
     from eocube.layout import MARKER
-    from eocube.reader import quiet_zarr
-    from eocube.storage import payload_nbytes
+    from eocube.lifecycle import quiet_zarr
+    from eocube.shards import payload_nbytes
 
     with quiet_zarr():
         ds = open_dataset(store, storage_options=storage_options)
@@ -413,7 +413,7 @@ def _store_info(store: str, storage_options: dict[str, Any] | None) -> dict[str,
                 "shards": list(arr.shards) if arr.shards else None,
             }
             if isinstance(codec, VideoCodec):
-                payload = payload_nbytes(group, str(name))
+                payload = payload_nbytes(group[str(name)])
                 entry.update(
                     profile=codec.profile,
                     crf=codec.quality,
@@ -438,10 +438,10 @@ def _store_info(store: str, storage_options: dict[str, Any] | None) -> dict[str,
 
 
 def _info(args: argparse.Namespace) -> int:
-    from eocube import layout
+    from eocube import lifecycle
 
     options = _storage_options(args.storage_option)
-    state = layout.inspect_target(args.store, options)
+    state = lifecycle.inspect_target(args.store, options)
     if state.kind != "eocube":
         raise CommandError(f"{args.store} is not an eocube store: it is {state.describe()}")
     if not state.complete:
@@ -665,10 +665,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _interrupted(args: argparse.Namespace) -> str:
     if args.command != "encode":
         return "eocube: interrupted"
-    from eocube import layout
+    from eocube import lifecycle
 
     try:
-        state = layout.inspect_target(args.output, _storage_options(args.storage_option))
+        state = lifecycle.inspect_target(args.output, _storage_options(args.storage_option))
     except Exception:
         state = None
     if state is not None and state.kind == "eocube" and not state.complete:

@@ -2,8 +2,7 @@
 
 An ArrayBytesCodec wrapping :func:`eocube.chunk.encode_chunk` and
 :func:`eocube.chunk.decode_chunk`; in an eocube store it is followed by ``crc32c``
-inside ``sharding_indexed``. Registered with zarr through the ``zarr.codecs`` entry
-point group and again by ``import eocube``.
+inside ``sharding_indexed``. Registered with zarr by :mod:`eocube.registry`.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.buffer import Buffer, NDBuffer
-from zarr.registry import register_codec
 
 from eocube.chunk import decode_chunk, encode_chunk
 from eocube.profiles import DEFAULT_PROFILE, get_profile
@@ -153,6 +151,3 @@ class VideoCodec(ArrayBytesCodec):
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
         """Not known before encoding: the codec has a variable size."""
         raise NotImplementedError(f"{CODEC_NAME} produces variable-size payloads")
-
-
-register_codec(CODEC_NAME, VideoCodec)

@@ -29,3 +29,23 @@ class CodecError(EocubeError):
 
 class IncompleteStoreError(EocubeError):
     """A store whose write did not finish (interrupted), or that is not an eocube store."""
+
+
+class NvdecError(EocubeError):
+    """NVDEC could not decode a stream (no GPU, no driver, unsupported format or size)."""
+
+
+class GPUFallbackWarning(UserWarning):
+    """GPU decoding was asked for, and the CPU decodes instead (said once per dataset)."""
+
+
+__all__ = [
+    "CodecError",
+    "CorruptChunkError",
+    "EocubeError",
+    "GPUFallbackWarning",
+    "IncompleteStoreError",
+    "NvdecError",
+    "ProfileError",
+    "UnsupportedDataError",
+]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from eocube import chunk, video
-from eocube.errors import EocubeError
+from eocube.errors import GPUFallbackWarning, NvdecError
 from eocube.pixfmt import pixel_format
 
 METHODS = ("hwaccel", "cuvid")
@@ -32,14 +32,6 @@ METHODS = ("hwaccel", "cuvid")
 _SHIFTED = {"p010le", "p016le", "yuv444p16le", "yuv420p16le"}
 _NV_8BIT = {"nv12", "yuv444p"}
 _CUVID = {"hevc": "hevc_cuvid", "h264": "h264_cuvid", "libdav1d": "av1_cuvid", "vp9": "vp9_cuvid"}
-
-
-class NvdecError(EocubeError):
-    """NVDEC could not decode a stream (no GPU, no driver, unsupported format or size)."""
-
-
-class GPUFallbackWarning(UserWarning):
-    """GPU decoding was asked for, and the CPU decodes instead (said once per dataset)."""
 
 
 def _planes(frame: Any, stream: video.EncodedStream) -> list[np.ndarray]:

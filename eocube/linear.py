@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.buffer import Buffer, NDBuffer
-from zarr.registry import register_codec
 
 from eocube.errors import CorruptChunkError
 
@@ -97,6 +96,3 @@ class LinearCodec(ArrayBytesCodec):
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
         """Not known before encoding: the codec has a variable size."""
         raise NotImplementedError(f"{CODEC_NAME} produces variable-size payloads")
-
-
-register_codec(CODEC_NAME, LinearCodec)

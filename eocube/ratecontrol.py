@@ -11,14 +11,20 @@ at most ``1 + MAX_CORRECTIONS`` times, and usually once.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import xarray as xr
 
 from eocube import metrics
 from eocube.chunk import decode_chunk, encode_chunk
 from eocube.profiles import Profile
+from eocube.report import EncodeReport, overhead
+
+if TYPE_CHECKING:
+    from eocube.variables import CubeVar
 
 SAMPLE_BLOCKS = 3
 MAX_TRIALS = 7
@@ -224,3 +230,88 @@ def bounds_for_psnr(
                 hi[b] = max(hi[b], float(v.max()))
     peak = np.where(hi > lo, hi - lo, 1.0)
     return tuple(float(p) * math.sqrt(3) * 10 ** (-target / 20) for p in peak)
+
+
+def sample_blocks(ds: xr.Dataset, cv: CubeVar) -> list[np.ndarray]:
+    var = xr.conventions.encode_cf_variable(ds[cv.name].variable)
+    full_chunk = [cv.inner[i] for i in range(var.ndim)]
+    blocks = []
+    for sl in sample_slices(var.shape, full_chunk):
+        block = np.asarray(var[sl].values).astype(cv.dtype, copy=False)
+        blocks.append(block)
+    return blocks
+
+
+def search(
+    ds: xr.Dataset,
+    cv: CubeVar,
+    prof: Profile,
+    target_psnr: float | None,
+    target_bpppb: float | None,
+    bounds: dict[Hashable, Any],
+    psnr_bounds: set[Hashable],
+) -> tuple[float | None, int]:
+    """The quality for one variable's target, from trial encodes of a sample; and the
+    number of trials. May set a residual bound (in ``bounds``) to reach a PSNR."""
+    name = cv.name
+    samples = sample_blocks(ds, cv)
+    trial = make_trial(samples, prof, nodata=cv.codec_nodata, max_abs_error=bounds.get(name))
+    if target_psnr is not None:
+        quality, made = quality_for_psnr(trial, prof, target_psnr)
+        if not any(t.psnr >= target_psnr for t in made):
+            # beyond what the codec's bit depth reaches: a residual layer with the
+            # bound that uniform errors of that PSNR would have carries the rest
+            bounds[name] = bounds_for_psnr(samples, target_psnr + PSNR_MARGIN, cv.codec_nodata)
+            psnr_bounds.add(name)
+            trial = make_trial(samples, prof, nodata=cv.codec_nodata, max_abs_error=bounds[name])
+            quality, more = quality_for_bound(trial, prof)
+            made += more
+    elif target_bpppb is not None:
+        quality, made = quality_for_bpppb(trial, prof, target_bpppb)
+    elif name in bounds:
+        quality, made = quality_for_bound(trial, prof)
+    else:  # a bound given for other variables only: this one keeps the default
+        return None, 0
+    return quality, len(made)
+
+
+def correct(
+    prof: Any,
+    quality: Mapping[Hashable, float | None],
+    report: EncodeReport,
+    target_psnr: float | None,
+    target_bpppb: float | None,
+    bounds: dict[Hashable, Any],
+    psnr_bounds: set[Hashable],
+) -> dict[Hashable, float | None] | None:
+    """New qualities (and PSNR-derived bounds, in place) after a pass that missed or overshot."""
+    new = dict(quality)
+    if target_psnr is not None:
+        for name, v in report.variables.items():
+            q = quality[name]
+            if q is None or v.psnr is None:
+                continue
+            if name in psnr_bounds:
+                # the residual's bound sets the PSNR: scale it by the miss
+                if v.psnr < target_psnr or v.psnr > target_psnr + 0.5:
+                    factor = 10 ** ((v.psnr - target_psnr - PSNR_MARGIN) / 20)
+                    bounds[name] = tuple(b * factor for b in bounds[name])
+                continue
+            # about 0.5 dB per crf step near the targets users ask for
+            if v.psnr < target_psnr:
+                new[name] = _snap(prof, q - max((target_psnr - v.psnr) * 2 + 0.25, 0.25))
+            elif v.psnr > target_psnr + 0.5:
+                new[name] = _snap(prof, q + (v.psnr - target_psnr - PSNR_MARGIN) * 2)
+        return new
+    if target_bpppb is not None:
+        payload = sum(v.payload_nbytes for v in report.variables.values())
+        budget = target_bpppb * report.values / 8 - overhead(report)
+        if budget <= 0 or abs(math.log(report.bpppb / target_bpppb)) < math.log(1.03):
+            return None
+        # bytes halve about every 6 crf steps in x265 and SVT-AV1
+        shift = math.log(payload / budget) * 6 / math.log(2)
+        for key, q in quality.items():
+            if q is not None:
+                new[key] = _snap(prof, q + shift)
+        return new
+    return None

@@ -1,40 +1,53 @@
-"""Reading eocube stores: xarray's zarr store with integrity errors that name the chunk.
+"""Reading eocube stores: one chunk-read path, integrity errors that name the chunk.
 
 The backend (eocube.backend) stays thin; this module opens the zarr group, refuses a
-store whose write never finished, and wraps every array read so that a damaged chunk
-or shard (checksum mismatch, truncation, an undecodable payload) raises
+store whose write never finished, and reads every array so that a damaged chunk or
+shard (checksum mismatch, truncation, an undecodable payload) raises
 :class:`~eocube.errors.CorruptChunkError` naming the variable and the chunk indices,
 never another exception and never silently wrong values.
+
+Video-coded arrays are read by :class:`ChunkReader`, the one function that fetches a
+stored chunk (the shard index once, then one range request), checks its checksum and
+decodes it, with the video decoder plugged in (the CPU's, or NVDEC's:
+:mod:`eocube.gpu`): xarray's lazy arrays (:class:`VideoArray`) and the PyTorch datasets
+both read through it, with xarray's CF decoding on top. Other arrays (coordinates,
+categorical layers) are read by zarr through a store that refuses empty or short objects.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
+import os
 import struct
-import warnings
+import threading
 import zlib
-from collections.abc import Awaitable, Callable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import xarray as xr
 import zarr
+from xarray.backends.common import BackendArray
 from xarray.backends.zarr import ZarrArrayWrapper, ZarrStore
 from xarray.core import indexing
 from zarr.abc.store import ByteRequest, RangeByteRequest, SuffixByteRequest
-from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
-from zarr.errors import UnstableSpecificationWarning
+from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import StorePath, WrapperStore
 
+import eocube.registry  # noqa: F401  (eocube's codecs, for zarr)
+from eocube import shards
+from eocube.chunk import decode_chunk
+from eocube.codec import DECODE_THREADS, VideoCodec
 from eocube.errors import CorruptChunkError, EocubeError, IncompleteStoreError
 from eocube.layout import MARKER
 
 # What zarr, numcodecs and eocube's decoders raise on damaged bytes
 _DAMAGE = (ValueError, IndexError, TypeError, struct.error, zlib.error, RuntimeError, EOFError)
-_MAX_SHARDS_CHECKED = 64
-"""Shards whose checksums are verified to name the damaged chunk after a failed read."""
+
+FrameDecoder = Callable[..., Iterator[list[np.ndarray]]]
+"""Decodes a stream's frames, like :func:`eocube.video.decode_frames` (the CPU's)."""
 
 
 class _GuardedStore(WrapperStore[Any]):
@@ -76,91 +89,6 @@ def _guarded(array: zarr.Array) -> zarr.Array:
     )
 
 
-def _damaged_chunks(data: bytes, per_shard: int) -> list[int] | None:
-    """Indices (C order) of the chunks of a shard whose checksum fails; None: the index."""
-    import google_crc32c
-
-    size = per_shard * 16 + 4
-    if len(data) < size:
-        return None
-    index, crc = data[-size:-4], data[-4:]
-    if np.uint32(google_crc32c.value(index)).tobytes() != crc:
-        return None
-    entries = np.frombuffer(index, "<u8").reshape(per_shard, 2)
-    bad = []
-    for i, (offset, length) in enumerate(entries.tolist()):
-        if offset == 2**64 - 1 and length == 2**64 - 1:
-            continue
-        chunk = data[offset : offset + length]
-        if (
-            length < 4
-            or offset + length > len(data) - size
-            or np.uint32(google_crc32c.value(chunk[:-4])).tobytes() != chunk[-4:]
-        ):
-            bad.append(i)
-    return bad
-
-
-def _locate_damage(array: zarr.Array, key: Any) -> str | None:
-    """Name the damaged chunk(s) of a failed read from checksums alone (no decoding).
-
-    Only for sharded arrays with checksums (eocube's cube variables); None when the
-    checksums hold or too many shards are involved.
-    """
-    from zarr.codecs import Crc32cCodec, ShardingCodec
-    from zarr.codecs.sharding import ShardingCodecIndexLocation
-
-    codecs: tuple[Any, ...] = getattr(array.metadata, "codecs", ())  # none in zarr v2
-    sharding = codecs[0] if len(codecs) == 1 else None
-    if (
-        not isinstance(sharding, ShardingCodec)
-        or sharding.index_location != ShardingCodecIndexLocation.end
-        or not any(isinstance(c, Crc32cCodec) for c in sharding.index_codecs)
-    ):
-        return None
-    shard_shape, inner = tuple(array.shards or ()), tuple(sharding.chunk_shape)
-    per = [s // c for s, c in zip(shard_shape, inner, strict=True)]
-    ranges = []
-    items = key if isinstance(key, tuple) else (key,)
-    for k, s, n in zip(items, shard_shape, array.shape, strict=True):
-        if isinstance(k, slice):
-            start, stop, _ = k.indices(n)
-            ranges.append(range(start // s, max(stop - 1, start) // s + 1))
-        elif isinstance(k, int | np.integer):
-            ranges.append(range(int(k) // s, int(k) // s + 1))
-        else:
-            idx = np.asarray(k).reshape(-1)
-            idx = np.flatnonzero(idx) if idx.dtype == bool else idx
-            if idx.size == 0:
-                return None
-            ranges.append(range(int(idx.min()) // s, int(idx.max()) // s + 1))
-    if math.prod(len(r) for r in ranges) > _MAX_SHARDS_CHECKED:
-        return None
-    store_path = array.store_path
-    store = store_path.store
-    if isinstance(store, _GuardedStore):
-        store = store._store
-    for shard in itertools.product(*ranges):
-        name = array.metadata.encode_chunk_key(shard)
-        full = f"{store_path.path.rstrip('/')}/{name}" if store_path.path else name
-        data = zarr.core.sync.sync(store.get(full, prototype=default_buffer_prototype()))
-        if data is None:
-            continue
-        bad = _damaged_chunks(data.to_bytes(), math.prod(per))
-        first = [i * p for i, p in zip(shard, per, strict=True)]
-        if bad is None:
-            chunks = ", ".join(
-                f"{f}..{f + p - 1}" if p > 1 else str(f) for f, p in zip(first, per, strict=True)
-            )
-            return f"chunks ({chunks}) (shard {name}: index damaged or object truncated)"
-        if bad:
-            local = np.unravel_index(bad[0], per)
-            where = tuple(f + int(i) for f, i in zip(first, local, strict=True))
-            more = f", and {len(bad) - 1} more chunk(s)" if len(bad) > 1 else ""
-            return f"chunk {where} (shard {name}: checksum mismatch{more})"
-    return None
-
-
 def _chunk_ranges(key: Any, chunks: tuple[int, ...], shape: tuple[int, ...]) -> str:
     parts = []
     items = key if isinstance(key, tuple) else (key,)
@@ -200,15 +128,9 @@ class _CheckedArray(ZarrArrayWrapper):
             raise self._error(key, exc) from exc
 
     def _error(self, key: Any, exc: BaseException) -> CorruptChunkError:
-        try:
-            located = _locate_damage(self._array, key)
-        except Exception:  # the diagnosis must not hide the damage it diagnoses
-            located = None
-        if located is None:
-            where = _chunk_ranges(key, tuple(self._array.chunks), tuple(self._array.shape))
-            located = f"chunk {where}"
+        where = _chunk_ranges(key, tuple(self._array.chunks), tuple(self._array.shape))
         return CorruptChunkError(
-            f"variable {self._name!r}, {located}: the stored data is damaged "
+            f"variable {self._name!r}, chunk {where}: the stored data is damaged "
             f"({type(exc).__name__}: {exc}); restore the store from a copy or write it again"
         )
 
@@ -241,22 +163,258 @@ class _CheckedArray(ZarrArrayWrapper):
         return await self._checked_async(super()._async_getitem, key)
 
 
-@contextlib.contextmanager
-def quiet_zarr() -> Iterator[None]:
-    """Silence zarr's warning that fixed-length strings (band names) are not yet in the
-    zarr v3 spec: eocube writes and reads them with zarr-python, which handles them."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
-        yield
+def _span(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}..{last}"
+
+
+class ChunkReader:
+    """Reads the stored chunks of one video-coded zarr array: fetch, check, decode.
+
+    The shard index of each shard is read once (one suffix request) and kept; each
+    chunk then costs one range request, checked against its crc32c, and is decoded by
+    :func:`eocube.chunk.decode_chunk` with ``frame_decoder``. Every failure is a
+    :class:`~eocube.errors.CorruptChunkError` naming the variable and the chunk.
+
+    Parameters
+    ----------
+    array : zarr.Array
+        An array whose codec chain is ``eocube.video`` then ``crc32c``, inside
+        ``sharding_indexed`` (index at the end) or not.
+    name : hashable
+        The variable's name, for messages.
+    frame_decoder : callable, optional
+        Decodes video streams to frames (default: the CPU's, eocube.video).
+    """
+
+    def __init__(
+        self, array: zarr.Array, name: Hashable, frame_decoder: FrameDecoder | None = None
+    ) -> None:
+        from zarr.codecs import Crc32cCodec, ShardingCodec
+        from zarr.codecs.sharding import ShardingCodecIndexLocation
+
+        self.array = array
+        self.name = name
+        self.frame_decoder = frame_decoder
+        codecs = array.metadata.codecs  # type: ignore[union-attr]
+        sharding = codecs[0] if len(codecs) == 1 else None
+        self.sharded = isinstance(sharding, ShardingCodec)
+        if isinstance(sharding, ShardingCodec):
+            if sharding.index_location != ShardingCodecIndexLocation.end:
+                raise ValueError("only shard indexes at the end are supported")
+            self.per_shard = shards.chunks_per_shard(array)
+            inner = sharding.codecs
+        else:
+            self.per_shard = tuple(1 for _ in array.chunks)
+            inner = codecs
+        if not isinstance(inner[0], VideoCodec):
+            raise ValueError(f"array {array.path!r} is not video-coded ({inner[0]})")
+        self.checksum = any(isinstance(c, Crc32cCodec) for c in inner[1:])
+        self.chunk_shape = tuple(array.chunks)
+        self._indexes: dict[tuple[int, ...], shards.ShardIndex | None] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_indexes"], state["_lock"] = {}, None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _key(self, coords: Sequence[int]) -> str:
+        return shards.shard_key(self.array, coords)
+
+    def _where(self, coords: tuple[int, ...]) -> str:
+        return f"variable {self.name!r}, chunk {coords}"
+
+    def _shard_error(self, shard: tuple[int, ...], detail: str) -> CorruptChunkError:
+        spans = ", ".join(
+            _span(s * p, min((s + 1) * p, math.ceil(n / c)) - 1)
+            for s, p, n, c in zip(
+                shard, self.per_shard, self.array.shape, self.chunk_shape, strict=True
+            )
+        )
+        return CorruptChunkError(
+            f"variable {self.name!r}, chunks ({spans}) (shard {self._key(shard)}: {detail}): "
+            f"the stored data is damaged; restore the store from a copy or write it again"
+        )
+
+    def _index(self, shard: tuple[int, ...]) -> shards.ShardIndex | None:
+        with self._lock:
+            if shard in self._indexes:
+                return self._indexes[shard]
+        key = self._key(shard)
+        try:
+            found = shards.read_index(self.array.store_path.store, key, math.prod(self.per_shard))
+        except CorruptChunkError as exc:
+            raise self._shard_error(shard, f"index damaged or object truncated: {exc}") from exc
+        index = None if found is None else found[0]
+        with self._lock:
+            self._indexes[shard] = index
+        return index
+
+    def payload(self, coords: tuple[int, ...]) -> bytes | None:
+        """The checked payload of the chunk at grid position ``coords``; None if never
+        written (it reads as the fill value)."""
+        store = self.array.store_path.store
+        if self.sharded:
+            shard = tuple(c // n for c, n in zip(coords, self.per_shard, strict=True))
+            index = self._index(shard)
+            if index is None:
+                return None
+            inner = tuple(c % n for c, n in zip(coords, self.per_shard, strict=True))
+            found = index.range(int(np.ravel_multi_index(inner, self.per_shard)))
+            if found is None:
+                return None
+            start, stop = found
+            data = shards.read_range(store, self._key(shard), start, stop)
+            if data is None:
+                raise self._shard_error(shard, "object vanished")
+            if len(data) != stop - start:
+                raise CorruptChunkError(
+                    f"{self._where(coords)}: object {self._key(shard)!r} is truncated: "
+                    f"{len(data)} bytes where {stop - start} were expected; restore the "
+                    f"store from a copy or write it again"
+                )
+        else:
+            data = shards.read_object(store, self._key(coords))
+            if data is None:
+                return None
+            if not data:
+                raise CorruptChunkError(f"{self._where(coords)}: the chunk object is empty")
+        if self.checksum:
+            try:
+                data = shards.strip_checksum(data, "payload")
+            except CorruptChunkError as exc:
+                raise CorruptChunkError(
+                    f"{self._where(coords)}: checksum mismatch ({exc}); the stored data is "
+                    f"damaged: restore the store from a copy or write it again"
+                ) from None
+        return data
+
+    def read(self, coords: tuple[int, ...]) -> np.ndarray:
+        """The values of the chunk at grid position ``coords`` as stored (before CF
+        decoding), cut to the array's bounds at its edges."""
+        bounds = tuple(
+            slice(c * s, min((c + 1) * s, n))
+            for c, s, n in zip(coords, self.chunk_shape, self.array.shape, strict=True)
+        )
+        shape = tuple(b.stop - b.start for b in bounds)
+        dtype = self.array.dtype
+        payload = self.payload(coords)
+        if payload is None:
+            return np.full(shape, self.array.fill_value, dtype=dtype)
+        try:
+            if self.frame_decoder is None:
+                block = decode_chunk(payload, threads=DECODE_THREADS)
+            else:
+                block = decode_chunk(
+                    payload, threads=DECODE_THREADS, frame_decoder=self.frame_decoder
+                )
+            block = block.reshape(self.chunk_shape)
+        except CorruptChunkError as exc:
+            raise CorruptChunkError(
+                f"{self._where(coords)}: the stored data is damaged ({exc}); restore the "
+                f"store from a copy or write it again"
+            ) from exc
+        except EocubeError:
+            raise
+        except _DAMAGE as exc:
+            raise CorruptChunkError(
+                f"{self._where(coords)}: the stored data is damaged ({type(exc).__name__}: "
+                f"{exc}); restore the store from a copy or write it again"
+            ) from exc
+        if block.dtype != dtype:
+            block = block.astype(dtype)
+        return block[tuple(slice(0, n) for n in shape)]
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads decoding the chunks of one read (decoding releases the GIL)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="eocube-read")
+        return _POOL
+
+
+class VideoArray(BackendArray):
+    """A lazily read video-coded array for xarray: every read goes through
+    :class:`ChunkReader`, chunk by chunk, the chunks of one read decoded in parallel."""
+
+    def __init__(self, reader: ChunkReader) -> None:
+        self.reader = reader
+        self.shape = tuple(reader.array.shape)
+        self.dtype = np.dtype(reader.array.dtype)
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.OUTER, self._read
+        )
+
+    def _read(self, key: tuple[Any, ...]) -> np.ndarray:
+        """Values at an outer index (a slice, an integer or an integer array per dim)."""
+        chunk_shape = self.reader.chunk_shape
+        picks: list[np.ndarray] = []
+        scalar = []
+        for k, n in zip(key, self.shape, strict=True):
+            if isinstance(k, slice):
+                picks.append(np.arange(n)[k])
+                scalar.append(False)
+            elif isinstance(k, int | np.integer):
+                picks.append(np.array([int(k) % n if n else 0]))
+                scalar.append(True)
+            else:
+                picks.append(np.asarray(k, dtype=np.int64).reshape(-1) % max(n, 1))
+                scalar.append(False)
+        out = np.empty(tuple(len(p) for p in picks), self.dtype)
+        if out.size == 0:
+            return out[tuple(0 if s else slice(None) for s in scalar)]
+        # per dim: the chunks touched, and for each the output positions and offsets in it
+        per_dim = []
+        for p, c in zip(picks, chunk_shape, strict=True):
+            chunk_of = p // c
+            per_dim.append(
+                [
+                    (int(k), np.flatnonzero(chunk_of == k), p[chunk_of == k] - k * c)
+                    for k in np.unique(chunk_of)
+                ]
+            )
+        touched = list(itertools.product(*per_dim))
+
+        def fill(parts: tuple[tuple[int, np.ndarray, np.ndarray], ...]) -> None:
+            block = self.reader.read(tuple(k for k, _, _ in parts))
+            out[np.ix_(*(o for _, o, _ in parts))] = block[np.ix_(*(i for _, _, i in parts))]
+
+        if len(touched) == 1:
+            fill(touched[0])
+        else:
+            for done in [_pool().submit(fill, parts) for parts in touched]:
+                done.result()
+        return out[tuple(0 if s else slice(None) for s in scalar)]
 
 
 class EocubeZarrStore(ZarrStore):
-    """xarray's ZarrStore with checked reads of every array."""
+    """xarray's ZarrStore reading video-coded arrays through :class:`ChunkReader` and every
+    other array through checked zarr reads."""
+
+    frame_decoder: FrameDecoder | None = None
 
     def open_store_variable(self, name: str) -> xr.Variable:
-        """The variable, lazily indexed through :class:`_CheckedArray`."""
+        """The variable, lazily indexed through :class:`VideoArray` or :class:`_CheckedArray`."""
         var = super().open_store_variable(name)
-        data = indexing.LazilyIndexedArray(_CheckedArray(self.members[name], name))
+        array = self.members[name]
+        if isinstance(getattr(array, "serializer", None), VideoCodec):
+            assert isinstance(array, zarr.Array)
+            reader = ChunkReader(array, name, self.frame_decoder)
+            data = indexing.LazilyIndexedArray(VideoArray(reader))
+        else:
+            data = indexing.LazilyIndexedArray(_CheckedArray(array, name))
         return xr.Variable(var.dims, data, var.attrs, var.encoding)
 
 
@@ -279,10 +437,10 @@ def _unfinished(where: str) -> str:
 def explain_open_failure(store: Any, storage_options: Any, exc: BaseException) -> Exception:
     """The error to raise when zarr could not open ``store``: an unfinished eocube store
     (zarr refuses its metadata on purpose), a damaged ``zarr.json``, or ``exc`` itself."""
-    from eocube import layout
+    from eocube import lifecycle
 
     try:
-        state = layout.inspect_target(store, storage_options)
+        state = lifecycle.inspect_target(store, storage_options)
     except ValueError as damaged:  # the root zarr.json is not JSON
         return CorruptChunkError(str(damaged))
     except Exception:  # the diagnosis must not hide the error it explains

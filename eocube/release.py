@@ -19,7 +19,7 @@ import pyarrow as pa
 import xarray as xr
 
 from eocube.catalog import catalog_row, write_catalog
-from eocube.store import to_eocube
+from eocube.write import to_eocube
 
 CUBES_DIR = "cubes"
 CATALOG = "catalog.parquet"

@@ -1,6 +1,6 @@
 """Compiling eocube's Numba kernels ahead of their first use.
 
-The kernels of :mod:`eocube.packing`, :mod:`eocube.spectral` and :mod:`eocube.residual`
+The kernels of :mod:`eocube.packing`, :mod:`eocube.spectral` and :mod:`eocube.rangecoder`
 are compiled by Numba the first time they run with a given dtype (about a minute for
 all of them on a 2-core machine) and cached on disk, next to the modules or in
 ``NUMBA_CACHE_DIR``: later processes load them in well under a second. ``eocube warmup``
@@ -22,9 +22,9 @@ DTYPES = ("uint16", "int16", "uint8", "int32", "float32", "float64")
 
 
 def _dispatchers() -> Iterator[Any]:
-    from eocube import packing, residual, spectral
+    from eocube import packing, rangecoder, spectral
 
-    for module in (packing, spectral, residual):
+    for module in (packing, spectral, rangecoder):
         for value in vars(module).values():
             cache = getattr(value, "_cache", None)
             inlined = getattr(value, "targetoptions", {}).get("inline") == "always"

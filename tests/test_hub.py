@@ -28,6 +28,8 @@ import eocube
 from eocube.catalog import write_catalog
 from eocube.hub import publish
 from eocube.hubfs import RangeHfFileSystem
+from eocube.shards import ShardIndex
+from eocube.testing import check_shard
 
 DATA = Path(__file__).parent / "data"
 TOKEN = "hf_eocube_test_token"
@@ -153,13 +155,6 @@ def test_publish_then_read_every_cube_over_hf(
     assert float(lazy.data.mean().compute()) == pytest.approx(float(np.nanmean(expected)))
 
 
-def _shard_index(shard: Path, chunks: int) -> np.ndarray:
-    """(offset, nbytes) of each chunk of a shard, from its index (the shard's tail)."""
-    data = shard.read_bytes()
-    index = np.frombuffer(data[-(chunks * 16 + 4) : -4], dtype="<u8")
-    return index.reshape(chunks, 2)
-
-
 def test_request_budget(hub: HubServer, release: Path, published: str) -> None:
     store = release / "cubes/s2-worldcereal.eocube"
     array = zarr.open_group(store, mode="r")["data"]
@@ -167,8 +162,8 @@ def test_request_budget(hub: HubServer, release: Path, published: str) -> None:
     assert array.shards is not None
     per_shard = int(np.prod([s // c for s, c in zip(array.shards, array.chunks, strict=True)]))
     assert per_shard > 1, "the test needs shards of several chunks"
-    index = _shard_index(store / "data/c/0/0/0/0", per_shard)
-    index_nbytes = per_shard * 16 + 4
+    index = check_shard(store / "data/c/0/0/0/0", per_shard).entries
+    index_nbytes = ShardIndex.nbytes(per_shard)
     local = eocube.open_dataset(store)
 
     _fresh()

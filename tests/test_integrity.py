@@ -26,6 +26,8 @@ from hypothesis import strategies as st
 import eocube
 from eocube.chunk import decode_chunk, encode_chunk
 from eocube.errors import CorruptChunkError, EocubeError
+from eocube.shards import ShardIndex
+from eocube.testing import shard_objects
 
 DATA = Path(__file__).parent / "data"
 CUBE = "s2_l2a_openeo_gfmap_19x4x52x46"
@@ -59,14 +61,10 @@ def damaged_copy(intact: tuple[Path, xr.Dataset], tmp_path: Path) -> Path:
     return store
 
 
-def _shards(store: Path) -> list[Path]:
-    return sorted(p for p in (store / "data" / "c").rglob("*") if p.is_file())
-
-
 def _damage(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     """One kind of damage, chosen by the seed; the result always differs from ``data``."""
     b = bytearray(data)
-    index = 16 * 16 + 4  # the shard index, at the end
+    index = ShardIndex.nbytes(16)  # the shard index, at the end
     kind = rng.choice(["flip", "flip-index", "truncate", "insert", "append", "zero"])
     if kind == "flip":
         for _ in range(rng.randint(1, 4)):
@@ -107,7 +105,7 @@ def test_damaged_shard_raises_corrupt_chunk_or_reads_the_same(
     store, reference = intact
     expected = reference.data.values
     rng = random.Random(seed)
-    shard = rng.choice(_shards(store))
+    shard = rng.choice(shard_objects(store))
     original = shard.read_bytes()
     kind, damaged = _damage(original, rng)
     # which chunk of the whole array a partial read touches: one inside the damaged shard

@@ -21,7 +21,7 @@ import xarray as xr
 import zarr
 
 import eocube
-from eocube import store as writer
+from eocube import encode as writer
 from eocube.errors import IncompleteStoreError
 
 DATA = Path(__file__).parent / "data"

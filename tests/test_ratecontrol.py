@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
+from cubes import open_cube
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,15 +16,10 @@ from eocube import metrics
 DATA = Path(__file__).parent / "data"
 
 
-def _open(name: str) -> xr.Dataset:
-    with xr.open_dataset(DATA / f"{name}.nc") as ds:
-        return ds.load()
-
-
-S2 = _open("s2_l2a_worldcereal_72x4x64x64").data.values
-ERA5 = _open("era5_t2m_uk_744h").data.values
-FUSETS = _open("s2_l2a_fusets_field_33x3x57x56").data.values  # float with NaN (clouds)
-L8 = _open("l8_ny18_014031")  # uint16 with nodata 0
+S2 = open_cube("s2_l2a_worldcereal_72x4x64x64").data.values
+ERA5 = open_cube("era5_t2m_uk_744h").data.values
+FUSETS = open_cube("s2_l2a_fusets_field_33x3x57x56").data.values  # float with NaN (clouds)
+L8 = open_cube("l8_ny18_014031")  # uint16 with nodata 0
 
 
 @st.composite
@@ -67,7 +62,7 @@ def test_max_abs_error_always_holds(
 
 
 def test_max_abs_error_per_band_through_the_store(tmp_path: Path) -> None:
-    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")[["data"]]
+    ds = open_cube("s2_l2a_openeo_gfmap_19x4x52x46")[["data"]]
     bounds = [5.0, 20.0, 80.0, 200.0]
     report = eocube.to_eocube(ds, tmp_path / "c.eocube", max_abs_error={"data": bounds})
     v = report.variables["data"]
@@ -83,7 +78,7 @@ def test_max_abs_error_per_band_through_the_store(tmp_path: Path) -> None:
 
 
 def test_float_bound_with_nan_through_the_store(tmp_path: Path) -> None:
-    ds = _open("s2_l2a_fusets_field_33x3x57x56")[["data"]]
+    ds = open_cube("s2_l2a_fusets_field_33x3x57x56")[["data"]]
     report = eocube.to_eocube(ds, tmp_path / "c.eocube", max_abs_error=0.5)
     back = eocube.open_dataset(tmp_path / "c.eocube").data.values
     orig = ds.data.values
@@ -103,7 +98,7 @@ def test_float_bound_with_nan_through_the_store(tmp_path: Path) -> None:
 def test_target_bpppb_lands_within_ten_percent(
     tmp_path: Path, name: str, time: slice, target: float
 ) -> None:
-    ds = _open(name)[["data"]].isel(time=time)
+    ds = open_cube(name)[["data"]].isel(time=time)
     report = eocube.to_eocube(ds, tmp_path / "c.eocube", target_bpppb=target)
     assert abs(report.bpppb / target - 1) <= 0.10, report
     assert report.passes <= 4
@@ -118,7 +113,7 @@ def test_target_bpppb_lands_within_ten_percent(
     ],
 )
 def test_target_psnr_is_met(tmp_path: Path, name: str, time: slice, target: float) -> None:
-    ds = _open(name)[["data"]].isel(time=time)
+    ds = open_cube(name)[["data"]].isel(time=time)
     report = eocube.to_eocube(ds, tmp_path / "c.eocube", target_psnr=target)
     v = report.variables["data"]
     assert v.psnr is not None
@@ -130,7 +125,7 @@ def test_target_psnr_is_met(tmp_path: Path, name: str, time: slice, target: floa
 
 
 def test_one_quality_control_per_write() -> None:
-    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")
+    ds = open_cube("s2_l2a_openeo_gfmap_19x4x52x46")
     with pytest.raises(ValueError, match="conflict"):
         eocube.to_eocube(ds, "memory://a.eocube", crf=10, target_psnr=40)
     with pytest.raises(ValueError, match="conflict"):

@@ -16,6 +16,7 @@ import xarray as xr
 
 import eocube
 from eocube.errors import IncompleteStoreError
+from eocube.testing import shard_objects
 
 DATA = Path(__file__).parent / "data"
 CUBE = DATA / "era5_t2m_uk_744h.nc"
@@ -31,10 +32,6 @@ WRITER = textwrap.dedent(
 )
 
 
-def _shards(store: Path) -> list[Path]:
-    return sorted(p for p in (store / "data" / "c").rglob("*") if p.is_file())
-
-
 def test_killed_writer_leaves_an_incomplete_store_that_resume_finishes(tmp_path: Path) -> None:
     store = tmp_path / "killed.eocube"
     script = tmp_path / "writer.py"
@@ -43,12 +40,12 @@ def test_killed_writer_leaves_an_incomplete_store_that_resume_finishes(tmp_path:
     proc = subprocess.Popen([sys.executable, str(script), str(CUBE), str(store)], env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if (store / "data" / "c").exists() and _shards(store):
+        if (store / "data" / "c").exists() and shard_objects(store):
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    written = _shards(store)
+    written = shard_objects(store)
     assert 1 <= len(written) < 6, "the writer was not killed mid-write; raise the cube size"
     with pytest.raises(IncompleteStoreError, match="resume=True"):
         eocube.open_dataset(store)
@@ -58,7 +55,7 @@ def test_killed_writer_leaves_an_incomplete_store_that_resume_finishes(tmp_path:
         [sys.executable, str(script), str(CUBE), str(store), "resume"], env=env, check=True
     )
     assert done.returncode == 0
-    assert len(_shards(store)) == 6
+    assert len(shard_objects(store)) == 6
     for p, mtime in before.items():
         assert p.stat().st_mtime_ns == mtime, f"{p} was encoded again"
 

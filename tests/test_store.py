@@ -9,17 +9,12 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from cubes import open_cube
 
 import eocube
-from eocube import metrics
-from eocube import store as store_module
+from eocube import layout, metrics
 
 DATA = Path(__file__).parent / "data"
-
-
-def _open(name: str) -> xr.Dataset:
-    with xr.open_dataset(DATA / f"{name}.nc") as ds:
-        return ds.load()
 
 
 # integer cubes whose bands fit ffv1's 16 bits, kept small enough for the test budget
@@ -35,7 +30,7 @@ LOSSLESS_CUBES = [
 
 @pytest.mark.parametrize("name", LOSSLESS_CUBES)
 def test_lossless_store_is_identical(tmp_path: Path, name: str) -> None:
-    ds = _open(name)
+    ds = open_cube(name)
     report = eocube.to_eocube(ds, tmp_path / "cube.eocube", lossless=True)
     reopened = xr.open_dataset(tmp_path / "cube.eocube", engine="eocube")
     xr.testing.assert_identical(reopened.load(), ds)
@@ -52,7 +47,7 @@ def test_lossless_store_is_identical(tmp_path: Path, name: str) -> None:
     ],
 )
 def test_lossy_store_keeps_metadata_nan_and_nodata(tmp_path: Path, name: str) -> None:
-    ds = _open(name)
+    ds = open_cube(name)
     report = eocube.to_eocube(ds, tmp_path / "cube.eocube", crf=12)
     reopened = eocube.open_dataset(tmp_path / "cube.eocube").load()
     xr.testing.assert_identical(reopened.drop_vars("data"), ds.drop_vars("data"))
@@ -72,7 +67,7 @@ def test_lossy_store_keeps_metadata_nan_and_nodata(tmp_path: Path, name: str) ->
 def test_qa_bit_field_without_flag_attributes_is_kept_lossless(tmp_path: Path) -> None:
     # Landsat BQA: 15 distinct bit patterns, described in free text only (no flag_values);
     # through the video codec it came back off by up to 4140
-    ds = _open("l8_ny18_014031")
+    ds = open_cube("l8_ny18_014031")
     assert not {"flag_values", "flag_masks", "flag_meanings"} & set(ds.mask.attrs)
     report = eocube.to_eocube(ds, tmp_path / "c.eocube")
     assert set(report.variables) == {"data"}
@@ -81,7 +76,7 @@ def test_qa_bit_field_without_flag_attributes_is_kept_lossless(tmp_path: Path) -
 
 
 def test_psnr_reported_and_coordinates_and_crs_survive(tmp_path: Path) -> None:
-    ds = _open("s2_l2a_worldcereal_118x4x64x64")
+    ds = open_cube("s2_l2a_worldcereal_118x4x64x64")
     report = eocube.to_eocube(ds, tmp_path / "c.eocube")
     assert set(report.variables) == {"data"}  # the SCL mask (flag_values) is kept lossless
     reopened = eocube.open_dataset(tmp_path / "c.eocube")
@@ -95,7 +90,7 @@ def test_psnr_reported_and_coordinates_and_crs_survive(tmp_path: Path) -> None:
 
 
 def test_store_exists_needs_mode_w(tmp_path: Path) -> None:
-    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")
+    ds = open_cube("s2_l2a_openeo_gfmap_19x4x52x46")
     eocube.to_eocube(ds, tmp_path / "c.eocube", measure=False)
     with pytest.raises(Exception, match="exist"):
         eocube.to_eocube(ds, tmp_path / "c.eocube", measure=False)
@@ -103,7 +98,7 @@ def test_store_exists_needs_mode_w(tmp_path: Path) -> None:
 
 
 def test_conflicting_options_and_no_cube() -> None:
-    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")
+    ds = open_cube("s2_l2a_openeo_gfmap_19x4x52x46")
     with pytest.raises(ValueError, match="conflict"):
         eocube.to_eocube(ds, "memory://x.eocube", lossless=True, crf=3)
     with pytest.raises(ValueError, match="no cube variable"):
@@ -115,11 +110,11 @@ def test_conflicting_options_and_no_cube() -> None:
 def test_selection_decodes_only_touched_chunks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ds = _open("s2_l2a_worldcereal_118x4x64x64")
+    ds = open_cube("s2_l2a_worldcereal_118x4x64x64")
     eocube.to_eocube(
         ds[["data"]], tmp_path / "c.eocube", chunks={"time": 16, "y": 32, "x": 32}, measure=False
     )
-    import eocube.codec as codec_module
+    import eocube.reader as codec_module  # the one chunk-read path decodes here
 
     calls: list[int] = []
     real = codec_module.decode_chunk
@@ -141,7 +136,7 @@ def test_selection_decodes_only_touched_chunks(
 
 @pytest.mark.parametrize("scheduler", ["threads", "processes"])
 def test_dask_chunks_follow_the_store(tmp_path: Path, scheduler: str) -> None:
-    ds = _open("s2_l2a_openeo_gfmap_12x5x66x64")
+    ds = open_cube("s2_l2a_openeo_gfmap_12x5x66x64")
     eocube.to_eocube(
         ds[["data"]], tmp_path / "c.eocube", chunks={"time": 4, "y": 32, "x": 32}, measure=False
     )
@@ -155,7 +150,7 @@ def test_dask_chunks_follow_the_store(tmp_path: Path, scheduler: str) -> None:
 
 
 def test_plain_zarr_and_open_zarr_read_the_store(tmp_path: Path) -> None:
-    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")
+    ds = open_cube("s2_l2a_openeo_gfmap_19x4x52x46")
     eocube.to_eocube(ds, tmp_path / "c.eocube", lossless=True, measure=False)
     arr = zarr.open_group(tmp_path / "c.eocube", mode="r")["data"]
     assert isinstance(arr, zarr.Array)
@@ -165,7 +160,7 @@ def test_plain_zarr_and_open_zarr_read_the_store(tmp_path: Path) -> None:
 
 
 def test_memory_url_and_dataarray(tmp_path: Path) -> None:
-    da = _open("stars_bcsd_obs_12x2x33x81").data
+    da = open_cube("stars_bcsd_obs_12x2x33x81").data
     eocube.to_eocube(da, "memory://bcsd.eocube", crf=8)
     back = eocube.open_dataset("memory://bcsd.eocube").data
     assert back.dims == da.dims
@@ -173,7 +168,7 @@ def test_memory_url_and_dataarray(tmp_path: Path) -> None:
 
 
 def test_per_array_metadata_lets_zarr_open_arrays_by_path(tmp_path: Path) -> None:
-    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")
+    ds = open_cube("s2_l2a_openeo_gfmap_19x4x52x46")
     eocube.to_eocube(
         ds, tmp_path / "c.eocube", lossless=True, measure=False, per_array_metadata=True
     )
@@ -183,7 +178,7 @@ def test_per_array_metadata_lets_zarr_open_arrays_by_path(tmp_path: Path) -> Non
 
 def test_overhead_of_a_cube_with_regular_coordinates(tmp_path: Path) -> None:
     # real Sentinel-2 values and their regular x/y grid; no descriptive attributes or CRS
-    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")[["data"]].drop_vars("spatial_ref")
+    ds = open_cube("s2_l2a_openeo_gfmap_19x4x52x46")[["data"]].drop_vars("spatial_ref")
     ds.attrs = {}
     ds.data.attrs = {"units": "1"}
     report = eocube.to_eocube(ds, tmp_path / "c.eocube", crf=30)
@@ -199,7 +194,7 @@ def test_overhead_of_a_cube_with_regular_coordinates(tmp_path: Path) -> None:
 
 
 def test_regular_axes_are_nearly_free(tmp_path: Path) -> None:
-    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")
+    ds = open_cube("s2_l2a_openeo_gfmap_19x4x52x46")
     eocube.to_eocube(ds, tmp_path / "c.eocube", crf=30, measure=False)
     for axis in ("x", "y"):
         size = (tmp_path / "c.eocube" / axis / "c" / "0").stat().st_size
@@ -207,7 +202,7 @@ def test_regular_axes_are_nearly_free(tmp_path: Path) -> None:
 
 
 def test_time_only_variable_lat_lon_spelling_and_scale_factor_encoding(tmp_path: Path) -> None:
-    src = _open("era5_t2m_uk_744h").isel(time=slice(0, 48))
+    src = open_cube("era5_t2m_uk_744h").isel(time=slice(0, 48))
     da = src.data.isel(band=0, drop=True).rename({"y": "lat", "x": "lon"})
     ds = da.to_dataset(name="t2m")
     ds.t2m.encoding = {
@@ -230,7 +225,7 @@ def test_time_only_variable_lat_lon_spelling_and_scale_factor_encoding(tmp_path:
 def test_crs_survives_for_rioxarray(tmp_path: Path) -> None:
     rioxarray = pytest.importorskip("rioxarray")
     del rioxarray
-    ds = _open("s2_l2a_openeo_gfmap_19x4x52x46")
+    ds = open_cube("s2_l2a_openeo_gfmap_19x4x52x46")
     crs = ds.rio.crs
     assert crs is not None
     eocube.to_eocube(ds, tmp_path / "c.eocube", crf=30, measure=False)
@@ -242,7 +237,7 @@ def test_crs_survives_for_rioxarray(tmp_path: Path) -> None:
 def test_file_url_with_storage_options_dims_override_and_progress(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    src = _open("s2_l2a_openeo_gfmap_19x4x52x46")
+    src = open_cube("s2_l2a_openeo_gfmap_19x4x52x46")
     ds = src[["data"]].rename({"time": "date", "band": "wavelength"})
     url = f"file://{tmp_path}/nested/c.eocube"
     dims = {"time": "date", "band": "wavelength"}
@@ -292,6 +287,6 @@ def test_short_series_get_wider_chunks_of_the_same_pixel_budget(
         name="r",
     )
     roles = {"time": "time", "band": "band", "y": "y", "x": "x"}
-    inner, _ = store_module._chunk_shape(var, roles, chunks)
+    inner, _ = layout.chunk_shape(var, roles, chunks)
     assert inner == expected
-    assert inner[0] * inner[2] * inner[3] <= store_module.CHUNK_PIXELS
+    assert inner[0] * inner[2] * inner[3] <= layout.CHUNK_PIXELS

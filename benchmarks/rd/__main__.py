@@ -1,0 +1,7 @@
+"""``python -m benchmarks.rd``: see :mod:`benchmarks.rd`."""
+
+import sys
+
+from benchmarks.rd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,110 @@
+"""The per-cube part files of benchmarks.rd: ``points/<cube>.jsonl``, its cache and resume.
+
+A part holds, one JSON object a line: ``{"cube", "cube_info"}`` first; then, for every
+point, ``{"running": "method|setting"}`` as it starts and its record once measured; and
+``{"cube", "cube_done", "seconds", "meta"}`` when the cube is complete. A point that
+started but has no record crashed its process. Reports are built from the parts alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from benchmarks.rd.methods import is_selected, point_key
+
+
+def json_default(o: Any) -> Any:
+    """JSON for numpy scalars and arrays and paths (anything else as its text)."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def dumps(obj: dict[str, Any]) -> str:
+    """One line of a part file (or of results.jsonl)."""
+    return json.dumps(obj, default=json_default) + "\n"
+
+
+def write_line(fh: TextIO, obj: dict[str, Any]) -> None:
+    """Append one object to an open part file, flushed (a crash must not lose it)."""
+    fh.write(dumps(obj))
+    fh.flush()
+
+
+def part_lines(part: Path) -> list[dict[str, Any]]:
+    """Every object of a part file; none when it does not exist; lines cut by a crash skipped."""
+    if not part.exists():
+        return []
+    out = []
+    for line in part.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a crash
+            continue
+    return out
+
+
+def measured_keys(lines: list[dict[str, Any]]) -> set[str]:
+    """The points of a part that have a record (``method|setting``)."""
+    return {point_key(x["method"], x["setting_label"]) for x in lines if "method" in x}
+
+
+def is_complete(part: Path) -> bool:
+    """Whether the part's cube ran to its end."""
+    lines = part.read_text().splitlines() if part.exists() else []
+    return bool(lines) and bool(json.loads(lines[-1]).get("cube_done"))
+
+
+def keep_other_methods(part: Path, methods: set[str]) -> None:
+    """Drop the records of ``methods`` from a part (to re-measure them), keep the others."""
+    keep = [
+        x
+        for x in part_lines(part)
+        if not x.get("cube_done")
+        and "running" not in x
+        and not ("method" in x and is_selected(x["method"], methods))
+    ]
+    with part.open("w") as fh:
+        fh.writelines(dumps(x) for x in keep)
+
+
+def load_parts(points: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], dict]:
+    """Every part of a ``points/`` folder.
+
+    Parameters
+    ----------
+    points : Path
+        The folder of part files.
+
+    Returns
+    -------
+    tuple
+        The cubes' figures by name (with ``complete`` and ``seconds``), every record,
+        and the run's meta of the last complete cube.
+    """
+    cubes: dict[str, dict[str, Any]] = {}
+    records: list[dict[str, Any]] = []
+    meta: dict[str, Any] = {}
+    for part in sorted(points.glob("*.jsonl")):
+        lines = part_lines(part)
+        if not lines or "cube_info" not in lines[0]:
+            continue
+        info = dict(lines[0]["cube_info"])
+        done = [x for x in lines if x.get("cube_done")]
+        info["complete"] = bool(done)
+        if done:
+            meta = done[-1].get("meta", meta)
+            info["seconds"] = done[-1].get("seconds")
+        cubes[lines[0]["cube"]] = info
+        records += [x for x in lines if "method" in x]
+    return cubes, records, meta

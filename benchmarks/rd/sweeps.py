@@ -1,0 +1,48 @@
+"""What benchmarks.rd measures: the quick run's cubes, crf sweeps, crops and the default.
+
+Full sweeps span each profile's range from its best quality (crf 0 where it has one) to
+past 0.1 bpppb on the corpus; quick sweeps are shorter and run on three small cubes.
+"""
+
+from __future__ import annotations
+
+QUICK_CUBES = ("s2_l2a_openeo_gfmap_12x5x66x64", "l8_ny18_014031", "era5_t2m_uk_744h")
+QUICK_MAX_TIME = 96
+
+# cubes larger than this many values are cropped in y and x (all bands and dates kept)
+MAX_VALUES_FULL = 2_500_000
+MAX_VALUES_QUICK = 300_000
+DECODE_REPEATS_FULL = 2
+DECODE_REPEATS_QUICK = 1
+
+X265_CRFS = (0, 8, 16, 24, 32, 40)
+SWEEPS_FULL: dict[str, tuple[float, ...]] = {
+    "hevc-12bit-444": X265_CRFS,
+    "hevc-12bit-420-luma": X265_CRFS,
+    "hevc-12bit-bands": X265_CRFS,
+    "av1-10bit": (10, 25, 40, 52, 63),
+    "h264-10bit": (0, 12, 24, 36, 48),
+    "vp9-8bit-444": (4, 20, 36, 50, 63),
+}
+SWEEPS_QUICK: dict[str, tuple[float, ...]] = {
+    "hevc-12bit-444": (0, 10, 20, 30, 40),
+    "hevc-12bit-420-luma": (0, 10, 20, 30, 40),
+    "hevc-12bit-bands": (0, 10, 20, 30, 40),
+    "av1-10bit": (15, 35, 55),
+    "h264-10bit": (5, 20, 35),
+    "vp9-8bit-444": (10, 30, 50),
+}
+LOSSLESS_PROFILES = ("ffv1-lossless", "hevc-lossless")
+REFERENCE_CRFS_FULL = X265_CRFS
+REFERENCE_CRFS_QUICK = (0, 10, 20, 30, 40)
+DEFAULT_PROFILE = "hevc-12bit-444"
+
+
+def profile_sweeps(quick: bool) -> dict[str, tuple[float, ...]]:
+    """The crf values of each lossy eocube profile."""
+    return SWEEPS_QUICK if quick else SWEEPS_FULL
+
+
+def reference_crfs(quick: bool) -> tuple[float, ...]:
+    """The crf values of the reference approach."""
+    return REFERENCE_CRFS_QUICK if quick else REFERENCE_CRFS_FULL

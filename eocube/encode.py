@@ -1,0 +1,275 @@
+"""How a dataset becomes the arrays of a store: zarr encodings and the dask tasks that write.
+
+:func:`prepare` gives every variable its zarr encoding (video inside shards for cube
+variables, zstd with checksums for the rest, regular axes as two numbers) and its
+chunking; :func:`cube_tasks` encodes a cube variable one dask task per chunk (staged in
+the store until its shard is written) and writes one shard per task, so memory stays
+bounded by a few chunks per worker thread; :func:`lossless_tasks` writes the rest
+through xarray.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.core.buffer import default_buffer_prototype
+from zarr.storage import StorePath
+
+import eocube.registry  # noqa: F401  (eocube's codecs, for zarr)
+from eocube import layout, lifecycle, shards
+from eocube.chunk import encode_chunk
+from eocube.codec import VideoCodec
+from eocube.errors import CorruptChunkError
+from eocube.layout import STORE_FORMAT
+from eocube.linear import LinearCodec
+from eocube.variables import CubeVar, validate_block
+
+# CF/xarray encoding that describes values and must survive the round trip;
+# the rest (netCDF4 compression settings, source paths) describes the input file.
+_KEPT_ENCODING = ("dtype", "_FillValue", "scale_factor", "add_offset", "units", "calendar")
+
+
+def prepare(
+    ds: xr.Dataset,
+    cube_vars: Mapping[Hashable, CubeVar],
+    profile: str,
+    quality: Mapping[Hashable, float | None],
+    bounds: Mapping[Hashable, float | tuple[float, ...]],
+) -> tuple[xr.Dataset, dict[Hashable, dict[str, Any]]]:
+    """The dataset as written (cube variables and lossless ones chunked as stored, input
+    encodings dropped) and the zarr encoding of every variable."""
+    out = ds.copy(deep=False)
+    encoding: dict[Hashable, dict[str, Any]] = {}
+    for name in list(out.variables):
+        var = out.variables[name]
+        kept = {k: v for k, v in var.encoding.items() if k in _KEPT_ENCODING}
+        var.encoding = {}
+        # every chunk carries a checksum (4 bytes): damaged coordinates must raise
+        # CorruptChunkError on read, not decode to other dates or positions
+        if var.ndim == 1 and var.dtype.kind in "iufM":
+            # regular axes (pixel centres, dates) cost two numbers
+            kept.update(serializer=LinearCodec(), compressors=[ZstdCodec(level=19), Crc32cCodec()])
+        elif name not in cube_vars:
+            kept.update(compressors=[ZstdCodec(level=9), Crc32cCodec()])
+        encoding[name] = kept
+    # the variables stored losslessly (but indexes, which xarray writes at once) are
+    # written by dask in chunks of their own, whatever the input's chunking
+    lossless = lossless_part(out, cube_vars)
+    for name in lossless.variables:
+        var = lossless.variables[name]
+        if var.chunks is not None and name not in cube_vars:
+            encoding[name]["chunks"] = tuple(c[0] for c in var.chunks)
+    out = lossless
+    for name, cv in cube_vars.items():
+        encoding[name].update(
+            chunks=cv.inner,
+            shards=cv.shard,
+            serializer=VideoCodec(
+                profile=profile,
+                quality=quality[name],
+                nodata=cv.codec_nodata,
+                max_abs_error=bounds.get(name),
+            ),
+            compressors=[Crc32cCodec()],
+            fill_value=cv.fill,
+        )
+        # xarray creates the array (metadata, CF attributes) from this lazy variable but
+        # does not write its values: cube_tasks does, chunk by chunk (see there)
+        out[name] = ds[name].chunk(dict(zip(cv.order, cv.shard, strict=True)))
+
+    return out, encoding
+
+
+def lossless_part(ds: xr.Dataset, cube_vars: Mapping[Hashable, CubeVar]) -> xr.Dataset:
+    """The variables stored losslessly that are not indexes, as dask arrays chunked as
+    stored: a resume writes them again (they cost little beside the video)."""
+    along: dict[Hashable, int] = {}  # dim -> the chunk size of the first cube along it
+    for cv in cube_vars.values():
+        for dim, size in zip(cv.order, cv.inner, strict=True):
+            along.setdefault(dim, size)
+    out = ds.copy(deep=False)
+    for name in list(out.variables):
+        var = out.variables[name]
+        if name in cube_vars or name in out.indexes or var.ndim == 0:
+            continue
+        chunks = layout.other_chunks(var, along, coordinate=name in out.coords)
+        assert chunks is not None
+        chunked = out[name].chunk(dict(zip(var.dims, chunks, strict=True)))
+        if name in out.coords:
+            out = out.assign_coords({name: chunked})
+        else:
+            out = out.assign({name: chunked})
+    return out
+
+
+def lossless_tasks(
+    out: xr.Dataset, cube_vars: Mapping[Hashable, CubeVar], view: Any, group: str
+) -> list[Any]:
+    """Dask tasks writing the variables stored losslessly that are lazy (dask)."""
+    rest = out.drop_vars(list(cube_vars))
+    lazy = [n for n, v in rest.variables.items() if v.chunks is not None]
+    if not lazy:
+        return []
+    return [
+        rest[lazy].to_zarr(
+            view, group=group or None, mode="r+", zarr_format=3, consolidated=False, compute=False
+        )
+    ]
+
+
+def store_marker(cube_vars: Mapping[Hashable, CubeVar], *, complete: bool) -> dict[str, Any]:
+    """The root attribute :data:`~eocube.layout.MARKER` of a store of ``cube_vars``."""
+    found: dict[str, Any] = {"format": STORE_FORMAT, "complete": complete}
+    transposed = {str(n): [str(d) for d in cv.dims] for n, cv in cube_vars.items() if cv.transposed}
+    if transposed:
+        found["dims"] = transposed
+    return found
+
+
+def compute(tasks: Sequence[Any], progress: bool) -> None:
+    """Run dask tasks, with dask's progress bar when ``progress``."""
+    import dask
+
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            dask.compute(*tasks)
+    else:
+        dask.compute(*tasks)
+
+
+def cube_tasks(
+    ds: xr.Dataset,
+    name: Hashable,
+    cv: CubeVar,
+    arr: zarr.Array,
+    stage: StorePath,
+    shards: Sequence[Sequence[int]] | None = None,
+    staged: frozenset[str] = frozenset(),
+) -> list[Any]:
+    """Dask tasks writing the shards of a cube variable (all, or those given).
+
+    One task per chunk encodes it to its payload (video and checksum: a few hundred kB
+    to a few MB) and keeps it in the staging area, and one task per shard assembles the
+    shard object from its payloads, writes it and drops the staged payloads. A task
+    holds one chunk, never a whole shard, so memory stays bounded by a few chunks per
+    worker thread whatever the shard or cube size, and the chunks of one shard encode
+    in parallel (on a cluster, on several workers). Chunks found in ``staged`` (keys
+    relative to the store) are read back instead of encoded again.
+    """
+    import dask
+
+    codec = arr.serializer
+    if not isinstance(codec, VideoCodec):
+        raise ValueError(f"array {arr.path!r} is not video-coded ({codec})")
+    var = ds[name].chunk(dict(zip(cv.order, cv.inner, strict=True)))
+    data = xr.conventions.encode_cf_variable(var.variable).data
+    if data.dtype != cv.dtype:
+        data = data.astype(cv.dtype)
+    blocks = data.to_delayed()
+    per = [s // c for s, c in zip(cv.shard, cv.inner, strict=True)]
+    if shards is None:
+        counts = [math.ceil(n / s) for n, s in zip(arr.shape, cv.shard, strict=True)]
+        shards = list(itertools.product(*(range(c) for c in counts)))
+    encode = dask.delayed(_encode_payload)
+    load = dask.delayed(_load_staged)
+    write = dask.delayed(_write_shard)
+    tasks: list[Any] = []
+    for shard in shards:
+        chunks = [
+            tuple(s * p + i for s, p, i in zip(shard, per, local, strict=True))
+            for local in itertools.product(*(range(p) for p in per))
+        ]
+        inside = [all(i < n for i, n in zip(idx, blocks.shape, strict=True)) for idx in chunks]
+        # a shard of one chunk is itself the checkpoint: nothing to stage
+        staging = stage if sum(inside) > 1 else None
+        payloads: list[Any] = []
+        keys = []
+        for idx, present in zip(chunks, inside, strict=True):
+            if not present:
+                payloads.append(None)
+                continue
+            key = layout.stage_key(name, idx)
+            if key in staged:
+                payloads.append(load(stage, key))
+            else:
+                payloads.append(encode(blocks[idx], codec, cv, idx, staging, key))
+            keys.append(key)
+        tasks.append(write(arr, tuple(shard), payloads, stage, keys if staging else []))
+    return tasks
+
+
+def _encode_payload(
+    block: np.ndarray,
+    codec: VideoCodec,
+    cv: CubeVar,
+    chunk: tuple[int, ...],
+    stage: StorePath | None = None,
+    stage_key: str = "",
+) -> bytes | None:
+    """One chunk as zarr stores it inside a shard (eocube.video, then crc32c); None if
+    it holds nothing but the fill value (zarr writes no such chunk either). With
+    ``stage`` the payload is also kept there until its shard is written."""
+
+    block = validate_block(np.asarray(block), cv.name, codec.profile, chunk=chunk)
+    if block.shape != cv.inner:  # an edge chunk: zarr pads it with the fill value
+        padded = np.full(cv.inner, cv.fill, dtype=block.dtype)
+        padded[tuple(slice(0, n) for n in block.shape)] = block
+        block = padded
+    empty = np.isnan(block).all() if isinstance(cv.fill, float) else (block == cv.fill).all()
+    if empty:
+        return None
+    payload = encode_chunk(
+        np.ascontiguousarray(block),
+        codec.profile,
+        quality=codec.quality,
+        nodata=codec.nodata,
+        max_abs_error=codec.max_abs_error,
+    )
+    payload = shards.with_checksum(payload)
+    if stage is not None:
+        lifecycle.write_bytes(stage, stage_key, payload)
+    return payload
+
+
+def _load_staged(stage: StorePath, key: str) -> bytes:
+    """A staged payload (checked against its crc32c)."""
+    data = lifecycle.read_bytes(stage, key)
+    if data is None:
+        raise CorruptChunkError(f"{stage}/{key}: the staged chunk vanished during the resume")
+    try:
+        shards.strip_checksum(data, f"{stage}/{key}")
+    except CorruptChunkError as exc:
+        raise CorruptChunkError(
+            f"{exc}: the staged chunk is damaged; delete it and resume again"
+        ) from None
+    return data
+
+
+def _write_shard(
+    arr: zarr.Array,
+    shard: tuple[int, ...],
+    payloads: list[bytes | None],
+    stage: StorePath,
+    staged: list[str],
+) -> None:
+    """Write one shard object (:func:`eocube.shards.assemble`), then drop the chunks staged
+    for it. A shard of fill values only is no object, as zarr does (nor one left over)."""
+    store = arr.store_path.store
+    key = shards.shard_key(arr, shard)
+    data = shards.assemble(payloads)
+    if data is None:
+        if zarr.core.sync.sync(store.exists(key)):
+            zarr.core.sync.sync(store.delete(key))
+    else:
+        zarr.core.sync.sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+    for staged_key in staged:
+        zarr.core.sync.sync(stage.store.delete(f"{stage.path}/{staged_key}".lstrip("/")))

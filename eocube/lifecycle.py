@@ -1,0 +1,326 @@
+"""A store's life: nothing, unfinished, complete; and the metadata documents that say which.
+
+- While a write is under way every ``zarr.json`` of the store carries the extra field
+  :data:`~eocube.layout.INCOMPLETE`, with ``"must_understand": true``: the zarr v3
+  specification makes every reader refuse such a document, so an unfinished store cannot
+  be read as data (zarr-python raises) by anyone. eocube writes and reads an unfinished
+  store through :class:`UnfinishedView`, which adds the field to every document written
+  and strips it from every document read.
+- :func:`finish` marks a store complete: the arrays' own documents go (or lose the
+  field), the staging area and leftovers of interrupted writes go, the root document is
+  written last.
+- :func:`inspect_target` says what lies at a path before eocube writes there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from zarr.abc.store import ByteRequest, Store
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.errors import UnstableSpecificationWarning
+from zarr.storage import StorePath, WrapperStore
+
+from eocube.layout import (
+    INCOMPLETE,
+    INCOMPLETE_NOTE,
+    MARKER,
+    METADATA,
+    STAGING,
+    TEMPORARY,
+)
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def store_path(
+    store: Any, storage_options: Mapping[str, Any] | None = None, *, read_only: bool = False
+) -> StorePath:
+    """A zarr :class:`StorePath` for a path, URL or store, without reading any metadata."""
+    if isinstance(store, StorePath):
+        return store
+    if isinstance(store, Store):
+        return StorePath(store)
+    if isinstance(store, os.PathLike):
+        store = os.fspath(store)
+    if not isinstance(store, str):
+        raise TypeError(f"a store is a path, an fsspec URL or a zarr store, not {store!r}")
+    if "://" in store:
+        from zarr.storage import FsspecStore
+
+        return StorePath(
+            FsspecStore.from_url(
+                store, storage_options=dict(storage_options or {}), read_only=read_only
+            )
+        )
+    from zarr.storage import LocalStore
+
+    return StorePath(LocalStore(store, read_only=read_only))
+
+
+def list_keys(path: StorePath, prefix: str = "") -> list[str]:
+    """Every key under ``prefix`` (relative to the store's root) of ``path``."""
+
+    async def collect() -> list[str]:
+        return [key async for key in path.store.list_prefix(_join(path.path, prefix))]
+
+    return sync(collect())
+
+
+def read_bytes(path: StorePath, key: str) -> bytes | None:
+    """The bytes of ``key`` under ``path``, or None when absent."""
+    buf = sync(path.store.get(_join(path.path, key), prototype=default_buffer_prototype()))
+    return None if buf is None else buf.to_bytes()
+
+
+def write_bytes(path: StorePath, key: str, data: bytes) -> None:
+    """Write ``data`` to ``key`` under ``path``."""
+    sync(path.store.set(_join(path.path, key), default_buffer_prototype().buffer.from_bytes(data)))
+
+
+def delete(path: StorePath, keys: list[str]) -> None:
+    """Delete full store keys (as :func:`list_keys` gives them)."""
+    for key in keys:
+        sync(path.store.delete(key))
+
+
+def read_document(path: StorePath, key: str = METADATA) -> dict[str, Any] | None:
+    """A metadata document as JSON, or None when absent.
+
+    Raises
+    ------
+    ValueError
+        If the document is not JSON (a damaged store).
+    """
+    data = read_bytes(path, key)
+    if data is None:
+        return None
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(
+            f"{_where(path, key)} is damaged: not a JSON document ({exc}); restore the store "
+            f"from a copy or write it again"
+        ) from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{_where(path, key)} is damaged: not a JSON object")
+    return doc
+
+
+def write_document(path: StorePath, key: str, doc: Mapping[str, Any]) -> None:
+    """Write a metadata document as zarr-python does (compact JSON, NaN allowed)."""
+    write_bytes(path, key, json.dumps(doc, allow_nan=True, indent=None).encode())
+
+
+def _where(path: StorePath, key: str) -> str:
+    return f"{path}/{key}" if str(path) else key
+
+
+def metadata_keys(path: StorePath) -> list[str]:
+    """The ``zarr.json`` keys of the store, relative to its root."""
+    root = path.path.strip("/")
+    out = []
+    for key in list_keys(path):
+        if key.rsplit("/", 1)[-1] != METADATA:
+            continue
+        relative = key[len(root) :].lstrip("/") if root else key
+        if not relative.startswith(STAGING):
+            out.append(relative)
+    return out
+
+
+def finish(path: StorePath, marker: Mapping[str, Any], per_array_metadata: bool) -> None:
+    """Mark the store complete: the root document last, clean of the unfinished field.
+
+    The arrays' own documents are deleted (the root's consolidated metadata describes
+    them) unless ``per_array_metadata``, and the staging area is removed.
+    """
+    for key in metadata_keys(path):
+        if key == METADATA:
+            continue
+        if per_array_metadata:
+            doc = read_document(path, key)
+            assert doc is not None
+            doc.pop(INCOMPLETE, None)
+            write_document(path, key, doc)
+        else:
+            delete(path, [_join(path.path, key)])
+    # what a write left behind: staged chunks, and the temporary files of interrupted
+    # atomic writes (zarr's LocalStore writes <key>.<uuid4 hex>.partial, then renames)
+    leftovers = [k for k in list_keys(path) if TEMPORARY.search(k)]
+    delete(path, list_keys(path, STAGING) + leftovers)
+    root = read_document(path)
+    assert root is not None
+    root.pop(INCOMPLETE, None)
+    root.setdefault("attributes", {})[MARKER] = dict(marker)
+    write_document(path, METADATA, root)
+
+
+def incomplete_details(root: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What an unfinished store's root document records about its write; None if finished."""
+    found = root.get(INCOMPLETE)
+    if found is None:
+        return None
+    return dict(found) if isinstance(found, Mapping) else {}
+
+
+class UnfinishedView(WrapperStore[Any]):
+    """A store through which eocube writes and reads a store whose write is under way.
+
+    Every ``zarr.json`` written through it gets the :data:`INCOMPLETE` field (the root's
+    with ``details``: the fingerprint resume checks), and every one read through it
+    comes back without, so zarr and xarray work on the store as usual here while any
+    other reader is refused.
+
+    Parameters
+    ----------
+    store : zarr.abc.store.Store
+        The store written to.
+    details : mapping
+        Recorded in the root document's field.
+    root : str
+        The store's path inside ``store`` (where its root ``zarr.json`` lies).
+    """
+
+    def __init__(
+        self, store: Store, details: Mapping[str, Any] | None = None, root: str = ""
+    ) -> None:
+        super().__init__(store)
+        self.details = dict(details or {})
+        self.root = root.strip("/")
+
+    def _with_store(self, store: Store) -> UnfinishedView:
+        return type(self)(store, self.details, self.root)
+
+    def _is_metadata(self, key: str) -> bool:
+        relative = key[len(self.root) :].lstrip("/") if self.root else key
+        return relative.rsplit("/", 1)[-1] == METADATA and not relative.startswith(STAGING)
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        """The value of ``key``; metadata documents without the unfinished field."""
+        value = await self._store.get(key, prototype, byte_range)
+        if value is None or byte_range is not None or not self._is_metadata(key):
+            return value
+        doc = json.loads(value.to_bytes())
+        if doc.pop(INCOMPLETE, None) is None:
+            return value
+        return prototype.buffer.from_bytes(json.dumps(doc, allow_nan=True, indent=None).encode())
+
+    async def set(self, key: str, value: Buffer) -> None:
+        """Write ``key``; metadata documents get the unfinished field."""
+        if self._is_metadata(key):
+            doc = json.loads(value.to_bytes())
+            relative = key[len(self.root) :].lstrip("/") if self.root else key
+            extra = self.details if relative == METADATA else {}
+            doc[INCOMPLETE] = {"must_understand": True, "note": INCOMPLETE_NOTE, **extra}
+            value = default_buffer_prototype().buffer.from_bytes(
+                json.dumps(doc, allow_nan=True, indent=None).encode()
+            )
+        await self._store.set(key, value)
+
+
+Kind = Literal["absent", "empty", "eocube", "zarr", "other", "file"]
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """What lies at a path eocube is asked to write to.
+
+    ``kind``: ``absent`` (nothing), ``empty`` (an empty folder), ``eocube`` (an eocube
+    store, finished or not: ``complete`` says which), ``zarr`` (a zarr store eocube did
+    not write), ``other`` (a folder of other files) or ``file``. ``entries`` lists a few of
+    the names found, for messages.
+    """
+
+    kind: Kind
+    complete: bool | None = None
+    entries: tuple[str, ...] = field(default_factory=tuple)
+    root: dict[str, Any] | None = None
+
+    def describe(self) -> str:
+        """The state in words, for error messages."""
+        shown = ", ".join(self.entries[:5]) + (", ..." if len(self.entries) > 5 else "")
+        if self.kind == "file":
+            return "a file"
+        if self.kind == "zarr":
+            return "a zarr store that eocube did not write"
+        if self.kind == "other":
+            return f"a folder of other files ({shown})"
+        if self.kind == "eocube":
+            return "an eocube store" + ("" if self.complete else " whose write did not finish")
+        return "nothing" if self.kind == "absent" else "an empty folder"
+
+
+def inspect_target(store: Any, storage_options: Mapping[str, Any] | None = None) -> TargetState:
+    """Look at ``store`` (a path, URL or zarr store) without changing anything.
+
+    Raises
+    ------
+    ValueError
+        If the store's root ``zarr.json`` is damaged (not JSON).
+    """
+    if isinstance(store, os.PathLike):
+        store = os.fspath(store)
+    if isinstance(store, str):
+        from fsspec.core import url_to_fs
+
+        fs, root = url_to_fs(store, **dict(storage_options or {}))
+        if not fs.exists(root):
+            return TargetState("absent")
+        if fs.isfile(root):
+            return TargetState("file")
+        names = tuple(
+            sorted(str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
+        )
+        if not names:
+            return TargetState("empty")
+        if METADATA not in names:
+            return TargetState("other", entries=names)
+    else:
+        names = ()
+    path = store_path(store, storage_options, read_only=True)
+    doc = read_document(path)
+    if doc is None:
+        if isinstance(store, str):
+            return TargetState("other", entries=names)
+        return TargetState("empty" if not list_keys(path) else "other")
+    attrs = doc.get("attributes") or {}
+    details = incomplete_details(doc)
+    marker = attrs.get(MARKER)
+    if details is None and not isinstance(marker, Mapping):
+        return TargetState("zarr", entries=names, root=doc)
+    complete = details is None and isinstance(marker, Mapping) and bool(marker.get("complete"))
+    return TargetState("eocube", complete=complete, entries=names, root=doc)
+
+
+def local_path(store: Any) -> str | None:
+    """The absolute local path of a path or ``file://`` URL; None for other stores."""
+    if isinstance(store, os.PathLike):
+        store = os.fspath(store)
+    if not isinstance(store, str):
+        return None
+    if store.startswith("file://"):
+        store = store[len("file://") :]
+    elif "://" in store:
+        return None
+    return os.path.realpath(store)
+
+
+@contextlib.contextmanager
+def quiet_zarr() -> Iterator[None]:
+    """Silence zarr's warning that fixed-length strings (band names) are not yet in the
+    zarr v3 spec: eocube writes and reads them with zarr-python, which handles them."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
+        yield

@@ -1,0 +1,433 @@
+"""Writing cubes: :func:`to_eocube`, the orchestration of a write.
+
+Validates the arguments, finds the cube variables (:mod:`eocube.variables`), refuses
+to write over anything but an eocube store or an empty folder, searches the quality
+for a target (:mod:`eocube.ratecontrol`), writes the store (:mod:`eocube.encode`),
+measures it (:mod:`eocube.report`), corrects a missed target at most twice, and resumes
+an interrupted write (:mod:`eocube.resume`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, ParamSpec, TypeVar
+
+import xarray as xr
+import zarr
+from zarr.errors import UnstableSpecificationWarning
+from zarr.storage import StorePath
+
+from eocube import encode, lifecycle, ratecontrol
+from eocube.errors import EocubeError, UnsupportedDataError
+from eocube.layout import MARKER
+from eocube.lifecycle import quiet_zarr
+from eocube.profiles import get_profile
+from eocube.report import EncodeReport, make_report, overhead, record_quality, store_nbytes
+from eocube.resume import fingerprint_of, resume_write, settings_json
+from eocube.variables import (
+    CubeVar,
+    as_dataset,
+    bounds_per_variable,
+    canonical,
+    check_dtypes,
+    cube_variables,
+)
+
+# errors that mean the data or the arguments are refused: the store started is removed
+_REFUSALS = (EocubeError, ValueError, TypeError)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _quietly(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with quiet_zarr():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_quietly
+def to_eocube(
+    obj: xr.Dataset | xr.DataArray,
+    store: Any,
+    *,
+    profile: str | None = None,
+    lossless: bool = False,
+    crf: float | None = None,
+    target_bpppb: float | None = None,
+    target_psnr: float | None = None,
+    max_abs_error: float | Sequence[float] | Mapping[Hashable, Any] | None = None,
+    chunks: Mapping[Hashable, int] | None = None,
+    dims: Mapping[str, Hashable] | None = None,
+    variables: Sequence[Hashable] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    mode: str = "w-",
+    resume: bool = False,
+    progress: bool = False,
+    measure: bool = True,
+    per_array_metadata: bool = False,
+) -> EncodeReport:
+    """Write a cube to an eocube store (zarr v3, video-coded chunks inside shards).
+
+    Parameters
+    ----------
+    obj : xarray.Dataset or xarray.DataArray
+        Cube variables are those whose dims are time, band, y and x, or time, y and x,
+        in any order and under common names (lat/lon, latitude/longitude, bands,
+        date...), or recognised by their coordinates' CF ``axis`` or ``standard_name``
+        (see :mod:`eocube.dims`). They are stored as (time, band, y, x) and read back
+        in their own order. All other variables and every coordinate are stored
+        losslessly (zstd); the report says which and why.
+    store : str, os.PathLike, or zarr store
+        A path or fsspec URL (``file://``, ``memory://``, ``s3://``, ``hf://``...).
+    profile : str, optional
+        Codec profile (``eocube profiles`` lists them). Default: ``hevc-12bit-444``,
+        or ``ffv1-lossless`` with ``lossless=True``.
+    lossless : bool
+        Bit-exact storage (integer data only).
+    crf : float, optional
+        The lossy profile's quality; lower is better and bigger.
+    target_bpppb : float, optional
+        Bits per pixel per band of the whole store (every byte, metadata included):
+        lands within ±10 %.
+    target_psnr : float, optional
+        PSNR (dB, docs/format.md "Metrics") every cube variable reaches, with as few
+        bits as the search finds.
+    max_abs_error : float, sequence, or mapping, optional
+        Hard bound on the absolute error of every valid value, in data units: one
+        number, one per band, or a mapping of variable name to either. Guaranteed by
+        a residual layer over the video.
+    chunks : mapping, optional
+        Chunk size per dim (or role: time, y, x); bands always stay in one chunk.
+        Default: 32 time steps × 256 × 256 px; 128 time steps for series sampled
+        daily or finer (see :data:`layout.DENSE_TIME_CHUNK`); series of 8 steps or fewer
+        get 512 × 512 px, of 2 or 1 steps 1024 × 1024 (see :data:`layout.CHUNK_PIXELS`).
+    dims : mapping, optional
+        Role (time, band, y, x) to dim name, for dims eocube does not recognise.
+    variables : sequence, optional
+        The variables to encode as video; default: every cube variable except
+        categorical ones: CF ``flag_values``/``flag_masks``/``flag_meanings``, or an
+        integer variable beside other cube variables with at most
+        :data:`~eocube.variables.CATEGORICAL_MAX_VALUES` distinct values in a sample (a QA
+        bit field). Others are stored losslessly.
+    storage_options : mapping, optional
+        Passed to fsspec.
+    mode : {"w-", "w"}
+        ``"w-"`` refuses to write over anything. ``"w"`` replaces an eocube store (or
+        fills an empty folder); any other folder or file is refused, and so is a path
+        that holds the input.
+    resume : bool
+        Finish a write that was interrupted: chunks already encoded are kept, the
+        missing ones encoded. The store records a fingerprint of the input and settings
+        (shapes, dtypes, coordinates, the values of a few chunks, the quality control):
+        resuming with another input or other settings is refused. A store whose write
+        completed is left as it is and reported. Until a write completes, no zarr
+        reader can open the store (its metadata carries a field readers must refuse).
+    progress : bool
+        Show a progress bar (dask) while encoding.
+    measure : bool
+        Read the store back to report PSNR and max abs error per variable (always
+        done for ``target_psnr`` and ``target_bpppb``).
+    per_array_metadata : bool
+        Also keep a ``zarr.json`` per array. By default all metadata lives in the
+        root ``zarr.json`` (consolidated), which zarr-python and xarray read in one
+        request; readers that open arrays by path without the group need this.
+
+    Returns
+    -------
+    EncodeReport
+
+    Raises
+    ------
+    FileExistsError
+        When ``store`` exists and ``mode``/``resume`` do not allow writing there.
+    UnsupportedDataError
+        For data eocube cannot store (the message names the variable and what to do);
+        the store this call started is removed.
+
+    Notes
+    -----
+    Exactly one of ``lossless``, ``crf``, ``target_bpppb``, ``target_psnr`` and
+    ``max_abs_error`` may be given. The targets are searched on a sample of at most
+    three chunks per variable, with at most seven trial encodes of that sample
+    (:mod:`eocube.ratecontrol`); the cube is then encoded once, measured, and
+    re-encoded at most twice to correct a miss (``report.passes`` says how often).
+
+    The values are encoded by dask tasks of one chunk each and written by one task per
+    shard, so a dask-backed cube larger than memory encodes with memory bounded by a
+    few chunks per worker thread; with a ``dask.distributed`` ``Client`` in scope the
+    cluster's workers do it, writing shards to ``store`` (which they must all reach).
+    Each encoded chunk is kept in the store's staging area until its shard is written,
+    so an interrupted write loses only the chunks being encoded.
+    """
+    controls = {
+        "lossless": lossless or None,
+        "crf": crf,
+        "target_bpppb": target_bpppb,
+        "target_psnr": target_psnr,
+        "max_abs_error": max_abs_error,
+    }
+    given = [k for k, v in controls.items() if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"{' and '.join(given)} conflict: give one quality control")
+    if mode not in ("w-", "w"):
+        raise ValueError(f"mode must be 'w-' or 'w', got {mode!r}")
+    for key in ("target_bpppb", "target_psnr"):
+        value = controls[key]
+        if value is not None and not (
+            isinstance(value, int | float) and math.isfinite(value) and value > 0
+        ):
+            raise ValueError(f"{key} must be a positive number, got {value!r}")
+    ds = as_dataset(obj)
+    prof = get_profile(profile, lossless=lossless)
+    if lossless and not prof.lossless:
+        raise ValueError(f"lossless=True needs a lossless profile; {prof.name!r} is lossy")
+    if given and not lossless and prof.lossless:
+        raise ValueError(f"profile {prof.name!r} is lossless: it takes no {given[0]}")
+    started = time.perf_counter()
+    check_dtypes(ds)
+    cube_vars, others = cube_variables(ds, dims, variables, chunks)
+    if prof.lossless:
+        for name, cv in cube_vars.items():
+            if cv.dtype.kind == "f":
+                raise UnsupportedDataError(
+                    f"variable {name!r} is {cv.dtype}: profile {prof.name!r} (lossless) needs "
+                    f"integer data. Bound the error of floats with max_abs_error= instead, "
+                    f"or cast integer-valued data to an integer dtype first"
+                )
+    bounds = bounds_per_variable(max_abs_error, cube_vars, ds)
+    if isinstance(store, os.PathLike):
+        store = os.fspath(store)
+    target = lifecycle.inspect_target(store, storage_options)
+    check_not_holding_the_input(ds, store, target)
+    ds = canonical(ds, cube_vars)
+    control = given[0] if given else "default"
+    settings = {"profile": prof.name, control: settings_json(controls.get(control))}
+    fingerprint = fingerprint_of(ds, cube_vars, settings)
+    if resume and target.kind == "eocube":
+        return resume_write(
+            ds,
+            store,
+            target,
+            cube_vars,
+            others,
+            fingerprint,
+            storage_options,
+            progress,
+            per_array_metadata,
+            measure,
+            started,
+        )
+    check_target(store, target, mode, resume)
+
+    quality: dict[Hashable, float | None] = dict.fromkeys(cube_vars, crf)
+    psnr_bounds: set[Hashable] = set()  # bounds set to reach a PSNR target, not by the user
+    trials = 0
+    if not prof.lossless and (target_psnr is not None or bounds or target_bpppb is not None):
+        for name, cv in cube_vars.items():
+            quality[name], made = ratecontrol.search(
+                ds, cv, prof, target_psnr, target_bpppb, bounds, psnr_bounds
+            )
+            trials += made
+
+    fresh = target.kind == "absent"
+    write_args = (ds, store, cube_vars, prof.name, quality, bounds)
+
+    def write(mode_now: str) -> EncodeReport:
+        t0 = time.perf_counter()
+        path = write_store(
+            *write_args,
+            mode_now,
+            storage_options,
+            progress,
+            per_array_metadata,
+            fingerprint,
+            fresh,
+        )
+        needs_metrics = measure or target_psnr is not None
+        return make_report(
+            ds,
+            path,
+            cube_vars,
+            others,
+            prof.name,
+            quality,
+            bounds,
+            time.perf_counter() - t0,
+            needs_metrics,
+        )
+
+    def meets(rep: EncodeReport) -> bool:
+        if target_psnr is not None:
+            return all(v.psnr is not None and v.psnr >= target_psnr for v in rep.variables.values())
+        if target_bpppb is not None:
+            return abs(rep.bpppb / target_bpppb - 1) <= 0.1
+        return True
+
+    report = write(mode)
+    passes = 1
+    best = (dict(quality), dict(bounds), report) if meets(report) else None
+    for _ in range(ratecontrol.MAX_CORRECTIONS if target_psnr or target_bpppb else 0):
+        old_bounds = dict(bounds)
+        proposal = ratecontrol.correct(
+            prof, quality, report, target_psnr, target_bpppb, bounds, psnr_bounds
+        )
+        if proposal is None or (proposal == quality and bounds == old_bounds):
+            break
+        quality.update(proposal)
+        report = write("w")
+        passes += 1
+        if meets(report) and (best is None or report.nbytes < best[2].nbytes):
+            best = (dict(quality), dict(bounds), report)
+    if best is not None and best[2] is not report:
+        quality.update(best[0])
+        bounds.update(best[1])
+        report = write("w")
+        passes += 1
+    if target_bpppb is not None and not meets(report):
+        warnings.warn(
+            f"target_bpppb={target_bpppb} missed: the store has {report.bpppb:.4f} bpppb "
+            f"({overhead(report) * 8 / report.values:.4f} of it outside the video payloads)",
+            stacklevel=2,
+        )
+    if target_psnr is not None and not meets(report):
+        warnings.warn(f"target_psnr={target_psnr} missed: {report}", stacklevel=2)
+    path = lifecycle.store_path(store, storage_options)
+    record_quality(path, report)
+    nbytes = store_nbytes(path)  # the recorded quality is part of the store
+    return replace(
+        report,
+        nbytes=nbytes,
+        bpppb=nbytes * 8 / report.values,
+        compression_ratio=report.original_nbytes / nbytes,
+        seconds=time.perf_counter() - started,
+        passes=passes,
+        trials=trials,
+        control=control,
+    )
+
+
+def _sources(ds: xr.Dataset) -> set[str]:
+    found = {ds.encoding.get("source")}
+    found |= {var.encoding.get("source") for var in ds.variables.values()}
+    return {s for s in found if isinstance(s, str) and s}
+
+
+def check_not_holding_the_input(ds: xr.Dataset, store: Any, target: lifecycle.TargetState) -> None:
+    """Refuse a target that is, or holds, a file the cube is read from."""
+    if target.kind == "absent":
+        return
+    root = lifecycle.local_path(store)
+    if root is None:
+        return
+    for source in sorted(_sources(ds)):
+        found = lifecycle.local_path(source)
+        if found is not None and (found == root or found.startswith(root.rstrip(os.sep) + os.sep)):
+            raise FileExistsError(
+                f"{store} holds the input {source}: eocube never writes over a path that "
+                f"holds its input; write to another path"
+            )
+
+
+def check_target(store: Any, target: lifecycle.TargetState, mode: str, resume: bool) -> None:
+    """Refuse to write over anything but an eocube store (with mode='w') or an empty folder."""
+    if target.kind in ("absent", "empty"):
+        return
+    if target.kind == "eocube":
+        if mode == "w":
+            return
+        if target.complete:
+            raise FileExistsError(
+                f"{store} already exists; pass mode='w' to replace it (it is an eocube store)"
+            )
+        raise FileExistsError(
+            f"{store} already exists; pass resume=True to finish its write, which did not "
+            f"finish, or mode='w' to start over"
+        )
+    raise FileExistsError(
+        f"{store} is {target.describe()}: eocube writes over nothing but its own stores "
+        f"and empty folders, so it leaves it as it is; write to another path, or remove it "
+        f"yourself"
+    )
+
+
+def write_store(
+    ds: xr.Dataset,
+    store: Any,
+    cube_vars: Mapping[Hashable, CubeVar],
+    profile: str,
+    quality: Mapping[Hashable, float | None],
+    bounds: Mapping[Hashable, float | tuple[float, ...]],
+    mode: str,
+    storage_options: Mapping[str, Any] | None,
+    progress: bool,
+    per_array_metadata: bool,
+    fingerprint: Mapping[str, Any],
+    fresh: bool,
+) -> StorePath:
+    """Write the store; on a refusal of the data, remove what this call wrote."""
+    real = lifecycle.store_path(store, storage_options)
+    view = lifecycle.UnfinishedView(real.store, details={"fingerprint": dict(fingerprint)})
+    path = StorePath(view, real.path)
+    out, encoding = encode.prepare(ds, cube_vars, profile, quality, bounds)
+    out.attrs = dict(out.attrs)
+    out.attrs[MARKER] = encode.store_marker(cube_vars, complete=False)
+    try:
+        with warnings.catch_warnings(), zarr.config.set({"json_indent": None}):
+            # fixed-length strings (band names) and consolidated metadata are not yet in
+            # the zarr v3 spec; zarr-python reads both, and so does eocube
+            warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            # through the view every zarr.json is written unreadable to zarr until the
+            # write finishes (eocube.layout)
+            writer = out.to_zarr(
+                view,
+                group=real.path or None,
+                mode="w" if mode == "w" else "w-",
+                zarr_format=3,
+                consolidated=True,
+                encoding=encoding,
+                compute=False,
+            )
+            # `writer` would store each cube variable a whole shard per task (the shard in
+            # memory, twice or more): it is dropped. The other lazy variables go through
+            # xarray.
+            del writer
+            tasks = encode.lossless_tasks(out, cube_vars, view, real.path)
+            group = zarr.open_group(path, mode="r+", zarr_format=3)
+            for name, cv in cube_vars.items():
+                arr = group[str(name)]
+                assert isinstance(arr, zarr.Array)
+                tasks.extend(encode.cube_tasks(ds, name, cv, arr, real))
+            encode.compute(tasks, progress)
+    except _REFUSALS:
+        _remove(real, store, fresh)
+        raise
+    lifecycle.finish(real, encode.store_marker(cube_vars, complete=True), per_array_metadata)
+    return real
+
+
+def _remove(path: StorePath, store: Any, fresh: bool) -> None:
+    """Remove what this call wrote: a folder it created goes, a folder it found stays."""
+    local = lifecycle.local_path(store)
+    if local is None:
+        lifecycle.delete(path, lifecycle.list_keys(path))
+    elif fresh:
+        shutil.rmtree(local, ignore_errors=True)
+    elif os.path.isdir(local):
+        for child in os.scandir(local):
+            if child.is_dir(follow_symlinks=False):
+                shutil.rmtree(child.path, ignore_errors=True)
+            else:
+                os.unlink(child.path)

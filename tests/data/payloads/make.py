@@ -1,0 +1,60 @@
+"""Write chunk payloads with the eocube found on sys.path, and what that eocube decodes.
+
+The payloads of every readable format version were made by the commits that wrote those
+versions (``README.md`` here lists them), each run from a git worktree::
+
+    git worktree add /tmp/eocube-v1 278a024
+    PYTHONPATH=/tmp/eocube-v1 python tests/data/payloads/make.py v1-zstd-residual
+
+``tests/test_compatibility.py`` checks that today's decoder returns, bit for bit, what
+the writing commit's decoder returned. Only the public codec API is used, the same in
+every version.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+HERE = Path(__file__).resolve().parent
+CUBE = HERE.parent / "s2_l2a_openeo_gfmap_19x4x52x46.nc"
+
+
+def blocks() -> dict[str, tuple[np.ndarray, dict]]:
+    """The blocks and encode_chunk arguments of every case (real Sentinel-2 values)."""
+    with xr.open_dataset(CUBE) as ds:
+        s2 = ds.data.values[:4, :, :24, :20].astype(np.uint16)  # 4 dates, 4 bands, 24 x 20
+    floats = (s2 / 10000).astype(np.float32)
+    floats[1, 2, 3:7, 4:9] = np.nan
+    nodata = s2.copy()
+    nodata[2, :, :5, :5] = 0
+    padded = np.zeros((6, 4, 32, 32), np.uint16)  # zarr's padding of an edge chunk
+    padded[:4, :, :24, :20] = s2
+    return {
+        "ffv1-lossless": (nodata, {"profile": "ffv1-lossless", "nodata": 0}),
+        "hevc-444": (s2, {"profile": "hevc-12bit-444", "quality": 24}),
+        "hevc-luma-nan": (floats, {"profile": "hevc-12bit-420-luma", "quality": 20}),
+        "bound-uint16": (s2, {"profile": "hevc-12bit-444", "quality": 30, "max_abs_error": 20}),
+        "bound-float32": (
+            floats,
+            {"profile": "hevc-12bit-420-luma", "quality": 30, "max_abs_error": 0.002},
+        ),
+        "edge-chunk": (padded, {"profile": "hevc-12bit-444", "quality": 24, "nodata": 0}),
+    }
+
+
+def main(prefix: str) -> None:
+    import eocube
+
+    for name, (block, kwargs) in blocks().items():
+        payload = eocube.encode_chunk(block, **kwargs)
+        (HERE / f"{prefix}-{name}.eocb").write_bytes(payload)
+        np.save(HERE / f"{prefix}-{name}.npy", eocube.decode_chunk(payload))
+        print(prefix, name, len(payload), "bytes, version", payload[4])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
