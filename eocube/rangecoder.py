@@ -206,6 +206,33 @@ def _put_signed(
     return low, rng, cache, pending, pos
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _activity_class(
+    mag: np.ndarray, i: int, sy: int, sb: int, st: int
+) -> int:  # pragma: no cover - compiled
+    # the weighted magnitudes of the coded neighbours (see the module docstring), classed
+    act = (
+        4 * np.int64(mag[i - 1])
+        + mag[i - 2]
+        + 3 * np.int64(mag[i - sy])
+        + mag[i - 2 * sy]
+        + mag[i - sy - 1]
+        + 2 * np.int64(mag[i - sy + 1])
+        + 4 * np.int64(mag[i - st])
+        + mag[i - 2 * st]
+        + 3 * np.int64(mag[i - sb])
+    )
+    return _ACTIVITY_CLASS[act]
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _sign_context(
+    sgn: np.ndarray, i: int, sy: int, sb: int, st: int
+) -> int:  # pragma: no cover - compiled
+    # the signs (0, +, -) of the left, up, previous-time and previous-band neighbours
+    return ((sgn[i - 1] * 3 + sgn[i - sy]) * 3 + sgn[i - st]) * 3 + sgn[i - sb]
+
+
 @numba.njit(nogil=True, cache=True)
 def _room(out: np.ndarray, end: int) -> np.ndarray:  # pragma: no cover - compiled
     if end <= out.size:
@@ -269,18 +296,7 @@ def _encode(
                     if pos + pending + _VALUE_BYTES > out.size:
                         out = _room(out, pos + pending + _VALUE_BYTES)
                     i = i0 + x
-                    act = (
-                        4 * np.int64(mag[i - 1])
-                        + mag[i - 2]
-                        + 3 * np.int64(mag[i - sy])
-                        + mag[i - 2 * sy]
-                        + mag[i - sy - 1]
-                        + 2 * np.int64(mag[i - sy + 1])
-                        + 4 * np.int64(mag[i - st])
-                        + mag[i - 2 * st]
-                        + 3 * np.int64(mag[i - sb])
-                    )
-                    c = _ACTIVITY_CLASS[act]
+                    c = _activity_class(mag, i, sy, sb, st)
                     v = q[k]
                     k += 1
                     low, rng, cache, pending, pos = _put(
@@ -288,7 +304,7 @@ def _encode(
                     )
                     if v == 0:
                         continue
-                    sc = ((sgn[i - 1] * 3 + sgn[i - sy]) * 3 + sgn[i - st]) * 3 + sgn[i - sb]
+                    sc = _sign_context(sgn, i, sy, sb, st)
                     low, rng, cache, pending, pos = _put(
                         low, rng, cache, pending, pos, out, model, _M_SIGN + sc, v < 0
                     )
@@ -438,24 +454,13 @@ def _decode(
                 i0 = (t + 2) * st + (b + 1) * sb + (y + 2) * sy + 2
                 for x in range(X):
                     i = i0 + x
-                    act = (
-                        4 * np.int64(mag[i - 1])
-                        + mag[i - 2]
-                        + 3 * np.int64(mag[i - sy])
-                        + mag[i - 2 * sy]
-                        + mag[i - sy - 1]
-                        + 2 * np.int64(mag[i - sy + 1])
-                        + 4 * np.int64(mag[i - st])
-                        + mag[i - 2 * st]
-                        + 3 * np.int64(mag[i - sb])
-                    )
-                    c = _ACTIVITY_CLASS[act]
+                    c = _activity_class(mag, i, sy, sb, st)
                     nonzero, rng, code, pos = _get(rng, code, pos, data, model, _M_ZERO + c)
                     if not nonzero:
                         q[k] = 0
                         k += 1
                         continue
-                    sc = ((sgn[i - 1] * 3 + sgn[i - sy]) * 3 + sgn[i - st]) * 3 + sgn[i - sb]
+                    sc = _sign_context(sgn, i, sy, sb, st)
                     neg, rng, code, pos = _get(rng, code, pos, data, model, _M_SIGN + sc)
                     m0 = _M_MAG + c * _UNARY
                     u = 0
