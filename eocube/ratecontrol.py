@@ -11,6 +11,7 @@ at most ``1 + MAX_CORRECTIONS`` times, and usually once.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,11 +27,76 @@ from eocube.report import EncodeReport, overhead
 if TYPE_CHECKING:
     from eocube.variables import CubeVar
 
+CONTROLS = ("lossless", "crf", "target_bpppb", "target_psnr", "max_abs_error")
+"""The quality controls of a write, of which one at most is given."""
 SAMPLE_BLOCKS = 3
 MAX_TRIALS = 7
 MAX_CORRECTIONS = 2
 PSNR_MARGIN = 0.15
 """dB aimed above a PSNR target on the sample, as the sample only estimates the cube."""
+
+
+@dataclass(frozen=True)
+class Control:
+    """The one quality control of a write: its name (one of :data:`CONTROLS`, or
+    ``"default"``) and value, validated."""
+
+    name: str = "default"
+    value: Any = None
+
+    @classmethod
+    def parse(cls, **given: Any) -> Control:
+        """The control among ``lossless``, ``crf``, ... (keyword arguments; None or False
+        for those not given).
+
+        Raises
+        ------
+        ValueError
+            When several are given, or a target is not a positive number.
+        """
+        # lossless=False is no control; crf=0 is one
+        named = [k for k in CONTROLS if given.get(k) is not None and given.get(k) is not False]
+        if len(named) > 1:
+            raise ValueError(f"{' and '.join(named)} conflict: give one quality control")
+        for key in ("target_bpppb", "target_psnr"):
+            value = given.get(key)
+            if value is not None and not (
+                isinstance(value, int | float) and math.isfinite(value) and value > 0
+            ):
+                raise ValueError(f"{key} must be a positive number, got {value!r}")
+        return cls(named[0], given[named[0]]) if named else cls()
+
+    @property
+    def target_psnr(self) -> float | None:
+        """The PSNR asked for, if that is the control."""
+        return float(self.value) if self.name == "target_psnr" else None
+
+    @property
+    def target_bpppb(self) -> float | None:
+        """The bits per value asked for, if that is the control."""
+        return float(self.value) if self.name == "target_bpppb" else None
+
+    @property
+    def searched(self) -> bool:
+        """Whether the quality is searched on a sample (a target or a bound)."""
+        return self.name in ("target_psnr", "target_bpppb", "max_abs_error")
+
+    def check_profile(self, profile: Profile) -> None:
+        """Refuse a profile that cannot serve this control."""
+        if self.name == "lossless" and not profile.lossless:
+            raise ValueError(f"lossless=True needs a lossless profile; {profile.name!r} is lossy")
+        if self.name not in ("lossless", "default") and profile.lossless:
+            raise ValueError(f"profile {profile.name!r} is lossless: it takes no {self.name}")
+
+    def met_by(self, report: EncodeReport) -> bool:
+        """Whether a write's report meets the target (always, without one)."""
+        if self.target_psnr is not None:
+            return all(
+                v.psnr is not None and v.psnr >= self.target_psnr for v in report.variables.values()
+            )
+        if self.target_bpppb is not None:
+            return abs(report.bpppb / self.target_bpppb - 1) <= 0.1
+        return True
 
 
 @dataclass(frozen=True)
@@ -284,7 +350,8 @@ def correct(
     bounds: dict[Hashable, Any],
     psnr_bounds: set[Hashable],
 ) -> dict[Hashable, float | None] | None:
-    """New qualities (and PSNR-derived bounds, in place) after a pass that missed or overshot."""
+    """New qualities (and PSNR-derived bounds, in place) after a pass that missed or
+    overshot; None when there is nothing to correct."""
     new = dict(quality)
     if target_psnr is not None:
         for name, v in report.variables.items():
@@ -315,3 +382,74 @@ def correct(
                 new[key] = _snap(prof, q + shift)
         return new
     return None
+
+
+def choose_qualities(
+    ds: xr.Dataset,
+    cube_vars: Mapping[Hashable, CubeVar],
+    profile: Profile,
+    control: Control,
+    bounds: dict[Hashable, Any],
+) -> tuple[dict[Hashable, float | None], set[Hashable], int]:
+    """The quality of each cube variable before the cube is encoded: the given crf, or
+    the one the search finds on a sample for a target or a bound. Returns it, the
+    variables whose bound was set to reach a PSNR (in ``bounds``), and the trials made."""
+    crf = control.value if control.name == "crf" else None
+    quality: dict[Hashable, float | None] = dict.fromkeys(cube_vars, crf)
+    psnr_bounds: set[Hashable] = set()
+    trials = 0
+    if not profile.lossless and control.searched:
+        for name, cv in cube_vars.items():
+            quality[name], made = search(
+                ds, cv, profile, control.target_psnr, control.target_bpppb, bounds, psnr_bounds
+            )
+            trials += made
+    return quality, psnr_bounds, trials
+
+
+def write_to_target(
+    write: Callable[[str], EncodeReport],
+    mode: str,
+    profile: Profile,
+    control: Control,
+    quality: dict[Hashable, float | None],
+    bounds: dict[Hashable, Any],
+    psnr_bounds: set[Hashable],
+) -> tuple[EncodeReport, int]:
+    """Write the cube (``write(mode)`` encodes it at ``quality`` and ``bounds``), then
+    correct a missed target at most :data:`MAX_CORRECTIONS` times, keeping the smallest
+    write that meets it. Returns the last report and how many times the cube was encoded.
+    """
+    report = write(mode)
+    passes = 1
+    best = (dict(quality), dict(bounds), report) if control.met_by(report) else None
+    targeted = control.target_psnr is not None or control.target_bpppb is not None
+    for _ in range(MAX_CORRECTIONS if targeted else 0):
+        old_bounds = dict(bounds)
+        proposal = correct(
+            profile, quality, report, control.target_psnr, control.target_bpppb, bounds,
+            psnr_bounds,
+        )  # fmt: skip
+        if proposal is None or (proposal == quality and bounds == old_bounds):
+            break
+        quality.update(proposal)
+        report = write("w")
+        passes += 1
+        if control.met_by(report) and (best is None or report.nbytes < best[2].nbytes):
+            best = (dict(quality), dict(bounds), report)
+    if best is not None and best[2] is not report:
+        quality.update(best[0])
+        bounds.update(best[1])
+        report = write("w")
+        passes += 1
+    if not control.met_by(report):
+        if control.target_bpppb is not None:
+            warnings.warn(
+                f"target_bpppb={control.value} missed: the store has {report.bpppb:.4f} "
+                f"bpppb ({overhead(report) * 8 / report.values:.4f} of it outside the video "
+                f"payloads)",
+                stacklevel=3,
+            )
+        else:
+            warnings.warn(f"target_psnr={control.value} missed: {report}", stacklevel=3)
+    return report, passes

@@ -260,6 +260,19 @@ _CASTS = {
 }
 
 
+def check_lossless_dtypes(cube_vars: Mapping[Hashable, CubeVar], profile: Any) -> None:
+    """Refuse floats with a lossless profile (it holds integers only), naming the variable."""
+    if not profile.lossless:
+        return
+    for name, cv in cube_vars.items():
+        if cv.dtype.kind == "f":
+            raise UnsupportedDataError(
+                f"variable {name!r} is {cv.dtype}: profile {profile.name!r} (lossless) needs "
+                f"integer data. Bound the error of floats with max_abs_error= instead, "
+                f"or cast integer-valued data to an integer dtype first"
+            )
+
+
 def check_cube_dtype(name: Hashable, dtype: np.dtype) -> None:
     if dtype in packing.SUPPORTED_DTYPES:
         return

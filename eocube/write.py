@@ -10,7 +10,6 @@ an interrupted write (:mod:`eocube.resume`).
 from __future__ import annotations
 
 import functools
-import math
 import os
 import shutil
 import time
@@ -25,11 +24,11 @@ from zarr.errors import UnstableSpecificationWarning
 from zarr.storage import StorePath
 
 from eocube import encode, lifecycle, ratecontrol
-from eocube.errors import EocubeError, UnsupportedDataError
+from eocube.errors import EocubeError
 from eocube.layout import MARKER
 from eocube.lifecycle import quiet_zarr
 from eocube.profiles import get_profile
-from eocube.report import EncodeReport, make_report, overhead, record_quality, store_nbytes
+from eocube.report import EncodeReport, make_report, record_quality, store_nbytes
 from eocube.resume import fingerprint_of, resume_write, settings_json
 from eocube.variables import (
     CubeVar,
@@ -37,6 +36,7 @@ from eocube.variables import (
     bounds_per_variable,
     canonical,
     check_dtypes,
+    check_lossless_dtypes,
     cube_variables,
 )
 
@@ -171,138 +171,54 @@ def to_eocube(
     Each encoded chunk is kept in the store's staging area until its shard is written,
     so an interrupted write loses only the chunks being encoded.
     """
-    controls = {
-        "lossless": lossless or None,
-        "crf": crf,
-        "target_bpppb": target_bpppb,
-        "target_psnr": target_psnr,
-        "max_abs_error": max_abs_error,
-    }
-    given = [k for k, v in controls.items() if v is not None]
-    if len(given) > 1:
-        raise ValueError(f"{' and '.join(given)} conflict: give one quality control")
+    control = ratecontrol.Control.parse(
+        lossless=lossless,
+        crf=crf,
+        target_bpppb=target_bpppb,
+        target_psnr=target_psnr,
+        max_abs_error=max_abs_error,
+    )
     if mode not in ("w-", "w"):
         raise ValueError(f"mode must be 'w-' or 'w', got {mode!r}")
-    for key in ("target_bpppb", "target_psnr"):
-        value = controls[key]
-        if value is not None and not (
-            isinstance(value, int | float) and math.isfinite(value) and value > 0
-        ):
-            raise ValueError(f"{key} must be a positive number, got {value!r}")
     ds = as_dataset(obj)
     prof = get_profile(profile, lossless=lossless)
-    if lossless and not prof.lossless:
-        raise ValueError(f"lossless=True needs a lossless profile; {prof.name!r} is lossy")
-    if given and not lossless and prof.lossless:
-        raise ValueError(f"profile {prof.name!r} is lossless: it takes no {given[0]}")
+    control.check_profile(prof)
     started = time.perf_counter()
     check_dtypes(ds)
     cube_vars, others = cube_variables(ds, dims, variables, chunks)
-    if prof.lossless:
-        for name, cv in cube_vars.items():
-            if cv.dtype.kind == "f":
-                raise UnsupportedDataError(
-                    f"variable {name!r} is {cv.dtype}: profile {prof.name!r} (lossless) needs "
-                    f"integer data. Bound the error of floats with max_abs_error= instead, "
-                    f"or cast integer-valued data to an integer dtype first"
-                )
+    check_lossless_dtypes(cube_vars, prof)
     bounds = bounds_per_variable(max_abs_error, cube_vars, ds)
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
     target = lifecycle.inspect_target(store, storage_options)
     check_not_holding_the_input(ds, store, target)
     ds = canonical(ds, cube_vars)
-    control = given[0] if given else "default"
-    settings = {"profile": prof.name, control: settings_json(controls.get(control))}
+    settings = {"profile": prof.name, control.name: settings_json(control.value)}
     fingerprint = fingerprint_of(ds, cube_vars, settings)
     if resume and target.kind == "eocube":
         return resume_write(
-            ds,
-            store,
-            target,
-            cube_vars,
-            others,
-            fingerprint,
-            storage_options,
-            progress,
-            per_array_metadata,
-            measure,
-            started,
-        )
+            ds, store, target, cube_vars, others, fingerprint, storage_options, progress,
+            per_array_metadata, measure, started,
+        )  # fmt: skip
     check_target(store, target, mode, resume)
-
-    quality: dict[Hashable, float | None] = dict.fromkeys(cube_vars, crf)
-    psnr_bounds: set[Hashable] = set()  # bounds set to reach a PSNR target, not by the user
-    trials = 0
-    if not prof.lossless and (target_psnr is not None or bounds or target_bpppb is not None):
-        for name, cv in cube_vars.items():
-            quality[name], made = ratecontrol.search(
-                ds, cv, prof, target_psnr, target_bpppb, bounds, psnr_bounds
-            )
-            trials += made
-
-    fresh = target.kind == "absent"
-    write_args = (ds, store, cube_vars, prof.name, quality, bounds)
+    quality, psnr_bounds, trials = ratecontrol.choose_qualities(
+        ds, cube_vars, prof, control, bounds
+    )
 
     def write(mode_now: str) -> EncodeReport:
         t0 = time.perf_counter()
         path = write_store(
-            *write_args,
-            mode_now,
-            storage_options,
-            progress,
-            per_array_metadata,
-            fingerprint,
-            fresh,
-        )
-        needs_metrics = measure or target_psnr is not None
+            ds, store, cube_vars, prof.name, quality, bounds, mode_now, storage_options,
+            progress, per_array_metadata, fingerprint, target.kind == "absent",
+        )  # fmt: skip
         return make_report(
-            ds,
-            path,
-            cube_vars,
-            others,
-            prof.name,
-            quality,
-            bounds,
-            time.perf_counter() - t0,
-            needs_metrics,
-        )
+            ds, path, cube_vars, others, prof.name, quality, bounds, time.perf_counter() - t0,
+            measure or control.target_psnr is not None,
+        )  # fmt: skip
 
-    def meets(rep: EncodeReport) -> bool:
-        if target_psnr is not None:
-            return all(v.psnr is not None and v.psnr >= target_psnr for v in rep.variables.values())
-        if target_bpppb is not None:
-            return abs(rep.bpppb / target_bpppb - 1) <= 0.1
-        return True
-
-    report = write(mode)
-    passes = 1
-    best = (dict(quality), dict(bounds), report) if meets(report) else None
-    for _ in range(ratecontrol.MAX_CORRECTIONS if target_psnr or target_bpppb else 0):
-        old_bounds = dict(bounds)
-        proposal = ratecontrol.correct(
-            prof, quality, report, target_psnr, target_bpppb, bounds, psnr_bounds
-        )
-        if proposal is None or (proposal == quality and bounds == old_bounds):
-            break
-        quality.update(proposal)
-        report = write("w")
-        passes += 1
-        if meets(report) and (best is None or report.nbytes < best[2].nbytes):
-            best = (dict(quality), dict(bounds), report)
-    if best is not None and best[2] is not report:
-        quality.update(best[0])
-        bounds.update(best[1])
-        report = write("w")
-        passes += 1
-    if target_bpppb is not None and not meets(report):
-        warnings.warn(
-            f"target_bpppb={target_bpppb} missed: the store has {report.bpppb:.4f} bpppb "
-            f"({overhead(report) * 8 / report.values:.4f} of it outside the video payloads)",
-            stacklevel=2,
-        )
-    if target_psnr is not None and not meets(report):
-        warnings.warn(f"target_psnr={target_psnr} missed: {report}", stacklevel=2)
+    report, passes = ratecontrol.write_to_target(
+        write, mode, prof, control, quality, bounds, psnr_bounds
+    )
     path = lifecycle.store_path(store, storage_options)
     record_quality(path, report)
     nbytes = store_nbytes(path)  # the recorded quality is part of the store
@@ -314,7 +230,7 @@ def to_eocube(
         seconds=time.perf_counter() - started,
         passes=passes,
         trials=trials,
-        control=control,
+        control=control.name,
     )
 
 

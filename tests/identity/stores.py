@@ -31,6 +31,8 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[str, ...] | None]] = [
     ("era5-crf20", "era5_t2m_uk_744h", {"crf": 20, "chunks": {"time": 128}}, None),
     ("tos-bound", "stars_cmip3_tos_24x1x170x180", {"max_abs_error": 0.05}, None),
     ("l8-lossless", "l8_ny18_014031", {"lossless": True}, None),
+    ("gfmap-psnr42", "s2_l2a_openeo_gfmap_19x4x52x46", {"target_psnr": 42}, None),
+    ("worldcereal-bpppb", "s2_l2a_worldcereal_72x4x64x64", {"target_bpppb": 0.4}, None),
 ]
 
 
