@@ -376,7 +376,7 @@ def _unfinished_info(store: str, storage_options: dict[str, Any] | None) -> dict
         if not isinstance(arr.serializer, VideoCodec) or arr.shards is None:
             continue
         counts = [math.ceil(n / s) for n, s in zip(arr.shape, arr.shards, strict=True)]
-        written = [k for k in lifecycle.list_keys(real, f"{name}/c") if not k.endswith(".partial")]
+        written = [k for k in lifecycle.list_keys(real, f"{name}/c") if not layout.is_temporary(k)]
         variables[name] = {
             "shards": math.prod(counts),
             "shards_written": len(written),

@@ -36,6 +36,13 @@ STAGING = ".eocube-staging"
 """Prefix, under the store, of encoded chunks waiting for their shard."""
 METADATA = "zarr.json"
 TEMPORARY = re.compile(r"\.[0-9a-f]{32}\.partial$")
+"""Key of the temporary file of an interrupted atomic write (zarr's LocalStore writes
+``<key>.<uuid4 hex>.partial``, then renames it): no object of the store."""
+
+
+def is_temporary(key: str) -> bool:
+    """Whether ``key`` is a leftover of an interrupted write (:data:`TEMPORARY`)."""
+    return TEMPORARY.search(key) is not None
 
 
 DEFAULT_CHUNKS = {"time": 32, "y": 256, "x": 256}

@@ -34,7 +34,7 @@ from eocube.layout import (
     MARKER,
     METADATA,
     STAGING,
-    TEMPORARY,
+    is_temporary,
 )
 
 
@@ -156,7 +156,7 @@ def finish(path: StorePath, marker: Mapping[str, Any], per_array_metadata: bool)
             delete(path, [_join(path.path, key)])
     # what a write left behind: staged chunks, and the temporary files of interrupted
     # atomic writes (zarr's LocalStore writes <key>.<uuid4 hex>.partial, then renames)
-    leftovers = [k for k in list_keys(path) if TEMPORARY.search(k)]
+    leftovers = [k for k in list_keys(path) if is_temporary(k)]
     delete(path, list_keys(path, STAGING) + leftovers)
     root = read_document(path)
     assert root is not None

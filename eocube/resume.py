@@ -25,7 +25,7 @@ from zarr.storage import StorePath
 from eocube import encode, lifecycle, shards
 from eocube.codec import VideoCodec
 from eocube.errors import CorruptChunkError
-from eocube.layout import MARKER, STAGING, STORE_FORMAT, TEMPORARY
+from eocube.layout import MARKER, STAGING, STORE_FORMAT, is_temporary
 from eocube.report import EncodeReport, make_report, record_quality, store_nbytes
 from eocube.variables import CubeVar
 
@@ -186,7 +186,7 @@ def resume_write(
         staged = frozenset(
             key[len(real.path) :].lstrip("/") if real.path else key
             for key in lifecycle.list_keys(real, STAGING)
-            if not TEMPORARY.search(key)
+            if not is_temporary(key)
         )
         out, _ = encode.prepare(ds, cube_vars, *stored_settings(group, cube_vars))
         tasks = encode.lossless_tasks(out, cube_vars, view, real.path)

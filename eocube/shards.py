@@ -22,6 +22,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from eocube.errors import CorruptChunkError
+from eocube.layout import is_temporary
 
 ENTRY_NBYTES = 16
 """Bytes of one index entry: offset and nbytes, little-endian u64."""
@@ -233,7 +234,7 @@ def payload_nbytes(array: Any) -> int:
 
     total = 0
     for key in sync(keys()):
-        if key.endswith(".partial"):  # an interrupted atomic write of zarr's LocalStore
+        if is_temporary(key):
             continue
         found = read_index(store, key, chunks)
         if found is not None:

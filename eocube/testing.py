@@ -26,6 +26,7 @@ import numpy as np
 import xarray as xr
 
 from eocube import metrics
+from eocube.layout import is_temporary
 
 
 def _same_missing(original: np.ndarray, decoded: np.ndarray, nodata: float | None) -> None:
@@ -126,7 +127,7 @@ def assert_store_roundtrip(
 def shard_objects(store: str | os.PathLike[str], variable: Hashable = "data") -> list[Path]:
     """The shard objects of ``variable`` in a local store, sorted."""
     root = Path(store) / str(variable) / "c"
-    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".partial"))
+    return sorted(p for p in root.rglob("*") if p.is_file() and not is_temporary(p.name))
 
 
 def check_shard(shard: str | os.PathLike[str] | bytes, chunks: int) -> Any:

@@ -19,16 +19,10 @@ from eocube import metrics
 from eocube.codec import VideoCodec
 from eocube.dims import recognise
 from eocube.errors import CorruptChunkError
+from eocube.variables import nodata_of
 
 DEFAULT_PSNR_MARGIN = 0.1
 """dB the PSNR measured against a source may fall below the recorded one."""
-
-
-def _nodata(var: xr.DataArray) -> float | None:
-    for value in (var.attrs.get("nodata"), var.encoding.get("_FillValue")):
-        if value is not None and not (isinstance(value, float) and math.isnan(value)):
-            return float(value)
-    return None
 
 
 def _coordinate_problem(dim: Hashable, stored: xr.DataArray, source: xr.DataArray) -> str | None:
@@ -95,7 +89,7 @@ def verify_variable(
         order = tuple(roles.values())
         stored, source = stored.transpose(*order), source.transpose(*order)
     try:
-        stats = _stats(stored, source, _nodata(source))
+        stats = _stats(stored, source, nodata_of(source))
         entry["checksums"] = "ok"
     except CorruptChunkError as exc:
         entry["checksums"] = "failed"

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from eocube.gpu import nvdec_available
+
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu_check.py"
 
 
+@pytest.mark.skipif(nvdec_available(), reason="a GPU is present: run benchmarks/gpu_check.py")
 def test_gpu_check_without_gpu_reports_cpu_figures() -> None:
-    from eocube.gpu import nvdec_available
-
-    if nvdec_available():  # pragma: no cover - GPU machines run the script itself
-        pytest.skip("a GPU is present: run benchmarks/gpu_check.py")
     run = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--budget", "0.02"],
         capture_output=True,

@@ -23,6 +23,7 @@ import zarr
 import eocube
 from eocube import encode as writer
 from eocube.errors import IncompleteStoreError
+from eocube.layout import is_temporary
 
 DATA = Path(__file__).parent / "data"
 S2 = DATA / "s2_l2a_openeo_gfmap_19x4x52x46.nc"
@@ -198,7 +199,7 @@ def test_ctrl_c_says_how_to_resume_and_resume_refuses_another_input(
         f"eocube: interrupted: {store} is incomplete (no reader opens it); run the same "
         f"command with --resume to finish it, keeping the chunks already encoded"
     )
-    staged = sum(1 for p in staging.rglob("*") if p.is_file() and not p.name.endswith(".partial"))
+    staged = sum(1 for p in staging.rglob("*") if p.is_file() and not is_temporary(p.name))
     assert staged >= 3
 
     # 5. nobody reads the unfinished store as data

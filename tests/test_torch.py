@@ -246,6 +246,7 @@ def test_resume_with_plain_dataloader_in_process(stores: list[str]) -> None:
         StreamingCubeDataset(stores, window=WINDOW, seed=3).load_state_dict(state)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="covers machines without a GPU")
 def test_gpu_fallback_warns_once_and_reads_the_same_values(
     stores: list[str], nan_store: str
 ) -> None:
@@ -255,8 +256,6 @@ def test_gpu_fallback_warns_once_and_reads_the_same_values(
         samples = [ds[i] for i in range(6)]
         streamed = list(StreamingCubeDataset(stores, window=WINDOW, device="cuda"))
     fallbacks = [w for w in caught if issubclass(w.category, GPUFallbackWarning)]
-    if torch.cuda.is_available():  # pragma: no cover - GPU machines
-        pytest.skip("this test covers machines without a GPU")
     assert len(fallbacks) == 2  # one per dataset
     assert "CUDA is not available" in str(fallbacks[0].message)
     assert all(s["data"].device.type == "cpu" for s in samples)
