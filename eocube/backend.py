@@ -132,7 +132,11 @@ class EocubeBackendEntrypoint(BackendEntrypoint):
             ds.encoding[MARKER] = marker
             # variables given in another order than (time, band, y, x) read in their own
             for name, dims in (marker.get("dims") or {}).items():
-                if name in ds.variables and set(dims) == set(ds[name].dims):
+                if (
+                    name in ds.variables
+                    and tuple(dims) != ds[name].dims
+                    and set(dims) == set(ds[name].dims)
+                ):
                     ds[name] = _transposed(ds[name], tuple(dims))
         if isinstance(filename_or_obj, str):
             ds.encoding.setdefault("source", filename_or_obj)

@@ -16,11 +16,14 @@ categorical layers) are read by zarr through a store that refuses empty or short
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import math
 import os
 import struct
 import threading
+import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,12 +37,13 @@ from xarray.backends.zarr import ZarrArrayWrapper, ZarrStore
 from xarray.core import indexing
 from zarr.abc.store import ByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
+from zarr.core.sync import sync as zarr_sync
 from zarr.storage import StorePath, WrapperStore
 
 import eocube.registry  # noqa: F401  (eocube's codecs, for zarr)
-from eocube import shards
+from eocube import cache, shards
 from eocube.chunk import decode_chunk
-from eocube.codec import DECODE_THREADS, VideoCodec
+from eocube.codec import VideoCodec
 from eocube.errors import CorruptChunkError, EocubeError, IncompleteStoreError
 from eocube.layout import MARKER
 
@@ -212,6 +216,8 @@ class ChunkReader:
         self.chunk_shape = tuple(array.chunks)
         self._indexes: dict[tuple[int, ...], shards.ShardIndex | None] = {}
         self._lock = threading.Lock()
+        # names this reader's blocks in the process's decoded-chunk cache (eocube.cache)
+        self._token = uuid.uuid4().hex
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -221,6 +227,7 @@ class ChunkReader:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._token = uuid.uuid4().hex
 
     def _key(self, coords: Sequence[int]) -> str:
         return shards.shard_key(self.array, coords)
@@ -295,7 +302,14 @@ class ChunkReader:
 
     def read(self, coords: tuple[int, ...]) -> np.ndarray:
         """The values of the chunk at grid position ``coords`` as stored (before CF
-        decoding), cut to the array's bounds at its edges."""
+        decoding), cut to the array's bounds at its edges.
+
+        The block comes from the process's decoded-chunk cache (:mod:`eocube.cache`)
+        when this reader decoded it before, and is then read-only: copy what you keep.
+        """
+        return cache.CHUNKS.get((self._token, coords), lambda: self._decode(coords))
+
+    def _decode(self, coords: tuple[int, ...]) -> np.ndarray:
         bounds = tuple(
             slice(c * s, min((c + 1) * s, n))
             for c, s, n in zip(coords, self.chunk_shape, self.array.shape, strict=True)
@@ -306,12 +320,11 @@ class ChunkReader:
         if payload is None:
             return np.full(shape, self.array.fill_value, dtype=dtype)
         try:
-            if self.frame_decoder is None:
-                block = decode_chunk(payload, threads=DECODE_THREADS)
-            else:
-                block = decode_chunk(
-                    payload, threads=DECODE_THREADS, frame_decoder=self.frame_decoder
-                )
+            with DECODE_SLOTS.slot() as threads:
+                if self.frame_decoder is None:
+                    block = decode_chunk(payload, threads=threads)
+                else:
+                    block = decode_chunk(payload, threads=threads, frame_decoder=self.frame_decoder)
             block = block.reshape(self.chunk_shape)
         except CorruptChunkError as exc:
             raise CorruptChunkError(
@@ -327,7 +340,45 @@ class ChunkReader:
             ) from exc
         if block.dtype != dtype:
             block = block.astype(dtype)
-        return block[tuple(slice(0, n) for n in shape)]
+        if shape != block.shape:  # an edge chunk: keep only its part (not a view of all)
+            block = block[tuple(slice(0, n) for n in shape)].copy()
+        return block
+
+
+class _DecodeSlots:
+    """Codec threads per chunk decode, so that decodes never oversubscribe the cores.
+
+    A decode running alone gets every core (slice threads over the rows of a large
+    frame); decodes running together, from the reader's pool, dask's threads or many
+    readers at once, share them, one thread each at most as many as there are cores.
+    """
+
+    def __init__(self, cores: int) -> None:
+        self.cores = max(1, cores)
+        self.active = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[int]:
+        with self._lock:
+            self.active += 1
+            threads = max(1, self.cores // self.active)
+        try:
+            yield threads
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+DECODE_SLOTS = _DecodeSlots(_cores())
+"""Codec threads of the decodes running in this process (one pool of cores for all)."""
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -339,7 +390,7 @@ def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="eocube-read")
+            _POOL = ThreadPoolExecutor(DECODE_SLOTS.cores, thread_name_prefix="eocube-read")
         return _POOL
 
 
@@ -375,21 +426,26 @@ class VideoArray(BackendArray):
         out = np.empty(tuple(len(p) for p in picks), self.dtype)
         if out.size == 0:
             return out[tuple(0 if s else slice(None) for s in scalar)]
-        # per dim: the chunks touched, and for each the output positions and offsets in it
+        # per dim: the chunks touched, and for each the output positions and the positions
+        # inside the chunk, as slices where they run in steps of one (a plain copy)
         per_dim = []
         for p, c in zip(picks, chunk_shape, strict=True):
             chunk_of = p // c
             per_dim.append(
                 [
-                    (int(k), np.flatnonzero(chunk_of == k), p[chunk_of == k] - k * c)
+                    (
+                        int(k),
+                        _as_slice(np.flatnonzero(chunk_of == k)),
+                        _as_slice(p[chunk_of == k] - k * c),
+                    )
                     for k in np.unique(chunk_of)
                 ]
             )
         touched = list(itertools.product(*per_dim))
 
-        def fill(parts: tuple[tuple[int, np.ndarray, np.ndarray], ...]) -> None:
+        def fill(parts: tuple[tuple[int, _Positions, _Positions], ...]) -> None:
             block = self.reader.read(tuple(k for k, _, _ in parts))
-            out[np.ix_(*(o for _, o, _ in parts))] = block[np.ix_(*(i for _, _, i in parts))]
+            out[_outer(o for _, o, _ in parts)] = block[_outer(i for _, _, i in parts)]
 
         if len(touched) == 1:
             fill(touched[0])
@@ -399,23 +455,83 @@ class VideoArray(BackendArray):
         return out[tuple(0 if s else slice(None) for s in scalar)]
 
 
+_Positions = slice | np.ndarray
+
+
+def _as_slice(positions: np.ndarray) -> _Positions:
+    """``positions`` as a slice when they run in steps of one, else as they are."""
+    if len(positions) and bool(np.all(np.diff(positions) == 1)):
+        return slice(int(positions[0]), int(positions[-1]) + 1)
+    return positions
+
+
+def _outer(positions: Iterator[_Positions]) -> tuple[Any, ...]:
+    """An outer index from per-dim slices or integer arrays (numpy's ix_ for the arrays)."""
+    parts = list(positions)
+    if all(isinstance(p, slice) for p in parts):
+        return tuple(parts)
+    arrays = [np.arange(p.start, p.stop) if isinstance(p, slice) else p for p in parts]
+    return np.ix_(*arrays)
+
+
 class EocubeZarrStore(ZarrStore):
     """xarray's ZarrStore reading video-coded arrays through :class:`ChunkReader` and every
     other array through checked zarr reads."""
 
     frame_decoder: FrameDecoder | None = None
+    _small: dict[str, np.ndarray] | None = None
 
     def open_store_variable(self, name: str) -> xr.Variable:
-        """The variable, lazily indexed through :class:`VideoArray` or :class:`_CheckedArray`."""
+        """The variable, lazily indexed through :class:`VideoArray` or :class:`_CheckedArray`
+        (dimension coordinates and scalars, which xarray reads at once, already read)."""
         var = super().open_store_variable(name)
         array = self.members[name]
+        data: Any
         if isinstance(getattr(array, "serializer", None), VideoCodec):
             assert isinstance(array, zarr.Array)
             reader = ChunkReader(array, name, self.frame_decoder)
             data = indexing.LazilyIndexedArray(VideoArray(reader))
+        elif name in self._read_small():
+            data = self._read_small()[name]
         else:
             data = indexing.LazilyIndexedArray(_CheckedArray(array, name))
         return xr.Variable(var.dims, data, var.attrs, var.encoding)
+
+    def _read_small(self) -> dict[str, np.ndarray]:
+        """Values of the small arrays xarray reads when it opens a dataset (dimension
+        coordinates for its indexes, scalars such as ``spatial_ref``), fetched together:
+        one by one, each cost a round trip through zarr's event loop (or the network)."""
+        if self._small is None:
+            wanted = {
+                name: _guarded(array)
+                for name, array in self.members.items()
+                if isinstance(array, zarr.Array)
+                and not isinstance(getattr(array, "serializer", None), VideoCodec)
+                and array.nbytes <= _SMALL_BYTES
+                and (array.ndim == 0 or (array.ndim == 1 and _dims(array) == (name,)))
+            }
+
+            async def read_all() -> list[Any]:
+                reads = (a._async_array.getitem(...) for a in wanted.values())
+                return await asyncio.gather(*reads, return_exceptions=True)
+
+            values = zarr_sync(read_all())
+            # an array that failed is read lazily again, where its error names its chunk
+            self._small = {
+                name: np.asarray(v)
+                for name, v in zip(wanted, values, strict=True)
+                if not isinstance(v, BaseException)
+            }
+        return self._small
+
+
+_SMALL_BYTES = 1 << 20
+"""Largest dimension coordinate read when a dataset opens (larger ones stay lazy)."""
+
+
+def _dims(array: zarr.Array) -> tuple[str | None, ...]:
+    names = getattr(array.metadata, "dimension_names", None)
+    return tuple(names) if names else ()
 
 
 def check_complete(attrs: dict[str, Any], where: str) -> None:
