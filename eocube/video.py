@@ -40,6 +40,9 @@ _X265_DEFAULT_CTU = 64
 # cutree on the quarter-resolution lookahead): such frames are padded to 64 columns.
 _X265_UNSAFE_WIDTHS = range(33, 49)
 
+# Frames of fewer pixels decode on one codec thread whatever the caller offers.
+_THREADED_PIXELS = 128 * 128
+
 # Decoders that return a different but sample-compatible format: the data plane of a
 # gray stream comes back as the luma plane of 4:2:0 frames from the H.264 decoder.
 _COMPATIBLE = {("gray10le", "yuv420p10le"), ("gray", "yuv420p"), ("gray12le", "yuv420p12le")}
@@ -150,8 +153,9 @@ def _plane_view(
 
 def _packet(payload: bytes) -> av.Packet:
     # A packet in FFmpeg-owned memory: freeing one built on Python bytes needs the GIL,
-    # which a decoder thread may wait for while the main thread holds it to close the
-    # decoder (a deadlock seen with frame threads).
+    # which a frame thread of the decoder may wait for while the calling thread holds it
+    # to close the decoder: with av.Packet(bytes), HEVC streams of fewer frames than
+    # frame threads deadlocked in avcodec_free_context (tests/test_video.py replays it).
     packet = av.Packet(len(payload))
     memoryview(packet)[:] = payload
     return packet
@@ -253,10 +257,13 @@ def decode_frames(
         if stream.extradata:
             ctx.extradata = stream.extradata
         ctx.width, ctx.height = stream.width, stream.height
-        ctx.thread_count = threads
-        # FFmpeg 8's HEVC decoder with frame threads can hang for ever in
-        # avcodec_free_context when a stream has fewer frames than threads (2-frame x265
-        # streams on 2-4 threads, every time): HEVC decodes with slice (WPP) threads.
+        # threads pay only on large frames: on 64 x 64 and smaller ones they gained
+        # nothing (benchmarks/read_patterns.py, decoder threads)
+        small = stream.height * stream.width < _THREADED_PIXELS
+        ctx.thread_count = 1 if small else threads
+        # HEVC: slice threads decode the rows of WPP streams (x265's default) in parallel;
+        # frame threads gained nothing on chunk-sized streams and cost more on short ones
+        # (benchmarks/read_patterns.py). Frame threads no longer hang (see _packet).
         ctx.thread_type = "SLICE" if stream.decoder == "hevc" else "AUTO"
     except (av.FFmpegError, ValueError) as exc:
         raise CorruptChunkError(f"cannot open decoder {stream.decoder!r}: {exc}") from exc

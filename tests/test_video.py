@@ -105,6 +105,48 @@ def test_hevc_two_frame_stream_decodes_and_frees_the_decoder() -> None:
     assert done.stdout.strip() == "ok"
 
 
+def test_frame_threaded_hevc_with_ffmpeg_owned_packets_never_hangs() -> None:
+    # The hang's cause: packets built on Python bytes are freed under the GIL, which a
+    # frame thread could be waiting for while the decoder was being freed. With packets
+    # in FFmpeg-owned memory (video._packet), short streams on more frame threads than
+    # frames, decoded on many threads at once and abandoned mid-stream, all finish.
+    code = textwrap.dedent(
+        """
+        from concurrent.futures import ThreadPoolExecutor
+        import av, numpy as np
+        from eocube.video import _packet, encode_frames
+        rng = np.random.default_rng(0)
+        streams = []
+        for n in (1, 2, 3, 5):
+            planes = [[rng.integers(0, 4096, (64, 65), np.uint16) for _ in range(3)]
+                      for _ in range(n)]
+            streams.append(encode_frames(planes, encoder="libx265", decoder="hevc",
+                                         pix_fmt="gbrp12le", height=64, width=65,
+                                         options={"x265-params": "ctu=32:log-level=error"}))
+        def decode(s, threads, abandon):
+            ctx = av.codec.CodecContext.create("hevc", "r")
+            ctx.extradata = s.extradata
+            ctx.thread_count, ctx.thread_type = threads, "FRAME"
+            seen = 0
+            for payload in (*s.packets, None):
+                for _ in ctx.decode(None if payload is None else _packet(payload)):
+                    seen += 1
+                    if abandon:
+                        return seen
+            return seen
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(10):
+                jobs = [(s, t, a) for s in streams for t in (2, 4, 8) for a in (False, True)]
+                got = list(pool.map(lambda job: decode(*job), jobs))
+                assert got == [1 if a else s.frames for s, _, a in jobs], got
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
 def test_decode_checks_the_frame_count() -> None:
     frames = _frames(2, 1, 17, 23, bits=16)
     stream, _ = _roundtrip(frames, "ffv1", "ffv1", "gray16le", {})
