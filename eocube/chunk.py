@@ -521,7 +521,8 @@ def decode_chunk(
     if header.spectral is not None:
         shift, matrix = spectral.decoding_map(header.spectral, header.offset, header.scale)
         top = header.offset + header.scale * ((1 << header.bits) - 1)
-        spectral.mix(component_codes.reshape(T, B, Y, X), shift, matrix, header.offset, top, block)
+        codes = component_codes.reshape(T, B, Y, X)
+        spectral.mix(codes, shift, matrix, header.offset, top, block, threads=threads)
     (n_masks,) = r.unpack("B")
     for _ in range(n_masks):
         (kind,) = r.unpack("B")

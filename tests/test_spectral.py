@@ -69,6 +69,23 @@ def test_project_then_mix_inverts_within_rounding() -> None:
     assert np.abs(out - codes).max() <= basis.step / 2 * np.sqrt(3) + 1e-3
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_mix_on_threads_gives_the_bits_of_one_thread(dtype: type) -> None:
+    rng = np.random.default_rng(3)
+    B, Y, X = 13, 515, 1031  # over the threading threshold, odd sizes
+    codes = rng.integers(0, 4096, (1, B, Y, X), dtype=np.uint16)
+    shift = rng.normal(size=B) * 100
+    matrix = rng.normal(size=(B, B))
+    low, high = np.full(B, -5000.0), np.full(B, 5000.0)
+    assert B * B * Y * X >= spectral._THREADED_MIX
+    one = np.empty(codes.shape, dtype)
+    spectral.mix(codes, shift, matrix, low, high, one, threads=1)
+    for threads in (2, 3, 8):
+        many = np.empty(codes.shape, dtype)
+        spectral.mix(codes, shift, matrix, low, high, many, threads=threads)
+        np.testing.assert_array_equal(many, one)
+
+
 def test_gain_separates_shared_detail_from_independent_bands() -> None:
     rng = np.random.default_rng(2)
     detail = rng.normal(size=(4, 48, 48))
