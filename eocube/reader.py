@@ -215,13 +215,14 @@ class ChunkReader:
         self.checksum = any(isinstance(c, Crc32cCodec) for c in inner[1:])
         self.chunk_shape = tuple(array.chunks)
         self._indexes: dict[tuple[int, ...], shards.ShardIndex | None] = {}
+        self._fetching: dict[tuple[int, ...], threading.Lock] = {}
         self._lock = threading.Lock()
         # names this reader's blocks in the process's decoded-chunk cache (eocube.cache)
         self._token = uuid.uuid4().hex
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_indexes"], state["_lock"] = {}, None
+        state["_indexes"], state["_fetching"], state["_lock"] = {}, {}, None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -251,15 +252,24 @@ class ChunkReader:
         with self._lock:
             if shard in self._indexes:
                 return self._indexes[shard]
-        key = self._key(shard)
-        try:
-            found = shards.read_index(self.array.store_path.store, key, math.prod(self.per_shard))
-        except CorruptChunkError as exc:
-            raise self._shard_error(shard, f"index damaged or object truncated: {exc}") from exc
-        index = None if found is None else found[0]
-        with self._lock:
-            self._indexes[shard] = index
-        return index
+            # one fetch per shard index, however many threads want it at once (a round
+            # trip each over a slow link)
+            fetching = self._fetching.setdefault(shard, threading.Lock())
+        with fetching:
+            with self._lock:
+                if shard in self._indexes:
+                    return self._indexes[shard]
+            key = self._key(shard)
+            try:
+                found = shards.read_index(
+                    self.array.store_path.store, key, math.prod(self.per_shard)
+                )
+            except CorruptChunkError as exc:
+                raise self._shard_error(shard, f"index damaged or object truncated: {exc}") from exc
+            index = None if found is None else found[0]
+            with self._lock:
+                self._indexes[shard] = index
+            return index
 
     def payload(self, coords: tuple[int, ...]) -> bytes | None:
         """The checked payload of the chunk at grid position ``coords``; None if never

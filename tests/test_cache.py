@@ -250,3 +250,30 @@ def test_parallel_reads_give_the_bits_of_each_chunk_decoded_alone(
     np.testing.assert_array_equal(whole, serial)
     np.testing.assert_array_equal(by_dask, serial)
     np.testing.assert_array_equal(odd, serial[[70, 3, 4, 5, 40]][..., 10:60:3])
+
+
+def test_concurrent_reads_of_one_shard_fetch_its_index_once(
+    s2_store: Path, fresh_cache: cache.ChunkCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetches: list[str] = []
+    real = shards.read_index
+
+    def slow_read_index(*args: object, **kwargs: object) -> object:
+        fetches.append(str(args[1]))
+        time.sleep(0.05)  # a slow link: every thread arrives while the first one waits
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shards, "read_index", slow_read_index)
+    start = threading.Barrier(8)
+    with eocube.open_dataset(s2_store) as ds:
+
+        def read(t: int) -> np.ndarray:
+            start.wait()
+            return ds.data.isel(time=slice(8 * t, 8 * t + 8)).values
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as pool:
+            parts = list(pool.map(read, range(8)))
+    assert len(parts) == 8
+    assert len(fetches) == 1, fetches
