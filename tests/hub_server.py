@@ -22,6 +22,14 @@ which the client handles on its own. Every request is logged (:class:`Request`: 
 path, ``Range`` header, status, body bytes sent and received), and the next commits can be
 made to fail (:meth:`HubServer.fail_commit`) to test interrupted uploads.
 
+Network emulation (off by default): ``HubServer(latency=0.02, bandwidth=100e6 / 8)``, or
+:meth:`HubServer.emulate` on a running server, adds ``latency`` seconds to every request
+(once, before its answer is sent) and sends every answer's body through one shared link
+of ``bandwidth`` bytes/s, in pieces of :data:`PIECE_BYTES`: concurrent answers share it
+(N transfers get about 1/N of it each) and together never exceed it. Loopback then
+behaves like a remote hub behind a link of that latency and bandwidth, as far as the
+client can tell; request bodies (uploads) and headers are not paced.
+
 This is a test double written for eocube's tests, not a product feature. To try
 publishing offline, run it in a terminal of its own from the repository's root::
 
@@ -40,7 +48,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -51,6 +59,10 @@ import yaml
 _TYPES = {"datasets": "dataset", "models": "model", "spaces": "space"}
 _SHA = re.compile(r"[0-9a-f]{40}")
 _GITATTRIBUTES = b"*.parquet filter=lfs diff=lfs merge=lfs -text\n"
+
+
+PIECE_BYTES = 32 * 1024
+"""Bytes an emulated link sends at a time (the granularity of its sharing)."""
 
 
 def git_blob_oid(data: bytes) -> str:
@@ -165,6 +177,50 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
+class _Link:
+    """One link of fixed bandwidth shared by every answer: a virtual clock of when it is free.
+
+    A sender books a piece at a time after everything booked before it
+    (:meth:`reserve`), waits until that piece would be through, then writes it; so
+    concurrent senders take turns piece by piece (each gets about 1/N of the link) and
+    the bytes written by any time never exceed what the link could have carried.
+
+    Parameters
+    ----------
+    bandwidth : float
+        Bytes per second.
+    """
+
+    def __init__(self, bandwidth: float) -> None:
+        if not bandwidth > 0:
+            raise ValueError(f"bandwidth must be positive (bytes/s), got {bandwidth}")
+        self.bandwidth = float(bandwidth)
+        self._free_at = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self, nbytes: int) -> float:
+        """Book ``nbytes`` of the link; the ``time.monotonic()`` at which they are through."""
+        with self._lock:
+            start = max(time.monotonic(), self._free_at)
+            self._free_at = start + nbytes / self.bandwidth
+            return self._free_at
+
+    def send(self, write: Callable[[memoryview], Any], data: bytes, piece: int) -> None:
+        """Write ``data`` with ``write``, ``piece`` bytes at a time, paced by the link."""
+        view = memoryview(data)
+        for offset in range(0, len(view), piece):
+            part = view[offset : offset + piece]
+            delay = self.reserve(len(part)) - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            write(part)
+
+
+class _ThreadingServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many clients connecting at once (default 5)
+
+
 class HubServer:
     """A threaded HTTP server on a free loopback port that plays the hub.
 
@@ -175,6 +231,13 @@ class HubServer:
         private repos.
     tree_page_size : int
         Entries per page of a tree listing (the hub: 1000), followed by cursor links.
+    port : int
+        The port (0: a free one).
+    latency : float
+        Seconds added to every request before its answer is sent (0: none).
+    bandwidth : float, optional
+        Bytes per second of one link that all answers' bodies share (None: unpaced).
+        ``100e6 / 8`` emulates a 100 Mbit/s link.
 
     Attributes
     ----------
@@ -184,7 +247,15 @@ class HubServer:
         Every request so far, in order of completion.
     """
 
-    def __init__(self, token: str | None = None, tree_page_size: int = 1000, port: int = 0) -> None:
+    def __init__(
+        self,
+        token: str | None = None,
+        tree_page_size: int = 1000,
+        port: int = 0,
+        *,
+        latency: float = 0.0,
+        bandwidth: float | None = None,
+    ) -> None:
         self.token = token
         self.tree_page_size = tree_page_size
         self.requests: list[Request] = []
@@ -192,9 +263,13 @@ class HubServer:
         self._commits_to_fail = 0
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._lock = threading.RLock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._latency = 0.0
+        self._link: _Link | None = None
+        self.emulate(latency=latency, bandwidth=bandwidth)
+        self._httpd = _ThreadingServer(("127.0.0.1", port), _make_handler(self))
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), daemon=True
+        )  # polls for shutdown every 50 ms: stop() returns quickly
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     def start(self) -> HubServer:
@@ -221,6 +296,43 @@ class HubServer:
         """
         with self._lock:
             self._commits_to_pass, self._commits_to_fail = after, times
+
+    # -- network emulation ----------------------------------------------------------------
+
+    def emulate(self, latency: float = 0.0, bandwidth: float | None = None) -> None:
+        """Set the emulated network; ``emulate()`` turns it off (plain loopback).
+
+        Takes effect for requests that arrive afterwards; answers being sent finish on
+        the link they started on.
+
+        Parameters
+        ----------
+        latency : float
+            Seconds added to every request, once, before its answer is sent.
+        bandwidth : float, optional
+            Bytes per second of the one link all answers' bodies share; None: unpaced.
+
+        Raises
+        ------
+        ValueError
+            For a negative latency or a bandwidth that is not positive.
+        """
+        if not latency >= 0:
+            raise ValueError(f"latency must be >= 0 seconds, got {latency}")
+        link = None if bandwidth is None else _Link(bandwidth)
+        with self._lock:
+            self._latency, self._link = float(latency), link
+
+    @property
+    def latency(self) -> float:
+        """Seconds added to every request (0: none)."""
+        return self._latency
+
+    @property
+    def bandwidth(self) -> float | None:
+        """Bytes per second of the emulated link, or None when answers are unpaced."""
+        link = self._link
+        return None if link is None else link.bandwidth
 
     # -- inspection, for tests ------------------------------------------------------------
 
@@ -511,14 +623,19 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                     self._received,
                 )
             )
+            latency, link = hub._latency, hub._link
+            if latency > 0:
+                time.sleep(latency)
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
             self.end_headers()
-            if sent:
+            if sent and link is None:
                 self.wfile.write(body)
+            elif sent and link is not None:  # paced: the emulated link
+                link.send(self.wfile.write, body, PIECE_BYTES)
             return sent
 
         def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> int:
@@ -670,8 +787,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
     parser.add_argument("--token", help="a token the client must send (default: none)")
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds added per request (default 0)"
+    )
+    parser.add_argument(
+        "--mbit", type=float, default=None, help="emulated link in Mbit/s (default: unpaced)"
+    )
     args = parser.parse_args(argv)
-    hub = HubServer(token=args.token, port=args.port)
+    bandwidth = None if args.mbit is None else args.mbit * 1e6 / 8
+    hub = HubServer(token=args.token, port=args.port, latency=args.latency, bandwidth=bandwidth)
     print(f"hub double at {hub.url}: export HF_ENDPOINT={hub.url} (Ctrl-C stops it)", flush=True)
     try:
         hub._httpd.serve_forever()
