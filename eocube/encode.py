@@ -6,13 +6,19 @@ chunking; :func:`cube_tasks` encodes a cube variable one dask task per chunk (st
 the store until its shard is written) and writes one shard per task, so memory stays
 bounded by a few chunks per worker thread; :func:`lossless_tasks` writes the rest
 through xarray.
+
+Within :func:`reuse_payloads` (a write with a rate target), the payloads that the rate
+control's trial encodes made of sample chunks are kept, and a chunk the write encodes
+again with the same values and settings takes that payload instead of a second encode.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +31,7 @@ from zarr.storage import StorePath
 import eocube.registry  # noqa: F401  (eocube's codecs, for zarr)
 from eocube import layout, lifecycle, shards
 from eocube.chunk import encode_chunk
-from eocube.codec import VideoCodec
+from eocube.codec import VideoCodec, parse_bound, parse_nodata, parse_quality
 from eocube.errors import CorruptChunkError
 from eocube.layout import STORE_FORMAT
 from eocube.linear import LinearCodec
@@ -207,6 +213,91 @@ def cube_tasks(
     return tasks
 
 
+_PAYLOADS: dict[tuple[Any, ...], bytes] | None = None
+"""Payloads of trial encodes, by :func:`_payload_key`, while :func:`reuse_payloads` runs."""
+
+
+@contextlib.contextmanager
+def reuse_payloads() -> Iterator[None]:
+    """Keep the payloads of trial encodes (:func:`encode_block` with ``keep``) for the
+    write inside this block: a chunk encoded again with the same values and settings
+    takes the kept payload. Payloads of the write itself are not kept (memory stays
+    bounded by the sample). In-process only: dask.distributed workers encode anew."""
+    global _PAYLOADS
+    outer = _PAYLOADS
+    if outer is None:
+        _PAYLOADS = {}
+    try:
+        yield
+    finally:
+        _PAYLOADS = outer
+
+
+def _payload_key(
+    block: np.ndarray,
+    profile: str,
+    quality: float | None,
+    nodata: float | None,
+    max_abs_error: Any,
+) -> tuple[Any, ...]:
+    """Everything the payload of :func:`eocube.chunk.encode_chunk` depends on."""
+    q = parse_quality(quality)
+    bound = parse_bound(max_abs_error)
+    return (
+        profile,
+        None if q is None else float(q),
+        parse_nodata(nodata),
+        bound if bound is None or isinstance(bound, float) else tuple(bound),
+        block.dtype.str,
+        block.shape,
+        hashlib.blake2b(np.ascontiguousarray(block).view(np.uint8).data, digest_size=20).digest(),
+    )
+
+
+def encode_block(
+    block: np.ndarray,
+    profile: str,
+    *,
+    quality: float | None,
+    nodata: float | None,
+    max_abs_error: Any,
+    keep: bool = False,
+) -> bytes:
+    """:func:`eocube.chunk.encode_chunk` of a C-contiguous block, or the payload kept by
+    :func:`reuse_payloads` for the same block and settings; ``keep`` keeps this one."""
+    cache = _PAYLOADS
+    if cache is None:
+        return encode_chunk(
+            block, profile, quality=quality, nodata=nodata, max_abs_error=max_abs_error
+        )
+    key = _payload_key(block, profile, quality, nodata, max_abs_error)
+    payload = cache.get(key)
+    if payload is None:
+        payload = encode_chunk(
+            block, profile, quality=quality, nodata=nodata, max_abs_error=max_abs_error
+        )
+        if keep:
+            cache[key] = payload
+    return payload
+
+
+def chunk_as_written(
+    block: np.ndarray, cv: CubeVar, profile: str, chunk: tuple[int, ...] | None = None
+) -> np.ndarray | None:
+    """A chunk of ``cv`` as the writer encodes it: checked, an edge chunk padded with the
+    fill value (as zarr pads it), C-contiguous; None if it holds nothing but the fill
+    value (zarr writes no such chunk either)."""
+    block = validate_block(np.asarray(block), cv.name, profile, chunk=chunk)
+    if block.shape != cv.inner:  # an edge chunk: zarr pads it with the fill value
+        padded = np.full(cv.inner, cv.fill, dtype=block.dtype)
+        padded[tuple(slice(0, n) for n in block.shape)] = block
+        block = padded
+    empty = np.isnan(block).all() if isinstance(cv.fill, float) else (block == cv.fill).all()
+    if empty:
+        return None
+    return np.ascontiguousarray(block)
+
+
 def _encode_payload(
     block: np.ndarray,
     codec: VideoCodec,
@@ -219,16 +310,11 @@ def _encode_payload(
     it holds nothing but the fill value (zarr writes no such chunk either). With
     ``stage`` the payload is also kept there until its shard is written."""
 
-    block = validate_block(np.asarray(block), cv.name, codec.profile, chunk=chunk)
-    if block.shape != cv.inner:  # an edge chunk: zarr pads it with the fill value
-        padded = np.full(cv.inner, cv.fill, dtype=block.dtype)
-        padded[tuple(slice(0, n) for n in block.shape)] = block
-        block = padded
-    empty = np.isnan(block).all() if isinstance(cv.fill, float) else (block == cv.fill).all()
-    if empty:
+    written = chunk_as_written(block, cv, codec.profile, chunk)
+    if written is None:
         return None
-    payload = encode_chunk(
-        np.ascontiguousarray(block),
+    payload = encode_block(
+        written,
         codec.profile,
         quality=codec.quality,
         nodata=codec.nodata,

@@ -10,6 +10,7 @@ an interrupted write (:mod:`eocube.resume`).
 from __future__ import annotations
 
 import functools
+import math
 import os
 import shutil
 import time
@@ -18,6 +19,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ParamSpec, TypeVar
 
+import numpy as np
 import xarray as xr
 import zarr
 from zarr.errors import UnstableSpecificationWarning
@@ -201,9 +203,10 @@ def to_eocube(
             per_array_metadata, measure, started,
         )  # fmt: skip
     check_target(store, target, mode, resume)
-    quality, psnr_bounds, trials = ratecontrol.choose_qualities(
-        ds, cube_vars, prof, control, bounds
-    )
+    overhead = 0.0
+    if control.target_bpppb is not None:
+        values = sum(ds[n].size for n in cube_vars)
+        overhead = estimate_overhead(ds, cube_vars, prof.name, fingerprint) * 8 / values
 
     def write(mode_now: str) -> EncodeReport:
         t0 = time.perf_counter()
@@ -211,14 +214,20 @@ def to_eocube(
             ds, store, cube_vars, prof.name, quality, bounds, mode_now, storage_options,
             progress, per_array_metadata, fingerprint, target.kind == "absent",
         )  # fmt: skip
-        return make_report(
+        report = make_report(
             ds, path, cube_vars, others, prof.name, quality, bounds, time.perf_counter() - t0,
-            measure or control.target_psnr is not None,
+            (measure or control.target_psnr is not None) and not prof.lossless,
         )  # fmt: skip
+        return lossless_quality(report, ds, cube_vars) if prof.lossless and measure else report
 
-    report, passes = ratecontrol.write_to_target(
-        write, mode, prof, control, quality, bounds, psnr_bounds
-    )
+    # the trial encodes of sample chunks serve the write of those chunks
+    with encode.reuse_payloads():
+        quality, psnr_bounds, trials = ratecontrol.choose_qualities(
+            ds, cube_vars, prof, control, bounds, overhead
+        )
+        report, passes = ratecontrol.write_to_target(
+            write, mode, prof, control, quality, bounds, psnr_bounds
+        )
     path = lifecycle.store_path(store, storage_options)
     record_quality(path, report)
     nbytes = store_nbytes(path)  # the recorded quality is part of the store
@@ -232,6 +241,65 @@ def to_eocube(
         trials=trials,
         control=control.name,
     )
+
+
+def lossless_quality(
+    report: EncodeReport, ds: xr.Dataset, cube_vars: Mapping[Hashable, CubeVar]
+) -> EncodeReport:
+    """The report of a lossless write with its quality: exact (PSNR inf, error 0) on
+    every band holding a valid value. A lossless profile decodes every stream it encodes
+    and compares it with its input before the payload is written
+    (:func:`eocube.chunk.encode_chunk`), so reading the store back would measure what the
+    encode already checked: ``eocube verify`` reads a store back in full."""
+    variables = dict(report.variables)
+    for name, cv in cube_vars.items():
+        da = ds[name].transpose(*cv.order)  # (time, [band,] y, x); integers (lossless)
+        others = [d for i, d in enumerate(da.dims) if not (da.ndim == 4 and i == 1)]
+        if cv.nodata is None or math.isnan(cv.nodata):
+            bands = np.full(da.shape[1] if da.ndim == 4 else 1, da.size > 0)
+        else:  # lazily, chunk by chunk, for a dask-backed cube
+            bands = np.atleast_1d(np.asarray((da != cv.nodata).any(dim=others).values))
+        per_band = tuple(math.inf if b else math.nan for b in bands)
+        variables[str(name)] = replace(
+            variables[str(name)],
+            psnr=math.inf if bands.any() else math.nan,
+            psnr_per_band=per_band,
+            max_abs_error=0.0,
+            max_abs_error_per_band=tuple(0.0 for _ in per_band),
+        )
+    return replace(report, variables=variables)
+
+
+def estimate_overhead(
+    ds: xr.Dataset,
+    cube_vars: Mapping[Hashable, CubeVar],
+    profile: str,
+    fingerprint: Mapping[str, Any],
+) -> int:
+    """Bytes a store of ``ds`` holds outside its chunk payloads (metadata, coordinates,
+    other variables, shard indexes, checksums): the store written without the cube
+    variables' chunks, in memory, and what those chunks add beside their payloads."""
+    import uuid
+
+    from eocube.shards import ShardIndex
+
+    url = f"memory://eocube-overhead-{uuid.uuid4().hex}"
+    path = write_store(
+        ds, url, cube_vars, profile, dict.fromkeys(cube_vars), {}, "w-", None, False, False,
+        fingerprint, True, cube_data=False,
+    )  # fmt: skip
+    try:
+        total = store_nbytes(path)
+    finally:
+        lifecycle.delete(path, lifecycle.list_keys(path))
+    for cv in cube_vars.values():
+        shape = ds[cv.name].shape
+        per = math.prod(s // c for s, c in zip(cv.shard, cv.inner, strict=True))
+        shards = math.prod(math.ceil(n / s) for n, s in zip(shape, cv.shard, strict=True))
+        chunks = math.prod(math.ceil(n / c) for n, c in zip(shape, cv.inner, strict=True))
+        # an index per shard, a checksum per chunk, the quality recorded in the metadata
+        total += shards * ShardIndex.nbytes(per) + 4 * chunks + 160
+    return total
 
 
 def _sources(ds: xr.Dataset) -> set[str]:
@@ -291,8 +359,11 @@ def write_store(
     per_array_metadata: bool,
     fingerprint: Mapping[str, Any],
     fresh: bool,
+    *,
+    cube_data: bool = True,
 ) -> StorePath:
-    """Write the store; on a refusal of the data, remove what this call wrote."""
+    """Write the store; on a refusal of the data, remove what this call wrote. Without
+    ``cube_data``, the cube variables' chunks are not written (metadata only)."""
     real = lifecycle.store_path(store, storage_options)
     view = lifecycle.UnfinishedView(real.store, details={"fingerprint": dict(fingerprint)})
     path = StorePath(view, real.path)
@@ -322,7 +393,7 @@ def write_store(
             del writer
             tasks = encode.lossless_tasks(out, cube_vars, view, real.path)
             group = zarr.open_group(path, mode="r+", zarr_format=3)
-            for name, cv in cube_vars.items():
+            for name, cv in cube_vars.items() if cube_data else ():
                 arr = group[str(name)]
                 assert isinstance(arr, zarr.Array)
                 tasks.extend(encode.cube_tasks(ds, name, cv, arr, real))

@@ -134,3 +134,27 @@ def test_one_quality_control_per_write() -> None:
         eocube.to_eocube(ds, "memory://c.eocube", target_bpppb=-1)
     with pytest.raises(ValueError, match="4 bands"):
         eocube.to_eocube(ds, "memory://d.eocube", max_abs_error={"data": [1, 2]})
+
+
+def test_the_write_reuses_the_trial_encodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the sample of a cube of three time chunks is the whole cube: the write encodes nothing
+    # the trials did not, and its quality and bytes are those of an encode at that crf
+    from eocube import encode
+
+    ds = open_cube("s2_l2a_worldcereal_72x4x64x64")[["data"]]
+    calls = []
+    real = encode.encode_chunk
+
+    def counting(*args: object, **kwargs: object) -> bytes:
+        calls.append(kwargs.get("quality"))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(encode, "encode_chunk", counting)
+    report = eocube.to_eocube(ds, tmp_path / "t.eocube", target_bpppb=0.3)
+    assert len(calls) == 3 * report.trials  # three chunks per trial, none in the write
+    monkeypatch.setattr(encode, "encode_chunk", real)
+    quality = report.variables["data"].quality
+    again = eocube.to_eocube(ds, tmp_path / "c.eocube", crf=quality, measure=False)
+    assert again.variables["data"].payload_nbytes == report.variables["data"].payload_nbytes
