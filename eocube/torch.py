@@ -2,12 +2,13 @@
 
 - :class:`CubeDataset`: map-style, the windows of one cube.
 - :class:`StreamingCubeDataset`: iterable over every window of many cubes (a release
-  catalog or a list of stores), a new permutation each epoch, split without overlap
-  across ``torch.distributed`` ranks and DataLoader workers, read chunk by chunk so that
-  each decoded chunk serves all its windows, resumable mid-epoch.
+  catalog or a list of stores), a new permutation each epoch, split across
+  ``torch.distributed`` ranks (the same number of samples on every rank, as DDP needs)
+  and DataLoader workers, read chunk by chunk so that each decoded chunk serves all its
+  windows, resumable mid-epoch.
 - :class:`CubeDataLoader`: a DataLoader that tells its StreamingCubeDataset how many
   batches the training loop took, so that ``dataset.state_dict()`` is exact with worker
-  processes too.
+  processes too, and hands batches over from worker processes with fewer tensors.
 
 This module only adapts :mod:`eocube.windows` (window geometry, reading, the epoch plan;
 no torch there) to torch: tensors, devices, ranks and workers.
@@ -27,6 +28,7 @@ same shape, True where the value is valid: ``"valid"`` next to ``"data"``, or
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -35,7 +37,13 @@ import numpy as np
 
 try:
     import torch
-    from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+    from torch.utils.data import (
+        DataLoader,
+        Dataset,
+        IterableDataset,
+        default_collate,
+        get_worker_info,
+    )
 except ImportError as exc:  # pragma: no cover - exercised without torch only
     raise ImportError(
         "eocube.torch needs PyTorch: install it with `pip install 'eocube[torch]'`"
@@ -74,7 +82,7 @@ class _Samples:
         )
 
     def sample(self, c: int, origin: tuple[int, int, int]) -> Any:
-        on_gpu = self.device.type != "cpu" and get_worker_info() is None
+        on_gpu = self.device.type != "cpu" and get_worker_info() is None  # CPU: one test
         sample: Sample = {}
         for name, array in self.index.values(c, origin).items():
             t = torch.from_numpy(array)
@@ -124,6 +132,15 @@ class CubeDataset(Dataset):
         Passed to fsspec.
     cache_chunks : int
         Decoded chunks kept per process (neighbouring windows share them).
+
+    Notes
+    -----
+    Under DistributedDataParallel, give the DataLoader a
+    ``torch.utils.data.DistributedSampler(dataset)``: by default (``drop_last=False``) it
+    pads every rank to ``ceil(len(dataset) / world_size)`` indices by repeating a few from
+    the start of its permutation, so every rank makes the same number of batches (uneven
+    batch counts hang DDP at a collective); ``drop_last=True`` drops the surplus instead.
+    Call its ``set_epoch`` before each epoch.
     """
 
     def __init__(
@@ -182,7 +199,8 @@ class StreamingCubeDataset(IterableDataset):
     is cut without overlap into one part per rank (``torch.distributed``) and each rank's
     part into one per DataLoader worker, so every decoded chunk serves all its windows in
     one process; a shuffle buffer then mixes the windows of consecutive groups. A decoded
-    chunk is dropped after its last window.
+    chunk is dropped after its last window. Parts are then evened across ranks (see
+    ``even_ranks``).
 
     Parameters
     ----------
@@ -207,9 +225,21 @@ class StreamingCubeDataset(IterableDataset):
         This process's rank and the number of ranks; default: from ``torch.distributed``
         when initialised, else 0 and 1.
     even_ranks : bool
-        Give every rank the same number of windows (DDP needs equal batch counts): the
-        few windows beyond the smallest part are skipped this epoch. Default: every
-        window exactly once, ranks differing by at most one chunk's windows.
+        Default True: every rank yields the same number of samples per epoch, and so
+        makes the same number of batches whatever ``batch_size``, ``drop_last`` and
+        ``num_workers`` (the same on every rank): DistributedDataParallel hangs at a
+        collective when one rank runs out of batches before the others. Ranks whose part
+        is short repeat some of their own windows (those of their last chunk first,
+        still decoded) up to the longest part, as ``DistributedSampler`` pads by default:
+        every window is read at least once per epoch and a few (per rank, at most about
+        one chunk's windows) twice; nothing is skipped (dropping the surplus instead, as
+        ``drop_last=True`` does, would leave out a few windows each epoch), at the cost
+        of those repeats weighing double. With DataLoader workers, each rank's part is then
+        cut into equal shares (a chunk straddling two shares is decoded by both
+        workers). ``even_ranks=False``: every window exactly once per epoch, each rank's
+        part within a chunk's windows of an even share (so ranks may differ by a batch
+        or more: use it without DDP, or with DDP's ``join`` for uneven inputs). Without
+        several ranks this option changes nothing.
     cache_chunks : int
         The most decoded chunks a worker keeps.
 
@@ -219,7 +249,8 @@ class StreamingCubeDataset(IterableDataset):
     a process that iterates the dataset itself moves to the next epoch after each full
     pass. :meth:`state_dict` is exact when the dataset is iterated in the process that
     calls it (``num_workers=0``) or through :class:`CubeDataLoader`; resume with the same
-    ``num_workers`` and batch size. ``persistent_workers`` keep the epoch of their copy.
+    ``num_workers``, batch size and ``even_ranks``. ``persistent_workers`` keep the epoch
+    of their copy.
     """
 
     def __init__(
@@ -238,7 +269,7 @@ class StreamingCubeDataset(IterableDataset):
         shuffle_buffer: int = 256,
         rank: int | None = None,
         world_size: int | None = None,
-        even_ranks: bool = False,
+        even_ranks: bool = True,
         storage_options: Mapping[str, Any] | None = None,
         cache_chunks: int = 16,
     ) -> None:
@@ -348,6 +379,7 @@ class StreamingCubeDataset(IterableDataset):
             "seed": self.seed,
             "rank": self.rank,
             "world_size": self.world_size,
+            "even_ranks": self.plan.even_ranks,
             "num_workers": 0,
             "batch_size": None,
             "drop_last": False,
@@ -364,6 +396,12 @@ class StreamingCubeDataset(IterableDataset):
             raise ValueError(
                 f"state of seed {state['seed']} and world size {state['world_size']} cannot resume "
                 f"a dataset of seed {self.seed} and world size {self.world_size}"
+            )
+        # a state without the key was saved when ranks were not evened by default
+        if self.world_size > 1 and bool(state.get("even_ranks", False)) != self.plan.even_ranks:
+            raise ValueError(
+                f"state of even_ranks={bool(state.get('even_ranks', False))} cannot resume a "
+                f"dataset of even_ranks={self.plan.even_ranks}: each rank's windows differ"
             )
         self.epoch = int(state["epoch"])
         self._resume = dict(state)
@@ -388,12 +426,62 @@ class CubeDataLoader(DataLoader):
     training loop is counted, so that ``dataset.state_dict()`` (or this loader's
     :meth:`state_dict`) says exactly where to resume, whatever ``num_workers``; after a
     full pass the dataset moves to the next epoch unless :meth:`set_epoch` drives it.
+
+    With worker processes and the default ``collate_fn``, batches are those of
+    ``default_collate``, handed over with fewer tensors: each tensor crosses from a
+    worker to the main process as a shared-memory file of its own, whose descriptor the
+    main process fetches over a socket, so the offsets (three tensors of a few integers
+    per batch) travel as one NumPy array inside the batch's pickle and become tensors in
+    the main process. Works for :class:`CubeDataset` too.
+
+    Before its first ``fork`` of worker processes, it decodes one stored chunk in the
+    main process (:meth:`eocube.windows.WindowIndex.warm_up`), so that the workers
+    inherit the video decoders loaded rather than load them each (about a second per
+    worker and epoch on a small machine, without ``persistent_workers``).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # pinned batches: default_collate's, pinned by the loader (its pin thread would
+        # leave the NumPy offsets unpinned)
+        self._compact = (
+            self.collate_fn is default_collate and self.num_workers > 0 and not self.pin_memory
+        )
+        if self._compact:
+            self.collate_fn = _collate_in_worker
+        self._warm = False
+
+    def _warm_up(self) -> None:
+        """Load the video decoders in this process before workers are forked from it."""
+        if self._warm or not self.num_workers:
+            return
+        self._warm = True
+        samples = getattr(self.dataset, "_s", None)
+        context = self.multiprocessing_context
+        if isinstance(context, str):
+            method = context
+        elif context is not None:
+            method = context.get_start_method()
+        else:  # the default, without fixing it (the first of the list is the default)
+            method = (
+                multiprocessing.get_start_method(allow_none=True)
+                or multiprocessing.get_all_start_methods()[0]
+            )
+        if isinstance(samples, _Samples) and method == "fork":
+            samples.index.warm_up()
+
+    def _batches(self) -> Iterator[Any]:
+        self._warm_up()
+        if not self._compact:
+            yield from super().__iter__()
+            return
+        for batch in super().__iter__():
+            yield _finish_batch(batch)
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         ds = self.dataset
         if not isinstance(ds, StreamingCubeDataset):
-            yield from super().__iter__()
+            yield from self._batches()
             return
         resume = ds._resume if ds._resume and ds._resume["epoch"] == ds.epoch else None
         batches = int(resume["batches"]) if resume and self.num_workers else 0
@@ -405,7 +493,7 @@ class CubeDataLoader(DataLoader):
             "batches": batches,
             "samples": samples,
         }
-        for batch in super().__iter__():
+        for batch in self._batches():
             ds._loader["batches"] += 1
             ds._loader["samples"] += _batch_len(batch)
             yield batch
@@ -420,6 +508,44 @@ class CubeDataLoader(DataLoader):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """The dataset's :meth:`StreamingCubeDataset.load_state_dict`."""
         self.dataset.load_state_dict(state)  # type: ignore[attr-defined]
+
+
+class _Columns:
+    """Tuples of ints of a batch's samples (the offsets), as one (len, batch) array."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+
+def _ints(value: Any) -> bool:
+    return isinstance(value, tuple) and all(type(v) is int for v in value)
+
+
+def _collate_in_worker(samples: list[Any]) -> Any:
+    """``default_collate`` in a worker process, except that tuples of ints (the offsets)
+    stay one NumPy array, made tensors in the main process (:func:`_finish_batch`)."""
+    first = samples[0] if samples else None
+    if type(first) is not dict:
+        return default_collate(samples)
+    out: dict[str, Any] = {}
+    for key, value in first.items():
+        column = [s[key] for s in samples]
+        if _ints(value) and value and all(_ints(c) and len(c) == len(value) for c in column):
+            out[key] = _Columns(np.array(column, dtype=np.int64).T.copy())
+        else:
+            out[key] = default_collate(column)
+    return out
+
+
+def _finish_batch(batch: Any) -> Any:
+    """The batch ``default_collate`` makes, from :func:`_collate_in_worker`'s."""
+    if type(batch) is dict:
+        for key, value in batch.items():
+            if isinstance(value, _Columns):
+                batch[key] = list(torch.from_numpy(value.values))
+    return batch
 
 
 def _batch_len(batch: Any) -> int:

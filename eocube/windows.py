@@ -19,6 +19,7 @@ dims' roles (:mod:`eocube.dims`) and delivered in (time, band, y, x) order all t
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import threading
@@ -34,6 +35,7 @@ import xarray as xr
 
 from eocube.dims import cube_roles, recognise
 from eocube.errors import GPUFallbackWarning
+from eocube.layout import MARKER
 
 DEFAULT_WINDOW = {"time": 8, "y": 64, "x": 64}
 _AXES = ("time", "y", "x")
@@ -59,6 +61,7 @@ class Cube:
     sizes: tuple[int, int, int]  # time, y, x
     chunks: tuple[int, int, int]
     band_index: tuple[int, ...] | None  # positions of the selected bands, None: all
+    video: bool = False  # an eocube store (video-coded chunks), not another zarr store
 
 
 def open_source(
@@ -151,6 +154,7 @@ def describe(
         sizes=(sizes[0], sizes[1], sizes[2]),
         chunks=(chunks[0], chunks[1], chunks[2]),
         band_index=band_index,
+        video=MARKER in ds.encoding,
     )
 
 
@@ -290,7 +294,9 @@ class ChunkCache:
     ) -> np.ndarray:
         """Values of variable ``name`` in stored chunk ``key``, as (time, band, y, x)."""
         bounds = self._bounds(key)
-        var = self.ds[name]
+        # the Variable, not the DataArray: the same lazily CF-decoded data, without
+        # indexing the coordinates (about 0.5 ms per variable and chunk through a DataArray)
+        var = self.ds.variables[name]
         sel = {roles["time"]: bounds[0], roles["y"]: bounds[1], roles["x"]: bounds[2]}
         # roles are in (time, [band,] y, x) order whatever the variable's own order
         values = np.asarray(var.isel(sel).transpose(*roles.values()).values)
@@ -298,7 +304,9 @@ class ChunkCache:
             values = values[:, None]
         elif self.cube.band_index is not None:
             values = values[:, list(self.cube.band_index)]
-        return values
+        # C order once per chunk (a transposed variable reads as a strided view), so that
+        # each window is copied from contiguous rows
+        return np.ascontiguousarray(values)
 
     def window(
         self, origin: tuple[int, int, int], size: tuple[int, int, int]
@@ -308,21 +316,19 @@ class ChunkCache:
         The arrays are the caller's own, never views of cached chunks: samples (and
         transforms that work in place) cannot alter the values of later windows.
         """
-        first = [o // c for o, c in zip(origin, self.cube.chunks, strict=True)]
-        last = [(o + s - 1) // c for o, s, c in zip(origin, size, self.cube.chunks, strict=True)]
-        if first == last:  # the common case: the window lies in one chunk
-            key = (first[0], first[1], first[2])
-            block = self.chunk(key)
-            lo = [o - k * c for o, k, c in zip(origin, key, self.cube.chunks, strict=True)]
+        (t, y, x), (st, sy, sx), (ct, cy, cx) = origin, size, self.cube.chunks
+        kt, lt = divmod(t, ct)
+        ky, ly = divmod(y, cy)
+        kx, lx = divmod(x, cx)
+        if lt + st <= ct and ly + sy <= cy and lx + sx <= cx:
+            # the common case: the window lies in one chunk (astype always copies)
+            block = self.chunk((kt, ky, kx))
             return {
-                n: np.array(
-                    b[lo[0] : lo[0] + size[0], :, lo[1] : lo[1] + size[1], lo[2] : lo[2] + size[2]],
-                    dtype=np.float32,
-                    order="C",
-                    copy=True,
-                )
+                n: b[lt : lt + st, :, ly : ly + sy, lx : lx + sx].astype(np.float32, order="C")
                 for n, b in block.items()
             }
+        first = [kt, ky, kx]
+        last = [(o + s - 1) // c for o, s, c in zip(origin, size, self.cube.chunks, strict=True)]
         out: dict[str, np.ndarray] = {}
         for kt in range(first[0], last[0] + 1):
             for ky in range(first[1], last[1] + 1):
@@ -399,6 +405,8 @@ class WindowIndex:
         self.origins = [origins(c, w, s) for c, (w, s) in zip(cubes, sizes, strict=True)]
         counts = [int(np.prod([len(o) for o in orig])) for orig in self.origins]
         self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._starts: list[int] = self.starts.tolist()
+        self._origins = [[o.tolist() for o in orig] for orig in self.origins]
         self.notify = notify if notify is not None else Notifier()
         self.gpu = gpu
         self._readers: dict[int, ChunkCache] = {}
@@ -410,12 +418,13 @@ class WindowIndex:
 
     def locate(self, index: int) -> tuple[int, tuple[int, int, int]]:
         """Cube number and window origin of global window ``index``."""
-        c = int(np.searchsorted(self.starts, index, side="right") - 1)
-        ot, oy, ox = self.origins[c]
-        i = index - int(self.starts[c])
-        it, rest = divmod(i, len(oy) * len(ox))
+        # Python ints and lists: called once per sample, NumPy scalars cost more here
+        starts = self._starts
+        c = 0 if len(starts) == 2 else bisect.bisect_right(starts, index) - 1
+        ot, oy, ox = self._origins[c]
+        it, rest = divmod(index - starts[c], len(oy) * len(ox))
         iy, ix = divmod(rest, len(ox))
-        return c, (int(ot[it]), int(oy[iy]), int(ox[ix]))
+        return c, (ot[it], oy[iy], ox[ix])
 
     def chunk_groups(self) -> np.ndarray:
         """Per global window, the number of the stored chunk holding its origin."""
@@ -435,6 +444,21 @@ class WindowIndex:
             cube = self.cubes[c]
             r = self._readers[c] = ChunkCache(cube, self.gpu, self.notify, self.cache_chunks)
         return r
+
+    def warm_up(self) -> bool:
+        """Decode a stored chunk of the first eocube store, on the CPU, in this process.
+
+        The video decoders' compiled kernels (Numba) load on a process's first decode,
+        about a second on a small machine: DataLoader workers forked afterwards inherit
+        them loaded instead of loading them each, at every epoch without
+        ``persistent_workers``. Leaves this index's own readers as they were (workers
+        open the stores again). False when no cube is an eocube store.
+        """
+        for cube in self.cubes:
+            if cube.video:
+                ChunkCache(cube, False, self.notify, cache_chunks=1).chunk((0, 0, 0))
+                return True
+        return False
 
     def chunk_key(self, c: int, origin: tuple[int, int, int]) -> tuple[int, int, int]:
         """The stored chunk of cube ``c`` holding ``origin``."""
@@ -535,6 +559,17 @@ class EpochPlan:
     worker, so every decoded chunk serves all its windows in one process; a shuffle
     buffer then mixes the windows of consecutive groups.
 
+    With ``even_ranks`` (the default) and several ranks, every rank yields the same
+    number of windows, and each of its workers the same number as the same worker of
+    any other rank, so that every rank makes the same number of batches whatever the
+    batch size (DDP hangs at a collective otherwise): ranks whose part is short repeat
+    some of their own windows, those of their last chunks first (still decoded), up to
+    the longest part, and a rank's part is cut into equal shares per worker (a chunk
+    whose windows straddle two shares is decoded by both workers). Every window is read
+    at least once per epoch, and each short rank's shortfall (about a chunk's windows at
+    most) twice. Without ``even_ranks``, every window is read exactly once and each
+    rank's part is within a chunk's windows of an even share.
+
     Parameters
     ----------
     groups : ndarray of int
@@ -550,7 +585,12 @@ class EpochPlan:
     shuffle_buffer: int = 256
     rank: int = 0
     world_size: int = 1
-    even_ranks: bool = False
+    even_ranks: bool = True
+
+    @property
+    def evened(self) -> bool:
+        """Whether ranks are evened (``even_ranks`` with more than one rank)."""
+        return self.even_ranks and self.world_size > 1
 
     def order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """Global window order of an epoch and the group of each position."""
@@ -573,39 +613,58 @@ class EpochPlan:
         sizes = np.diff(np.r_[starts, len(order)])
         part = np.repeat(split(sizes, self.world_size), sizes)
         mine = part == self.rank
-        if self.even_ranks:
-            least = int(np.bincount(part, minlength=self.world_size).min())
-            mine &= np.cumsum(mine) <= least
-        return order[mine], groups[mine]
+        own, own_groups = order[mine], groups[mine]
+        if not self.evened:
+            return own, own_groups
+        shortfall = int(np.bincount(part, minlength=self.world_size).max()) - len(own)
+        if shortfall > 0:
+            # repeat this rank's windows from its end backwards: the last chunk's windows
+            # first, right after them (its decoded chunk serves them too); a rank without
+            # windows (more ranks than chunks) repeats the epoch's last ones
+            source, source_groups = (own, own_groups) if len(own) else (order, groups)
+            pick = len(source) - 1 - np.arange(shortfall) % len(source)
+            own = np.concatenate([own, source[pick]])
+            own_groups = np.concatenate([own_groups, source_groups[pick]])
+        return own, own_groups
 
     def worker_windows(self, epoch: int, workers: int) -> list[np.ndarray]:
         """This rank's windows of an epoch, one array per worker, in yield order."""
+        shares = self._shares(epoch, workers)
+        return [self._yield_order(epoch, len(shares), w, s) for w, s in enumerate(shares)]
+
+    def _shares(self, epoch: int, workers: int) -> list[np.ndarray]:
+        """This rank's windows of an epoch, one array per worker, before the shuffle
+        buffer (which keeps their sizes)."""
         order, groups = self.rank_part(epoch)
         workers = max(1, workers)
-        if len(order):
+        if len(order) and self.evened:
+            # equal shares, the same sizes on every rank: the same batches per rank
+            part = np.arange(len(order)) * workers // len(order)
+        elif len(order):
             starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
             sizes = np.diff(np.r_[starts, len(order)])
             part = np.repeat(split(sizes, workers), sizes)
         else:
             part = np.zeros(0, np.int64)
-        out = []
-        for w in range(workers):
-            mine = order[part == w]
-            if self.shuffle:
-                rng = np.random.default_rng([self.seed + epoch, self.rank, w, workers])
-                mine = buffer_shuffle(mine, self.shuffle_buffer, rng)
-            out.append(mine)
-        return out
+        return [order[part == w] for w in range(workers)]
+
+    def _yield_order(self, epoch: int, workers: int, worker: int, share: np.ndarray) -> np.ndarray:
+        if not self.shuffle:
+            return share
+        rng = np.random.default_rng([self.seed + epoch, self.rank, worker, workers])
+        return buffer_shuffle(share, self.shuffle_buffer, rng)
 
     def remaining(
         self, epoch: int, workers: int, worker: int, state: Mapping[str, Any] | None
     ) -> np.ndarray:
         """The windows worker ``worker`` (of ``workers``, 1 without worker processes)
         still yields this epoch after the consumption recorded in ``state`` (a
-        ``state_dict`` of the dataset; None: from the start)."""
-        per_worker = self.worker_windows(epoch, workers)
+        ``state_dict`` of the dataset; None: from the start). Only that worker's
+        share goes through the shuffle buffer."""
+        shares = self._shares(epoch, workers)
+        n = len(shares)
         if state is None:
-            return per_worker[worker]
+            return self._yield_order(epoch, n, worker, shares[worker])
         saved_workers = max(1, int(state["num_workers"]))
         if saved_workers != workers:
             raise ValueError(
@@ -613,18 +672,16 @@ class EpochPlan:
                 f"the same number of DataLoader workers (now {workers if workers > 1 else 0})"
             )
         if saved_workers == 1:
-            return per_worker[0][int(state["samples"]) :]
+            return self._yield_order(epoch, n, 0, shares[0])[int(state["samples"]) :]
         taken = [0] * workers
         last = -1
-        batches = deliveries(
-            [len(s) for s in per_worker], int(state["batch_size"]), state["drop_last"]
-        )
-        for _, (w, n) in zip(range(int(state["batches"])), batches, strict=False):
-            taken[w] += n
+        batches = deliveries([len(s) for s in shares], int(state["batch_size"]), state["drop_last"])
+        for _, (w, k) in zip(range(int(state["batches"])), batches, strict=False):
+            taken[w] += k
             last = w
         # the worker after the last one served goes first, as it would have
         old = (last + 1 + worker) % workers
-        return per_worker[old][taken[old] :]
+        return self._yield_order(epoch, n, old, shares[old])[taken[old] :]
 
 
 def cubes_the_window_fits(

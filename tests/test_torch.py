@@ -7,6 +7,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from eocube.torch import (  # noqa: E402
     CubeDataset,
     StreamingCubeDataset,
 )
-from eocube.windows import ChunkCache, Notifier, describe  # noqa: E402
+from eocube.windows import ChunkCache, Notifier, WindowIndex, describe  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 # two 4-band Sentinel-2 cubes (uint16; the second cut to 20 dates), batched together
@@ -148,10 +149,13 @@ def test_streaming_in_process_reads_each_chunk_once(
 
 @pytest.mark.parametrize("context", ["fork", "spawn"])
 def test_streaming_two_ranks_two_workers_each_window_once(stores: list[str], context: str) -> None:
+    # even_ranks=False: every window exactly once per epoch, ranks differing a little
     expected = _all_windows(stores)
     epochs: list[list] = [[], []]
     for rank in (0, 1):
-        ds = StreamingCubeDataset(stores, window=WINDOW, seed=7, rank=rank, world_size=2)
+        ds = StreamingCubeDataset(
+            stores, window=WINDOW, seed=7, rank=rank, world_size=2, even_ranks=False
+        )
         # spawn: workers start once (persistent) and move to the next epoch by themselves;
         # fork: new workers each epoch, driven by set_epoch
         loader = torch.utils.data.DataLoader(
@@ -178,7 +182,12 @@ def test_streaming_order_is_the_same_on_every_rank_and_shuffles() -> None:
     parts = []
     for rank in range(3):
         ds = StreamingCubeDataset(
-            [data], window={"time": 2, "y": 8, "x": 8}, seed=5, rank=rank, world_size=3
+            [data],
+            window={"time": 2, "y": 8, "x": 8},
+            seed=5,
+            rank=rank,
+            world_size=3,
+            even_ranks=False,
         )
         parts.append([s["offset"] for s in ds])
     flat = [o for p in parts for o in p]
@@ -244,6 +253,189 @@ def test_resume_with_plain_dataloader_in_process(stores: list[str]) -> None:
     assert head + tail == full
     with pytest.raises(ValueError, match="seed"):
         StreamingCubeDataset(stores, window=WINDOW, seed=3).load_state_dict(state)
+
+
+# --- ranks under DDP: the same number of batches on every rank -----------------------------
+
+EVEN_WINDOW = {"time": 2, "y": 8, "x": 8}
+Offsets = tuple[int, int, int]
+
+
+def _chunked() -> xr.Dataset:
+    """40 windows of EVEN_WINDOW (not a multiple of 3) in 12 stored chunks of 4, 4 and 2."""
+    values = np.arange(8 * 16 * 40, dtype=np.float32).reshape(8, 1, 16, 40)
+    ds = xr.Dataset({"data": (("time", "band", "y", "x"), values)})
+    ds["data"].encoding["preferred_chunks"] = {"time": 2, "y": 16, "x": 16}
+    return ds
+
+
+def _rank_epochs(workers: int, epochs: int = 2, **kwargs: Any) -> list[list[list[Offsets]]]:
+    """Per epoch, per rank of 3: the batches' offsets (batches of 4: with 2 workers and
+    shares cut at chunk boundaries, ranks would make 5, 4 and 5 batches in epoch 1)."""
+    data = _chunked()
+    out: list[list[list[Offsets]]] = [[] for _ in range(epochs)]
+    for rank in range(3):
+        ds = StreamingCubeDataset(
+            [data], window=EVEN_WINDOW, seed=1, rank=rank, world_size=3, **kwargs
+        )
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_size=4,
+            num_workers=workers,
+            multiprocessing_context="fork" if workers else None,
+        )
+        for epoch in range(epochs):
+            ds.set_epoch(epoch)
+            batches = [[o for _, o in _keys(b)] for b in loader]
+            assert sum(map(len, batches)) == len(ds)
+            out[epoch].append(batches)
+    return out
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_rank_yields_as_many_samples_and_batches_by_default(workers: int) -> None:
+    every = {(t, y, x) for t in range(0, 8, 2) for y in (0, 8) for x in range(0, 40, 8)}
+    for epoch, ranks in enumerate(_rank_epochs(workers)):
+        # each rank's part of the epoch without evening
+        parts = []
+        for rank in range(3):
+            uneven = StreamingCubeDataset(
+                [_chunked()], window=EVEN_WINDOW, seed=1, rank=rank, world_size=3, even_ranks=False
+            )
+            uneven.set_epoch(epoch)
+            parts.append({o for s in uneven for o in [s["offset"]]})
+        assert len({len(p) for p in parts}) > 1  # 40 windows, 3 ranks: uneven parts
+        counts = [sum(map(len, batches)) for batches in ranks]
+        assert counts == [max(map(len, parts))] * 3  # padded up to the longest part
+        assert len({len(batches) for batches in ranks}) == 1  # the same number of batches
+        seen = [{o for b in batches for o in b} for batches in ranks]
+        assert seen == parts  # each rank reads its own part, repeating some of its windows
+        assert set.union(*seen) == every
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_even_ranks_false_reads_every_window_once(workers: int) -> None:
+    for ranks in _rank_epochs(workers, even_ranks=False):
+        offsets = [o for batches in ranks for b in batches for o in b]
+        assert len(offsets) == len(set(offsets)) == 40
+        counts = [sum(map(len, batches)) for batches in ranks]
+        assert len(set(counts)) > 1  # 40 windows cannot split evenly over 3 ranks
+        assert all(abs(c - 40 / 3) <= 4 for c in counts)  # a chunk's windows from even
+
+
+def test_even_ranks_is_part_of_the_state(stores: list[str]) -> None:
+    state = StreamingCubeDataset(
+        [_chunked()], window=EVEN_WINDOW, rank=1, world_size=3
+    ).state_dict()
+    assert state["even_ranks"] is True
+    other = StreamingCubeDataset(
+        [_chunked()], window=EVEN_WINDOW, rank=1, world_size=3, even_ranks=False
+    )
+    with pytest.raises(ValueError, match="even_ranks"):
+        other.load_state_dict(state)
+    # a state saved before even_ranks was saved (then not evened by default)
+    other.load_state_dict({k: v for k, v in state.items() if k != "even_ranks"})
+    # one rank: nothing to even, any state resumes
+    StreamingCubeDataset(stores, window=WINDOW, even_ranks=False).load_state_dict(
+        StreamingCubeDataset(stores, window=WINDOW).state_dict()
+    )
+
+
+@pytest.mark.parametrize(("workers", "k"), [(0, 2), (2, 3)])
+def test_resume_on_an_evened_rank(workers: int, k: int) -> None:
+    def make() -> tuple[StreamingCubeDataset, CubeDataLoader]:
+        ds = StreamingCubeDataset([_chunked()], window=EVEN_WINDOW, seed=1, rank=2, world_size=3)
+        ds.set_epoch(1)
+        return ds, CubeDataLoader(
+            ds,
+            batch_size=2,
+            num_workers=workers,
+            multiprocessing_context="fork" if workers else None,
+        )
+
+    _, loader = make()
+    full = [_keys(b) for b in loader]
+    ds, loader = make()
+    head = []
+    for batch in loader:
+        head.append(_keys(batch))
+        if len(head) == k:
+            break
+    ds2, loader2 = make()
+    ds2.load_state_dict(ds.state_dict())
+    assert head + [_keys(b) for b in loader2] == full
+
+
+def test_map_style_under_a_distributed_sampler_pads_every_rank() -> None:
+    # what CubeDataset's notes say: DistributedSampler pads every rank to ceil(n / ranks)
+    ds = CubeDataset(_chunked(), window=EVEN_WINDOW)
+    assert len(ds) == 40
+    parts = []
+    for rank in range(3):
+        sampler = torch.utils.data.DistributedSampler(ds, num_replicas=3, rank=rank, seed=2)
+        loader = CubeDataLoader(ds, batch_size=4, sampler=sampler)
+        parts.append([o for b in loader for _, o in _keys(b)])
+    assert [len(p) for p in parts] == [14, 14, 14]
+    assert {o for p in parts for o in p} == {ds.offset(i) for i in range(len(ds))}
+
+
+# --- batches from worker processes ---------------------------------------------------------
+
+
+def test_cube_dataloader_batches_equal_default_collate(sst_store: str) -> None:
+    from eocube.torch import _collate_in_worker, _finish_batch
+
+    ds = CubeDataset(sst_store, window=SST_WINDOW, nan="mask")
+    samples = [ds[i] for i in range(5)]
+    _assert_same_batch(
+        _finish_batch(_collate_in_worker(samples)), torch.utils.data.default_collate(samples)
+    )
+    tensors = [s["data"] for s in samples]  # samples that a transform made tensors
+    _assert_same_batch(_collate_in_worker(tensors), torch.stack(tensors))
+    stream = StreamingCubeDataset([sst_store], window=SST_WINDOW, nan="mask", seed=3)
+    plain = torch.utils.data.DataLoader(stream, batch_size=4, num_workers=2)
+    ours = CubeDataLoader(stream, batch_size=4, num_workers=2)
+    assert ours.collate_fn is _collate_in_worker
+    for made, expected in zip(ours, plain, strict=True):
+        _assert_same_batch(made, expected)
+    # its own collate_fn, pinned batches or no workers: the loader's collate_fn as given
+    assert CubeDataLoader(stream, batch_size=4).collate_fn is torch.utils.data.default_collate
+    assert CubeDataLoader(stream, num_workers=2, collate_fn=list).collate_fn is list
+
+
+def test_cube_dataloader_warms_the_decoders_before_forking_workers(
+    stores: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    original = WindowIndex.warm_up
+    monkeypatch.setattr(WindowIndex, "warm_up", lambda self: calls.append(1) or original(self))
+    ds = StreamingCubeDataset(stores[:1], window=WINDOW)
+    forked = CubeDataLoader(ds, batch_size=8, num_workers=2, multiprocessing_context="fork")
+    for _ in range(2):  # workers forked anew each epoch, warmed once
+        assert sum(len(b["cube"]) for b in forked) == len(ds)
+    assert calls == [1]
+    assert sum(len(b["cube"]) for b in CubeDataLoader(ds, batch_size=8)) == len(ds)
+    assert calls == [1]  # no workers: nothing to warm
+
+
+def _assert_same_batch(made: object, expected: object) -> None:
+    assert type(made) is type(expected)
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(made, torch.Tensor)
+        assert made.dtype == expected.dtype
+        torch.testing.assert_close(made, expected, equal_nan=True, rtol=0, atol=0)
+    elif isinstance(expected, dict):
+        assert isinstance(made, dict)
+        assert list(made) == list(expected)
+        for key, value in expected.items():
+            _assert_same_batch(made[key], value)
+    elif isinstance(expected, list):
+        assert isinstance(made, list)
+        assert len(made) == len(expected)
+        for a, b in zip(made, expected, strict=True):
+            _assert_same_batch(a, b)
+    else:
+        assert made == expected
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="covers machines without a GPU")

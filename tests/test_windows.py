@@ -53,11 +53,34 @@ def test_window_values_equal_the_stores(store: str) -> None:
         np.testing.assert_array_equal(got, reference[t : t + 4, :, y : y + 16, x : x + 16])
 
 
+def test_warm_up_decodes_a_chunk_of_an_eocube_store_only(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[tuple[int, int, int]] = []
+    original = windows.ChunkCache._read
+    monkeypatch.setattr(
+        windows.ChunkCache, "_read", lambda self, *a: reads.append(a[2]) or original(self, *a)
+    )
+    cube = windows.describe(store, variables=None, bands=None, cube_id=None, storage_options=None)
+    assert cube.video
+    index = windows.WindowIndex([cube], {"time": 4}, None, cache_chunks=2)
+    assert index.warm_up()
+    assert reads == [(0, 0, 0)]
+    assert index._readers == {}  # its own readers untouched
+    plain = windows.describe(open_cube("stars_bcsd_obs_12x2x33x81"), variables=None,
+                             bands=None, cube_id=None, storage_options=None)  # fmt: skip
+    assert not plain.video
+    assert not windows.WindowIndex([plain], {"time": 4}, None, cache_chunks=2).warm_up()
+    assert reads == [(0, 0, 0)]
+
+
 def test_epoch_plan_covers_every_window_once_across_ranks_and_workers() -> None:
     groups = np.repeat(np.arange(12), [3, 1, 4, 2, 5, 1, 1, 2, 3, 3, 2, 1])
     seen = []
     for rank in range(2):
-        plan = windows.EpochPlan(groups, seed=5, shuffle_buffer=4, rank=rank, world_size=2)
+        plan = windows.EpochPlan(
+            groups, seed=5, shuffle_buffer=4, rank=rank, world_size=2, even_ranks=False
+        )
         parts = plan.worker_windows(epoch=3, workers=3)
         for part in parts:
             # a worker reads every window of a chunk group it holds
@@ -68,6 +91,36 @@ def test_epoch_plan_covers_every_window_once_across_ranks_and_workers() -> None:
     plan = windows.EpochPlan(groups, seed=5)
     assert not np.array_equal(plan.order(0)[0], plan.order(1)[0])  # a new order each epoch
     np.testing.assert_array_equal(plan.order(1)[0], windows.EpochPlan(groups, seed=5).order(1)[0])
+
+
+def test_even_ranks_give_every_rank_and_worker_the_same_counts() -> None:
+    # 31 windows (not a multiple of 3) in chunks of uneven sizes
+    groups = np.repeat(np.arange(12), [3, 1, 4, 2, 5, 1, 1, 2, 3, 3, 2, 4])
+    for epoch in range(3):
+        plans = [windows.EpochPlan(groups, seed=5, rank=r, world_size=3) for r in range(3)]
+        uneven = [
+            windows.EpochPlan(groups, seed=5, rank=r, world_size=3, even_ranks=False)
+            for r in range(3)
+        ]
+        parts = [p.rank_part(epoch)[0] for p in plans]
+        own = [set(u.rank_part(epoch)[0].tolist()) for u in uneven]
+        assert len({len(p) for p in parts}) == 1
+        assert len(parts[0]) == max(map(len, own))
+        assert [set(p.tolist()) for p in parts] == own  # repeats of the rank's own windows
+        assert set.union(*own) == set(range(len(groups)))
+        for workers in (1, 2, 3, 4):
+            shares = [[len(w) for w in p.worker_windows(epoch, workers)] for p in plans]
+            assert shares[0] == shares[1] == shares[2]  # the same batches on every rank
+            for p, part in zip(plans, parts, strict=True):
+                together = np.concatenate(p.worker_windows(epoch, workers))
+                assert sorted(together.tolist()) == sorted(part.tolist())
+    # more ranks than chunks: a rank without windows repeats some of the epoch's
+    few = np.repeat(np.arange(2), [3, 2])
+    parts = [windows.EpochPlan(few, rank=r, world_size=3).rank_part(0)[0] for r in range(3)]
+    assert [len(p) for p in parts] == [3, 3, 3]
+    # one rank: nothing to even
+    plan = windows.EpochPlan(groups, seed=5, world_size=1)
+    assert len(plan.rank_part(0)[0]) == len(groups)
 
 
 def test_remaining_after_a_saved_state_replays_the_dataloader_order() -> None:
