@@ -310,16 +310,18 @@ class ChunkReader:
                 ) from None
         return data
 
-    def read(self, coords: tuple[int, ...]) -> np.ndarray:
+    def read(self, coords: tuple[int, ...], *, max_threads: int | None = None) -> np.ndarray:
         """The values of the chunk at grid position ``coords`` as stored (before CF
         decoding), cut to the array's bounds at its edges.
 
         The block comes from the process's decoded-chunk cache (:mod:`eocube.cache`)
         when this reader decoded it before, and is then read-only: copy what you keep.
+        A decode takes the codec threads :data:`DECODE_SLOTS` gives it, ``max_threads``
+        at most (1 where the caller decodes other chunks beside it).
         """
-        return cache.CHUNKS.get((self._token, coords), lambda: self._decode(coords))
+        return cache.CHUNKS.get((self._token, coords), lambda: self._decode(coords, max_threads))
 
-    def _decode(self, coords: tuple[int, ...]) -> np.ndarray:
+    def _decode(self, coords: tuple[int, ...], max_threads: int | None) -> np.ndarray:
         bounds = tuple(
             slice(c * s, min((c + 1) * s, n))
             for c, s, n in zip(coords, self.chunk_shape, self.array.shape, strict=True)
@@ -330,7 +332,7 @@ class ChunkReader:
         if payload is None:
             return np.full(shape, self.array.fill_value, dtype=dtype)
         try:
-            with DECODE_SLOTS.slot() as threads:
+            with DECODE_SLOTS.slot(max_threads) as threads:
                 if self.frame_decoder is None:
                     block = decode_chunk(payload, threads=threads)
                 else:
@@ -369,10 +371,11 @@ class _DecodeSlots:
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def slot(self) -> Iterator[int]:
+    def slot(self, most: int | None = None) -> Iterator[int]:
+        """Codec threads for a decode starting now (``most`` at most), held until it ends."""
         with self._lock:
             self.active += 1
-            threads = max(1, self.cores // self.active)
+            threads = max(1, min(most or self.cores, self.cores // self.active))
         try:
             yield threads
         finally:
@@ -454,9 +457,11 @@ class VideoArray(BackendArray):
         touched = list(itertools.product(*per_dim))
 
         def fill(parts: tuple[tuple[int, _Positions, _Positions], ...]) -> None:
-            block = self.reader.read(tuple(k for k, _, _ in parts))
+            # the chunks of one read decode side by side on the pool, one thread each
+            block = self.reader.read(tuple(k for k, _, _ in parts), max_threads=threads)
             out[_outer(o for _, o, _ in parts)] = block[_outer(i for _, _, i in parts)]
 
+        threads = None if len(touched) == 1 else 1
         if len(touched) == 1:
             fill(touched[0])
         else:

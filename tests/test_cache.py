@@ -277,3 +277,14 @@ def test_concurrent_reads_of_one_shard_fetch_its_index_once(
             parts = list(pool.map(read, range(8)))
     assert len(parts) == 8
     assert len(fetches) == 1, fetches
+
+
+def test_decodes_share_the_cores_as_codec_threads() -> None:
+    slots = eocube.reader._DecodeSlots(cores=4)
+    with slots.slot() as alone:
+        assert alone == 4  # a decode alone gets every core
+        with slots.slot() as second, slots.slot() as third:
+            assert (second, third) == (2, 1)  # later ones share what is left, one at least
+    assert slots.active == 0
+    with slots.slot() as again, slots.slot(most=1) as capped:
+        assert (again, capped) == (4, 1)
