@@ -21,6 +21,13 @@ default write (no measure, as benchmarks.rd times it) at least as fast as the re
 at equal bpppb on every cube.
 
     python -m benchmarks.encode_speed [--corpus /work/shared/data] [--label after]
+    python -m benchmarks.encode_speed --label before --code /tmp/base  # an old checkout
+
+``--code DIR`` measures the eocube package of another checkout (``DIR/eocube``, with its
+own ``codecs/``) with this benchmark: it runs itself again in a subprocess whose working
+folder holds links to that package and to this checkout's ``benchmarks`` and ``tests``,
+so that runs of two versions share the benchmark and the corpus. Run the versions one
+after the other, not at once: they share the cores.
 
 Writes ``benchmarks/results/encode_speed.json`` (one entry per ``--label``, so that runs
 before and after a change sit side by side), ``encode_speed.md`` and ``encode_speed.png``.
@@ -31,8 +38,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -358,7 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", default="before", help="run label goal (b) compares with")
     p.add_argument("--out", type=Path, default=OUT_JSON, help="results JSON")
     p.add_argument("--report-only", action="store_true", help="rebuild the reports only")
+    p.add_argument("--code", type=Path, help="measure the eocube package of this checkout")
     args = p.parse_args(argv)
+    if args.code is not None:
+        return _run_with_code(args.code, argv if argv is not None else sys.argv[1:], args.out)
 
     from eocube import warmup
 
@@ -368,12 +380,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         folder = corpus.corpus_dir(args.corpus)
         names = args.cubes or corpus.cube_names(folder)
+        code = os.environ.get("EOCUBE_BENCH_CODE")
         run: dict[str, Any] = {
             "label": args.label,
             "baseline_label": args.baseline,
             "machine": machine_info(),
-            "git": git_state(),
-            "command": "python -m benchmarks.encode_speed " + " ".join(argv or sys.argv[1:]),
+            "git": _git_of(Path(code)) if code else git_state(),
+            "command": "python -m benchmarks.encode_speed "
+            + " ".join(argv or sys.argv[1:])
+            + (f" --code {code}" if code else ""),
             "repeats": args.repeats,
             "cubes": {},
         }
@@ -393,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         runs[args.label] = run
         args.out.write_text(json.dumps(store, indent=1, default=float))
     md = ["# Encode speed (benchmarks/encode_speed.py)", ""]
+    # what the runs alone do not show (interleaved A/B measurements, caveats), by hand
+    for note in store.get("notes", []):
+        md += [f"- {note}"]
+    md += [""] if store.get("notes") else []
     base = runs.get(args.baseline)
     for label, run in runs.items():
         md += [
@@ -409,6 +428,38 @@ def main(argv: list[str] | None = None) -> int:
     if current is not None:
         plot(current, args.out.with_suffix(".png"))
     return 0
+
+
+def _git_of(checkout: Path) -> dict[str, Any]:
+    """The commit of another checkout (``--code``), as :func:`common.git_state` gives it."""
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "HEAD"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return {"code": str(checkout)}
+    return {"commit": found.stdout.strip(), "code": str(checkout)}
+
+
+def _run_with_code(checkout: Path, argv: list[str], out: Path) -> int:
+    """This benchmark again, in a subprocess importing ``checkout``'s eocube (``--code``)."""
+    checkout = checkout.resolve()
+    if not (checkout / "eocube" / "__init__.py").exists():
+        raise SystemExit(f"--code {checkout}: no eocube package there")
+    here = Path(__file__).resolve().parent
+    rest = [a for i, a in enumerate(argv) if a != "--code" and (i == 0 or argv[i - 1] != "--code")]
+    rest = [a for a in rest if not a.startswith("--code=")]
+    with tempfile.TemporaryDirectory(prefix="encode-speed-code-") as tmp:
+        for name, target in (
+            ("eocube", checkout / "eocube"),
+            ("benchmarks", here),
+            ("tests", here.parent / "tests"),
+        ):
+            (Path(tmp) / name).symlink_to(target)
+        env = {**os.environ, "EOCUBE_BENCH_CODE": str(checkout)}
+        cmd = [sys.executable, "-m", "benchmarks.encode_speed", *rest, "--out", str(out.resolve())]
+        return subprocess.run(cmd, cwd=tmp, env=env, check=False).returncode
 
 
 if __name__ == "__main__":

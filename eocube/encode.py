@@ -4,8 +4,9 @@
 variables, zstd with checksums for the rest, regular axes as two numbers) and its
 chunking; :func:`cube_tasks` encodes a cube variable one dask task per chunk (staged in
 the store until its shard is written) and writes one shard per task, so memory stays
-bounded by a few chunks per worker thread; :func:`lossless_tasks` writes the rest
-through xarray.
+bounded by a few chunks per worker thread; :class:`EagerEncodes` does the same for a cube
+in memory without dask, its encodes started before the metadata is written;
+:func:`lossless_tasks` writes the rest through xarray.
 
 Within :func:`reuse_payloads` (a write with a rate target), the payloads that the rate
 control's trial encodes made of sample chunks are kept, and a chunk the write encodes
@@ -18,7 +19,10 @@ import contextlib
 import hashlib
 import itertools
 import math
+import uuid
 from collections.abc import Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -87,8 +91,11 @@ def prepare(
             fill_value=cv.fill,
         )
         # xarray creates the array (metadata, CF attributes) from this lazy variable but
-        # does not write its values: cube_tasks does, chunk by chunk (see there)
-        out[name] = ds[name].chunk(dict(zip(cv.order, cv.shard, strict=True)))
+        # does not write its values: cube_tasks does, chunk by chunk (see there). Its dask
+        # graph is never computed: a token of its own spares hashing the whole cube.
+        out[name] = ds[name].chunk(
+            dict(zip(cv.order, cv.shard, strict=True)), token=f"eocube-{uuid.uuid4().hex}"
+        )
 
     return out, encoding
 
@@ -211,6 +218,135 @@ def cube_tasks(
             keys.append(key)
         tasks.append(write(arr, tuple(shard), payloads, stage, keys if staging else []))
     return tasks
+
+
+def in_memory(var: xr.DataArray) -> bool:
+    """Whether the values of ``var`` are in memory (numpy): neither dask-backed nor
+    lazily read from a file."""
+    return var.chunks is None and bool(var.variable._in_memory)
+
+
+def encodes_now(ds: xr.Dataset, cube_vars: Mapping[Hashable, CubeVar], progress: bool) -> bool:
+    """Whether :class:`EagerEncodes` may write the cube variables: all in memory
+    (:func:`in_memory`), no dask scheduler configured (no ``dask.distributed`` client, no
+    other scheduler), and no progress bar asked for (dask draws it)."""
+    import dask.base
+
+    if progress or dask.base.get_scheduler() is not None:
+        return False
+    return all(in_memory(ds[name]) for name in cube_vars)
+
+
+@dataclass
+class _Shard:
+    """One shard of :class:`EagerEncodes`: its chunks' payloads as they come."""
+
+    name: Hashable
+    index: tuple[int, ...]
+    payloads: list[bytes | None]
+    keys: list[str | None]
+    staging: bool
+    left: int
+    staged: list[str] = field(default_factory=list)
+
+
+class EagerEncodes:
+    """The chunks of in-memory cube variables, encoded from the start of a write.
+
+    The chunk encodes (the video codec, outside the GIL) start on a pool of as many
+    threads as dask's threaded scheduler would use, before the store's metadata is
+    written, so that xarray and zarr write the metadata and the other variables while
+    the codecs run. :meth:`write` then stages each payload as it comes (when its shard
+    holds other chunks, as :func:`cube_tasks` does) and writes each shard when its last
+    chunk is in. The payloads and shard objects are those :func:`cube_tasks` makes.
+    Payloads wait in memory only until their shard is written; the cube is in memory
+    already (:func:`encodes_now`), and its payloads are smaller than it.
+    """
+
+    def __init__(
+        self,
+        ds: xr.Dataset,
+        cube_vars: Mapping[Hashable, CubeVar],
+        encoding: Mapping[Hashable, Mapping[str, Any]],
+    ) -> None:
+        import dask.system
+
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, dask.system.CPU_COUNT), thread_name_prefix="eocube-encode"
+        )
+        self._shards: list[_Shard] = []
+        self._futures: dict[Future[bytes | None], tuple[_Shard, int]] = {}
+        try:
+            for name, cv in cube_vars.items():
+                self._submit(ds, name, cv, encoding[name]["serializer"])
+        except BaseException:
+            self.close()
+            raise
+
+    def _submit(self, ds: xr.Dataset, name: Hashable, cv: CubeVar, codec: VideoCodec) -> None:
+        # as cube_tasks: CF-encoded, then each block in the stored dtype
+        data = np.asarray(xr.conventions.encode_cf_variable(ds[name].variable).data)
+        inner = cv.inner
+        blocks = [math.ceil(n / c) for n, c in zip(data.shape, inner, strict=True)]
+        per = [s // c for s, c in zip(cv.shard, inner, strict=True)]
+        counts = [math.ceil(n / s) for n, s in zip(data.shape, cv.shard, strict=True)]
+        for shard in itertools.product(*(range(c) for c in counts)):
+            chunks = [
+                tuple(s * p + i for s, p, i in zip(shard, per, local, strict=True))
+                for local in itertools.product(*(range(p) for p in per))
+            ]
+            inside = [all(i < n for i, n in zip(idx, blocks, strict=True)) for idx in chunks]
+            job = _Shard(
+                name=name,
+                index=tuple(shard),
+                payloads=[None] * len(chunks),
+                keys=[
+                    layout.stage_key(name, idx) if ok else None
+                    for idx, ok in zip(chunks, inside, strict=True)
+                ],
+                # a shard of one chunk is itself the checkpoint: nothing to stage
+                staging=sum(inside) > 1,
+                left=sum(inside),
+            )
+            self._shards.append(job)
+            for pos, (idx, ok) in enumerate(zip(chunks, inside, strict=True)):
+                if not ok:
+                    continue
+                region = tuple(slice(i * c, (i + 1) * c) for i, c in zip(idx, inner, strict=True))
+                future = self._pool.submit(_encode_region, data[region], codec, cv, idx)
+                self._futures[future] = (job, pos)
+
+    def write(self, group: zarr.Group, stage: StorePath) -> None:
+        """Stage the payloads as they come and write every shard (into ``group``)."""
+        arrays = {}
+        for job in self._shards:
+            if job.name not in arrays:
+                arr = group[str(job.name)]
+                assert isinstance(arr, zarr.Array)
+                arrays[job.name] = arr
+        for future in as_completed(self._futures):
+            job, pos = self._futures[future]
+            payload = future.result()
+            job.payloads[pos] = payload
+            key = job.keys[pos]
+            if job.staging and payload is not None and key is not None:
+                lifecycle.write_bytes(stage, key, payload)
+                job.staged.append(key)
+            job.left -= 1
+            if job.left == 0:
+                _write_shard(arrays[job.name], job.index, job.payloads, stage, job.staged)
+                job.payloads = []
+
+    def close(self) -> None:
+        """Drop the encodes not started (a refusal or an interruption)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _encode_region(
+    block: np.ndarray, codec: VideoCodec, cv: CubeVar, chunk: tuple[int, ...]
+) -> bytes | None:
+    """:func:`_encode_payload` of a block of the CF-encoded values, in the stored dtype."""
+    return _encode_payload(block.astype(cv.dtype, copy=False), codec, cv, chunk)
 
 
 _PAYLOADS: dict[tuple[Any, ...], bytes] | None = None

@@ -10,10 +10,11 @@ at most ``1 + MAX_CORRECTIONS`` times, and usually once.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ import xarray as xr
 
 from eocube import metrics
 from eocube.chunk import decode_chunk
-from eocube.encode import chunk_as_written, encode_block
+from eocube.encode import chunk_as_written, encode_block, in_memory
 from eocube.profiles import Profile
 from eocube.report import EncodeReport, overhead
 
@@ -530,6 +531,46 @@ def correct(
                 new[key] = _snap(prof, q + shift)
         return new
     return None
+
+
+@contextlib.contextmanager
+def first_trials_ahead(
+    ds: xr.Dataset,
+    cube_vars: Mapping[Hashable, CubeVar],
+    profile: Profile,
+    control: Control,
+    bounds: Mapping[Hashable, Any],
+) -> Iterator[None]:
+    """Encode the first trial of each ``target_bpppb`` search (the sample at the
+    profile's default quality, where :func:`quality_for_bpppb` starts) on a thread while
+    the block runs; inside :func:`eocube.encode.reuse_payloads` the search then takes
+    those payloads instead of encoding them again.
+
+    For the writer's estimate of the store overhead (xarray and zarr writing metadata,
+    under the GIL), which the codec (outside it) overlaps. In-memory variables only (a
+    sample read from a file or dask would be read twice). An error is left for the
+    search to raise."""
+    names = [n for n in cube_vars if in_memory(ds[n])]
+    if profile.lossless or control.target_bpppb is None or not names:
+        yield
+        return
+
+    def run() -> None:
+        for name in names:
+            cv = cube_vars[name]
+            samples, coded, _ = _sample(ds, cv, profile)
+            make_trial(
+                samples, profile, nodata=cv.codec_nodata, max_abs_error=bounds.get(name),
+                coded=coded, measure=False,
+            )(_start(profile))  # fmt: skip
+
+    with ThreadPoolExecutor(1, thread_name_prefix="eocube-trial") as pool:
+        ahead = pool.submit(run)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                ahead.result()
 
 
 def choose_qualities(

@@ -170,6 +170,9 @@ def to_eocube(
     shard, so a dask-backed cube larger than memory encodes with memory bounded by a
     few chunks per worker thread; with a ``dask.distributed`` ``Client`` in scope the
     cluster's workers do it, writing shards to ``store`` (which they must all reach).
+    A cube already in memory (numpy, no dask scheduler configured, no ``progress``)
+    has its chunks encoded on as many threads from the start of the write, while the
+    metadata is written (:class:`eocube.encode.EagerEncodes`): the same store.
     Each encoded chunk is kept in the store's staging area until its shard is written,
     so an interrupted write loses only the chunks being encoded.
     """
@@ -203,10 +206,6 @@ def to_eocube(
             per_array_metadata, measure, started,
         )  # fmt: skip
     check_target(store, target, mode, resume)
-    overhead = 0.0
-    if control.target_bpppb is not None:
-        values = sum(ds[n].size for n in cube_vars)
-        overhead = estimate_overhead(ds, cube_vars, prof.name, fingerprint) * 8 / values
 
     def write(mode_now: str) -> EncodeReport:
         t0 = time.perf_counter()
@@ -222,6 +221,12 @@ def to_eocube(
 
     # the trial encodes of sample chunks serve the write of those chunks
     with encode.reuse_payloads():
+        overhead = 0.0
+        if control.target_bpppb is not None:
+            # the search's first trial encodes meanwhile (on the codec, outside the GIL)
+            with ratecontrol.first_trials_ahead(ds, cube_vars, prof, control, bounds):
+                values = sum(ds[n].size for n in cube_vars)
+                overhead = estimate_overhead(ds, cube_vars, prof.name, fingerprint) * 8 / values
         quality, psnr_bounds, trials = ratecontrol.choose_qualities(
             ds, cube_vars, prof, control, bounds, overhead
         )
@@ -370,6 +375,10 @@ def write_store(
     out, encoding = encode.prepare(ds, cube_vars, profile, quality, bounds)
     out.attrs = dict(out.attrs)
     out.attrs[MARKER] = encode.store_marker(cube_vars, complete=False)
+    # an in-memory cube's chunks encode while the metadata is written (encode.EagerEncodes)
+    eager = None
+    if cube_data and encode.encodes_now(ds, cube_vars, progress):
+        eager = encode.EagerEncodes(ds, cube_vars, encoding)
     try:
         with warnings.catch_warnings(), zarr.config.set({"json_indent": None}):
             # fixed-length strings (band names) and consolidated metadata are not yet in
@@ -393,14 +402,19 @@ def write_store(
             del writer
             tasks = encode.lossless_tasks(out, cube_vars, view, real.path)
             group = zarr.open_group(path, mode="r+", zarr_format=3)
-            for name, cv in cube_vars.items() if cube_data else ():
+            for name, cv in cube_vars.items() if cube_data and eager is None else ():
                 arr = group[str(name)]
                 assert isinstance(arr, zarr.Array)
                 tasks.extend(encode.cube_tasks(ds, name, cv, arr, real))
             encode.compute(tasks, progress)
+            if eager is not None:
+                eager.write(group, real)
     except _REFUSALS:
         _remove(real, store, fresh)
         raise
+    finally:
+        if eager is not None:
+            eager.close()
     lifecycle.finish(real, encode.store_marker(cube_vars, complete=True), per_array_metadata)
     return real
 

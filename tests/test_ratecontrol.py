@@ -158,3 +158,30 @@ def test_the_write_reuses_the_trial_encodes(
     quality = report.variables["data"].quality
     again = eocube.to_eocube(ds, tmp_path / "c.eocube", crf=quality, measure=False)
     assert again.variables["data"].payload_nbytes == report.variables["data"].payload_nbytes
+
+
+def test_the_first_bpppb_trial_encodes_beside_the_overhead_estimate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first trial (the sample at the default crf) is encoded on its own thread while
+    # the store overhead is estimated, and the search takes it instead of encoding again
+    import threading
+
+    from eocube import encode
+
+    ds = open_cube("s2_l2a_worldcereal_72x4x64x64")[["data"]]
+    calls: list[tuple[object, str]] = []
+    real = encode.encode_chunk
+
+    def counting(*args: object, **kwargs: object) -> bytes:
+        calls.append((kwargs.get("quality"), threading.current_thread().name))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(encode, "encode_chunk", counting)
+    report = eocube.to_eocube(ds, tmp_path / "t.eocube", target_bpppb=0.3)
+    assert len(calls) == 3 * report.trials  # the first trial is encoded once
+    first = [q for q, _ in calls[:3]]
+    assert first == [16.0] * 3
+    assert sum(1 for q, _ in calls if q == 16.0) == 3
+    # on the prefetching thread or the workers it started
+    assert any(t.startswith("eocube-trial") or "ThreadPool" in t for _, t in calls[:3])

@@ -290,3 +290,31 @@ def test_short_series_get_wider_chunks_of_the_same_pixel_budget(
     inner, _ = layout.chunk_shape(var, roles, chunks)
     assert inner == expected
     assert inner[0] * inner[2] * inner[3] <= layout.CHUNK_PIXELS
+
+
+def test_in_memory_write_matches_the_dask_write(tmp_path: Path) -> None:
+    # an in-memory cube encodes while its metadata is written (encode.EagerEncodes); a
+    # dask-backed one through dask tasks: the same store, byte for byte, with a shard of
+    # several chunks (staged, then dropped)
+    ds = open_cube("s2_l2a_worldcereal_118x4x64x64").isel(time=slice(0, 80))
+    stores = {}
+    for kind, cube in (("numpy", ds), ("dask", ds.chunk({"time": 40}))):
+        path = tmp_path / f"{kind}.eocube"
+        eocube.to_eocube(cube, path, crf=28, chunks={"time": 32})
+        stores[kind] = {
+            p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()
+        }
+    assert stores["numpy"] == stores["dask"]
+    assert not any(layout.STAGING in key for key in stores["numpy"])
+    reopened = eocube.open_dataset(tmp_path / "numpy.eocube")
+    assert reopened.data.shape == ds.data.shape
+
+
+def test_in_memory_write_refusal_removes_the_store(tmp_path: Path) -> None:
+    ds = open_cube("stars_cmip3_tos_24x1x170x180")
+    values = ds["data"].values.copy()
+    values[20].flat[values[20].size // 2] = np.inf  # in the last of three chunks
+    ds["data"] = ds["data"].copy(data=values)
+    with pytest.raises(eocube.UnsupportedDataError):
+        eocube.to_eocube(ds, tmp_path / "cube.eocube", chunks={"time": 8})
+    assert not (tmp_path / "cube.eocube").exists()
