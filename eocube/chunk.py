@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -243,21 +244,7 @@ def encode_chunk(
 
     plans = packing.plan_layout(prof.layout, T, B)
     w.pack("B", len(plans))
-    for plan in plans:
-        pix_fmt = prof.pix_fmt if plan.role == "main" else prof.extra_pix_fmt
-        assert pix_fmt is not None
-        stream = video.encode_frames(
-            ([planes[i] for i in row] for row in plan.sources),
-            encoder=prof.encoder,
-            decoder=prof.decoder,
-            pix_fmt=pix_fmt,
-            height=height,
-            width=width,
-            options=options,
-            threads=threads,
-        )
-        if prof.lossless:
-            _verify_lossless(stream, planes, plan, prof.name)
+    for stream in _encode_streams(plans, planes, prof, height, width, options, threads):
         w.text(stream.decoder)
         w.text(stream.pix_fmt)
         w.pack("III", stream.height, stream.width, stream.frames)
@@ -296,6 +283,47 @@ def encode_chunk(
     w.pack("B", 1)
     w.blob(residual.to_bytes(layer))
     return w.getvalue()
+
+
+def _encode_streams(
+    plans: Sequence[packing.StreamPlan],
+    planes: np.ndarray,
+    prof: Profile,
+    height: int,
+    width: int,
+    options: dict[str, str],
+    threads: int,
+) -> list[video.EncodedStream]:
+    """The streams of a chunk (a lossless one checked by decoding it), in plan order.
+
+    A chunk of several streams (three bands per frame and a gray stream of the leftover
+    bands) encodes them at once, one thread each: the codec releases the GIL, and on the
+    small frames of most chunks one encoder keeps about one core busy whatever threads it
+    is offered (s2_l2a_openeo_gfmap_19x4x52x46: 62 -> 46 ms, benchmarks/results/
+    encode_speed.md). The bitstreams are those of encoding them one after the other."""
+
+    def encode(plan: packing.StreamPlan) -> video.EncodedStream:
+        pix_fmt = prof.pix_fmt if plan.role == "main" else prof.extra_pix_fmt
+        assert pix_fmt is not None
+        stream = video.encode_frames(
+            ([planes[i] for i in row] for row in plan.sources),
+            encoder=prof.encoder,
+            decoder=prof.decoder,
+            pix_fmt=pix_fmt,
+            height=height,
+            width=width,
+            options=options,
+            threads=threads,
+        )
+        if prof.lossless:
+            _verify_lossless(stream, planes, plan, prof.name)
+        return stream
+
+    if len(plans) == 1 or threads == 1:
+        return [encode(plan) for plan in plans]
+    with ThreadPoolExecutor(len(plans) - 1, thread_name_prefix="eocube-stream") as pool:
+        later = [pool.submit(encode, plan) for plan in plans[1:]]
+        return [encode(plans[0]), *(f.result() for f in later)]
 
 
 def _crop(block: np.ndarray, nodata: float | None) -> tuple[tuple[int, int, int], float] | None:
@@ -412,6 +440,123 @@ def _read_stream(r: ByteReader) -> video.EncodedStream:
     return video.EncodedStream(decoder, pix_fmt, height, width, frames, packets, extradata)
 
 
+@dataclass(frozen=True)
+class ChunkTail:
+    """What a payload holds after its streams: masks and the residual layer.
+
+    Attributes
+    ----------
+    masks : tuple of (int, ndarray)
+        ``(kind, bits)`` per mask in payload order: kind 0 marks NaN, 1 nodata; ``bits``
+        is the packed mask (``np.packbits`` of the coded block, uint8), size checked.
+    residual : eocube.residual.Residual or None
+        The error-bounded correction, decoded (on the CPU: it is range-coded).
+    """
+
+    masks: tuple[tuple[int, np.ndarray], ...]
+    residual: residual.Residual | None
+
+
+@dataclass(frozen=True)
+class ChunkParts:
+    """A payload parsed, its video still coded (see :func:`parse_chunk`)."""
+
+    header: ChunkHeader
+    plans: list[packing.StreamPlan]
+    """Which (time, band) plane each frame of each stream holds (the coded part)."""
+    streams: list[video.EncodedStream]
+    tail: ChunkTail
+
+
+def _read_streams(
+    r: ByteReader, header: ChunkHeader
+) -> tuple[list[packing.StreamPlan], list[video.EncodedStream]]:
+    """The streams of a payload (``r`` after its header), checked against the header."""
+    T, B, Y, X = header.coded_shape
+    try:
+        per_date = packing.plan_layout(header.layout, 1, B)
+    except UnsupportedDataError as exc:
+        raise CorruptChunkError(str(exc)) from None
+    (n_streams,) = r.unpack("B")
+    if n_streams != len(per_date):
+        raise CorruptChunkError(
+            f"payload holds {n_streams} streams, layout {header.layout} makes {len(per_date)}"
+        )
+    # Check the streams against the header before allocating anything of the header's size:
+    # a damaged shape must raise, not allocate gigabytes.
+    streams = []
+    for one in per_date:
+        stream = _read_stream(r)
+        fmt = pixel_format(stream.pix_fmt) if stream.pix_fmt in _known_formats() else None
+        per_frame = one.sources.shape[1]
+        if fmt is None or fmt.data_planes != per_frame or stream.frames != one.frames * T:
+            raise CorruptChunkError(
+                f"stream {stream.pix_fmt} of {stream.frames} frames does not match layout "
+                f"{header.layout} of {T} x {B} planes"
+            )
+        if stream.height < Y or stream.width < X:
+            raise CorruptChunkError(f"frames of {stream.height}x{stream.width} cannot hold {Y}x{X}")
+        streams.append(stream)
+    return packing.plan_layout(header.layout, T, B), streams
+
+
+def _read_tail(r: ByteReader, header: ChunkHeader) -> ChunkTail:
+    """Masks and residual layer (``r`` after the streams); the payload must end there."""
+    shape = header.coded_shape
+    size = int(np.prod(shape, dtype=np.int64))
+    (n_masks,) = r.unpack("B")
+    masks = []
+    for _ in range(n_masks):
+        (kind,) = r.unpack("B")
+        try:
+            bits = np.frombuffer(zlib.decompress(r.blob()), np.uint8)
+        except zlib.error as exc:
+            raise CorruptChunkError(f"mask does not decompress: {exc}") from None
+        if bits.size != (size + 7) // 8:
+            raise CorruptChunkError("mask size does not match the block")
+        if kind == _MASK_NAN:
+            if header.dtype.kind != "f":
+                raise CorruptChunkError("NaN mask in an integer chunk")
+        elif not (kind == _MASK_NODATA and header.nodata is not None):
+            raise CorruptChunkError(f"unknown mask kind {kind}")
+        masks.append((int(kind), bits))
+    (n_residuals,) = r.unpack("B")
+    if n_residuals > 1:
+        raise CorruptChunkError(f"payload holds {n_residuals} residual layers")
+    layer = None
+    if n_residuals:
+        layer = residual.from_bytes(
+            bytes(r.blob()), shape, header.dtype, legacy=header.version == 1
+        )
+    if r.pos != len(r.data):
+        raise CorruptChunkError(f"{len(r.data) - r.pos} unexpected bytes after the payload")
+    return ChunkTail(masks=tuple(masks), residual=layer)
+
+
+def parse_chunk(payload: bytes) -> ChunkParts:
+    """Parse a payload without decoding its video: header, streams, masks, residual layer.
+
+    The parts :func:`decode_chunk` works from, for decoders that unpack elsewhere
+    (:mod:`eocube.device`, on a torch device). The checks and errors are
+    :func:`decode_chunk`'s.
+
+    Raises
+    ------
+    CorruptChunkError
+        If the payload is truncated, altered or of an unknown format version.
+    """
+    r = ByteReader(payload)
+    header = ChunkHeader.from_bytes(r)
+    plans, streams = _read_streams(r, header)
+    return ChunkParts(header=header, plans=plans, streams=streams, tail=_read_tail(r, header))
+
+
+def mask_of(bits: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A packed mask of :class:`ChunkTail` as a boolean array of ``shape``."""
+    size = int(np.prod(shape, dtype=np.int64))
+    return np.unpackbits(bits, count=size).view(bool).reshape(shape)
+
+
 def decode_chunk(
     payload: bytes,
     *,
@@ -450,31 +595,7 @@ def decode_chunk(
         out.shape != header.shape or out.dtype != header.dtype or not out.flags.c_contiguous
     ):
         raise ValueError(f"out must be a C-contiguous {header.dtype} array of shape {header.shape}")
-    try:
-        per_date = packing.plan_layout(header.layout, 1, B)
-    except UnsupportedDataError as exc:
-        raise CorruptChunkError(str(exc)) from None
-    (n_streams,) = r.unpack("B")
-    if n_streams != len(per_date):
-        raise CorruptChunkError(
-            f"payload holds {n_streams} streams, layout {header.layout} makes {len(per_date)}"
-        )
-    # Check the streams against the header before allocating anything of the header's size:
-    # a damaged shape must raise, not allocate gigabytes.
-    streams = []
-    for one in per_date:
-        stream = _read_stream(r)
-        fmt = pixel_format(stream.pix_fmt) if stream.pix_fmt in _known_formats() else None
-        per_frame = one.sources.shape[1]
-        if fmt is None or fmt.data_planes != per_frame or stream.frames != one.frames * T:
-            raise CorruptChunkError(
-                f"stream {stream.pix_fmt} of {stream.frames} frames does not match layout "
-                f"{header.layout} of {T} x {B} planes"
-            )
-        if stream.height < Y or stream.width < X:
-            raise CorruptChunkError(f"frames of {stream.height}x{stream.width} cannot hold {Y}x{X}")
-        streams.append(stream)
-    plans = packing.plan_layout(header.layout, T, B)
+    plans, streams = _read_streams(r, header)
     if out is None:
         try:
             out = np.empty(header.shape, header.dtype)
@@ -523,34 +644,11 @@ def decode_chunk(
         top = header.offset + header.scale * ((1 << header.bits) - 1)
         codes = component_codes.reshape(T, B, Y, X)
         spectral.mix(codes, shift, matrix, header.offset, top, block, threads=threads)
-    (n_masks,) = r.unpack("B")
-    for _ in range(n_masks):
-        (kind,) = r.unpack("B")
-        try:
-            bits = np.frombuffer(zlib.decompress(r.blob()), np.uint8)
-        except zlib.error as exc:
-            raise CorruptChunkError(f"mask does not decompress: {exc}") from None
-        if bits.size != (block.size + 7) // 8:
-            raise CorruptChunkError("mask size does not match the block")
-        mask = np.unpackbits(bits, count=block.size).view(bool).reshape(block.shape)
-        if kind == _MASK_NAN:
-            if header.dtype.kind != "f":
-                raise CorruptChunkError("NaN mask in an integer chunk")
-            block[mask] = np.nan
-        elif kind == _MASK_NODATA and header.nodata is not None:
-            block[mask] = header.nodata
-        else:
-            raise CorruptChunkError(f"unknown mask kind {kind}")
-    (n_residuals,) = r.unpack("B")
-    if n_residuals > 1:
-        raise CorruptChunkError(f"payload holds {n_residuals} residual layers")
-    if n_residuals:
-        layer = residual.from_bytes(
-            bytes(r.blob()), block.shape, header.dtype, legacy=header.version == 1
-        )
-        block[...] = residual.restore(block, layer)
-    if r.pos != len(r.data):
-        raise CorruptChunkError(f"{len(r.data) - r.pos} unexpected bytes after the payload")
+    tail = _read_tail(r, header)
+    for kind, bits in tail.masks:
+        block[mask_of(bits, block.shape)] = np.nan if kind == _MASK_NAN else header.nodata
+    if tail.residual is not None:
+        block[...] = residual.restore(block, tail.residual)
     if header.coded is not None:
         out[...] = header.fill
         out[:T, :, :Y, :X] = block

@@ -356,6 +356,77 @@ class ChunkReader:
             block = block[tuple(slice(0, n) for n in shape)].copy()
         return block
 
+    def read_tensor(
+        self,
+        coords: tuple[int, ...],
+        device: Any = "cpu",
+        *,
+        stream_decoder: Any = None,
+        max_threads: int | None = None,
+    ) -> Any:
+        """:meth:`read` into a torch tensor on ``device``, the block unpacked there.
+
+        The same fetch, checksum and errors as :meth:`read`; the video frames are decoded
+        by ``stream_decoder`` (an :data:`eocube.device.StreamDecoder`; default: the
+        plugged-in frame decoder's ``decode_tensor`` where it has one, as
+        :class:`eocube.gpu.NvdecDecoder` does, which keeps NVDEC's frames on the GPU; else
+        the CPU's) and unpacked in torch (:func:`eocube.device.decode_chunk_tensor`), equal
+        bit for bit to :meth:`read`. Values as stored (before CF decoding); not cached.
+        """
+        import torch
+
+        from eocube import device as on_device
+
+        dev = torch.device(device)
+        shape = tuple(
+            min((c + 1) * s, n) - c * s
+            for c, s, n in zip(coords, self.chunk_shape, self.array.shape, strict=True)
+        )
+        dtype = np.dtype(self.array.dtype)
+        payload = self.payload(coords)
+        if payload is None:
+            return on_device.as_tensor(np.full(shape, self.array.fill_value, dtype=dtype), dev)
+        if stream_decoder is None:
+            stream_decoder = getattr(self.frame_decoder, "decode_tensor", None)
+        try:
+            with DECODE_SLOTS.slot(max_threads) as threads:
+                block = on_device.decode_chunk_tensor(
+                    payload, dev, stream_decoder=stream_decoder, threads=threads
+                )
+            block = block.reshape(self.chunk_shape)
+        except CorruptChunkError as exc:
+            raise CorruptChunkError(
+                f"{self._where(coords)}: the stored data is damaged ({exc}); restore the "
+                f"store from a copy or write it again"
+            ) from exc
+        except EocubeError:
+            raise
+        except _DAMAGE as exc:
+            raise CorruptChunkError(
+                f"{self._where(coords)}: the stored data is damaged ({type(exc).__name__}: "
+                f"{exc}); restore the store from a copy or write it again"
+            ) from exc
+        if block.dtype != on_device.torch_dtype(dtype):
+            block = block.to(on_device.torch_dtype(dtype))
+        if shape != tuple(block.shape):  # an edge chunk: keep only its part
+            block = block[tuple(slice(0, n) for n in shape)].contiguous()
+        return block
+
+    def read_tensors(
+        self, coords: Sequence[tuple[int, ...]], device: Any = "cpu", *, stream_decoder: Any = None
+    ) -> list[Any]:
+        """:meth:`read_tensor` of several chunks, decoded at once on the reader's threads
+        (with NVDEC, several chunks in flight keep its engines busy)."""
+        if len(coords) <= 1:
+            return [self.read_tensor(c, device, stream_decoder=stream_decoder) for c in coords]
+        jobs = [
+            _pool().submit(
+                self.read_tensor, c, device, stream_decoder=stream_decoder, max_threads=1
+            )
+            for c in coords
+        ]
+        return [job.result() for job in jobs]
+
 
 class _DecodeSlots:
     """Codec threads per chunk decode, so that decodes never oversubscribe the cores.

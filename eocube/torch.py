@@ -56,8 +56,191 @@ from eocube.windows import DEFAULT_WINDOW, NanPolicy
 Sample = dict[str, Any]
 
 
+def _video_reader(var: Any) -> Any:
+    """The :class:`eocube.reader.ChunkReader` under a lazily read variable of an eocube
+    store (through xarray's CF-decoding and transposing wrappers), or None."""
+    from eocube.reader import VideoArray
+
+    data, seen = getattr(var, "_data", None), 0
+    while data is not None and seen < 32:
+        if isinstance(data, VideoArray):
+            return data.reader
+        data, seen = getattr(data, "array", None), seen + 1
+    return None
+
+
+class _DeviceChunks(windows.ChunkCache):
+    """Windows of one cube as tensors on a device, read by the one chunk-read path.
+
+    Each stored chunk is read by :meth:`eocube.reader.ChunkReader.read_tensor`: fetched
+    and checked as any read, its frames decoded by NVDEC and kept on the GPU (or by the
+    CPU, uploaded), unpacked in torch, CF-decoded in torch
+    (:class:`eocube.device.CFDecoding`), all equal bit for bit to the CPU path. Variables
+    that are not video-coded (or whose stored chunks differ from the windows' grid) are
+    read by the CPU path and uploaded.
+    """
+
+    def __init__(
+        self,
+        cube: windows.Cube,
+        gpu: bool,
+        notify: windows.Notifier,
+        cache_chunks: int,
+        device: torch.device,
+    ) -> None:
+        super().__init__(cube, gpu, notify, cache_chunks)
+        self.device = device
+        self._plans: dict[str, Any] = {}
+
+    def _plan(self, name: str, roles: Mapping[str, Any]) -> Any:
+        if name not in self._plans:
+            from eocube.device import CFDecoding
+
+            var = self.ds.variables[name]
+            reader = _video_reader(var)
+            plan = None
+            if reader is not None:
+                dims = tuple(getattr(reader.array.metadata, "dimension_names", None) or ())
+                grid = {roles[a]: c for a, c in zip(windows._AXES, self.cube.chunks, strict=True)}
+                same_grid = all(
+                    grid.get(d, c) == c for d, c in zip(dims, reader.chunk_shape, strict=False)
+                )
+                if set(dims) == set(roles.values()) and same_grid:
+                    try:
+                        cf = CFDecoding.from_encoding(var.encoding, reader.array.dtype, name)
+                    except NotImplementedError:
+                        cf = None
+                    if cf is not None:
+                        plan = (reader, dims, cf)
+            self._plans[name] = plan
+        return self._plans[name]
+
+    def _read(self, name: str, roles: Mapping[str, Any], key: tuple[int, int, int]) -> Any:
+        from eocube.device import as_tensor
+
+        plan = self._plan(name, roles)
+        if plan is None:
+            return as_tensor(super()._read(name, roles, key), self.device)
+        reader, dims, cf = plan
+        role_of = {d: r for r, d in roles.items()}
+        per_dim: list[Sequence[int]] = []
+        band_axis = None
+        for i, (d, c, n) in enumerate(
+            zip(dims, reader.chunk_shape, reader.array.shape, strict=True)
+        ):
+            role = role_of[d]
+            if role == "band":
+                band_axis = i
+                per_dim.append(range(-(-n // c)))
+            else:
+                per_dim.append([key[windows._AXES.index(role)]])
+        import itertools
+
+        coords = list(itertools.product(*per_dim))
+        blocks = reader.read_tensors(coords, self.device)
+        block = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=band_axis or 0)
+        block = cf(block)
+        block = block.permute(*(dims.index(d) for d in roles.values()))
+        if "band" not in roles:
+            block = block[:, None]
+        elif self.cube.band_index is not None:
+            index = torch.as_tensor(self.cube.band_index, device=block.device)
+            block = block.index_select(1, index)
+        return block.contiguous()
+
+    def window(  # type: ignore[override]
+        self, origin: tuple[int, int, int], size: tuple[int, int, int]
+    ) -> dict[str, torch.Tensor]:
+        """Float32 (time, band, y, x) tensors of the window at ``origin`` per variable, on
+        the device, the caller's own (as :meth:`eocube.windows.ChunkCache.window`)."""
+        first = [o // c for o, c in zip(origin, self.cube.chunks, strict=True)]
+        last = [(o + s - 1) // c for o, s, c in zip(origin, size, self.cube.chunks, strict=True)]
+        out: dict[str, torch.Tensor] = {}
+        for kt in range(first[0], last[0] + 1):
+            for ky in range(first[1], last[1] + 1):
+                for kx in range(first[2], last[2] + 1):
+                    key = (kt, ky, kx)
+                    block: dict[str, Any] = self.chunk(key)
+                    src, dst = [], []
+                    for o, s, k, c in zip(origin, size, key, self.cube.chunks, strict=True):
+                        a, b = max(o, k * c), min(o + s, (k + 1) * c)
+                        src.append(slice(a - k * c, b - k * c))
+                        dst.append(slice(a - o, b - o))
+                    whole = all(d == slice(0, s) for d, s in zip(dst, size, strict=True))
+                    for n, values in block.items():
+                        part = values[src[0], :, src[1], src[2]]
+                        if whole:  # the common case: the window lies in one chunk
+                            out[n] = part.to(
+                                torch.float32, memory_format=torch.contiguous_format, copy=True
+                            )
+                            continue
+                        if n not in out:
+                            out[n] = torch.empty(
+                                (size[0], values.shape[1], size[1], size[2]),
+                                dtype=torch.float32,
+                                device=values.device,
+                            )
+                        out[n][dst[0], :, dst[1], dst[2]] = part.to(torch.float32)
+        return out
+
+
+class _DeviceWindows(windows.WindowIndex):
+    """:class:`eocube.windows.WindowIndex` that also reads windows as tensors on a device."""
+
+    def __init__(self, *args: Any, device: torch.device, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.device = device
+        self.tensor_readers: dict[int, _DeviceChunks] = {}
+
+    def tensor_reader(self, c: int) -> _DeviceChunks:
+        """The device reader of cube ``c`` (opened on first use, in this process)."""
+        r = self.tensor_readers.get(c)
+        if r is None:
+            cube = self.cubes[c]
+            r = _DeviceChunks(cube, self.gpu, self.notify, self.cache_chunks, self.device)
+            self.tensor_readers[c] = r
+        return r
+
+    def tensor_values(self, c: int, origin: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        """:meth:`values` as tensors on the device, ``nan=`` applied there."""
+        cube = self.cubes[c]
+        values = self.tensor_reader(c).window(origin, self.win[c])
+        masks: dict[str, torch.Tensor] = {}
+        if self.nan == "mask":
+            for name, tensor in values.items():
+                valid = ~torch.isnan(tensor)
+                tensor.masked_fill_(~valid, 0.0)
+                masks[windows.valid_key(name, cube.variables)] = valid
+        elif isinstance(self.nan, float):
+            for tensor in values.values():
+                tensor.masked_fill_(torch.isnan(tensor), self.nan)
+        if len(cube.variables) == 1:
+            values = {"data": values[cube.variables[0]]}
+        return {**values, **masks}
+
+    def release(self, c: int, key: tuple[int, int, int]) -> None:
+        """Drop the decoded chunk ``key`` of cube ``c`` (its last window was read)."""
+        for readers in (self._readers, self.tensor_readers):
+            if c in readers:
+                readers[c].release(key)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["tensor_readers"] = {}
+        return state
+
+
 class _Samples:
-    """Windows as samples of tensors on a device: shared by both datasets."""
+    """Windows as samples of tensors on a device: shared by both datasets.
+
+    With ``device="cuda"`` (and CUDA available), samples read in the main process go
+    through the device path: NVDEC decodes (its sessions pooled, :mod:`eocube.gpu`), the
+    frames stay on the GPU and are unpacked and CF-decoded there (:mod:`eocube.device`).
+    In DataLoader worker processes the CPU decodes and samples are CPU tensors: a forked
+    worker cannot use CUDA once the main process has, and a spawned one would hold a
+    CUDA context and NVDEC sessions of its own per worker and hand CUDA tensors across
+    processes; the CPU cores are what workers add.
+    """
 
     def __init__(
         self,
@@ -77,16 +260,26 @@ class _Samples:
             gpu, dev = False, torch.device("cpu")
         self.device = dev
         self.transform = transform
-        self.index = windows.WindowIndex(
-            cubes, window, stride, cache_chunks, nan, gpu=gpu, notify=notify
+        # the device path (decode and unpack on the device); tests set it on CPU tensors
+        self.device_path = gpu
+        self.index = _DeviceWindows(
+            cubes, window, stride, cache_chunks, nan, gpu=gpu, notify=notify, device=dev
         )
 
     def sample(self, c: int, origin: tuple[int, int, int]) -> Any:
-        on_gpu = self.device.type != "cpu" and get_worker_info() is None  # CPU: one test
+        worker = get_worker_info() is not None
         sample: Sample = {}
-        for name, array in self.index.values(c, origin).items():
-            t = torch.from_numpy(array)
-            sample[name] = t.to(self.device, non_blocking=True) if on_gpu else t
+        if self.device_path and not worker:
+            sample.update(self.index.tensor_values(c, origin))
+        else:
+            if worker and self.index.gpu:
+                # worker processes decode on the CPU (see the class notes)
+                self.index.gpu = False
+                self.index._readers = {}
+            on_gpu = self.device.type != "cpu" and not worker  # CPU: one test
+            for name, array in self.index.values(c, origin).items():
+                t = torch.from_numpy(array)
+                sample[name] = t.to(self.device, non_blocking=True) if on_gpu else t
         sample["cube"] = self.index.cubes[c].id
         sample["offset"] = origin
         return self.transform(sample) if self.transform is not None else sample
@@ -169,7 +362,7 @@ class CubeDataset(Dataset):
         self._s = _Samples([cube], window, stride, transform, device, cache_chunks, nan)
 
     @property
-    def _w(self) -> windows.WindowIndex:
+    def _w(self) -> _DeviceWindows:
         return self._s.index
 
     def __len__(self) -> int:
@@ -309,7 +502,7 @@ class StreamingCubeDataset(IterableDataset):
         self._loader: dict[str, Any] | None = None
 
     @property
-    def _w(self) -> windows.WindowIndex:
+    def _w(self) -> _DeviceWindows:
         return self._s.index
 
     @property
@@ -359,7 +552,7 @@ class StreamingCubeDataset(IterableDataset):
             c, origin = w.locate(int(index))
             sample = self._s.sample(c, origin)
             if i in last_use:
-                w.reader(c).release(w.chunk_key(c, origin))
+                w.release(c, w.chunk_key(c, origin))
             self._yielded += 1
             yield sample
         self._finish_pass()

@@ -26,3 +26,12 @@ def test_gpu_check_without_gpu_reports_cpu_figures() -> None:
     for profile in ("hevc-12bit-444", "hevc-12bit-420-luma", "hevc-lossless"):
         assert f"{profile} " in run.stdout
     assert "CPU 1 thread(s)" in run.stdout
+    assert "cores, in flight" in run.stdout
+    # the torch unpack runs on CPU tensors, checked bit for bit against decode_chunk
+    assert "torch unpack, CPU tensors" in run.stdout
+    assert "MISMATCH" not in run.stdout
+    assert "dataset 8x64x64 windows" in run.stdout
+    # what needs a GPU is said to be unmeasured, goals included
+    assert "NVDEC                      NOT MEASURED (no GPU)" in run.stdout
+    assert "default-profile chunk decode >= 10x one CPU core: NOT MEASURED" in run.stdout
+    assert "datasets on the device >= 5x the CPU samples/s: NOT MEASURED" in run.stdout
