@@ -269,6 +269,7 @@ def decode_frames(
         raise CorruptChunkError(f"cannot open decoder {stream.decoder!r}: {exc}") from exc
     seen = 0
     width = stream.width if crop else None
+    sample = np.dtype(np.uint8) if fmt.itemsize == 1 else np.dtype("<u2")
 
     def planes_of(frame: av.VideoFrame) -> list[np.ndarray]:
         got = frame.format.name
@@ -281,8 +282,13 @@ def decode_frames(
                 f"decoded frame is {frame.width}x{frame.height}, "
                 f"expected {stream.width}x{stream.height}"
             )
+        # frame.planes builds its tuple on every access: once per frame
+        planes = frame.planes[: fmt.data_planes]
         return [
-            _plane_view(frame.planes[i], fmt, stream.height, width) for i in range(fmt.data_planes)
+            np.frombuffer(plane, sample).reshape(-1, plane.line_size // fmt.itemsize)[
+                : stream.height, :width
+            ]
+            for plane in planes
         ]
 
     try:
