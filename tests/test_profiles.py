@@ -91,7 +91,9 @@ def test_required_profiles_exist(name: str) -> None:
 
 def test_required_profiles_have_the_promised_shape() -> None:
     assert get_profile("hevc-12bit-444").layout == "planar3"
-    assert get_profile("hevc-12bit-444").pix_fmt == "gbrp12le"
+    assert get_profile("hevc-12bit-444").pix_fmt == "yuv444p12le"
+    assert get_profile("hevc-12bit-444").extra_pix_fmt == "yuv420p12le"
+    assert get_profile("hevc-12bit-444-gbr").pix_fmt == "gbrp12le"
     assert get_profile("hevc-12bit-420-luma").gpu_decodable
     assert get_profile("av1-10bit").bits == 10
     assert get_profile("ffv1-lossless").lossless
@@ -193,3 +195,46 @@ def test_encode_chunk_enforces_quality_bounds() -> None:
         encode_chunk(block, "ffv1-lossless", quality=0)
     with pytest.raises(ProfileError, match="valid profiles"):
         encode_chunk(block, "no-such-profile")
+
+
+# What NVDEC decodes (HEVC, Turing and later): 4:2:0 and YUV 4:4:4, 8 to 12 bits; not
+# GBR-signalled 4:4:4 through FFmpeg's hwaccel, not monochrome.
+NVDEC_HEVC = {"yuv420p", "yuv420p10le", "yuv420p12le", "yuv444p", "yuv444p10le", "yuv444p12le"}
+
+
+@pytest.mark.parametrize("bands", [1, 2, 3, 4, 5, 13])
+def test_every_stream_of_the_default_profile_is_nvdec_decodable(bands: int) -> None:
+    from eocube.chunk import decode_chunk, parse_chunk
+
+    rng = np.random.default_rng(bands)
+    block = rng.integers(0, 4000, (4, bands, 40, 48), dtype=np.uint16)
+    payload = encode_chunk(block)  # the default profile
+    streams = parse_chunk(payload).streams
+    assert streams
+    for stream in streams:
+        assert stream.decoder == "hevc"
+        assert stream.pix_fmt in NVDEC_HEVC, stream.pix_fmt
+    assert decode_chunk(payload).shape == block.shape
+
+
+def test_the_former_default_still_reads() -> None:
+    from eocube.chunk import decode_chunk, parse_chunk
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 4000, (4, 1, 40, 48)).astype(np.float64)
+    block = (base + rng.integers(0, 300, (4, 4, 40, 48))).astype(np.uint16)
+    payload = encode_chunk(block, "hevc-12bit-444-gbr", quality=16)
+    assert [s.pix_fmt for s in parse_chunk(payload).streams] == ["gbrp12le", "gray12le"]
+    old = decode_chunk(payload)
+    assert old.shape == block.shape
+    new = decode_chunk(encode_chunk(block, quality=16))
+    error_old = np.abs(old.astype(int) - block).mean()
+    error_new = np.abs(new.astype(int) - block).mean()
+    assert 0.9 * error_new < error_old < 1.1 * error_new
+    # three bands fill the main stream alone: the same slice data, signalled as GBR or
+    # as YUV, gives the same values
+    three = block[:, :3]
+    np.testing.assert_array_equal(
+        decode_chunk(encode_chunk(three, "hevc-12bit-444-gbr", quality=16)),
+        decode_chunk(encode_chunk(three, quality=16)),
+    )

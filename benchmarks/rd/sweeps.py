@@ -18,6 +18,7 @@ DECODE_REPEATS_QUICK = 1
 X265_CRFS = (0, 8, 16, 24, 32, 40)
 SWEEPS_FULL: dict[str, tuple[float, ...]] = {
     "hevc-12bit-444": X265_CRFS,
+    "hevc-12bit-444-gbr": X265_CRFS,
     "hevc-12bit-420-luma": X265_CRFS,
     "hevc-12bit-bands": X265_CRFS,
     "av1-10bit": (10, 25, 40, 52, 63),
