@@ -111,6 +111,15 @@ class ChunkCache:
         pending.set_result(block)
         return block
 
+    def peek(self, key: Hashable) -> np.ndarray | None:
+        """The block cached under ``key`` (read-only), or None; loads nothing."""
+        with self._lock:
+            block = self._entries.get(key)
+            if block is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+            return block
+
     def _put(self, key: Hashable, block: np.ndarray) -> None:
         if block.nbytes > self.max_bytes:
             return

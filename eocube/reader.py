@@ -42,7 +42,8 @@ from zarr.storage import StorePath, WrapperStore
 
 import eocube.registry  # noqa: F401  (eocube's codecs, for zarr)
 from eocube import cache, shards
-from eocube.chunk import decode_chunk
+from eocube.binary import ByteReader
+from eocube.chunk import ChunkHeader, decode_chunk
 from eocube.codec import VideoCodec
 from eocube.errors import CorruptChunkError, EocubeError, IncompleteStoreError
 from eocube.layout import MARKER
@@ -321,7 +322,31 @@ class ChunkReader:
         """
         return cache.CHUNKS.get((self._token, coords), lambda: self._decode(coords, max_threads))
 
-    def _decode(self, coords: tuple[int, ...], max_threads: int | None) -> np.ndarray:
+    def read_into(
+        self, coords: tuple[int, ...], out: np.ndarray, *, max_threads: int | None = None
+    ) -> None:
+        """Write the chunk at ``coords`` into ``out``, an array of exactly its shape.
+
+        A chunk in the decoded-chunk cache is copied from there; any other is decoded
+        straight into ``out`` (when C-contiguous and of the array's dtype) and not cached:
+        a read that takes whole chunks copies nothing more, and a whole-cube read does
+        not push the chunks of smaller reads (training windows) out of the cache.
+        """
+        cached = cache.CHUNKS.peek((self._token, coords))
+        direct = (
+            cached is None
+            and out.flags.c_contiguous
+            and out.dtype == self.array.dtype
+            and out.shape == self.chunk_shape
+        )
+        if direct:
+            self._decode(coords, max_threads, out=out)
+        else:
+            out[...] = self.read(coords, max_threads=max_threads) if cached is None else cached
+
+    def _decode(
+        self, coords: tuple[int, ...], max_threads: int | None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         bounds = tuple(
             slice(c * s, min((c + 1) * s, n))
             for c, s, n in zip(coords, self.chunk_shape, self.array.shape, strict=True)
@@ -330,13 +355,21 @@ class ChunkReader:
         dtype = self.array.dtype
         payload = self.payload(coords)
         if payload is None:
+            if out is not None:
+                out[...] = self.array.fill_value
+                return out
             return np.full(shape, self.array.fill_value, dtype=dtype)
         try:
             with DECODE_SLOTS.slot(max_threads) as threads:
                 if self.frame_decoder is None:
-                    block = decode_chunk(payload, threads=threads)
+                    block = decode_chunk(payload, threads=threads, out=_flat_out(out, payload))
                 else:
-                    block = decode_chunk(payload, threads=threads, frame_decoder=self.frame_decoder)
+                    block = decode_chunk(
+                        payload,
+                        threads=threads,
+                        frame_decoder=self.frame_decoder,
+                        out=_flat_out(out, payload),
+                    )
             block = block.reshape(self.chunk_shape)
         except CorruptChunkError as exc:
             raise CorruptChunkError(
@@ -350,6 +383,10 @@ class ChunkReader:
                 f"{self._where(coords)}: the stored data is damaged ({type(exc).__name__}: "
                 f"{exc}); restore the store from a copy or write it again"
             ) from exc
+        if out is not None:
+            if not np.shares_memory(block, out):
+                out[...] = block
+            return out
         if block.dtype != dtype:
             block = block.astype(dtype)
         if shape != block.shape:  # an edge chunk: keep only its part (not a view of all)
@@ -528,9 +565,18 @@ class VideoArray(BackendArray):
         touched = list(itertools.product(*per_dim))
 
         def fill(parts: tuple[tuple[int, _Positions, _Positions], ...]) -> None:
+            coords = tuple(k for k, _, _ in parts)
+            inside = [i for _, _, i in parts]
+            where = _outer(o for _, o, _ in parts)
             # the chunks of one read decode side by side on the pool, one thread each
-            block = self.reader.read(tuple(k for k, _, _ in parts), max_threads=threads)
-            out[_outer(o for _, o, _ in parts)] = block[_outer(i for _, _, i in parts)]
+            whole = zip(inside, chunk_shape, strict=True)
+            if all(isinstance(i, slice) and i == slice(0, c) for i, c in whole):
+                target = out[where]
+                if target.base is out or target is out:  # a view: the chunk lands in place
+                    self.reader.read_into(coords, target, max_threads=threads)
+                    return
+            block = self.reader.read(coords, max_threads=threads)
+            out[where] = block[_outer(iter(inside))]
 
         threads = None if len(touched) == 1 else 1
         if len(touched) == 1:
@@ -542,6 +588,20 @@ class VideoArray(BackendArray):
 
 
 _Positions = slice | np.ndarray
+
+
+def _flat_out(out: np.ndarray | None, payload: bytes) -> np.ndarray | None:
+    """``out`` viewed as the payload's (T, B, Y, X) block to decode into, or None where
+    it cannot hold it (another size or dtype, a damaged header: decoded apart, then)."""
+    if out is None:
+        return None
+    try:
+        header = ChunkHeader.from_bytes(ByteReader(payload))
+    except CorruptChunkError:
+        return None  # decode_chunk raises it again, naming the damage
+    if header.dtype != out.dtype or math.prod(header.shape) != out.size:
+        return None
+    return out.reshape(header.shape)
 
 
 def _as_slice(positions: np.ndarray) -> _Positions:

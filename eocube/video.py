@@ -285,7 +285,7 @@ def decode_frames(
         # frame.planes builds its tuple on every access: once per frame
         planes = frame.planes[: fmt.data_planes]
         return [
-            np.frombuffer(plane, sample).reshape(-1, plane.line_size // fmt.itemsize)[
+            np.frombuffer(memoryview(plane), sample).reshape(-1, plane.line_size // fmt.itemsize)[
                 : stream.height, :width
             ]
             for plane in planes

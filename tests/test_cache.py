@@ -160,10 +160,8 @@ def test_windows_that_share_a_chunk_decode_it_once_across_threads(
     decodes = _count_decodes(monkeypatch)
     rng = np.random.default_rng(0)
     origins = [(int(t), int(y), int(x)) for t, y, x in rng.integers(0, [64, 32, 32], (48, 3))]
+    touched = {(t // 8,) for t, _, _ in origins} | {((t + 7) // 8,) for t, _, _ in origins}
     with eocube.open_dataset(s2_store) as ds:
-        expected = ds.data.values
-        assert len(decodes) == 9
-        decodes.clear()
 
         def window(origin: tuple[int, int, int]) -> np.ndarray:
             t, y, x = origin
@@ -173,9 +171,42 @@ def test_windows_that_share_a_chunk_decode_it_once_across_threads(
 
         with ThreadPoolExecutor(8) as pool:
             got = list(pool.map(window, origins))
-    assert decodes == []  # every chunk was decoded by the whole read before
+        assert len(decodes) == len(touched)  # each chunk decoded once, by one thread
+        decodes.clear()
+        expected = ds.data.values  # cached chunks are copied, the others decoded in place
+        assert len(decodes) == 9 - len(touched)
     for (t, y, x), values in zip(origins, got, strict=True):
         np.testing.assert_array_equal(values, expected[t : t + 8, :, y : y + 32, x : x + 32])
+
+
+def test_a_whole_chunk_read_decodes_in_place_and_keeps_the_cache_for_smaller_reads(
+    s2_store: Path, fresh_cache: cache.ChunkCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decodes = _count_decodes(monkeypatch)
+    # cache=False: xarray itself would keep the whole array after the first read
+    with eocube.open_dataset(s2_store, cache=False) as ds:
+        whole = ds.data.values
+        assert len(decodes) == 9
+        assert len(fresh_cache) == 0  # whole chunks went straight into the result
+        part = ds.data.isel(time=slice(3, 5), x=slice(0, 10)).values
+        assert len(decodes) == 10
+        assert len(fresh_cache) == 1
+    np.testing.assert_array_equal(part, whole[3:5, ..., :10])
+
+
+def test_three_dimensional_variables_read_whole_in_place(
+    tmp_path: Path, fresh_cache: cache.ChunkCache
+) -> None:
+    cube = open_cube("era5_t2m_uk_744h").isel(time=slice(0, 80), band=0, drop=True)
+    store = tmp_path / "t2m.eocube"
+    eocube.to_eocube(cube, store, crf=24, chunks={"time": 16}, measure=False, progress=False)
+    with eocube.open_dataset(store) as ds:
+        assert ds.data.dims == ("time", "y", "x")
+        whole = ds.data.values
+    cache.set_max_bytes(cache.DEFAULT_MAX_BYTES)
+    with eocube.open_dataset(store) as ds:  # chunk by chunk, through the cache
+        parts = np.concatenate([ds.data.isel(time=slice(t, t + 8)).values for t in range(0, 80, 8)])
+    np.testing.assert_array_equal(whole, parts)
 
 
 def test_values_returned_are_the_callers_own(s2_store: Path, fresh_cache: cache.ChunkCache) -> None:
