@@ -85,10 +85,8 @@ class ChunkCache:
         exception) rather than loading it again. The block returned is read-only.
         """
         with self._lock:
-            block = self._entries.get(key)
+            block = self._hit(key)
             if block is not None:
-                self._entries.move_to_end(key)
-                self.hits += 1
                 return block
             self.misses += 1
             pending = self._loading.get(key)
@@ -114,11 +112,14 @@ class ChunkCache:
     def peek(self, key: Hashable) -> np.ndarray | None:
         """The block cached under ``key`` (read-only), or None; loads nothing."""
         with self._lock:
-            block = self._entries.get(key)
-            if block is not None:
-                self._entries.move_to_end(key)
-                self.hits += 1
-            return block
+            return self._hit(key)
+
+    def _hit(self, key: Hashable) -> np.ndarray | None:
+        block = self._entries.get(key)
+        if block is not None:
+            self._entries.move_to_end(key)
+            self.hits += 1
+        return block
 
     def _put(self, key: Hashable, block: np.ndarray) -> None:
         if block.nbytes > self.max_bytes:

@@ -311,6 +311,25 @@ class ChunkReader:
                 ) from None
         return data
 
+    @contextlib.contextmanager
+    def _damage_named(self, coords: tuple[int, ...]) -> Iterator[None]:
+        """Turn what decoding raises on damaged bytes into a CorruptChunkError naming
+        the variable and the chunk (eocube's own errors pass as they are)."""
+        try:
+            yield
+        except CorruptChunkError as exc:
+            raise CorruptChunkError(
+                f"{self._where(coords)}: the stored data is damaged ({exc}); restore the "
+                f"store from a copy or write it again"
+            ) from exc
+        except EocubeError:
+            raise
+        except _DAMAGE as exc:
+            raise CorruptChunkError(
+                f"{self._where(coords)}: the stored data is damaged ({type(exc).__name__}: "
+                f"{exc}); restore the store from a copy or write it again"
+            ) from exc
+
     def read(self, coords: tuple[int, ...], *, max_threads: int | None = None) -> np.ndarray:
         """The values of the chunk at grid position ``coords`` as stored (before CF
         decoding), cut to the array's bounds at its edges.
@@ -359,30 +378,17 @@ class ChunkReader:
                 out[...] = self.array.fill_value
                 return out
             return np.full(shape, self.array.fill_value, dtype=dtype)
-        try:
-            with DECODE_SLOTS.slot(max_threads) as threads:
-                if self.frame_decoder is None:
-                    block = decode_chunk(payload, threads=threads, out=_flat_out(out, payload))
-                else:
-                    block = decode_chunk(
-                        payload,
-                        threads=threads,
-                        frame_decoder=self.frame_decoder,
-                        out=_flat_out(out, payload),
-                    )
+        with self._damage_named(coords), DECODE_SLOTS.slot(max_threads) as threads:
+            if self.frame_decoder is None:
+                block = decode_chunk(payload, threads=threads, out=_flat_out(out, payload))
+            else:
+                block = decode_chunk(
+                    payload,
+                    threads=threads,
+                    frame_decoder=self.frame_decoder,
+                    out=_flat_out(out, payload),
+                )
             block = block.reshape(self.chunk_shape)
-        except CorruptChunkError as exc:
-            raise CorruptChunkError(
-                f"{self._where(coords)}: the stored data is damaged ({exc}); restore the "
-                f"store from a copy or write it again"
-            ) from exc
-        except EocubeError:
-            raise
-        except _DAMAGE as exc:
-            raise CorruptChunkError(
-                f"{self._where(coords)}: the stored data is damaged ({type(exc).__name__}: "
-                f"{exc}); restore the store from a copy or write it again"
-            ) from exc
         if out is not None:
             if not np.shares_memory(block, out):
                 out[...] = block
@@ -425,24 +431,11 @@ class ChunkReader:
             return on_device.as_tensor(np.full(shape, self.array.fill_value, dtype=dtype), dev)
         if stream_decoder is None:
             stream_decoder = getattr(self.frame_decoder, "decode_tensor", None)
-        try:
-            with DECODE_SLOTS.slot(max_threads) as threads:
-                block = on_device.decode_chunk_tensor(
-                    payload, dev, stream_decoder=stream_decoder, threads=threads
-                )
+        with self._damage_named(coords), DECODE_SLOTS.slot(max_threads) as threads:
+            block = on_device.decode_chunk_tensor(
+                payload, dev, stream_decoder=stream_decoder, threads=threads
+            )
             block = block.reshape(self.chunk_shape)
-        except CorruptChunkError as exc:
-            raise CorruptChunkError(
-                f"{self._where(coords)}: the stored data is damaged ({exc}); restore the "
-                f"store from a copy or write it again"
-            ) from exc
-        except EocubeError:
-            raise
-        except _DAMAGE as exc:
-            raise CorruptChunkError(
-                f"{self._where(coords)}: the stored data is damaged ({type(exc).__name__}: "
-                f"{exc}); restore the store from a copy or write it again"
-            ) from exc
         if block.dtype != on_device.torch_dtype(dtype):
             block = block.to(on_device.torch_dtype(dtype))
         if shape != tuple(block.shape):  # an edge chunk: keep only its part
