@@ -89,6 +89,16 @@ def _keys(batch: dict) -> list[tuple[str, tuple[int, int, int]]]:
     return list(zip(batch["cube"], zip(t, y, x, strict=True), strict=True))
 
 
+def _first_batches(loader: Any, k: int) -> list[list[tuple[str, tuple[int, int, int]]]]:
+    """The keys of the first ``k`` batches, the loop then left (as a training loop stops)."""
+    head = []
+    for batch in loader:
+        head.append(_keys(batch))
+        if len(head) == k:
+            break
+    return head
+
+
 def test_cube_dataset_values_equal_open_dataset(stores: list[str], nan_store: str) -> None:
     for store in [*stores, nan_store]:
         ds = CubeDataset(store, window=WINDOW)
@@ -223,11 +233,7 @@ def test_resume_after_k_batches_continues_where_it_stopped(
     _, loader = make()
     full = [_keys(b) for b in loader]
     ds, loader = make()
-    head = []
-    for batch in loader:
-        head.append(_keys(batch))
-        if len(head) == k:
-            break
+    head = _first_batches(loader, k)
     state = ds.state_dict()
     assert state["epoch"] == 2
     ds2, loader2 = make()
@@ -356,11 +362,7 @@ def test_resume_on_an_evened_rank(workers: int, k: int) -> None:
     _, loader = make()
     full = [_keys(b) for b in loader]
     ds, loader = make()
-    head = []
-    for batch in loader:
-        head.append(_keys(batch))
-        if len(head) == k:
-            break
+    head = _first_batches(loader, k)
     ds2, loader2 = make()
     ds2.load_state_dict(ds.state_dict())
     assert head + [_keys(b) for b in loader2] == full
