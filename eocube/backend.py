@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import xarray as xr
 from xarray.backends import BackendEntrypoint
 
+from eocube import metadata
 from eocube.layout import MARKER
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ class EocubeBackendEntrypoint(BackendEntrypoint):
         marker = ds.attrs.pop(MARKER, None)
         if marker is not None:
             ds.encoding[MARKER] = marker
+            metadata.restore_aliases(ds.variables, marker)
             # variables given in another order than (time, band, y, x) read in their own
             for name, dims in (marker.get("dims") or {}).items():
                 if (

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
+from dask.base import is_dask_collection
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import StorePath
@@ -38,7 +39,7 @@ from eocube.chunk import encode_chunk
 from eocube.codec import VideoCodec, parse_bound, parse_nodata, parse_quality
 from eocube.errors import CorruptChunkError
 from eocube.layout import STORE_FORMAT
-from eocube.linear import LinearCodec
+from eocube.linear import LinearCodec, is_regular
 from eocube.variables import CubeVar, validate_block
 
 # CF/xarray encoding that describes values and must survive the round trip;
@@ -64,8 +65,14 @@ def prepare(
         # every chunk carries a checksum (4 bytes): damaged coordinates must raise
         # CorruptChunkError on read, not decode to other dates or positions
         if var.ndim == 1 and var.dtype.kind in "iufM":
-            # regular axes (pixel centres, dates) cost two numbers
-            kept.update(serializer=LinearCodec(), compressors=[ZstdCodec(level=19), Crc32cCodec()])
+            # regular axes (pixel centres, dates) cost two numbers, which zstd would only
+            # frame (its codec entry costs more in zarr.json than it could save)
+            # (dates are regular in their CF encoding when they are in nanoseconds)
+            regular = not is_dask_collection(var.data) and is_regular(
+                var.values.view(np.int64) if var.dtype.kind == "M" else var.values
+            )
+            compressors = [Crc32cCodec()] if regular else [ZstdCodec(level=19), Crc32cCodec()]
+            kept.update(serializer=LinearCodec(), compressors=compressors)
         elif name not in cube_vars:
             kept.update(compressors=[ZstdCodec(level=9), Crc32cCodec()])
         encoding[name] = kept

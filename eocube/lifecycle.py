@@ -28,6 +28,7 @@ from zarr.core.sync import sync
 from zarr.errors import UnstableSpecificationWarning
 from zarr.storage import StorePath, WrapperStore
 
+from eocube import metadata
 from eocube.layout import (
     INCOMPLETE,
     INCOMPLETE_NOTE,
@@ -117,8 +118,8 @@ def read_document(path: StorePath, key: str = METADATA) -> dict[str, Any] | None
 
 
 def write_document(path: StorePath, key: str, doc: Mapping[str, Any]) -> None:
-    """Write a metadata document as zarr-python does (compact JSON, NaN allowed)."""
-    write_bytes(path, key, json.dumps(doc, allow_nan=True, indent=None).encode())
+    """Write a metadata document as compact JSON (NaN allowed, as zarr-python does)."""
+    write_bytes(path, key, metadata.dumps(doc))
 
 
 def _where(path: StorePath, key: str) -> str:
@@ -151,7 +152,7 @@ def finish(path: StorePath, marker: Mapping[str, Any], per_array_metadata: bool)
             doc = read_document(path, key)
             assert doc is not None
             doc.pop(INCOMPLETE, None)
-            write_document(path, key, doc)
+            write_document(path, key, metadata.compact_defaults_only(doc))
         else:
             delete(path, [_join(path.path, key)])
     # what a write left behind: staged chunks, and the temporary files of interrupted
@@ -162,6 +163,11 @@ def finish(path: StorePath, marker: Mapping[str, Any], per_array_metadata: bool)
     assert root is not None
     root.pop(INCOMPLETE, None)
     root.setdefault("attributes", {})[MARKER] = dict(marker)
+    # with per-array documents kept, the root's copy keeps every attribute as they do
+    if per_array_metadata:
+        root = metadata.compact_defaults_only(root)
+    else:
+        root = metadata.compact(root, MARKER)
     write_document(path, METADATA, root)
 
 
@@ -215,7 +221,7 @@ class UnfinishedView(WrapperStore[Any]):
         doc = json.loads(value.to_bytes())
         if doc.pop(INCOMPLETE, None) is None:
             return value
-        return prototype.buffer.from_bytes(json.dumps(doc, allow_nan=True, indent=None).encode())
+        return prototype.buffer.from_bytes(metadata.dumps(doc))
 
     async def set(self, key: str, value: Buffer) -> None:
         """Write ``key``; metadata documents get the unfinished field."""
@@ -224,9 +230,7 @@ class UnfinishedView(WrapperStore[Any]):
             relative = key[len(self.root) :].lstrip("/") if self.root else key
             extra = self.details if relative == METADATA else {}
             doc[INCOMPLETE] = {"must_understand": True, "note": INCOMPLETE_NOTE, **extra}
-            value = default_buffer_prototype().buffer.from_bytes(
-                json.dumps(doc, allow_nan=True, indent=None).encode()
-            )
+            value = default_buffer_prototype().buffer.from_bytes(metadata.dumps(doc))
         await self._store.set(key, value)
 
 

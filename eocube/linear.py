@@ -27,6 +27,11 @@ _LINEAR = b"L"
 _RAW = b"R"
 
 
+def is_regular(values: np.ndarray) -> bool:
+    """Whether the codec stores ``values`` (a 1-D numeric axis) as its start and step."""
+    return _arithmetic(np.asarray(values)) is not None
+
+
 def _arithmetic(values: np.ndarray) -> tuple[Any, Any] | None:
     if values.ndim != 1 or values.size < 2 or values.dtype.kind not in "iuf":
         return None

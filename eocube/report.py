@@ -220,9 +220,11 @@ def record_quality(store_path: StorePath, report: EncodeReport) -> None:
     """Keep the measured quality in the store, for ``eocube info``, ``verify`` and catalogs."""
     measured = {
         name: {
-            "psnr": _finite_or_str(v.psnr),
+            # to a 1e-4 dB and 6 digits: verify allows 0.1 dB, and on small cubes
+            # zarr.json is much of the store
+            "psnr": _finite_or_str(None if v.psnr is None else round(v.psnr, 4)),
             "max_abs_error": _finite_or_str(v.max_abs_error),
-            "payload_bpppb": v.bpppb,
+            "payload_bpppb": float(f"{v.bpppb:.6g}"),
             "error_bound": list(v.error_bound)
             if isinstance(v.error_bound, tuple)
             else v.error_bound,

@@ -1,0 +1,158 @@
+"""Store overhead: the bytes of a store that are not chunk payload, at a low rate.
+
+For each cube of the corpus (and two synthetic cubes of about 1 M values with regular
+coordinates and no attributes, with and without a CRS), written with
+``target_bpppb=0.1`` (``--bpppb``): the store's bytes, the video payloads' bytes, the
+rest (``zarr.json``, coordinates, masks, other variables) and its share of the store.
+Goals (issue "Compression, second wave", item 2): non-payload bytes <= 5 % of the store at
+0.1 bpppb for cubes of >= 1 M values, and <= 1.5 kB for a cube with regular coordinates.
+
+    python -m benchmarks.overhead [--corpus /work/shared/data] [--label after]
+
+Runs of several versions (``--label``; run an old checkout's package with
+``PYTHONPATH=<checkout>`` and this file copied there) are kept side by side in
+``benchmarks/results/overhead.json``; ``overhead.md`` has the table of every label.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from benchmarks.common import git_state, md_table
+
+RESULTS = Path(__file__).parent / "results"
+_WKT_UTM31 = (
+    'PROJCS["WGS 84 / UTM zone 31N",GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",'
+    '6378137,298.257223563,AUTHORITY["EPSG","7030"]],AUTHORITY["EPSG","6326"]],PRIMEM["Greenwich",'
+    '0,AUTHORITY["EPSG","8901"]],UNIT["degree",0.0174532925199433,AUTHORITY["EPSG","9122"]],'
+    'AUTHORITY["EPSG","4326"]],PROJECTION["Transverse_Mercator"],PARAMETER["latitude_of_origin",0],'
+    'PARAMETER["central_meridian",3],PARAMETER["scale_factor",0.9996],PARAMETER["false_easting",'
+    '500000],PARAMETER["false_northing",0],UNIT["metre",1,AUTHORITY["EPSG","9001"]],AXIS["Easting",'
+    'EAST],AXIS["Northing",NORTH],AUTHORITY["EPSG","32631"]]'
+)
+
+
+def regular_cube(crs: bool) -> xr.Dataset:
+    """A smooth 10 × 4 × 160 × 160 uint16 cube (1.02 M values) with regular coordinates
+    and no attributes; with ``crs``, a rioxarray-style ``spatial_ref``."""
+    rng = np.random.default_rng(0)
+    t, b, y, x = 10, 4, 160, 160
+    yy, xx = np.meshgrid(np.arange(y), np.arange(x), indexing="ij")
+    base = 2000 + 800 * np.sin(yy / 17.0) * np.cos(xx / 23.0)
+    data = base[None, None] + 300 * np.arange(b)[None, :, None, None]
+    data = data + 50 * np.arange(t)[:, None, None, None] + rng.normal(0, 40, (t, b, y, x))
+    ds = xr.Dataset(
+        {"data": (("time", "band", "y", "x"), data.astype(np.uint16))},
+        coords={
+            "time": np.datetime64("2023-01-01") + np.arange(t) * np.timedelta64(5, "D"),
+            "band": ["B02", "B03", "B04", "B08"],
+            "y": 5_700_000.0 - 10.0 * np.arange(y) - 5.0,
+            "x": 600_000.0 + 10.0 * np.arange(x) + 5.0,
+        },
+    )
+    if crs:
+        ds = ds.assign_coords(
+            spatial_ref=xr.DataArray(0, attrs={"crs_wkt": _WKT_UTM31, "spatial_ref": _WKT_UTM31})
+        )
+        ds["data"].attrs["grid_mapping"] = "spatial_ref"
+    return ds
+
+
+def measure(name: str, ds: xr.Dataset, bpppb: float) -> dict[str, Any]:
+    """Write ``ds`` at ``bpppb`` and split the store's bytes."""
+    import eocube
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cube.eocube"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = eocube.to_eocube(ds, path, target_bpppb=bpppb)
+        files = {str(f.relative_to(path)): f.stat().st_size for f in path.rglob("*") if f.is_file()}
+    payload = sum(v.payload_nbytes for v in report.variables.values())
+    store = sum(files.values())
+    return {
+        "cube": name,
+        "values": int(report.values),
+        "store_bytes": store,
+        "payload_bytes": int(payload),
+        "other_bytes": store - int(payload),
+        "other_share": (store - payload) / store,
+        "zarr_json_bytes": files.get("zarr.json", 0),
+        "store_bpppb": store * 8 / report.values,
+        "warnings": [str(w.message) for w in caught],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--corpus", type=Path, default=Path("/work/shared/data"))
+    p.add_argument("--bpppb", type=float, default=0.1)
+    p.add_argument("--label", default="after")
+    p.add_argument("--cubes", nargs="*", help="only these corpus cubes (file stems)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+
+    cubes: list[tuple[str, xr.Dataset]] = [
+        ("regular 1 M, no CRS", regular_cube(False)),
+        ("regular 1 M, CRS", regular_cube(True)),
+    ]
+    for nc in sorted(args.corpus.glob("*.nc")):
+        if args.cubes and nc.stem not in args.cubes:
+            continue
+        cubes.append((nc.stem, xr.open_dataset(nc).load()))
+    rows = []
+    for name, ds in cubes:
+        row = measure(name, ds, args.bpppb)
+        rows.append(row)
+        print(
+            f"{name:45s} {row['values']:>10d} values  store {row['store_bytes']:>8d} B  "
+            f"other {row['other_bytes']:>6d} B ({100 * row['other_share']:.1f} %)",
+            flush=True,
+        )
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "overhead.json"
+    runs = json.loads(path.read_text()) if path.exists() else {}
+    runs[args.label] = {"bpppb": args.bpppb, "code": git_state(), "rows": rows}
+    path.write_text(json.dumps(runs, indent=1))
+    (args.out / "overhead.md").write_text(render(runs))
+    print(render(runs))
+    return 0
+
+
+def render(runs: dict[str, Any]) -> str:
+    """The table of every run: non-payload bytes and share per cube, side by side."""
+    labels = list(runs)
+    names = list(dict.fromkeys(r["cube"] for run in runs.values() for r in run["rows"]))
+    header = ["cube", "values"]
+    for label in labels:
+        header += [f"other B ({label})", f"share ({label})"]
+    rows = []
+    for name in names:
+        line: list[Any] = [name, ""]
+        for label in labels:
+            found = [r for r in runs[label]["rows"] if r["cube"] == name]
+            if found:
+                r = found[0]
+                line[1] = f"{r['values']:,}"
+                line += [r["other_bytes"], f"{100 * r['other_share']:.1f} %"]
+            else:
+                line += ["", ""]
+        rows.append(line)
+    goal = (
+        "Goals: non-payload share <= 5 % at 0.1 bpppb for cubes of >= 1 M values; "
+        "<= 1.5 kB for a cube with regular coordinates."
+    )
+    return "# Store overhead at 0.1 bpppb\n\n" + goal + "\n\n" + md_table(header, rows) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
