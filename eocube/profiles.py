@@ -21,6 +21,9 @@ from eocube.spectral import TRANSFORMS
 LAYOUTS = ("planar3", "luma", "bands-as-frames")
 """Band layouts: how the bands of a block are grouped into frames (see eocube.packing)."""
 
+OWN_CODECS = frozenset({"eocube-pred"})
+"""Codec names eocube implements itself (eocube.lossless) rather than FFmpeg through PyAV."""
+
 DEFAULT_PROFILE = "hevc-12bit-444"
 DEFAULT_LOSSLESS_PROFILE = "ffv1-lossless"
 
@@ -134,6 +137,13 @@ class Profile:
             raise ProfileError(
                 f"profile {self.name!r}: layout {self.layout} needs a gray or 4:2:0 pixel format, "
                 f"not {self.pix_fmt}"
+            )
+        if (self.encoder in OWN_CODECS or self.decoder in OWN_CODECS) and (
+            self.encoder != self.decoder or self.pix_fmt != "gray16le" or not self.lossless
+        ):
+            raise ProfileError(
+                f"profile {self.name!r}: eocube's own coder {self.encoder!r} is lossless, "
+                f"takes gray16le frames and decodes with itself"
             )
         if not self.lossless and self.quality is None:
             raise ProfileError(f"profile {self.name!r}: a lossy profile needs a [quality] table")

@@ -17,6 +17,7 @@ import av
 import numpy as np
 from av.video.codeccontext import VideoCodecContext
 
+from eocube import lossless
 from eocube.errors import CodecError, CorruptChunkError
 from eocube.pixfmt import PixelFormat, pixel_format
 
@@ -195,6 +196,8 @@ def encode_frames(
     -------
     EncodedStream
     """
+    if encoder == lossless.CODER:
+        return _encode_own(frames, decoder=decoder, pix_fmt=pix_fmt, height=height, width=width)
     fmt = pixel_format(pix_fmt)
     try:
         ctx = cast(VideoCodecContext, av.codec.CodecContext.create(encoder, "w"))
@@ -236,6 +239,36 @@ def encode_frames(
     )
 
 
+def _encode_own(
+    frames: Iterable[Sequence[np.ndarray]], *, decoder: str, pix_fmt: str, height: int, width: int
+) -> EncodedStream:
+    """Frames coded by eocube's own lossless coder (eocube.lossless): one packet."""
+    if pix_fmt != lossless.PIX_FMT or decoder != lossless.CODER:
+        raise CodecError(
+            f"encoder {lossless.CODER} takes {lossless.PIX_FMT} frames and decodes with "
+            f"itself, not {pix_fmt} / {decoder}"
+        )
+    packet, count = lossless.encode_frames(frames, height=height, width=width)
+    return EncodedStream(
+        decoder=decoder,
+        pix_fmt=pix_fmt,
+        height=height,
+        width=width,
+        frames=count,
+        packets=(packet,) if count else (),
+    )
+
+
+def _decode_own(stream: EncodedStream) -> Iterator[list[np.ndarray]]:
+    """The frames of a stream of eocube's own lossless coder (whole rows: no padding)."""
+    if stream.pix_fmt != lossless.PIX_FMT or stream.extradata:
+        raise CorruptChunkError(
+            f"{lossless.CODER} stream of pixel format {stream.pix_fmt} "
+            f"with {len(stream.extradata)} bytes of extradata"
+        )
+    yield from lossless.decode_frames(stream.packets, stream.frames, stream.height, stream.width)
+
+
 def decode_frames(
     stream: EncodedStream, *, threads: int = 0, crop: bool = True
 ) -> Iterator[list[np.ndarray]]:
@@ -251,6 +284,9 @@ def decode_frames(
         When the decoder rejects the bitstream, returns another pixel format or
         another number of frames than was encoded.
     """
+    if stream.decoder == lossless.CODER:
+        yield from _decode_own(stream)
+        return
     fmt = pixel_format(stream.pix_fmt)
     try:
         ctx = cast(VideoCodecContext, av.codec.CodecContext.create(stream.decoder, "r"))

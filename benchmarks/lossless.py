@@ -1,0 +1,125 @@
+"""eocube's own lossless coder (profile ``eocube-lossless``) against ``ffv1-lossless``.
+
+Each integer cube of the dev corpus is written with :func:`eocube.to_eocube` under both
+profiles and read back with xarray (checked bit-exact). The table gives the payload bits
+per value and the encode / read speeds (MB/s of raw values, best of ``--repeats``); the
+JPEG-XL lossless and JPEG-LS columns are quoted from benchmarks/results/rd/summary.md
+("Goal 3"), not measured here.
+
+Run: ``python -m benchmarks.lossless [--repeats N] [cube ...]``; writes
+benchmarks/results/lossless.json and lossless.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+import eocube
+
+DATA = Path("/work/shared/data")
+RESULTS = Path(__file__).resolve().parent / "results"
+PROFILES = ("eocube-lossless", "ffv1-lossless")
+
+# bits per value (payload) from benchmarks/results/rd/summary.md, "Goal 3": quoted
+QUOTED = {
+    "erainterim_uvz": (3.190, 5.817),
+    "l8_ny18_013032": (7.632, 7.935),
+    "l8_ny18_014031": (8.656, 8.870),
+    "l8_ny18_014032": (8.431, 8.655),
+    "s2_l2a_openeo_gfmap_12x5x66x64": (3.267, 4.147),
+    "s2_l2a_openeo_gfmap_19x4x52x46": (7.752, 8.358),
+    "s2_l2a_worldcereal_118x4x64x64": (8.608, 8.527),
+    "s2_l2a_worldcereal_118x6x32x32": (9.234, 9.247),
+    "s2_l2a_worldcereal_12x9x100x100": (4.590, 5.080),
+    "s2_l2a_worldcereal_72x4x64x64": (8.264, 8.118),
+}
+
+
+def measure(ds: xr.Dataset, profile: str, repeats: int) -> dict[str, Any]:
+    """Payload bits per value, encode and read MB/s of one profile on one cube."""
+    values = ds["data"].values
+    enc, dec = [], []
+    payload = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            path = Path(tmp) / f"cube{i}.eocube"
+            t0 = time.perf_counter()
+            report = eocube.to_eocube(ds, path, lossless=True, profile=profile, measure=False)
+            enc.append(time.perf_counter() - t0)
+            payload = report.variables["data"].payload_nbytes
+            t0 = time.perf_counter()
+            with xr.open_dataset(path, engine="eocube", mask_and_scale=False) as back:
+                got = np.asarray(back["data"].values)
+            dec.append(time.perf_counter() - t0)
+            if not np.array_equal(got, values):
+                raise AssertionError(f"{profile} is not bit-exact")
+    return {
+        "bits_per_value": 8 * payload / values.size,
+        "encode_mb_s": values.nbytes / min(enc) / 1e6,
+        "read_mb_s": values.nbytes / min(dec) / 1e6,
+    }
+
+
+def main() -> None:
+    """Measure, print the table and write the results."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("cubes", nargs="*", default=list(QUOTED))
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    # compile the kernels outside the timings
+    warm = xr.Dataset(
+        {"data": (("time", "band", "y", "x"), np.zeros((2, 2, 4, 4), np.uint16))},
+    )
+    measure(warm, PROFILES[0], 1)
+    rows = []
+    header = (
+        "| cube | eocube-lossless | ffv1-lossless | JPEG-XL (quoted) | JPEG-LS (quoted) "
+        "| enc MB/s own / ffv1 | read MB/s own / ffv1 | beats all |"
+    )
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---|"]
+    print(header)
+    for name in args.cubes:
+        with xr.open_dataset(DATA / f"{name}.nc") as src:
+            ds = src[["data"]].load()
+        own, ffv1 = (measure(ds, p, args.repeats) for p in PROFILES)
+        jxl, jls = QUOTED.get(name, (float("nan"), float("nan")))
+        best_other = min(ffv1["bits_per_value"], jxl, jls)
+        wins = own["bits_per_value"] < best_other
+        rows.append(
+            {
+                "cube": name,
+                "eocube-lossless": own,
+                "ffv1-lossless": ffv1,
+                "jpegxl_quoted": jxl,
+                "jpegls_quoted": jls,
+                "beats_all": wins,
+            }
+        )
+        line = (
+            f"| {name} | {own['bits_per_value']:.3f} | {ffv1['bits_per_value']:.3f} | "
+            f"{jxl:.3f} | {jls:.3f} | {own['encode_mb_s']:.1f} / {ffv1['encode_mb_s']:.1f} | "
+            f"{own['read_mb_s']:.1f} / {ffv1['read_mb_s']:.1f} | {'yes' if wins else 'no'} |"
+        )
+        lines.append(line)
+        print(line, flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "lossless.json").write_text(json.dumps(rows, indent=1))
+    note = (
+        "# eocube-lossless vs ffv1-lossless\n\nPayload bits per value; speeds in MB/s of "
+        "raw values through to_eocube / xr.open_dataset (best of "
+        f"{args.repeats}, shared 2-core machine: compare ratios). JPEG-XL and JPEG-LS "
+        "are quoted from benchmarks/results/rd/summary.md (Goal 3), not measured here.\n\n"
+    )
+    (RESULTS / "lossless.md").write_text(note + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

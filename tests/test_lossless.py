@@ -1,0 +1,185 @@
+"""eocube's own lossless frame coder (eocube.lossless, profile eocube-lossless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from cubes import open_cube
+
+import eocube
+from eocube import CorruptChunkError, chunk, lossless
+from eocube.profiles import get_profile
+from eocube.video import EncodedStream, decode_frames, encode_frames
+
+PROFILE = "eocube-lossless"
+
+
+def _roundtrip(frames: np.ndarray) -> np.ndarray:
+    packet = lossless.encode(frames)
+    return lossless.decode(packet, *frames.shape)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 1, 1), (1, 1, 7), (1, 7, 1), (3, 1, 1), (1, 5, 9), (4, 3, 2), (6, 17, 13), (9, 8, 8)],
+)
+def test_random_frames_round_trip(shape: tuple[int, int, int]) -> None:
+    rng = np.random.default_rng(sum(shape))
+    for top in (2, 256, 65536):
+        frames = rng.integers(0, top, shape, dtype=np.uint16)
+        assert np.array_equal(_roundtrip(frames), frames)
+
+
+@pytest.mark.parametrize("value", [0, 1, 32768, 65535])
+def test_constant_frames_round_trip_and_cost_little(value: int) -> None:
+    frames = np.full((8, 32, 32), value, np.uint16)
+    packet = lossless.encode(frames)
+    assert np.array_equal(lossless.decode(packet, 8, 32, 32), frames)
+    assert len(packet) < 200
+
+
+def test_full_range_extremes_round_trip() -> None:
+    rng = np.random.default_rng(1)
+    frames = rng.choice(np.array([0, 65535], np.uint16), size=(5, 19, 23))
+    assert np.array_equal(_roundtrip(frames), frames)
+    frames[:, ::2] = 0
+    frames[:, 1::2] = 65535
+    assert np.array_equal(_roundtrip(frames), frames)
+
+
+def test_smooth_series_use_references() -> None:
+    y, x = np.mgrid[0:40, 0:40]
+    base = (1000 + 30 * y + 20 * x).astype(np.int64)
+    rng = np.random.default_rng(2)
+    frames = np.stack([base + 3 * t + rng.integers(0, 3, base.shape) for t in range(6)])
+    frames = frames.astype(np.uint16)
+    dist_a, _ = lossless.choose_references(frames)
+    assert dist_a[0] == 0
+    assert np.array_equal(_roundtrip(frames), frames)
+
+
+def test_encode_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="no empty axis"):
+        lossless.encode(np.zeros((0, 3, 3), np.uint16))
+    with pytest.raises(ValueError, match=r"within 0 \.\. 65535"):
+        lossless.encode(np.full((1, 2, 2), 70000, np.int64))
+    assert np.array_equal(
+        _roundtrip(np.arange(12, dtype=np.int32).reshape(1, 3, 4)).ravel(), np.arange(12)
+    )
+
+
+def _real_frames(name: str) -> np.ndarray:
+    values = open_cube(name)["data"].values.astype(np.int64)
+    codes = values - values.min(axis=(0, 2, 3), keepdims=True)
+    T, B, Y, X = codes.shape
+    return np.ascontiguousarray(codes.transpose(1, 0, 2, 3).reshape(B * T, Y, X).astype(np.uint16))
+
+
+@pytest.mark.parametrize("name", ["s2_l2a_openeo_gfmap_19x4x52x46", "l8_ny18_014031"])
+def test_real_cubes_round_trip(name: str) -> None:
+    frames = _real_frames(name)
+    assert np.array_equal(_roundtrip(frames), frames)
+
+
+def _damaged(packet: bytes) -> list[bytes]:
+    flipped = []
+    for i in (0, 3, len(packet) // 2, len(packet) - 1):
+        b = bytearray(packet)
+        b[i] ^= 0x10
+        flipped.append(bytes(b))
+    return [packet[:-1], packet[: len(packet) // 2], packet[:1], b"", packet + b"\x00", *flipped]
+
+
+def test_damaged_packets_raise() -> None:
+    frames = _real_frames("s2_l2a_openeo_gfmap_19x4x52x46")[:6]
+    packet = lossless.encode(frames)
+    for bad in _damaged(packet):
+        with pytest.raises(CorruptChunkError):
+            lossless.decode(bad, *frames.shape)
+
+
+def test_damaged_streams_raise_through_video() -> None:
+    frames = np.random.default_rng(3).integers(0, 4000, (4, 9, 11), dtype=np.uint16)
+    stream = encode_frames(
+        ([f] for f in frames),
+        encoder=lossless.CODER,
+        decoder=lossless.CODER,
+        pix_fmt=lossless.PIX_FMT,
+        height=9,
+        width=11,
+        options={},
+    )
+    decoded = np.array([p[0].copy() for p in decode_frames(stream)])
+    assert np.array_equal(decoded, frames)
+    changes = [
+        {"packets": ()},
+        {"packets": stream.packets * 2},
+        {"frames": 5},
+        {"pix_fmt": "gray12le"},
+        {"extradata": b"x"},
+    ]
+    for bad in _damaged(stream.packets[0]):
+        changes.append({"packets": (bad,)})
+    for change in changes:
+        fields = {**stream.__dict__, **change}
+        with pytest.raises(CorruptChunkError):
+            list(decode_frames(EncodedStream(**fields)))
+
+
+def test_profile_is_valid_and_lossless() -> None:
+    prof = get_profile(PROFILE)
+    assert prof.lossless
+    assert prof.bits == 16
+    assert prof.layout == "luma"
+    assert prof.encoder == prof.decoder == lossless.CODER
+
+
+def test_chunk_round_trip_and_damage() -> None:
+    values = open_cube("s2_l2a_openeo_gfmap_12x5x66x64")["data"].values[:3]
+    payload = chunk.encode_chunk(values, PROFILE)
+    assert np.array_equal(chunk.decode_chunk(payload), values)
+    assert chunk.read_header(payload).profile == PROFILE
+    for bad in (payload[:-1], payload + b"\x00", payload[: len(payload) - 100]):
+        with pytest.raises(CorruptChunkError):
+            chunk.decode_chunk(bad)
+
+
+def test_chunk_with_nodata_int16_and_odd_shapes() -> None:
+    rng = np.random.default_rng(4)
+    block = rng.integers(-32768, 32767, (3, 2, 5, 1), dtype=np.int16)
+    block[0, 0, 0, 0] = -32768
+    block[1, 1, 4, 0] = 32767
+    assert np.array_equal(chunk.decode_chunk(chunk.encode_chunk(block, PROFILE)), block)
+    block = rng.integers(0, 100, (2, 3, 4, 5), dtype=np.uint16)
+    block[0, 1, 2, 3] = 9999
+    payload = chunk.encode_chunk(block, PROFILE, nodata=9999)
+    assert np.array_equal(chunk.decode_chunk(payload), block)
+
+
+def test_store_round_trip_is_bit_exact(tmp_path: Path) -> None:
+    ds = open_cube("s2_l2a_worldcereal_12x9x100x100")
+    path = tmp_path / "cube.eocube"
+    eocube.to_eocube(ds, path, lossless=True, profile=PROFILE)
+    with xr.open_dataset(path, engine="eocube") as reopened:
+        xr.testing.assert_identical(reopened.load(), ds)
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hnp.arrays(
+        np.uint16,
+        st.tuples(st.integers(1, 4), st.integers(1, 9), st.integers(1, 9)),
+        elements=st.one_of(st.integers(0, 65535), st.sampled_from([0, 1, 255, 65535])),
+    )
+)
+def test_property_round_trip(frames: np.ndarray) -> None:
+    assert np.array_equal(_roundtrip(frames), frames)
