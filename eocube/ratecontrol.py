@@ -2,7 +2,9 @@
 
 Every search runs on a *sample* of at most :data:`SAMPLE_BLOCKS` chunk-shaped blocks of
 the cube (spread over time and space), never on the whole cube, and makes at most
-:data:`MAX_TRIALS` trial encodes of that sample. The writer then encodes the cube once
+:data:`MAX_TRIALS` trial encodes of that sample for the video's quality, and as many
+again for a residual layer's bound where the video alone falls short of a PSNR or rate
+target. The writer then encodes the cube once
 with the chosen quality, measures what it got, and corrects at most
 :data:`MAX_CORRECTIONS` times (see :func:`eocube.to_eocube`): the whole cube is encoded
 at most ``1 + MAX_CORRECTIONS`` times, and usually once.
@@ -16,7 +18,7 @@ import os
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,6 +59,15 @@ that is the whole cube (its payload known exactly) ends a bpppb search."""
 BPPPB_CORRECT = 0.08
 """Relative miss of a bpppb target (of the +-10 % promised) that a written store is
 corrected for by another pass."""
+PAYLOAD_FLOOR_HALVING = 2 * QUALITY_PER_HALVING
+"""Quality steps per halving of the bytes beyond which a rate target out of reach does
+not push the quality: past the codec's knee (bytes halving slower than this) the payload
+no longer shrinks meaningfully while the quality collapses (x265 12-bit: 11 dB at crf 46
+on a Sentinel-2 cube, for 10 % fewer payload bytes than at crf 42)."""
+DB_PER_BIT = 20 * math.log10(2)
+"""dB per bit per value a residual bound costs, where it dominates (a halving of the
+bound adds about a bit per value; 6 to 8 dB per bit measured on ERA5, CMIP3 and
+Sentinel-2 cubes)."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,21 @@ class Trial:
     def bpppb(self) -> float:
         """Payload bits per value of the sample."""
         return self.nbytes * 8 / self.values
+
+
+@dataclass
+class Searched:
+    """What a search decided beside the qualities, for the passes that follow.
+
+    ``bounds``: the variables whose residual bound (in the write's ``bounds``) the search
+    set, to reach a PSNR or a rate beyond what the video alone reaches; :func:`correct`
+    rescales those bounds by a pass's miss, and the store reports them as the
+    variables' error bounds. ``floored``: the variables whose quality stopped where
+    their payload no longer shrinks meaningfully (:func:`before_the_floor`), which no
+    correction makes coarser."""
+
+    bounds: set[Hashable] = field(default_factory=set)
+    floored: set[Hashable] = field(default_factory=set)
 
 
 def sample_slices(
@@ -316,8 +342,13 @@ def quality_for_bpppb(
     nearest trials on either side of the target once there are such, else extrapolated
     from the two nearest (bytes halve about every :data:`QUALITY_PER_HALVING` steps
     where one trial gives no slope yet), clamped to the profile's range; a trial within
-    ``tolerance`` (relative) ends the search.
+    ``tolerance`` (relative) ends the search. Where the target is below every trial,
+    the quality goes no coarser than the codec's knee (:func:`before_the_floor`), a step
+    of at most :data:`PAYLOAD_FLOOR_HALVING` at a time, bisecting between the knee and
+    the trial past it.
     """
+    assert profile.quality is not None
+    step = profile.quality.step
     trials: list[Trial] = []
     q = _start(profile)
     for _ in range(MAX_TRIALS):
@@ -341,12 +372,40 @@ def quality_for_bpppb(
             nq = a.quality + (math.log(target) - math.log(a.bpppb)) / slope
         else:
             nq = t.quality + math.log(t.bpppb / target) * QUALITY_PER_HALVING / math.log(2)
+        if not below:
+            # coarser than every trial: a step at most to where the payload must halve
+            # to be worth it, and none past the codec's knee once the trials show it
+            coarsest = max(trials, key=lambda x: x.quality)
+            knee = before_the_floor(trials)
+            if knee is coarsest:
+                nq = min(nq, coarsest.quality + PAYLOAD_FLOOR_HALVING)
+            else:  # the knee lies between it and the next coarser trial: bisect
+                nxt = min((x for x in trials if x.quality > knee.quality), key=lambda x: x.quality)
+                nq = (knee.quality + nxt.quality) / 2
+                if nxt.quality - knee.quality <= 2 * step:
+                    break
         nq = _snap(profile, nq)
         if any(x.quality == nq for x in trials):
             break
         q = nq
     best = min(trials, key=lambda x: abs(math.log(x.bpppb / target)))
+    if all(x.bpppb > target * (1 + tolerance) for x in trials):
+        best = before_the_floor(trials)
     return best.quality, trials
+
+
+def before_the_floor(trials: Sequence[Trial]) -> Trial:
+    """The coarsest trial up to which each coarser one still shrinks the payload
+    meaningfully (by at least a halving per :data:`PAYLOAD_FLOOR_HALVING` quality steps):
+    where a rate target is below what the codec makes, the quality goes no further than
+    the codec's knee."""
+    ordered = sorted(trials, key=lambda x: x.quality)
+    best = ordered[0]
+    for t in ordered[1:]:
+        if t.bpppb > best.bpppb * 2 ** (-(t.quality - best.quality) / PAYLOAD_FLOOR_HALVING):
+            break
+        best = t
+    return best
 
 
 def quality_for_bound(
@@ -384,15 +443,10 @@ def quality_for_bound(
     return best.quality, list(trials.values())
 
 
-def bounds_for_psnr(
-    blocks: Sequence[np.ndarray], target: float, nodata: float | None = None
-) -> tuple[float, ...]:
-    """Per-band error bounds whose uniform errors would give ``target`` dB.
-
-    Errors uniform in [-e, e] have MSE e²/3, so e = peak·√3·10^(-target/20) with the
-    band's range in the sample as peak; the residual layer keeps every error within e,
-    and errors the video makes smaller only raise the PSNR.
-    """
+def _band_ranges(
+    blocks: Sequence[np.ndarray], nodata: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per band, the sample's data range (1 where it has none) and largest magnitude."""
     bands = blocks[0].shape[1] if blocks[0].ndim == 4 else 1
     lo = np.full(bands, np.inf)
     hi = np.full(bands, -np.inf)
@@ -405,7 +459,112 @@ def bounds_for_psnr(
                 lo[b] = min(lo[b], float(v.min()))
                 hi[b] = max(hi[b], float(v.max()))
     peak = np.where(hi > lo, hi - lo, 1.0)
+    magnitude = np.where(np.isfinite(lo), np.maximum(np.abs(lo), np.abs(hi)), 0.0)
+    return peak, magnitude
+
+
+def bounds_for_psnr(
+    blocks: Sequence[np.ndarray], target: float, nodata: float | None = None
+) -> tuple[float, ...]:
+    """Per-band error bounds whose uniform errors would give ``target`` dB.
+
+    Errors uniform in [-e, e] have MSE e²/3, so e = peak·√3·10^(-target/20) with the
+    band's range in the sample as peak; the residual layer keeps every error within e,
+    and errors the video makes smaller only raise the PSNR.
+    """
+    peak, _ = _band_ranges(blocks, nodata)
     return tuple(float(p) * math.sqrt(3) * 10 ** (-target / 20) for p in peak)
+
+
+def bound_levels(
+    blocks: Sequence[np.ndarray], nodata: float | None = None
+) -> tuple[Callable[[float], tuple[float, ...]], float]:
+    """Residual bounds on a dB scale, for a search in log bound: the per-band bounds at
+    a level of ``p`` dB (those of :func:`bounds_for_psnr`), and the level from which
+    every bound is 0 (lossless).
+
+    Integer bounds are whole numbers (``floor(e)`` is the bound the residual keeps for
+    integers, and the store reports what it keeps), rounded at staggered points across
+    the bands so that the rate steps through the levels between two whole bounds (from
+    1 to 0, lossless, the rate of each band jumps by log2(3) bits). A float band's bound
+    is 0 below half the spacing of its dtype at its largest magnitude, where no finer
+    bound is meaningful."""
+    peak, magnitude = _band_ranges(blocks, nodata)
+    integer = blocks[0].dtype.kind in "iu"
+    bands = len(peak)
+    offset = (np.arange(bands) + 0.5) / bands - 0.5 if integer else np.zeros(bands)
+    if integer:
+        finest = 1 - offset  # the bound rounds to 1 from there
+    else:
+        finest = np.spacing(magnitude.astype(blocks[0].dtype)).astype(np.float64) / 2
+    scale = peak * math.sqrt(3)
+    top = float(np.max(20 * np.log10(scale / finest))) + 0.01
+
+    def level(p: float) -> tuple[float, ...]:
+        e = scale * 10 ** (-p / 20)
+        e = np.floor(e + offset) if integer else np.where(e >= finest, e, 0.0)
+        return tuple(float(b) for b in e)
+
+    return level, top
+
+
+def bound_for_bpppb(
+    trial: Callable[[tuple[float, ...]], Trial],
+    level: Callable[[float], tuple[float, ...]],
+    top: float,
+    target: float,
+    saturated: Trial,
+    bits: int,
+    tolerance: float = BPPPB_TOLERANCE,
+) -> tuple[tuple[float, ...], list[Trial]]:
+    """The residual bound whose sample payload bpppb (video at its finest quality plus
+    the residual) is closest to ``target``, where the video alone (``saturated``, at
+    its finest quality) spends less.
+
+    Bytes fall as the bound grows: the search runs on the bound's level in dB
+    (:func:`bound_levels`; the log of the bound), the rate about linear in it, a bit
+    per value every :data:`DB_PER_BIT` where no two trials give the slope yet;
+    interpolating inside the bracket of a level above the target and one below once
+    there are such; at most :data:`MAX_TRIALS` trial encodes; one within ``tolerance``
+    (relative) ends the search. It starts from the level a ``bits``-deep video plus
+    the missing bits would reach. At level ``top`` the bound is 0 (lossless): a target
+    above that rate returns the lossless bound."""
+    made: list[tuple[float, Trial]] = []
+    tried: dict[tuple[float, ...], Trial] = {}
+    p = min(DB_PER_BIT * (bits + target - saturated.bpppb) - 15, top)
+    for _ in range(MAX_TRIALS):
+        bound = level(p)
+        t = trial(bound)
+        tried[bound] = t
+        made.append((p, t))
+        if abs(math.log(t.bpppb / target)) < math.log(1 + tolerance):
+            break
+        above = [x for x in made if x[1].bpppb > target]
+        below = [x for x in made if x[1].bpppb < target]
+        if above and below:
+            pa, ta = min(above, key=lambda x: x[0])
+            pb, tb = max(below, key=lambda x: x[0])
+            if abs(pa - pb) < 0.05:
+                break
+            nq = pb + (target - tb.bpppb) * (pa - pb) / (ta.bpppb - tb.bpppb)
+            # kept off the bracket's ends, so that it shrinks
+            margin = 0.1 * (pa - pb)
+            nq = min(max(nq, pb + margin), pa - margin)
+        else:
+            if below and p >= top:
+                break  # lossless, and still under the target: nothing more to spend
+            slope = 1 / DB_PER_BIT
+            near = sorted(made, key=lambda x: abs(math.log(x[1].bpppb / target)))[:2]
+            if len(near) == 2 and near[0][0] != near[1][0]:
+                (p0, t0), (p1, t1) = near
+                measured = (t1.bpppb - t0.bpppb) / (p1 - p0)
+                slope = max(measured, slope / 2) if math.isfinite(measured) else slope
+            nq = min(p + (target - t.bpppb) / slope, top)
+        if level(nq) in tried:
+            break  # integer bounds: no level between those tried
+        p = nq
+    best = min(made, key=lambda x: abs(math.log(x[1].bpppb / target)))
+    return level(best[0]), [t for _, t in made]
 
 
 def sample_blocks(ds: xr.Dataset, cv: CubeVar) -> list[np.ndarray]:
@@ -441,11 +600,12 @@ def search(
     target_psnr: float | None,
     target_bpppb: float | None,
     bounds: dict[Hashable, Any],
-    psnr_bounds: set[Hashable],
+    searched: Searched,
     store_bpppb: float | None = None,
 ) -> tuple[float | None, int]:
     """The quality for one variable's target, from trial encodes of a sample; and the
-    number of trials. May set a residual bound (in ``bounds``) to reach a PSNR.
+    number of trials. May set a residual bound (in ``bounds``, the variable added to
+    ``searched.bounds``) to reach a PSNR or a rate beyond what the video alone reaches.
 
     ``target_bpppb`` is the payload's share of the rate (store overhead taken off), of
     the store's ``store_bpppb``."""
@@ -470,7 +630,7 @@ def search(
             # beyond what the codec's bit depth reaches: a residual layer with the
             # bound that uniform errors of that PSNR would have carries the rest
             bounds[name] = bounds_for_psnr(samples, target_psnr + PSNR_MARGIN, cv.codec_nodata)
-            psnr_bounds.add(name)
+            searched.bounds.add(name)
             quality, more = quality_for_bound(trial_of(bounds[name], False), prof)
             made += more
     elif target_bpppb is not None:
@@ -480,6 +640,22 @@ def search(
             tol = max(tol, BPPPB_STORE_TOLERANCE * store_bpppb / target_bpppb)
         trial = trial_of(bounds.get(name), False)
         quality, made = quality_for_bpppb(trial, prof, target_bpppb, tol)
+        if all(t.bpppb > target_bpppb * (1 + tol) for t in made):
+            searched.floored.add(name)
+        finest = min(made, key=lambda t: t.quality)
+        lo, _ = _grid(prof)
+        if name not in bounds and finest.quality <= lo and finest.bpppb * (1 + tol) < target_bpppb:
+            # the video saturates at its finest quality: a residual layer spends the
+            # rest, its bound searched with the video at that quality
+            level, top = bound_levels(samples, cv.codec_nodata)
+            bound, more = bound_for_bpppb(
+                lambda b: trial_of(b, False)(lo), level, top, target_bpppb, finest, prof.bits,
+                tol,
+            )  # fmt: skip
+            bounds[name] = bound[0] if len(bound) == 1 else bound
+            searched.bounds.add(name)
+            quality = lo
+            made += more
     elif name in bounds:
         quality, made = quality_for_bound(trial_of(bounds[name], False), prof)
     else:  # a bound given for other variables only: this one keeps the default
@@ -494,17 +670,17 @@ def correct(
     target_psnr: float | None,
     target_bpppb: float | None,
     bounds: dict[Hashable, Any],
-    psnr_bounds: set[Hashable],
+    searched: Searched,
 ) -> dict[Hashable, float | None] | None:
-    """New qualities (and PSNR-derived bounds, in place) after a pass that missed or
-    overshot; None when there is nothing to correct."""
+    """New qualities (and the bounds of ``searched.bounds``, in place) after a pass that
+    missed or overshot; None when there is nothing to correct."""
     new = dict(quality)
     if target_psnr is not None:
         for name, v in report.variables.items():
             q = quality[name]
             if q is None or v.psnr is None:
                 continue
-            if name in psnr_bounds:
+            if name in searched.bounds:
                 # the residual's bound sets the PSNR: scale it by the miss
                 if v.psnr < target_psnr or v.psnr > target_psnr + 0.5:
                     factor = 10 ** ((v.psnr - target_psnr - PSNR_MARGIN) / 20)
@@ -524,13 +700,30 @@ def correct(
         # rate beyond what any quality reaches
         if budget <= payload / 4 or abs(report.bpppb / target_bpppb - 1) <= BPPPB_CORRECT:
             return None
-        # bytes halve about every 6 crf steps in x265 and SVT-AV1
-        shift = math.log(payload / budget) * 6 / math.log(2)
+        aim = budget * 8 / report.values  # the payloads' bits per value
         for key, q in quality.items():
-            if q is not None:
-                new[key] = _snap(prof, q + shift)
+            got = report.variables.get(str(key))
+            if got is None or not got.bpppb > 0:
+                continue
+            if key in searched.bounds:
+                # the residual's bound sets the rate: about a bit per value per halving
+                integer = np.dtype(got.dtype).kind in "iu"
+                bounds[key] = _scaled(bounds[key], 2 ** (got.bpppb - aim), integer)
+            elif q is not None:
+                # bytes halve about every 6 crf steps in x265 and SVT-AV1
+                shifted = _snap(prof, q + math.log(got.bpppb / aim) * 6 / math.log(2))
+                new[key] = min(shifted, q) if key in searched.floored else shifted
         return new
     return None
+
+
+def _scaled(bound: float | tuple[float, ...], factor: float, integer: bool) -> Any:
+    """A bound (one, or one per band) times ``factor``; floored for integer data."""
+
+    def one(b: float) -> float:
+        return float(math.floor(b * factor)) if integer else b * factor
+
+    return tuple(one(b) for b in bound) if isinstance(bound, tuple) else one(bound)
 
 
 @contextlib.contextmanager
@@ -580,16 +773,17 @@ def choose_qualities(
     control: Control,
     bounds: dict[Hashable, Any],
     overhead_bpppb: float = 0.0,
-) -> tuple[dict[Hashable, float | None], set[Hashable], int]:
+) -> tuple[dict[Hashable, float | None], Searched, int]:
     """The quality of each cube variable before the cube is encoded: the given crf, or
-    the one the search finds on a sample for a target or a bound. Returns it, the
-    variables whose bound was set to reach a PSNR (in ``bounds``), and the trials made.
+    the one the search finds on a sample for a target or a bound. Returns it, what
+    else the search decided (:class:`Searched`: the bounds it set in ``bounds``), and
+    the trials made.
 
     ``overhead_bpppb``: the store's bits per value outside the chunk payloads (an
     estimate), taken off a bpppb target to aim the payloads at."""
     crf = control.value if control.name == "crf" else None
     quality: dict[Hashable, float | None] = dict.fromkeys(cube_vars, crf)
-    psnr_bounds: set[Hashable] = set()
+    searched = Searched()
     trials = 0
     if not profile.lossless and control.searched:
         for name, cv in cube_vars.items():
@@ -597,11 +791,11 @@ def choose_qualities(
             if rate is not None:
                 rate = max(rate - overhead_bpppb, rate / 4)
             quality[name], made = search(
-                ds, cv, profile, control.target_psnr, rate, bounds, psnr_bounds,
+                ds, cv, profile, control.target_psnr, rate, bounds, searched,
                 control.target_bpppb,
             )  # fmt: skip
             trials += made
-    return quality, psnr_bounds, trials
+    return quality, searched, trials
 
 
 def write_to_target(
@@ -611,42 +805,128 @@ def write_to_target(
     control: Control,
     quality: dict[Hashable, float | None],
     bounds: dict[Hashable, Any],
-    psnr_bounds: set[Hashable],
+    searched: Searched,
 ) -> tuple[EncodeReport, int]:
     """Write the cube (``write(mode)`` encodes it at ``quality`` and ``bounds``), then
     correct a missed target at most :data:`MAX_CORRECTIONS` times, keeping the smallest
-    write that meets it. Returns the last report and how many times the cube was encoded.
-    """
+    write that meets it (for a rate none meets, the closest). Returns the last report
+    and how many times the cube was encoded.
+
+    A correction that makes a variable coarser for a payload that no longer shrinks
+    meaningfully (past the codec's knee, :data:`PAYLOAD_FLOOR_HALVING`) is undone, and
+    the variable made no coarser again."""
     report = write(mode)
     passes = 1
-    best = (dict(quality), dict(bounds), report) if control.met_by(report) else None
+    kept = [(dict(quality), dict(bounds), report)]  # the passes worth keeping
     targeted = control.target_psnr is not None or control.target_bpppb is not None
     for _ in range(MAX_CORRECTIONS if targeted else 0):
-        old_bounds = dict(bounds)
+        old_quality, old_bounds, previous = dict(quality), dict(bounds), report
         proposal = correct(
             profile, quality, report, control.target_psnr, control.target_bpppb, bounds,
-            psnr_bounds,
+            searched,
         )  # fmt: skip
         if proposal is None or (proposal == quality and bounds == old_bounds):
             break
         quality.update(proposal)
         report = write("w")
         passes += 1
-        if control.met_by(report) and (best is None or report.nbytes < best[2].nbytes):
-            best = (dict(quality), dict(bounds), report)
-    if best is not None and best[2] is not report:
-        quality.update(best[0])
-        bounds.update(best[1])
+        past = (
+            past_the_knee(old_quality, quality, previous, report, searched)
+            if control.target_bpppb is not None
+            else set()
+        )
+        if past:
+            searched.floored |= past
+            quality.update({n: old_quality[n] for n in past})
+            continue
+        kept.append((dict(quality), dict(bounds), report))
+    met = [k for k in kept if control.met_by(k[2])]
+    if met:
+        keep = min(met, key=lambda k: k[2].nbytes)
+    elif control.target_bpppb is not None:
+        rate = control.target_bpppb
+        keep = min(kept, key=lambda k: abs(math.log(k[2].bpppb / rate)))
+    else:
+        keep = kept[-1]
+    if keep[2] is not report:
+        quality.update(keep[0])
+        bounds.clear()
+        bounds.update(keep[1])
         report = write("w")
         passes += 1
     if not control.met_by(report):
         if control.target_bpppb is not None:
-            warnings.warn(
-                f"target_bpppb={control.value} missed: the store has {report.bpppb:.4f} "
-                f"bpppb ({overhead(report) * 8 / report.values:.4f} of it outside the video "
-                f"payloads)",
-                stacklevel=3,
-            )
+            warnings.warn(missed_rate(control.target_bpppb, report, bounds, searched), stacklevel=3)
         else:
             warnings.warn(f"target_psnr={control.value} missed: {report}", stacklevel=3)
     return report, passes
+
+
+def past_the_knee(
+    before: Mapping[Hashable, float | None],
+    after: Mapping[Hashable, float | None],
+    previous: EncodeReport,
+    report: EncodeReport,
+    searched: Searched,
+) -> set[Hashable]:
+    """The variables a pass made coarser (``before`` to ``after``) whose payload shrank
+    by less than a halving per :data:`PAYLOAD_FLOOR_HALVING` quality steps."""
+    past = set()
+    for name, q in after.items():
+        q0 = before.get(name)
+        if q is None or q0 is None or q <= q0 or name in searched.bounds:
+            continue
+        v0, v = previous.variables.get(str(name)), report.variables.get(str(name))
+        if v0 is None or v is None:
+            continue
+        if v.payload_nbytes > v0.payload_nbytes * 2 ** (-(q - q0) / PAYLOAD_FLOOR_HALVING):
+            past.add(name)
+    return past
+
+
+def missed_rate(
+    target: float,
+    report: EncodeReport,
+    bounds: Mapping[Hashable, Any],
+    searched: Searched,
+) -> str:
+    """One line on why a store misses its ``target_bpppb``: a cube stored losslessly
+    that has nothing more to spend, a store whose overhead alone exceeds the target, or
+    payloads that no longer shrink meaningfully."""
+    outside = overhead(report) * 8 / report.values
+    payload = report.bpppb - outside
+    head = f"target_bpppb={target:g} missed: the store has {report.bpppb:.4f} bpppb"
+    at = ", ".join(_crfs(report))
+    exact = [str(n) for n in report.variables if n in searched.bounds and not np.any(bounds[n])]
+    if report.bpppb < target and exact:
+        who = "the cube is" if len(exact) == len(report.variables) else f"{', '.join(exact)} are"
+        return (
+            f"{head}: {who} stored losslessly (error bound 0 on every value), nothing more to spend"
+        )
+    if report.bpppb > target and outside >= target:
+        return (
+            f"{head}, of which {outside:.4f} is the store's overhead alone (metadata, "
+            f"coordinates, chunk indexes), more than the target: the video payloads take "
+            f"{payload:.4f} at {at}, where they no longer shrink meaningfully"
+        )
+    if report.bpppb > target and searched.floored:
+        return (
+            f"{head} ({outside:.4f} of it outside the video payloads): the payloads take "
+            f"{payload:.4f} at {at}, where they no longer shrink meaningfully"
+        )
+    return (
+        f"{head} ({outside:.4f} of it outside the video payloads; the payloads take "
+        f"{payload:.4f} at {at})"
+    )
+
+
+def _crfs(report: EncodeReport) -> list[str]:
+    """The qualities of a report's variables, as ``crf 12`` (with the error bound)."""
+    out = []
+    for v in report.variables.values():
+        q = "crf -" if v.quality is None else f"crf {v.quality:g}"
+        if v.error_bound is not None:
+            e = v.error_bound if isinstance(v.error_bound, tuple) else (v.error_bound,)
+            q += f" + residual bound {', '.join(f'{b:.3g}' for b in e)}"
+        out.append(q if len(report.variables) == 1 else f"{v.name} {q}")
+    return out

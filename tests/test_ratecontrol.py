@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 from cubes import open_cube
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -185,3 +187,95 @@ def test_the_first_bpppb_trial_encodes_beside_the_overhead_estimate(
     assert sum(1 for q, _ in calls if q == 16.0) == 3
     # on the prefetching thread or the workers it started
     assert any(t.startswith("eocube-trial") or "ThreadPool" in t for _, t in calls[:3])
+
+
+def _smooth_cube(dtype: str = "float32") -> xr.Dataset:
+    t, y, x = np.meshgrid(
+        np.arange(8, dtype=np.float64), np.arange(64.0), np.arange(64.0), indexing="ij"
+    )
+    field = 280 + 10 * np.sin(x / 9 + t / 5) * np.cos(y / 13) + 0.01 * (x - y)
+    data = field[:, None].astype(dtype)
+    return xr.Dataset({"data": (("time", "band", "y", "x"), data)})
+
+
+@pytest.mark.parametrize("target", [4.0, 8.0])
+def test_target_bpppb_beyond_the_video_is_reached_with_the_residual(
+    tmp_path: Path, target: float
+) -> None:
+    # the video alone saturates far below these rates (x265 12-bit at crf 0): the
+    # residual's bound spends the rest, and the store reports it as its error bound
+    ds = _smooth_cube()
+    saturated = eocube.to_eocube(ds, tmp_path / "crf0.eocube", crf=0)
+    assert saturated.bpppb < target / 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = eocube.to_eocube(ds, tmp_path / "c.eocube", target_bpppb=target)
+    assert not [w for w in caught if "target_bpppb" in str(w.message)]
+    assert abs(report.bpppb / target - 1) <= 0.10, report
+    assert report.trials <= 2 * 7
+    v = report.variables["data"]
+    assert v.quality == 0
+    bound = v.error_bound
+    assert isinstance(bound, float)
+    assert bound > 0
+    back = eocube.open_dataset(tmp_path / "c.eocube").data.values
+    err = np.abs(back.astype(np.float64) - ds.data.values.astype(np.float64)).max()
+    assert err <= bound
+    assert v.max_abs_error is not None
+    assert v.max_abs_error <= bound
+    assert v.psnr is not None
+    assert saturated.variables["data"].psnr is not None
+    assert v.psnr > saturated.variables["data"].psnr + 6
+
+
+def test_target_bpppb_beyond_the_lossless_rate_says_so(tmp_path: Path) -> None:
+    ds = open_cube("s2_l2a_openeo_gfmap_19x4x52x46")[["data"]]
+    with pytest.warns(UserWarning, match="stored losslessly .* nothing more to spend"):
+        report = eocube.to_eocube(ds, tmp_path / "c.eocube", target_bpppb=16)
+    v = report.variables["data"]
+    assert v.error_bound == (0.0, 0.0, 0.0, 0.0)
+    assert v.max_abs_error == 0
+    back = eocube.open_dataset(tmp_path / "c.eocube").data.values
+    np.testing.assert_array_equal(back, ds.data.values)
+
+
+def test_integer_target_bpppb_between_video_and_lossless(tmp_path: Path) -> None:
+    # integer bounds are whole numbers, staggered across bands between 1 and 0
+    ds = open_cube("s2_l2a_openeo_gfmap_19x4x52x46")[["data"]]
+    report = eocube.to_eocube(ds, tmp_path / "c.eocube", target_bpppb=6)
+    assert abs(report.bpppb / 6 - 1) <= 0.10, report
+    bound = report.variables["data"].error_bound
+    assert isinstance(bound, tuple)
+    assert all(float(b).is_integer() for b in bound)
+    back = eocube.open_dataset(tmp_path / "c.eocube").data.values
+    err = np.abs(back.astype(np.int64) - ds.data.values.astype(np.int64)).max(axis=(0, 2, 3))
+    assert np.all(err <= np.asarray(bound))
+
+
+def test_target_bpppb_below_the_overhead_stops_at_the_knee(tmp_path: Path) -> None:
+    # the store's overhead alone exceeds the target: the warning says so, and the
+    # payload stops where it no longer shrinks meaningfully (x265 12-bit collapses to
+    # ~11 dB past crf 45 on this cube for a few % fewer bytes)
+    ds = open_cube("s2_l2a_openeo_gfmap_12x5x66x64")[["data"]]
+    with pytest.warns(UserWarning, match="overhead alone .* no longer shrink meaningfully"):
+        report = eocube.to_eocube(ds, tmp_path / "c.eocube", target_bpppb=0.1)
+    v = report.variables["data"]
+    assert v.quality is not None
+    assert v.quality < 45
+    assert v.psnr is not None
+    assert v.psnr > 30
+
+
+def test_bound_levels_reach_lossless() -> None:
+    from eocube.ratecontrol import bound_levels
+
+    ints = [np.arange(4 * 3 * 5 * 5, dtype=np.uint16).reshape(4, 3, 5, 5)]
+    level, top = bound_levels(ints)
+    assert level(top) == (0.0, 0.0, 0.0)
+    assert all(b >= 1 and float(b).is_integer() for b in level(top - 30))
+    floats = [np.linspace(0, 1, 200, dtype=np.float32).reshape(2, 1, 10, 10)]
+    level, top = bound_levels(floats)
+    assert level(top) == (0.0,)
+    assert level(top - 1)[0] > 0
+    # bytes fall with the bound: levels are monotone
+    assert level(40)[0] > level(60)[0]
