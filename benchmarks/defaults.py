@@ -10,8 +10,8 @@ On an integer reflectance cube (Sentinel-2 L2A, 118 dates) and a float climate f
 
 1. x265 options, through :func:`eocube.encode_chunk` with Profile objects built from
    ``hevc-12bit-444`` (blocks of 32 time steps, as a store writes them): the profile as
-   shipped (preset medium, ``psy-rd=0:psy-rdoq=0:aq-mode=0``, ``ctu=32``, ``info=0``);
-   preset slow; x265's own psycho-visual and adaptive-quantisation defaults; ``tune=psnr``
+   shipped (preset medium, ``psy-rd=0:psy-rdoq=0:aq-mode=0``, ``ctu=32``, ``info=0``,
+   ``rdoq-level=2``); without ``rdoq-level`` (medium's 0); with ``rd=5`` on top; preset slow; x265's own psycho-visual and adaptive-quantisation defaults; ``tune=psnr``
    instead of the explicit parameters; and SVT-AV1 presets 4 / 6 (shipped) / 8 for
    ``av1-10bit``. ``ctu`` stays 32 everywhere (64 decodes wrongly in FFmpeg on some frames).
 2. Chunk time length: :func:`eocube.to_eocube` with ``chunks={"time": Tc}`` (whole store
@@ -83,7 +83,13 @@ def option_variants() -> list[tuple[str, Any, tuple[float, ...]]]:
     x265_crfs = (4, 12, 20, 28, 36)
     av1_crfs = (15, 30, 45, 60)
     return [
-        ("hevc-12bit-444 as shipped (medium, psy/aq off)", hevc, x265_crfs),
+        ("hevc-12bit-444 as shipped (medium, psy/aq off, rdoq-level 2)", hevc, x265_crfs),
+        (
+            "without rdoq-level (medium's 0: the former default)",
+            _with(hevc, drop=("rdoq-level",)),
+            x265_crfs,
+        ),
+        ("as shipped + rd=5", _with(hevc, params={"rd": "5"}), x265_crfs),
         ("preset slow (psy/aq off)", _with(hevc, preset="slow"), x265_crfs),
         ("x265 psy-rd/psy-rdoq/aq-mode defaults (medium)", _with(hevc, drop=psy), x265_crfs),
         (
