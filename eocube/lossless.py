@@ -7,30 +7,50 @@ in raster order, frame after frame, with one set of adaptive models for the whol
 Prediction
     Each pixel is predicted by a weighted average of sub-predictors, weighted by their
     recent errors at the neighbours (the "self-correcting" predictor of JPEG-XL's modular
-    mode, extended across frames). Four spatial sub-predictors are always on: ``W + NE - N``
-    and ``N`` / ``W`` / ``N`` corrected by the errors made at the neighbours. A frame may
+    mode, extended across frames). Five spatial sub-predictors are always on: ``W + N - NW``,
+    its median clamp (LOCO-I's MED), ``W + NE - N`` and ``N`` / ``W`` corrected by the
+    errors made at the neighbours. A frame may
     name up to two earlier frames of the stream as references (the encoder picks them; in
     the ``luma`` layout, typically the previous date of the band and the same date of the
     previous band): each adds two sub-predictors, ``R + (W - R_W) + (N - R_N) - (NW - R_NW)``
     and ``R + ((W - R_W) + (N - R_N)) / 2`` with ``R`` the co-located reference sample.
+Value tables
+    A frame whose values are sparse (at most two thirds of its span occur, as when an
+    integer band is stretched onto 16-bit codes) is coded as the ranks of its values in a
+    sorted table; consecutive frames sharing most values share the table, which is coded
+    once (size, first value, gaps) before its first frame. Predictions and references then
+    work on ranks.
+Pixel blocks
+    A frame whose pixels (mostly) repeat over blocks of ``ky`` x ``kx`` (a coarser band
+    resampled to a finer grid; blocks start at rows ``py + j ky`` and row 0, columns
+    ``px + j kx`` and column 0) is coded as its blocks' first pixels (a smaller frame, its
+    references sampled alike), then, for every other pixel, a flag (does it differ from its
+    block's first pixel; context: the flags at its W, N, NW and NE) and the difference.
 Residual coding
     ``e = x - prediction`` is binarised as a token (0 for zero, else the bit length of
     ``|e|``, 1 .. 16) in a 5-level binary tree of adaptive bins, a sign, the two bits below
-    the leading one (adaptive bins) and the remaining low bits (equiprobable). The token and
-    mantissa models are chosen by the local activity: the quantised sum of the magnitudes of
-    the prediction errors (unclipped) at the left, up, up-left and up-right neighbours; the
-    sign's by the signs of the left and up errors. The binary range coder and its adaptive
-    probabilities are those of :mod:`eocube.rangecoder` (LZMA's coder, 16-bit probabilities,
-    adaptation 1 / (n + 2) then 1 / 128).
+    the leading one (adaptive bins) and the remaining low bits (equiprobable, coded at
+    once). The token and mantissa models are chosen by the local activity: the quantised
+    sum of the magnitudes of the prediction errors (unclipped) at the left, up, up-left and
+    up-right neighbours; the sign's by the signs of the left and up errors. The binary
+    range coder and its adaptive probabilities are those of :mod:`eocube.rangecoder`
+    (LZMA's coder, 16-bit probabilities, adaptation 1 / (n + 2) then 1 / 128), in copies
+    written without branches on the coded bit (the same arithmetic, twice as fast).
 
 Byte layout (one packet per stream; the stream record holds the frame size and count)::
 
-    u8 version (1)
-    F x (varint ref_a, varint ref_b)    backward distances of the frame's two reference
+    u8 version (2)
+    F x frame header:
+        varint ref_a, varint ref_b      backward distances of the frame's two reference
                                         frames (0: none; at most the frame's index)
+        u8 mode                         bits 0-1: value table (0 none, 1 a new one, 2 the
+                                        previous frame's); bit 2: pixel blocks
+        [u8 (ky - 1) << 4 | (kx - 1), u8 py << 4 | px]   with pixel blocks (py < ky, px < kx)
     u32 crc32 of the frames             (F, H, W) as uint16 little-endian
-    range-coded residuals               to the packet's end; the decoder must end exactly
-                                        there with a zero code
+    range-coded, frame after frame:     [value table], the frame (or its blocks' first
+                                        pixels) as residuals, [block corrections]; to the
+                                        packet's end, where the decoder must end exactly
+                                        with a zero code
 
 The coder is lossless by construction; the CRC catches damaged packets the range coder's
 end check lets through.
@@ -40,29 +60,45 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numba
 import numpy as np
 
 from eocube.binary import ByteReader, ByteWriter
 from eocube.errors import CorruptChunkError
-from eocube.rangecoder import _FLUSH, _get, _get_raw, _put, _put_raw, _room, _shift_low
+from eocube.rangecoder import _FLUSH, _TOP, _room
 
 CODER = "eocube-pred"
 """The encoder and decoder name streams of this coder carry."""
 PIX_FMT = "gray16le"
 """The only pixel format the coder takes."""
-VERSION = 1
+VERSION = 2
 
 _MAXVAL = 65535
+# np.int64 for the kernels' arithmetic (numba widens uint16 samples to uint64 otherwise,
+# and mixed uint64 / int64 arithmetic goes through float64); Any for the type checker
+_i64: Any = np.int64
 _NSPATIAL = 5
 _NPRED = _NSPATIAL + 4  # 2 per reference frame
 _NCTX = 48
 _M_TREE = 0
 _M_SIGN = _M_TREE + _NCTX * 32
 _M_MANT = _M_SIGN + 9
-_N_MODELS = _M_MANT + _NCTX * 17 * 4
+_M_TABLE = _M_MANT + _NCTX * 17 * 4
+_M_BLOCK = _M_TABLE + 17 * 32 + 17 * 17 * 4
+_M_BLOCK_TREE = _M_BLOCK + 5
+_M_BLOCK_SIGN = _M_BLOCK_TREE + 17 * 32
+_M_BLOCK_MANT = _M_BLOCK_SIGN + 17
+_N_MODELS = _M_BLOCK_MANT + 17 * 17 * 4
 _MAX_DISTANCES = 24  # candidate reference distances the encoder compares
+_MAX_BLOCK = 8  # the largest pixel block the encoder looks for
+_MAX_EXCEPTIONS = 10  # blocks are taken when at most 1 / 10 of the pixels differ
+# a frame's mode byte: its value table (none, a new one, the current one), blocks
+_TABLE_NONE = 0
+_TABLE_NEW = 1
+_TABLE_CURRENT = 2
+_BLOCKS = 4
 
 _POWER = 4
 # (1 << 24) // (k + 1), as JPEG-XL's weighted predictor divides
@@ -76,6 +112,124 @@ _DECODE_ERRORS = {
     3: "is truncated",
     4: "does not end where its packet does (truncated, extended or altered)",
 }
+
+
+# adaptive bins: P(bit = 0) in the low 16 bits, the count of uses (which sets the
+# adaptation rate, 1 / (n + 2) then 1 / _RATE_LIMIT) above, as in eocube.rangecoder
+_RATE_LIMIT = 128
+_LAST_COUNT = _RATE_LIMIT - 2
+_RATE = np.array([65536 // min(n + 2, _RATE_LIMIT) for n in range(_LAST_COUNT + 1)], np.int64)
+_NEXT = np.array([min(n + 1, _LAST_COUNT) << 16 for n in range(_LAST_COUNT + 1)], np.int64)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _shift_low(
+    low: int, cache: int, pending: int, pos: int, out: np.ndarray
+) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
+    # eocube.rangecoder's (LZMA's), the run of pending 0xFF bytes written in one loop
+    if low < 0xFF000000 or low > 0xFFFFFFFF:
+        carry = low >> 32
+        out[pos] = (cache + carry) & 0xFF
+        pos += 1
+        fill = (0xFF + carry) & 0xFF
+        for _ in range(pending - 1):
+            out[pos] = fill
+            pos += 1
+        cache = (low >> 24) & 0xFF
+        pending = 0
+    return (low & 0xFFFFFF) << 8, cache, pending + 1, pos
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _put(
+    low: int,
+    rng: int,
+    cache: int,
+    pending: int,
+    pos: int,
+    out: np.ndarray,
+    model: np.ndarray,
+    m: int,
+    bit: int,
+) -> tuple[int, int, int, int, int]:  # pragma: no cover - compiled
+    # eocube.rangecoder's, without branches on the bit
+    s = model[m]
+    p = s & 0xFFFF
+    n = s >> 16
+    bound = (rng >> 16) * p
+    mask = -bit
+    low += bound & mask
+    rng = bound + ((rng - 2 * bound) & mask)
+    target = 65536 - (65535 & mask)
+    model[m] = (p + (((target - p) * _RATE[n]) >> 16)) | _NEXT[n]
+    # the range is at least 2 ** 8 here: two shifts at most (unrolled: twice as fast)
+    if rng < _TOP:
+        rng <<= 8
+        low, cache, pending, pos = _shift_low(low, cache, pending, pos, out)
+        if rng < _TOP:
+            rng <<= 8
+            low, cache, pending, pos = _shift_low(low, cache, pending, pos, out)
+    return low, rng, cache, pending, pos
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _get(
+    rng: int, code: int, pos: int, data: np.ndarray, model: np.ndarray, m: int
+) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
+    s = model[m]
+    p = s & 0xFFFF
+    n = s >> 16
+    bound = (rng >> 16) * p
+    bit = int(code >= bound)
+    mask = -bit
+    code -= bound & mask
+    rng = bound + ((rng - 2 * bound) & mask)
+    target = 65536 - (65535 & mask)
+    model[m] = (p + (((target - p) * _RATE[n]) >> 16)) | _NEXT[n]
+    if rng < _TOP:
+        rng <<= 8
+        code = (code << 8) | (_i64(data[pos]) if pos < data.size else 0)
+        pos += 1
+        if rng < _TOP:
+            rng <<= 8
+            code = (code << 8) | (_i64(data[pos]) if pos < data.size else 0)
+            pos += 1
+    return bit, rng, code, pos
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _put_bits(
+    low: int, rng: int, cache: int, pending: int, pos: int, out: np.ndarray, value: int, k: int
+) -> tuple[int, int, int, int, int]:  # pragma: no cover - compiled
+    # k <= 16 equiprobable bits at once
+    rng >>= k
+    low += value * rng
+    # the range is at least 2 ** 8 here: two shifts at most (unrolled: twice as fast)
+    if rng < _TOP:
+        rng <<= 8
+        low, cache, pending, pos = _shift_low(low, cache, pending, pos, out)
+        if rng < _TOP:
+            rng <<= 8
+            low, cache, pending, pos = _shift_low(low, cache, pending, pos, out)
+    return low, rng, cache, pending, pos
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _get_bits(
+    rng: int, code: int, pos: int, data: np.ndarray, k: int
+) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
+    rng >>= k
+    value = min(code // rng, (1 << k) - 1)  # more only in a damaged stream
+    code -= value * rng
+    if rng < _TOP:
+        rng <<= 8
+        code = (code << 8) | (_i64(data[pos]) if pos < data.size else 0)
+        pos += 1
+        if rng < _TOP:
+            rng <<= 8
+            code = (code << 8) | (_i64(data[pos]) if pos < data.size else 0)
+            pos += 1
+    return value, rng, code, pos
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -110,17 +264,16 @@ def _context(act: int) -> int:  # pragma: no cover - compiled
 def _causal(
     img: np.ndarray, y: int, x: int, W: int
 ) -> tuple[int, int, int, int]:  # pragma: no cover
-    # W, N, NW, NE with JPEG-XL's edge rules
+    # W, N, NW, NE with JPEG-XL's edge rules (int64: numba widens uint16 to uint64)
+    w = _i64(0)
     if x > 0:
-        w = int(img[y, x - 1])
+        w = _i64(img[y, x - 1])
     elif y > 0:
-        w = int(img[y - 1, x])
-    else:
-        w = 0
+        w = _i64(img[y - 1, x])
     if y > 0:
-        n = int(img[y - 1, x])
-        nw = int(img[y - 1, x - 1]) if x > 0 else w
-        ne = int(img[y - 1, x + 1]) if x + 1 < W else n
+        n = _i64(img[y - 1, x])
+        nw = _i64(img[y - 1, x - 1]) if x > 0 else w
+        ne = _i64(img[y - 1, x + 1]) if x + 1 < W else n
     else:
         n = w
         nw = w
@@ -143,6 +296,7 @@ def _predict(
     y: int,
     x: int,
     W: int,
+    maxval: int,
     perr: np.ndarray,
     terr: np.ndarray,
     preds: np.ndarray,
@@ -181,7 +335,7 @@ def _predict(
                 continue
             ref = ref_b
         rw, rn, rnw, _ = _causal(ref, y, x, W)
-        r = int(ref[y, x])
+        r = _i64(ref[y, x])
         dw = w - rw
         dn = n - rn
         p = r + dw + dn - (nw - rnw)
@@ -193,29 +347,29 @@ def _predict(
         hi = max(hi, q)
     # weights (emin / e) ** _POWER, e the errors summed at N, NE, NW (with W and WW),
     # 1 / (e + 1) from a table (no division)
-    emin = 1 << 40
+    emin = _i64(1) << 40
     for i in range(count):
         e = perr[i, prev, x] + perr[i, prev, xne] + perr[i, prev, xnw]
         preds[_NPRED + i] = e
         emin = min(emin, e)
-    wsum = 0
-    psum = 0
+    wsum = _i64(0)
+    psum = _i64(0)
     for i in range(count):
-        r = ((emin + 1) * _inverse(int(preds[_NPRED + i]))) >> 8
+        r = ((emin + 1) * _inverse(preds[_NPRED + i])) >> 8
         wi = r
         for _ in range(_POWER - 1):
             wi = (wi * r) >> 16
         wi += 1
         wsum += wi
-        psum += int(preds[i]) * wi
+        psum += preds[i] * wi
     p8 = (psum + (wsum >> 1)) // wsum
     if not (((te_n ^ te_w) | (te_n ^ te_nw)) > 0):
         p8 = min(max(p8, lo << 3), hi << 3)
     pred = (p8 + 3) >> 3
     if pred < 0:
         pred = 0
-    elif pred > _MAXVAL:
-        pred = _MAXVAL
+    elif pred > maxval:
+        pred = maxval
     act = abs(te_w) + abs(te_n) + ((abs(te_nw) + abs(te_ne)) >> 1)
     return pred, p8, _context(act), _sgn3(te_w) * 3 + _sgn3(te_n)
 
@@ -241,142 +395,374 @@ def _update(
         perr[i, prev, x + 1] += err
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _put_value(
+    low: int,
+    rng: int,
+    cache: int,
+    pending: int,
+    pos: int,
+    out: np.ndarray,
+    model: np.ndarray,
+    tbase: int,
+    mbase: int,
+    sm: int,
+    e: int,
+) -> tuple[int, int, int, int, int]:  # pragma: no cover - compiled
+    # token (0, or the bit length of |e|) in a 5-level tree at model[tbase + 1 .. 31];
+    # sign at model[sm] (none if sm < 0); 2 mantissa bins at model[mbase + 4 tok + 1 .. 3]
+    a = abs(e)
+    tok = _bitlen(a)
+    node = 1
+    for j in range(4, -1, -1):
+        bit = (tok >> j) & 1
+        low, rng, cache, pending, pos = _put(
+            low, rng, cache, pending, pos, out, model, tbase + node, bit
+        )
+        node = 2 * node + bit
+    if tok:
+        if sm >= 0:
+            low, rng, cache, pending, pos = _put(
+                low, rng, cache, pending, pos, out, model, sm, int(e < 0)
+            )
+        mb = mbase + tok * 4
+        node = 1
+        for j in range(tok - 2, max(tok - 4, -1), -1):
+            bit = (a >> j) & 1
+            low, rng, cache, pending, pos = _put(
+                low, rng, cache, pending, pos, out, model, mb + node, bit
+            )
+            node = 2 * node + bit
+        if tok > 3:
+            low, rng, cache, pending, pos = _put_bits(
+                low, rng, cache, pending, pos, out, a & ((1 << (tok - 3)) - 1), tok - 3
+            )
+    return low, rng, cache, pending, pos
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _get_value(
+    rng: int,
+    code: int,
+    pos: int,
+    data: np.ndarray,
+    model: np.ndarray,
+    tbase: int,
+    mbase: int,
+    sm: int,
+) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
+    # (value, rng, code, pos) of _put_value; value 1 << 20 when the token is out of range
+    node = 1
+    for _ in range(5):
+        bit, rng, code, pos = _get(rng, code, pos, data, model, tbase + node)
+        node = 2 * node + bit
+    tok = node - 32
+    if tok == 0:
+        return 0, rng, code, pos
+    if tok > 16:
+        return 1 << 20, rng, code, pos
+    neg = 0
+    if sm >= 0:
+        neg, rng, code, pos = _get(rng, code, pos, data, model, sm)
+    mb = mbase + tok * 4
+    node = 1
+    a = 1
+    for _ in range(tok - 2, max(tok - 4, -1), -1):
+        bit, rng, code, pos = _get(rng, code, pos, data, model, mb + node)
+        node = 2 * node + bit
+        a = (a << 1) | bit
+    if tok > 3:
+        low, rng, code, pos = _get_bits(rng, code, pos, data, tok - 3)
+        a = (a << (tok - 3)) | low
+    return (-a if neg else a), rng, code, pos
+
+
 @numba.njit(nogil=True, cache=True)
-def _encode(
-    frames: np.ndarray, dist_a: np.ndarray, dist_b: np.ndarray
-) -> np.ndarray:  # pragma: no cover
-    F, H, W = frames.shape
-    model = np.full(_N_MODELS, 32768, np.int64)
+def _encode_frame(
+    img: np.ndarray,
+    ref_a: np.ndarray,
+    ref_b: np.ndarray,
+    has_a: bool,
+    has_b: bool,
+    maxval: int,
+    model: np.ndarray,
+    out: np.ndarray,
+    state: np.ndarray,
+) -> np.ndarray:  # pragma: no cover - compiled
+    # codes one frame, continuing the range coder of state (low, range, cache, pending,
+    # position); returns the output buffer (grown if needed)
+    H, W = img.shape
+    low, rng, cache, pending, pos = state[0], state[1], state[2], state[3], state[4]
     perr = np.zeros((_NPRED, 2, W + 2), np.int64)
     terr = np.zeros((2, W + 2), np.int64)
     preds = np.zeros(2 * _NPRED, np.int64)
-    out = np.empty(F * H * W * 2 + 18 * H * W + 1024, np.uint8)
-    low = 0
-    rng = 0xFFFFFFFF
-    cache = 0
-    pending = 1
-    pos = 0
-    for f in range(F):
-        img = frames[f]
-        has_a = dist_a[f] > 0
-        has_b = dist_b[f] > 0
-        ref_a = frames[f - dist_a[f]] if has_a else img
-        ref_b = frames[f - dist_b[f]] if has_b else img
-        count = _NSPATIAL + 2 * (int(has_a) + int(has_b))
-        perr[:] = 0
-        terr[:] = 0
-        # a pixel adds at most 8 adaptive bins (2 bytes each) and 14 raw bits
-        need = pos + pending + 18 * H * W + 64
-        if need > out.size:
-            out = _room(out, need)
-        for y in range(H):
-            for x in range(W):
-                pred, p8, c, sc = _predict(
-                    img, ref_a, ref_b, has_a, has_b, y, x, W, perr, terr, preds
+    count = _NSPATIAL + 2 * (int(has_a) + int(has_b))
+    # the predictions first (they need no coder state), then the coding: two tight loops
+    res = np.empty(H * W, np.int64)
+    ctx = np.empty(H * W, np.int64)
+    i = 0
+    for y in range(H):
+        for x in range(W):
+            pred, p8, c, sc = _predict(
+                img, ref_a, ref_b, has_a, has_b, y, x, W, maxval, perr, terr, preds
+            )
+            v = _i64(img[y, x])
+            res[i] = v - pred
+            ctx[i] = c * 16 + sc
+            i += 1
+            _update(v, x, y, count, p8, perr, terr, preds)
+    # a pixel adds at most 8 adaptive bins (2 bytes each) and 14 raw bits
+    out = _room(out, pos + pending + 18 * H * W + 64)
+    for i in range(H * W):
+        c = ctx[i] >> 4
+        low, rng, cache, pending, pos = _put_value(
+            low,
+            rng,
+            cache,
+            pending,
+            pos,
+            out,
+            model,
+            _M_TREE + c * 32,
+            _M_MANT + c * 17 * 4,
+            _M_SIGN + (ctx[i] & 15),
+            res[i],
+        )
+    state[0], state[1], state[2], state[3], state[4] = low, rng, cache, pending, pos
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _decode_frame(
+    data: np.ndarray,
+    img: np.ndarray,
+    ref_a: np.ndarray,
+    ref_b: np.ndarray,
+    has_a: bool,
+    has_b: bool,
+    maxval: int,
+    model: np.ndarray,
+    state: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    # fills img continuing the range decoder of state (range, code, position); 0 on
+    # success, else a key of _DECODE_ERRORS
+    H, W = img.shape
+    end = data.size
+    rng, code, pos = state[0], state[1], state[2]
+    perr = np.zeros((_NPRED, 2, W + 2), np.int64)
+    terr = np.zeros((2, W + 2), np.int64)
+    preds = np.zeros(2 * _NPRED, np.int64)
+    count = _NSPATIAL + 2 * (int(has_a) + int(has_b))
+    for y in range(H):
+        if pos > end:
+            return 3
+        for x in range(W):
+            pred, p8, c, sc = _predict(
+                img, ref_a, ref_b, has_a, has_b, y, x, W, maxval, perr, terr, preds
+            )
+            e, rng, code, pos = _get_value(
+                rng, code, pos, data, model, _M_TREE + c * 32, _M_MANT + c * 17 * 4, _M_SIGN + sc
+            )
+            v = pred + e
+            if v < 0 or v > maxval:
+                return 2
+            img[y, x] = v
+            _update(v, x, y, count, p8, perr, terr, preds)
+    state[0], state[1], state[2] = rng, code, pos
+    return 0
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _block_contexts(
+    exc: np.ndarray, mag: np.ndarray, y: int, x: int, W: int
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    # (flag context: corrections at W, N, NW, NE; value context: their largest size)
+    cur = y & 1
+    prev = cur ^ 1
+    xw = x - 1 if x > 0 else x
+    xe = x + 1 if x + 1 < W else x
+    c = exc[cur, xw] + exc[prev, x] + exc[prev, xw] + exc[prev, xe]
+    m = max(max(mag[cur, xw], mag[prev, x]), max(mag[prev, xw], mag[prev, xe]))
+    return c, m
+
+
+@numba.njit(nogil=True, cache=True)
+def _encode_blocks(
+    img: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    model: np.ndarray,
+    out: np.ndarray,
+    state: np.ndarray,
+) -> np.ndarray:  # pragma: no cover - compiled
+    # each pixel but the blocks' first ones: whether it differs from its block's first
+    # pixel (rows[y], cols[x]) and by how much
+    H, W = img.shape
+    low, rng, cache, pending, pos = state[0], state[1], state[2], state[3], state[4]
+    out = _room(out, pos + pending + 18 * H * W + 64)
+    exc = np.zeros((2, W + 1), np.int64)
+    mag = np.zeros((2, W + 1), np.int64)
+    for y in range(H):
+        cur = y & 1
+        ay = rows[y]
+        for x in range(W):
+            ax = cols[x]
+            exc[cur, x] = 0
+            mag[cur, x] = 0
+            if ay == y and ax == x:
+                continue
+            c, m = _block_contexts(exc, mag, y, x, W)
+            e = _i64(img[y, x]) - _i64(img[ay, ax])
+            low, rng, cache, pending, pos = _put(
+                low, rng, cache, pending, pos, out, model, _M_BLOCK + c, int(e != 0)
+            )
+            if e != 0:
+                m = min(m, 16)
+                low, rng, cache, pending, pos = _put_value(
+                    low,
+                    rng,
+                    cache,
+                    pending,
+                    pos,
+                    out,
+                    model,
+                    _M_BLOCK_TREE + m * 32,
+                    _M_BLOCK_MANT + m * 17 * 4,
+                    _M_BLOCK_SIGN + m,
+                    e,
                 )
-                v = int(img[y, x])
-                e = v - pred
-                a = abs(e)
-                tok = _bitlen(a)
-                base = _M_TREE + c * 32
-                node = 1
-                for j in range(4, -1, -1):
-                    bit = (tok >> j) & 1
-                    low, rng, cache, pending, pos = _put(
-                        low, rng, cache, pending, pos, out, model, base + node, bit
-                    )
-                    node = 2 * node + bit
-                if tok:
-                    low, rng, cache, pending, pos = _put(
-                        low, rng, cache, pending, pos, out, model, _M_SIGN + sc, int(e < 0)
-                    )
-                    mbase = _M_MANT + (c * 17 + tok) * 4
-                    node = 1
-                    for j in range(tok - 2, -1, -1):
-                        bit = (a >> j) & 1
-                        if j >= tok - 3:
-                            low, rng, cache, pending, pos = _put(
-                                low, rng, cache, pending, pos, out, model, mbase + node, bit
-                            )
-                            node = 2 * node + bit
-                        else:
-                            low, rng, cache, pending, pos = _put_raw(
-                                low, rng, cache, pending, pos, out, bit
-                            )
-                _update(v, x, y, count, p8, perr, terr, preds)
+                exc[cur, x] = 1
+                mag[cur, x] = _bitlen(abs(e))
+    state[0], state[1], state[2], state[3], state[4] = low, rng, cache, pending, pos
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _decode_blocks(
+    data: np.ndarray,
+    img: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    maxval: int,
+    model: np.ndarray,
+    state: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    # img holds the blocks' first pixels spread over their blocks; corrects the others
+    H, W = img.shape
+    end = data.size
+    rng, code, pos = state[0], state[1], state[2]
+    exc = np.zeros((2, W + 1), np.int64)
+    mag = np.zeros((2, W + 1), np.int64)
+    for y in range(H):
+        if pos > end:
+            return 3
+        cur = y & 1
+        ay = rows[y]
+        for x in range(W):
+            ax = cols[x]
+            exc[cur, x] = 0
+            mag[cur, x] = 0
+            if ay == y and ax == x:
+                continue
+            c, m = _block_contexts(exc, mag, y, x, W)
+            flag, rng, code, pos = _get(rng, code, pos, data, model, _M_BLOCK + c)
+            if flag:
+                m = min(m, 16)
+                e, rng, code, pos = _get_value(
+                    rng,
+                    code,
+                    pos,
+                    data,
+                    model,
+                    _M_BLOCK_TREE + m * 32,
+                    _M_BLOCK_MANT + m * 17 * 4,
+                    _M_BLOCK_SIGN + m,
+                )
+                v = _i64(img[ay, ax]) + e
+                if e == 0 or v < 0 or v > maxval:
+                    return 2
+                img[y, x] = v
+                exc[cur, x] = 1
+                mag[cur, x] = _bitlen(abs(e))
+    state[0], state[1], state[2] = rng, code, pos
+    return 0
+
+
+@numba.njit(nogil=True, cache=True)
+def _encode_table(
+    table: np.ndarray, model: np.ndarray, out: np.ndarray, state: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    # a sorted table of distinct values: its size - 1 and first value (16 raw bits each),
+    # then each gap - 1 as a token (context: the previous gap's token) and mantissa
+    low, rng, cache, pending, pos = state[0], state[1], state[2], state[3], state[4]
+    out = _room(out, pos + pending + 18 * table.size + 64)
+    low, rng, cache, pending, pos = _put_bits(
+        low, rng, cache, pending, pos, out, table.size - 1, 16
+    )
+    low, rng, cache, pending, pos = _put_bits(
+        low, rng, cache, pending, pos, out, _i64(table[0]), 16
+    )
+    prev_tok = 0
+    for i in range(1, table.size):
+        gap = _i64(table[i]) - _i64(table[i - 1]) - 1
+        low, rng, cache, pending, pos = _put_value(
+            low,
+            rng,
+            cache,
+            pending,
+            pos,
+            out,
+            model,
+            _M_TABLE + prev_tok * 32,
+            _M_TABLE + 17 * 32 + prev_tok * 17 * 4,
+            -1,
+            gap,
+        )
+        prev_tok = _bitlen(gap)
+    state[0], state[1], state[2], state[3], state[4] = low, rng, cache, pending, pos
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _decode_table(
+    data: np.ndarray, model: np.ndarray, state: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    # the table of _encode_table; empty if it is not a valid one
+    rng, code, pos = state[0], state[1], state[2]
+    size, rng, code, pos = _get_bits(rng, code, pos, data, 16)
+    first, rng, code, pos = _get_bits(rng, code, pos, data, 16)
+    size += 1
+    table = np.empty(size, np.int64)
+    table[0] = first
+    prev_tok = 0
+    for i in range(1, size):
+        if pos > data.size:
+            return table[:0]
+        gap, rng, code, pos = _get_value(
+            rng,
+            code,
+            pos,
+            data,
+            model,
+            _M_TABLE + prev_tok * 32,
+            _M_TABLE + 17 * 32 + prev_tok * 17 * 4,
+            -1,
+        )
+        table[i] = table[i - 1] + gap + 1
+        if gap < 0 or table[i] > _MAXVAL:
+            return table[:0]
+        prev_tok = _bitlen(gap)
+    state[0], state[1], state[2] = rng, code, pos
+    return table
+
+
+@numba.njit(nogil=True, cache=True)
+def _flush(out: np.ndarray, state: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    low, cache, pending, pos = state[0], state[2], state[3], state[4]
     out = _room(out, pos + pending + _FLUSH)
     for _ in range(_FLUSH):
         low, cache, pending, pos = _shift_low(low, cache, pending, pos, out)
     return out[:pos]
-
-
-@numba.njit(nogil=True, cache=True)
-def _decode(
-    data: np.ndarray, start: int, dist_a: np.ndarray, dist_b: np.ndarray, frames: np.ndarray
-) -> int:  # pragma: no cover - compiled
-    # 0 on success, else a key of _DECODE_ERRORS; frames is filled
-    F, H, W = frames.shape
-    end = data.size
-    if end - start < _FLUSH or data[start] != 0:
-        return 1
-    code = 0
-    for j in range(1, _FLUSH):
-        code = (code << 8) | int(data[start + j])
-    rng = 0xFFFFFFFF
-    if code >= rng:
-        return 1
-    pos = start + _FLUSH
-    model = np.full(_N_MODELS, 32768, np.int64)
-    perr = np.zeros((_NPRED, 2, W + 2), np.int64)
-    terr = np.zeros((2, W + 2), np.int64)
-    preds = np.zeros(2 * _NPRED, np.int64)
-    for f in range(F):
-        img = frames[f]
-        has_a = dist_a[f] > 0
-        has_b = dist_b[f] > 0
-        ref_a = frames[f - dist_a[f]] if has_a else img
-        ref_b = frames[f - dist_b[f]] if has_b else img
-        count = _NSPATIAL + 2 * (int(has_a) + int(has_b))
-        perr[:] = 0
-        terr[:] = 0
-        for y in range(H):
-            if pos > end:
-                return 3
-            for x in range(W):
-                pred, p8, c, sc = _predict(
-                    img, ref_a, ref_b, has_a, has_b, y, x, W, perr, terr, preds
-                )
-                base = _M_TREE + c * 32
-                node = 1
-                for _ in range(5):
-                    bit, rng, code, pos = _get(rng, code, pos, data, model, base + node)
-                    node = 2 * node + bit
-                tok = node - 32
-                v = pred
-                if tok:
-                    if tok > 16:
-                        return 2
-                    neg, rng, code, pos = _get(rng, code, pos, data, model, _M_SIGN + sc)
-                    mbase = _M_MANT + (c * 17 + tok) * 4
-                    node = 1
-                    a = 1
-                    for j in range(tok - 2, -1, -1):
-                        if j >= tok - 3:
-                            bit, rng, code, pos = _get(rng, code, pos, data, model, mbase + node)
-                            node = 2 * node + bit
-                        else:
-                            bit, rng, code, pos = _get_raw(rng, code, pos, data)
-                        a = (a << 1) | bit
-                    v = pred - a if neg else pred + a
-                    if v < 0 or v > _MAXVAL:
-                        return 2
-                img[y, x] = v
-                _update(v, x, y, count, p8, perr, terr, preds)
-    if pos > end:
-        return 3
-    if pos != end or code != 0:
-        return 4
-    return 0
 
 
 @numba.njit(nogil=True, cache=True)
@@ -388,24 +774,24 @@ def _reference_costs(frames: np.ndarray, distances: np.ndarray) -> np.ndarray:  
     cost = np.full((F, K + 1), np.inf)
     for f in range(F):
         img = frames[f]
-        s = 0
+        s = _i64(0)
         for y in range(1, H):
             for x in range(1, W):
-                p = int(img[y, x - 1]) + int(img[y - 1, x]) - int(img[y - 1, x - 1])
-                s += abs(int(img[y, x]) - p)
+                p = _i64(img[y, x - 1]) + _i64(img[y - 1, x]) - _i64(img[y - 1, x - 1])
+                s += abs(_i64(img[y, x]) - p)
         cost[f, 0] = s
         for k in range(K):
             d = distances[k]
             if d > f:
                 continue
             ref = frames[f - d]
-            s = 0
+            s = _i64(0)
             for y in range(1, H):
                 for x in range(1, W):
-                    dx = int(img[y, x]) - int(ref[y, x])
-                    dw = int(img[y, x - 1]) - int(ref[y, x - 1])
-                    dn = int(img[y - 1, x]) - int(ref[y - 1, x])
-                    dnw = int(img[y - 1, x - 1]) - int(ref[y - 1, x - 1])
+                    dx = _i64(img[y, x]) - _i64(ref[y, x])
+                    dw = _i64(img[y, x - 1]) - _i64(ref[y, x - 1])
+                    dn = _i64(img[y - 1, x]) - _i64(ref[y - 1, x])
+                    dnw = _i64(img[y - 1, x - 1]) - _i64(ref[y - 1, x - 1])
                     s += abs(dx - dw - dn + dnw)
             cost[f, k + 1] = s
     return cost
@@ -449,6 +835,131 @@ def choose_references(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dist_a, dist_b
 
 
+def _block_axis(same: np.ndarray) -> tuple[int, int]:
+    """(factor, phase) of an axis whose line i mostly equals line i - 1 where same[i - 1]."""
+    starts = np.flatnonzero(~same) + 1  # lines that start a block, besides line 0
+    if starts.size == len(same):
+        return 1, 0
+    for k in range(_MAX_BLOCK, 1, -1):
+        phase = int(starts[0]) % k if starts.size else 0
+        if not np.any((starts - phase) % k):
+            return k, phase
+    return 1, 0
+
+
+def block_structure(img: np.ndarray) -> tuple[int, int, int, int]:
+    """(ky, kx, py, px): the frame's pixels (mostly) repeat over blocks of ky x kx pixels.
+
+    Blocks start at rows ``py + j ky`` (and row 0) and columns ``px + j kx`` (and column
+    0); nearly every pixel of a block equals the block's first (top-left) one, as when
+    coarser bands are resampled to a finer grid. (1, 1, 0, 0) when the frame has no such
+    structure.
+    """
+    H, W = img.shape
+    if H * W < 16:
+        return 1, 1, 0, 0
+    ky, py = _block_axis(np.mean(img[1:] == img[:-1], axis=1) > 0.5) if H > 1 else (1, 0)
+    kx, px = _block_axis(np.mean(img[:, 1:] == img[:, :-1], axis=0) > 0.5) if W > 1 else (1, 0)
+    if ky == 1 and kx == 1:
+        return 1, 1, 0, 0
+    spread = img[_anchors(H, ky, py)][:, _anchors(W, kx, px)]
+    if np.count_nonzero(spread != img) * _MAX_EXCEPTIONS > H * W:
+        return 1, 1, 0, 0
+    return ky, kx, py, px
+
+
+def _anchors(size: int, k: int, phase: int) -> np.ndarray:
+    """Each line's block's first line."""
+    return np.maximum((np.arange(size) - phase) // k * k + phase, 0)
+
+
+def _decimation(size: int, k: int, phase: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the lines coded, each line's index among them)."""
+    first = _anchors(size, k, phase)
+    kept, index = np.unique(first, return_inverse=True)
+    return kept, index
+
+
+@numba.njit(nogil=True, cache=True)
+def _sparse_frames(frames: np.ndarray) -> bool:  # pragma: no cover - compiled
+    # whether some frame holds at most a third of the values of its span (a quick test
+    # before the tables are built)
+    seen = np.zeros(_MAXVAL + 1, np.bool_)
+    for f in range(frames.shape[0]):
+        img = frames[f]
+        seen[:] = False
+        lo = _MAXVAL
+        hi = 0
+        distinct = 0
+        for y in range(img.shape[0]):
+            for x in range(img.shape[1]):
+                v = _i64(img[y, x])
+                if not seen[v]:
+                    seen[v] = True
+                    distinct += 1
+                    lo = min(lo, v)
+                    hi = max(hi, v)
+        if 3 * distinct <= 2 * (hi - lo + 1):
+            return True
+    return False
+
+
+def value_tables(frames: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Tables of the values frames hold, when these are sparse, and each frame's table.
+
+    Consecutive frames that share most of their values share a table; a table is used
+    when it holds at most a third of the span of its values and is small next to the
+    frames' pixels. Returns the tables and per frame its table's index (-1: none).
+    """
+    F = frames.shape[0]
+    pixels = frames.shape[1] * frames.shape[2]
+    groups: list[tuple[list[int], np.ndarray]] = []
+    if not _sparse_frames(frames):
+        return [], np.full(F, -1, np.int64)
+    for f in range(F):
+        u = np.unique(frames[f])
+        if groups:
+            members, values = groups[-1]
+            shared = np.intersect1d(values, u, assume_unique=True).size
+            if 2 * shared >= u.size:
+                members.append(f)
+                groups[-1] = (members, np.union1d(values, u))
+                continue
+        groups.append(([f], u))
+    tables: list[np.ndarray] = []
+    which = np.full(F, -1, np.int64)
+    for members, values in groups:
+        span = int(values[-1]) - int(values[0]) + 1
+        if 3 * values.size <= 2 * span and 8 * values.size <= pixels * len(members):
+            which[members] = len(tables)
+            tables.append(values.astype(np.int64))
+    return tables, which
+
+
+def _new_model() -> np.ndarray:
+    return np.full(_N_MODELS, 32768, np.int64)
+
+
+def _frame_modes(
+    ranks: np.ndarray, which: np.ndarray
+) -> list[tuple[int, tuple[int, int, int, int]]]:
+    """Per frame, its table mode (0 none, 1 a new table, 2 the current one) and blocks."""
+    modes = []
+    for f in range(ranks.shape[0]):
+        if which[f] < 0:
+            mode = _TABLE_NONE
+        elif f and which[f - 1] == which[f]:
+            mode = _TABLE_CURRENT
+        else:
+            mode = _TABLE_NEW
+        modes.append((mode, block_structure(ranks[f])))
+    return modes
+
+
+def _sampled(img: np.ndarray, rows: np.ndarray, cols: np.ndarray, full: bool) -> np.ndarray:
+    return img if full else np.ascontiguousarray(img[rows][:, cols])
+
+
 def encode(frames: np.ndarray) -> bytes:
     """Code a stack of frames (F, H, W) of uint16 samples into one packet.
 
@@ -469,15 +980,68 @@ def encode(frames: np.ndarray) -> bytes:
         if frames.dtype.kind not in "iu" or frames.min() < 0 or frames.max() > _MAXVAL:
             raise ValueError("frames must hold integers within 0 .. 65535")
         frames = frames.astype(np.uint16)
-    dist_a, dist_b = choose_references(frames)
+    F, H, W = frames.shape
+    tables, which = value_tables(frames)
+    ranks = frames.copy() if tables else frames
+    for f in range(F):
+        if which[f] >= 0:
+            ranks[f] = np.searchsorted(tables[which[f]], frames[f])
+    dist_a, dist_b = choose_references(ranks)
+    modes = _frame_modes(ranks, which)
     w = ByteWriter()
     w.pack("B", VERSION)
-    for a, b in zip(dist_a.tolist(), dist_b.tolist(), strict=True):
-        w.varint(a)
-        w.varint(b)
+    for f, (mode, (ky, kx, py, px)) in enumerate(modes):
+        w.varint(int(dist_a[f]))
+        w.varint(int(dist_b[f]))
+        blocks = ky > 1 or kx > 1
+        w.pack("B", mode | (_BLOCKS if blocks else 0))
+        if blocks:
+            w.pack("BB", (ky - 1) << 4 | (kx - 1), py << 4 | px)
     w.pack("I", zlib.crc32(frames.astype("<u2", copy=False).tobytes()))
-    w.raw(bytes(_encode(frames, dist_a, dist_b)))
+    model = _new_model()
+    out = np.empty(F * H * W * 2 + 1024, np.uint8)
+    state = np.array([0, 0xFFFFFFFF, 0, 1, 0], np.int64)
+    for f, (mode, (ky, kx, py, px)) in enumerate(modes):
+        maxval = _MAXVAL
+        if mode != _TABLE_NONE:
+            table = tables[which[f]]
+            maxval = table.size - 1
+            if mode == _TABLE_NEW:
+                out = _encode_table(table, model, out, state)
+        full = ky == 1 and kx == 1
+        rows, ry = _decimation(H, ky, py)
+        cols, cx = _decimation(W, kx, px)
+        img = _sampled(ranks[f], rows, cols, full)
+        a, b = int(dist_a[f]), int(dist_b[f])
+        ref_a = _sampled(ranks[f - a], rows, cols, full) if a else img
+        ref_b = _sampled(ranks[f - b], rows, cols, full) if b else img
+        out = _encode_frame(img, ref_a, ref_b, a > 0, b > 0, maxval, model, out, state)
+        if not full:
+            out = _encode_blocks(ranks[f], rows[ry], cols[cx], model, out, state)
+    w.raw(bytes(_flush(out, state)))
     return w.getvalue()
+
+
+def _read_modes(r: ByteReader, frames: int) -> list[tuple[int, int, int, int, int, int, int]]:
+    modes = []
+    table = False
+    for f in range(frames):
+        a, b = r.varint(), r.varint()
+        if a > f or b > f:
+            raise CorruptChunkError(f"{CODER} frame {f} refers to a frame before the stream")
+        (mode,) = r.unpack("B")
+        if mode & ~(_BLOCKS | 3) or mode & 3 == 3 or (mode & 3 == _TABLE_CURRENT and not table):
+            raise CorruptChunkError(f"{CODER} frame {f} has an unknown mode {mode}")
+        table = mode & 3 != _TABLE_NONE
+        ky = kx = 1
+        py = px = 0
+        if mode & _BLOCKS:
+            k, p = r.unpack("BB")
+            ky, kx, py, px = (k >> 4) + 1, (k & 15) + 1, p >> 4, p & 15
+            if py >= ky or px >= kx:
+                raise CorruptChunkError(f"{CODER} frame {f} has blocks out of range")
+        modes.append((a, b, mode & 3, ky, kx, py, px))
+    return modes
 
 
 def decode(packet: bytes, frames: int, height: int, width: int) -> np.ndarray:
@@ -492,24 +1056,59 @@ def decode(packet: bytes, frames: int, height: int, width: int) -> np.ndarray:
     (version,) = r.unpack("B")
     if version != VERSION:
         raise CorruptChunkError(f"{CODER} packet of unknown version {version}")
-    dist_a = np.empty(frames, np.int64)
-    dist_b = np.empty(frames, np.int64)
-    for f in range(frames):
-        a, b = r.varint(), r.varint()
-        if a > f or b > f:
-            raise CorruptChunkError(f"{CODER} frame {f} refers to a frame before the stream")
-        dist_a[f], dist_b[f] = a, b
+    modes = _read_modes(r, frames)
     (crc,) = r.unpack("I")
     try:
-        out = np.empty((frames, height, width), np.uint16)
+        ranks = np.empty((frames, height, width), np.uint16)
     except MemoryError:
         raise CorruptChunkError(
             f"{CODER} stream of {frames} frames of {width}x{height} cannot be allocated"
         ) from None
+    out = ranks
     data = np.frombuffer(packet, np.uint8)
-    status = _decode(data, r.pos, dist_a, dist_b, out)
-    if status:
-        raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[status]}")
+    start = r.pos
+    if data.size - start < _FLUSH or data[start] != 0:
+        raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[1]}")
+    code = int.from_bytes(packet[start + 1 : start + _FLUSH], "big")
+    state = np.array([0xFFFFFFFF, code, start + _FLUSH], np.int64)
+    if code >= 0xFFFFFFFF:
+        raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[1]}")
+    model = _new_model()
+    table = None
+    for f, (a, b, mode, ky, kx, py, px) in enumerate(modes):
+        maxval = _MAXVAL
+        if mode == _TABLE_NEW:
+            table = _decode_table(data, model, state)
+            if table.size == 0:
+                raise CorruptChunkError(f"{CODER} stream holds a damaged value table")
+            if out is ranks:
+                out = ranks.copy()
+        if mode != _TABLE_NONE:
+            assert table is not None
+            maxval = table.size - 1
+        full = ky == 1 and kx == 1
+        rows, rindex = _decimation(height, ky, py)
+        cols, cindex = _decimation(width, kx, px)
+        img = ranks[f] if full else np.empty((rows.size, cols.size), np.uint16)
+        ref_a = _sampled(ranks[f - a], rows, cols, full) if a else img
+        ref_b = _sampled(ranks[f - b], rows, cols, full) if b else img
+        status = _decode_frame(data, img, ref_a, ref_b, a > 0, b > 0, maxval, model, state)
+        if status:
+            raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[status]}")
+        if not full:
+            ranks[f] = img[rindex][:, cindex]
+            status = _decode_blocks(
+                data, ranks[f], rows[rindex], cols[cindex], maxval, model, state
+            )
+            if status:
+                raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[status]}")
+        if out is not ranks:
+            out[f] = ranks[f] if table is None or mode == _TABLE_NONE else table[ranks[f]]
+    _, code, pos = state
+    if pos > data.size:
+        raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[3]}")
+    if pos != data.size or code != 0:
+        raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[4]}")
     if zlib.crc32(out.astype("<u2", copy=False).tobytes()) != crc:
         raise CorruptChunkError(f"{CODER} stream decodes to frames that fail their checksum")
     return out

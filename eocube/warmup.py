@@ -1,8 +1,9 @@
 """Compiling eocube's Numba kernels ahead of their first use.
 
-The kernels of :mod:`eocube.packing`, :mod:`eocube.spectral` and :mod:`eocube.rangecoder`
-are compiled by Numba the first time they run with a given dtype (about a minute for
-all of them on a 2-core machine) and cached on disk, next to the modules or in
+The kernels of :mod:`eocube.packing`, :mod:`eocube.spectral`, :mod:`eocube.rangecoder` and
+:mod:`eocube.lossless` are compiled by Numba the first time they run with a given dtype
+(about a minute for all of them on a 2-core machine) and cached on disk, next to the
+modules or in
 ``NUMBA_CACHE_DIR``: later processes load them in well under a second. ``eocube warmup``
 (which ``make setup`` runs) pays that cost once, in one place, and the command line
 says so before a command would pay it.
@@ -22,9 +23,9 @@ DTYPES = ("uint16", "int16", "uint8", "int32", "float32", "float64")
 
 
 def _dispatchers() -> Iterator[Any]:
-    from eocube import packing, rangecoder, spectral
+    from eocube import lossless, packing, rangecoder, spectral
 
-    for module in (packing, spectral, rangecoder):
+    for module in (packing, spectral, rangecoder, lossless):
         for value in vars(module).values():
             cache = getattr(value, "_cache", None)
             inlined = getattr(value, "targetoptions", {}).get("inline") == "always"
@@ -46,7 +47,7 @@ def warm_up(dtypes: Sequence[str] = DTYPES) -> float:
     """Compile (or load) the kernels for ``dtypes``; returns the seconds it took.
 
     Encodes and decodes a tiny block of each dtype with the default lossy profile (the
-    band rotation included), the default lossless one (integer dtypes) and an error
+    band rotation included), the lossless ones (integer dtypes) and an error
     bound (the residual layer), which runs every kernel the codec core uses.
     """
     from eocube.chunk import decode_chunk, encode_chunk
@@ -61,6 +62,7 @@ def warm_up(dtypes: Sequence[str] = DTYPES) -> float:
         runs: list[dict[str, Any]] = [{}, {"max_abs_error": 2}]
         if dtype.kind in "iu":
             runs.append({"profile": "ffv1-lossless"})
+            runs.append({"profile": "eocube-lossless"})
         for kwargs in runs:
             decode_chunk(encode_chunk(values, **kwargs))
     return time.perf_counter() - started

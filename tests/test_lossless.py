@@ -61,6 +61,52 @@ def test_smooth_series_use_references() -> None:
     assert np.array_equal(_roundtrip(frames), frames)
 
 
+def test_sparse_values_use_a_table() -> None:
+    # an integer band stretched onto 16-bit codes: few values over a wide span
+    rng = np.random.default_rng(5)
+    base = np.cumsum(rng.integers(-2, 3, (6, 30, 40)), axis=2) + 300
+    frames = np.round((base - base.min()) * 159.3).astype(np.uint16)
+    tables, which = lossless.value_tables(frames)
+    assert len(tables) == 1
+    assert (which == 0).all()
+    packet = lossless.encode(frames)
+    assert np.array_equal(lossless.decode(packet, *frames.shape), frames)
+    # cheaper than the same frames unstretched would be with 8 more bits per residual
+    assert len(packet) < frames.size
+    for bad in _damaged(packet):
+        with pytest.raises(CorruptChunkError):
+            lossless.decode(bad, *frames.shape)
+
+
+def test_replicated_pixels_use_blocks() -> None:
+    rng = np.random.default_rng(6)
+    coarse = rng.integers(0, 3000, (5, 9, 8), dtype=np.uint16)
+    frames = np.ascontiguousarray(coarse.repeat(6, axis=1).repeat(6, axis=2)[:, 2:52, 3:45])
+    assert lossless.block_structure(frames[0]) == (6, 6, 4, 3)
+    exact = lossless.encode(frames)
+    assert np.array_equal(lossless.decode(exact, *frames.shape), frames)
+    frames[:, 10, 11] += 7  # exceptions to the blocks
+    frames[2, 30:33, 20:22] = 5
+    assert lossless.block_structure(frames[2]) == (6, 6, 4, 3)
+    packet = lossless.encode(frames)
+    assert np.array_equal(lossless.decode(packet, *frames.shape), frames)
+    assert len(packet) < len(exact) + 60
+    for bad in _damaged(packet):
+        with pytest.raises(CorruptChunkError):
+            lossless.decode(bad, *frames.shape)
+    plain = lossless.encode(coarse.repeat(2, axis=1))  # rows only
+    assert np.array_equal(lossless.decode(plain, 5, 18, 8), coarse.repeat(2, axis=1))
+
+
+def test_unknown_versions_are_rejected() -> None:
+    frames = np.arange(24, dtype=np.uint16).reshape(2, 3, 4)
+    packet = lossless.encode(frames)
+    assert packet[0] == lossless.VERSION
+    for version in (0, 1, lossless.VERSION + 1):
+        with pytest.raises(CorruptChunkError, match="unknown version"):
+            lossless.decode(bytes([version]) + packet[1:], 2, 3, 4)
+
+
 def test_encode_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="no empty axis"):
         lossless.encode(np.zeros((0, 3, 3), np.uint16))
