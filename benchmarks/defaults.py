@@ -11,7 +11,8 @@ On an integer reflectance cube (Sentinel-2 L2A, 118 dates) and a float climate f
 1. x265 options, through :func:`eocube.encode_chunk` with Profile objects built from
    ``hevc-12bit-444`` (blocks of 32 time steps, as a store writes them): the profile as
    shipped (preset medium, ``psy-rd=0:psy-rdoq=0:aq-mode=0``, ``ctu=32``, ``info=0``,
-   ``rdoq-level=2``); without ``rdoq-level`` (medium's 0); with ``rd=5`` on top; preset slow; x265's own psycho-visual and adaptive-quantisation defaults; ``tune=psnr``
+   ``rdoq-level=2``); without ``rdoq-level`` (medium's 0); with ``rd=5`` on top; preset
+   slow; x265's own psycho-visual and adaptive-quantisation defaults; ``tune=psnr``
    instead of the explicit parameters; and SVT-AV1 presets 4 / 6 (shipped) / 8 for
    ``av1-10bit``. ``ctu`` stays 32 everywhere (64 decodes wrongly in FFmpeg on some frames).
 2. Chunk time length: :func:`eocube.to_eocube` with ``chunks={"time": Tc}`` (whole store

@@ -28,18 +28,19 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
-from dask.base import is_dask_collection
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import StorePath
 
 import eocube.registry  # noqa: F401  (eocube's codecs, for zarr)
-from eocube import layout, lifecycle, shards
+from eocube import layout, lifecycle, shards, variables
 from eocube.chunk import encode_chunk
 from eocube.codec import VideoCodec, parse_bound, parse_nodata, parse_quality
 from eocube.errors import CorruptChunkError
+from eocube.labels import LabelsCodec
 from eocube.layout import STORE_FORMAT
-from eocube.linear import LinearCodec, is_regular
+from eocube.linear import LinearCodec
+from eocube.lorenzo import LorenzoCodec
 from eocube.variables import CubeVar, validate_block
 
 # CF/xarray encoding that describes values and must survive the round trip;
@@ -65,14 +66,15 @@ def prepare(
         # every chunk carries a checksum (4 bytes): damaged coordinates must raise
         # CorruptChunkError on read, not decode to other dates or positions
         if var.ndim == 1 and var.dtype.kind in "iufM":
-            # regular axes (pixel centres, dates) cost two numbers, which zstd would only
-            # frame (its codec entry costs more in zarr.json than it could save)
-            # (dates are regular in their CF encoding when they are in nanoseconds)
-            regular = not is_dask_collection(var.data) and is_regular(
-                var.values.view(np.int64) if var.dtype.kind == "M" else var.values
-            )
-            compressors = [Crc32cCodec()] if regular else [ZstdCodec(level=19), Crc32cCodec()]
-            kept.update(serializer=LinearCodec(), compressors=compressors)
+            # regular axes (pixel centres, dates) cost two numbers, others their
+            # residuals from one, or zstd inside the codec (no zstd entry in zarr.json)
+            kept.update(serializer=LinearCodec(), compressors=[Crc32cCodec()])
+        elif categorical(ds, name, cube_vars):
+            # class maps and QA layers: class table and context-coded class indices
+            kept.update(serializer=LabelsCodec(), compressors=[Crc32cCodec()])
+        elif name not in cube_vars and var.ndim >= 2 and var.dtype.kind in "iufmM":
+            # smooth fields (2-D coordinates, angles): range-coded Lorenzo residuals
+            kept.update(serializer=LorenzoCodec(), compressors=[Crc32cCodec()])
         elif name not in cube_vars:
             kept.update(compressors=[ZstdCodec(level=9), Crc32cCodec()])
         encoding[name] = kept
@@ -105,6 +107,25 @@ def prepare(
         )
 
     return out, encoding
+
+
+def categorical(ds: xr.Dataset, name: Hashable, cube_vars: Mapping[Hashable, CubeVar]) -> bool:
+    """Whether a data variable beside the cube variables is a categorical layer by
+    :mod:`eocube.variables`' rule (CF flag attributes, or an integer layer of at most
+    ``CATEGORICAL_MAX_VALUES`` distinct values in a sample): stored with ``eocube.labels``."""
+    if name not in ds.data_vars or name in cube_vars:
+        return False
+    var = ds[name]
+    if var.ndim < 2 or var.dtype.kind not in "iuf":
+        return False
+    if variables.has_flag_attributes(var):
+        return True
+    # the roles of its dims, as the cube variables name them
+    roles = {r: d for cv in cube_vars.values() for r, d in cv.roles.items() if d in var.dims}
+    if "y" not in roles or "x" not in roles:
+        return False
+    distinct = variables.distinct_integer_values(var, roles)
+    return distinct is not None and distinct <= variables.CATEGORICAL_MAX_VALUES
 
 
 def lossless_part(ds: xr.Dataset, cube_vars: Mapping[Hashable, CubeVar]) -> xr.Dataset:

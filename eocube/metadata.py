@@ -6,7 +6,7 @@ finishes, :func:`compact` rewrites the root document (the consolidated metadata 
 every array) without what zarr v3 and zarr-python take as the default when it is absent:
 
 - whitespace between JSON tokens;
-- ``"storage_transformers": []``;
+- ``"storage_transformers": []`` and empty ``"attributes"``;
 - the ``default`` chunk key encoding's ``"configuration": {"separator": "/"}`` (the
   spec's default separator);
 - the ``zstd`` codec's ``"checksum": false``;
@@ -91,6 +91,8 @@ def drop_defaults(meta: MutableMapping[str, Any]) -> None:
     """Remove, in place, the fields of an array's metadata that equal their defaults."""
     if meta.get("storage_transformers") == []:
         del meta["storage_transformers"]
+    if meta.get("attributes") == {}:
+        del meta["attributes"]
     if meta.get("chunk_key_encoding") == {"name": "default", "configuration": {"separator": "/"}}:
         meta["chunk_key_encoding"] = {"name": "default"}
     _drop_codec_defaults(meta.get("codecs"))

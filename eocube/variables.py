@@ -44,11 +44,12 @@ _CATEGORICAL_SAMPLE_DATES = 8
 _CATEGORICAL_SAMPLE_SIDE = 256
 
 
-def _has_flag_attributes(var: xr.DataArray) -> bool:
+def has_flag_attributes(var: xr.DataArray) -> bool:
+    """Whether ``var`` carries CF flag attributes (a class map or bit field)."""
     return any(k in var.attrs for k in ("flag_values", "flag_masks", "flag_meanings"))
 
 
-def _distinct_integer_values(var: xr.DataArray, roles: Mapping[str, Hashable]) -> int | None:
+def distinct_integer_values(var: xr.DataArray, roles: Mapping[str, Hashable]) -> int | None:
     """Distinct valid values in a sample of an integer variable; None if not integer or
     the sample is too small to tell a class map from data."""
     if np.dtype(var.encoding.get("dtype", var.dtype)).kind not in "iu":
@@ -129,7 +130,7 @@ def cube_variables(
         # only sets aside a variable that sits beside others (a QA band next to the
         # data), never the only one
         for name, var in ds.data_vars.items():
-            if _has_flag_attributes(var):
+            if has_flag_attributes(var):
                 others[str(name)] = "categorical (CF flag attributes)"
         candidates = {
             n: found.roles
@@ -139,7 +140,7 @@ def cube_variables(
         if len(candidates) > 1:  # a lone variable is never set aside: no sample to read
             guessed = {}
             for n, r in candidates.items():
-                distinct = _distinct_integer_values(ds[n], r)
+                distinct = distinct_integer_values(ds[n], r)
                 if distinct is not None and distinct <= CATEGORICAL_MAX_VALUES:
                     guessed[n] = distinct
             if candidates.keys() - guessed.keys():
