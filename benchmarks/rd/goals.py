@@ -224,10 +224,11 @@ def goal_3_lossless(cubes: dict[str, CubeInfo], by_cube: dict[str, list[Record]]
     out = md_section(
         "Goal 3: lossless, fewer bits than zstd, JPEG-XL lossless, JPEG-LS and FFV1 "
         "intra-only on every integer time-series cube",
-        "eocube lossless = the better of its lossless profiles that applies "
-        "(`ffv1-lossless` is itself FFV1 intra-only: it cannot beat itself; "
-        "`hevc-lossless` — the inter-frame one — holds ranges of ≤ 12 bits only). "
-        "bpppb strict (whole store) and payload.",
+        "eocube lossless = the best of its lossless profiles that applies "
+        "(`eocube-lossless`, eocube's own predictive coder; `hevc-lossless` — the "
+        "inter-frame one — holds ranges of ≤ 12 bits only; `ffv1-lossless`, the default, is "
+        "itself FFV1 intra-only: it cannot beat itself). bpppb strict (whole store) and "
+        "payload.",
     )
     rows = []
     names = competitors.lossless_names()
@@ -236,7 +237,7 @@ def goal_3_lossless(cubes: dict[str, CubeInfo], by_cube: dict[str, list[Record]]
         if not (info["integer"] and info["time_series"]):
             continue
         ll = {r["method"]: r for r in rs if r["lossless"]}
-        eo = [ll[m] for m in ("eocube:hevc-lossless",) if m in ll]
+        eo = [ll[m] for m in ("eocube:hevc-lossless", "eocube:eocube-lossless") if m in ll]
         ffv1 = ll.get("eocube:ffv1-lossless")
         best_eo = min(eo, key=lambda r: r["bpppb"]) if eo else None
         comps = {m: ll[m]["bpppb"] for m in names if m in ll}
@@ -249,7 +250,8 @@ def goal_3_lossless(cubes: dict[str, CubeInfo], by_cube: dict[str, list[Record]]
         rows.append(
             [
                 name,
-                fmt(best_eo["bpppb"] if best_eo else None, ".3f", "n/a (range > 12 bits)"),
+                fmt(best_eo["bpppb"] if best_eo else None, ".3f", "n/a")
+                + (f" ({best_eo['method'].removeprefix('eocube:')})" if best_eo else ""),
                 fmt(best_eo["bpppb_payload"] if best_eo else None, ".3f"),
                 fmt(ffv1["bpppb"] if ffv1 else None, ".3f"),
                 *[fmt(comps.get(m), ".3f") for m in names],
@@ -261,7 +263,7 @@ def goal_3_lossless(cubes: dict[str, CubeInfo], by_cube: dict[str, list[Record]]
         md_table(
             [
                 "cube",
-                "eocube hevc-lossless",
+                "eocube best lossless (store)",
                 "payload",
                 "eocube ffv1 (store)",
                 *names,

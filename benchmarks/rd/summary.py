@@ -29,7 +29,12 @@ CubeInfo = dict[str, Any]
 # the groups of cubes over which the profiles are compared
 GROUPS = ("integer reflectance", "float reflectance/indices", "climate fields")
 # methods whose speeds are listed after the lossy eocube profiles'
-OTHER_SPEEDS = ("reference", "eocube:ffv1-lossless", "eocube:hevc-lossless")
+OTHER_SPEEDS = (
+    "reference",
+    "eocube:ffv1-lossless",
+    "eocube:hevc-lossless",
+    "eocube:eocube-lossless",
+)
 
 
 def _header(cubes: dict[str, CubeInfo], records: list[Record], meta: dict[str, Any]) -> list[str]:

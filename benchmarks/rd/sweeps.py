@@ -33,7 +33,7 @@ SWEEPS_QUICK: dict[str, tuple[float, ...]] = {
     "h264-10bit": (5, 20, 35),
     "vp9-8bit-444": (10, 30, 50),
 }
-LOSSLESS_PROFILES = ("ffv1-lossless", "hevc-lossless")
+LOSSLESS_PROFILES = ("ffv1-lossless", "hevc-lossless", "eocube-lossless")
 REFERENCE_CRFS_FULL = X265_CRFS
 REFERENCE_CRFS_QUICK = (0, 10, 20, 30, 40)
 DEFAULT_PROFILE = "hevc-12bit-444"
