@@ -23,7 +23,6 @@ zstd of its bytes. Byte layout and contexts: docs/format.md, §5.4.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,15 +30,13 @@ from typing import TYPE_CHECKING, Any
 import numba
 import numpy as np
 from numcodecs import Zstd
-from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.buffer import Buffer, NDBuffer
 
+from eocube.bytecodec import NamedBytesCodec
 from eocube.errors import CorruptChunkError
 from eocube.rangecoder import _FLUSH, _NEXT, _RATE, _get, _put, _room, _shift_low
 
 if TYPE_CHECKING:
-    from typing import Self
-
     from zarr.core.array_spec import ArraySpec
 
 CODEC_NAME = "eocube.labels"
@@ -536,24 +533,10 @@ def decode(data: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class LabelsCodec(ArrayBytesCodec):
+class LabelsCodec(NamedBytesCodec):
     """Store label maps as a class table and context-coded class indices."""
 
-    is_fixed_size = False
-
-    def __init__(self) -> None:
-        pass
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Build the codec from its zarr metadata."""
-        if data.get("name") != CODEC_NAME:
-            raise ValueError(f"not an {CODEC_NAME} codec: {data!r}")
-        return cls()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The codec's zarr metadata."""
-        return {"name": CODEC_NAME}
+    codec_name = CODEC_NAME
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         payload = encode(chunk_array.as_numpy_array())
@@ -563,13 +546,3 @@ class LabelsCodec(ArrayBytesCodec):
         dtype = np.dtype(chunk_spec.dtype.to_native_dtype())
         values: Any = decode(chunk_bytes.to_bytes(), tuple(chunk_spec.shape), dtype)
         return chunk_spec.prototype.nd_buffer.from_ndarray_like(values)
-
-    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
-        return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
-
-    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
-        return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
-
-    def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
-        """Not known before encoding: the codec has a variable size."""
-        raise NotImplementedError(f"{CODEC_NAME} produces variable-size payloads")

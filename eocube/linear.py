@@ -12,14 +12,13 @@ a zstd frame of them is stored. Byte layout: docs/format.md, "eocube.linear".
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.buffer import Buffer, NDBuffer
 
+from eocube.bytecodec import NamedBytesCodec
 from eocube.errors import CorruptChunkError
 from eocube.lorenzo import (
     from_ordered,
@@ -32,8 +31,6 @@ from eocube.lorenzo import (
 )
 
 if TYPE_CHECKING:
-    from typing import Self
-
     from zarr.core.array_spec import ArraySpec
 
 CODEC_NAME = "eocube.linear"
@@ -190,24 +187,10 @@ def _decode_predicted(body: bytes, dtype: np.dtype[Any], n: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class LinearCodec(ArrayBytesCodec):
+class LinearCodec(NamedBytesCodec):
     """Store 1-D arithmetic sequences as (start, step), others predicted from one."""
 
-    is_fixed_size = False
-
-    def __init__(self) -> None:
-        pass
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Build the codec from its zarr metadata."""
-        if data.get("name") != CODEC_NAME:
-            raise ValueError(f"not an {CODEC_NAME} codec: {data!r}")
-        return cls()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The codec's zarr metadata."""
-        return {"name": CODEC_NAME}
+    codec_name = CODEC_NAME
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         values = np.ascontiguousarray(chunk_array.as_numpy_array())
@@ -243,13 +226,3 @@ class LinearCodec(ArrayBytesCodec):
             )
         native: Any = values.astype(dtype.newbyteorder("="))
         return chunk_spec.prototype.nd_buffer.from_ndarray_like(native.reshape(chunk_spec.shape))
-
-    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
-        return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
-
-    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
-        return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
-
-    def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
-        """Not known before encoding: the codec has a variable size."""
-        raise NotImplementedError(f"{CODEC_NAME} produces variable-size payloads")

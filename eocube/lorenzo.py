@@ -12,21 +12,18 @@ them, whichever is smaller. Byte layout: docs/format.md, "eocube.lorenzo".
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numcodecs import zstd
-from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.buffer import Buffer, NDBuffer
 
 from eocube import rangecoder
+from eocube.bytecodec import NamedBytesCodec
 from eocube.errors import CorruptChunkError
 
 if TYPE_CHECKING:
-    from typing import Self
-
     from zarr.core.array_spec import ArraySpec
 
 CODEC_NAME = "eocube.lorenzo"
@@ -225,24 +222,10 @@ def decode_chunk(data: bytes, dtype: np.dtype[Any], shape: tuple[int, ...]) -> n
 
 
 @dataclass(frozen=True)
-class LorenzoCodec(ArrayBytesCodec):
+class LorenzoCodec(NamedBytesCodec):
     """Store N-D numeric arrays as range-coded Lorenzo residuals (or raw, or zstd)."""
 
-    is_fixed_size = False
-
-    def __init__(self) -> None:
-        pass
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Build the codec from its zarr metadata."""
-        if data.get("name") != CODEC_NAME:
-            raise ValueError(f"not an {CODEC_NAME} codec: {data!r}")
-        return cls()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The codec's zarr metadata."""
-        return {"name": CODEC_NAME}
+    codec_name = CODEC_NAME
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         payload = encode_chunk(chunk_array.as_numpy_array())
@@ -253,13 +236,3 @@ class LorenzoCodec(ArrayBytesCodec):
         values = decode_chunk(chunk_bytes.to_bytes(), dtype, tuple(chunk_spec.shape))
         native: Any = values.astype(dtype.newbyteorder("="))
         return chunk_spec.prototype.nd_buffer.from_ndarray_like(native)
-
-    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
-        return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
-
-    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
-        return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
-
-    def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
-        """Not known before encoding: the codec has a variable size."""
-        raise NotImplementedError(f"{CODEC_NAME} produces variable-size payloads")
