@@ -60,14 +60,22 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 
 import numba
 import numpy as np
 
 from eocube.binary import ByteReader, ByteWriter
 from eocube.errors import CorruptChunkError
-from eocube.rangecoder import _FLUSH, _TOP, _room
+from eocube.rangecoder import (
+    _FLUSH,
+    _I64,
+    _get,
+    _put,
+    _refill,
+    _renormalize,
+    _room,
+    _shift_low,
+)
 
 CODER = "eocube-pred"
 """The encoder and decoder name streams of this coder carry."""
@@ -76,9 +84,6 @@ PIX_FMT = "gray16le"
 VERSION = 2
 
 _MAXVAL = 65535
-# np.int64 for the kernels' arithmetic (numba widens uint16 samples to uint64 otherwise,
-# and mixed uint64 / int64 arithmetic goes through float64); Any for the type checker
-_i64: Any = np.int64
 _NSPATIAL = 5
 _NPRED = _NSPATIAL + 4  # 2 per reference frame
 _NCTX = 48
@@ -114,89 +119,6 @@ _DECODE_ERRORS = {
 }
 
 
-# adaptive bins: P(bit = 0) in the low 16 bits, the count of uses (which sets the
-# adaptation rate, 1 / (n + 2) then 1 / _RATE_LIMIT) above, as in eocube.rangecoder
-_RATE_LIMIT = 128
-_LAST_COUNT = _RATE_LIMIT - 2
-_RATE = np.array([65536 // min(n + 2, _RATE_LIMIT) for n in range(_LAST_COUNT + 1)], np.int64)
-_NEXT = np.array([min(n + 1, _LAST_COUNT) << 16 for n in range(_LAST_COUNT + 1)], np.int64)
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _shift_low(
-    low: int, cache: int, pending: int, pos: int, out: np.ndarray
-) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
-    # eocube.rangecoder's (LZMA's), the run of pending 0xFF bytes written in one loop
-    if low < 0xFF000000 or low > 0xFFFFFFFF:
-        carry = low >> 32
-        out[pos] = (cache + carry) & 0xFF
-        pos += 1
-        fill = (0xFF + carry) & 0xFF
-        for _ in range(pending - 1):
-            out[pos] = fill
-            pos += 1
-        cache = (low >> 24) & 0xFF
-        pending = 0
-    return (low & 0xFFFFFF) << 8, cache, pending + 1, pos
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _put(
-    low: int,
-    rng: int,
-    cache: int,
-    pending: int,
-    pos: int,
-    out: np.ndarray,
-    model: np.ndarray,
-    m: int,
-    bit: int,
-) -> tuple[int, int, int, int, int]:  # pragma: no cover - compiled
-    # eocube.rangecoder's, without branches on the bit
-    s = model[m]
-    p = s & 0xFFFF
-    n = s >> 16
-    bound = (rng >> 16) * p
-    mask = -bit
-    low += bound & mask
-    rng = bound + ((rng - 2 * bound) & mask)
-    target = 65536 - (65535 & mask)
-    model[m] = (p + (((target - p) * _RATE[n]) >> 16)) | _NEXT[n]
-    # the range is at least 2 ** 8 here: two shifts at most (unrolled: twice as fast)
-    if rng < _TOP:
-        rng <<= 8
-        low, cache, pending, pos = _shift_low(low, cache, pending, pos, out)
-        if rng < _TOP:
-            rng <<= 8
-            low, cache, pending, pos = _shift_low(low, cache, pending, pos, out)
-    return low, rng, cache, pending, pos
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _get(
-    rng: int, code: int, pos: int, data: np.ndarray, model: np.ndarray, m: int
-) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
-    s = model[m]
-    p = s & 0xFFFF
-    n = s >> 16
-    bound = (rng >> 16) * p
-    bit = int(code >= bound)
-    mask = -bit
-    code -= bound & mask
-    rng = bound + ((rng - 2 * bound) & mask)
-    target = 65536 - (65535 & mask)
-    model[m] = (p + (((target - p) * _RATE[n]) >> 16)) | _NEXT[n]
-    if rng < _TOP:
-        rng <<= 8
-        code = (code << 8) | (_i64(data[pos]) if pos < data.size else 0)
-        pos += 1
-        if rng < _TOP:
-            rng <<= 8
-            code = (code << 8) | (_i64(data[pos]) if pos < data.size else 0)
-            pos += 1
-    return bit, rng, code, pos
-
-
 @numba.njit(nogil=True, cache=True, inline="always")
 def _put_bits(
     low: int, rng: int, cache: int, pending: int, pos: int, out: np.ndarray, value: int, k: int
@@ -204,14 +126,7 @@ def _put_bits(
     # k <= 16 equiprobable bits at once
     rng >>= k
     low += value * rng
-    # the range is at least 2 ** 8 here: two shifts at most (unrolled: twice as fast)
-    if rng < _TOP:
-        rng <<= 8
-        low, cache, pending, pos = _shift_low(low, cache, pending, pos, out)
-        if rng < _TOP:
-            rng <<= 8
-            low, cache, pending, pos = _shift_low(low, cache, pending, pos, out)
-    return low, rng, cache, pending, pos
+    return _renormalize(low, rng, cache, pending, pos, out)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -221,14 +136,7 @@ def _get_bits(
     rng >>= k
     value = min(code // rng, (1 << k) - 1)  # more only in a damaged stream
     code -= value * rng
-    if rng < _TOP:
-        rng <<= 8
-        code = (code << 8) | (_i64(data[pos]) if pos < data.size else 0)
-        pos += 1
-        if rng < _TOP:
-            rng <<= 8
-            code = (code << 8) | (_i64(data[pos]) if pos < data.size else 0)
-            pos += 1
+    rng, code, pos = _refill(rng, code, pos, data)
     return value, rng, code, pos
 
 
@@ -265,15 +173,15 @@ def _causal(
     img: np.ndarray, y: int, x: int, W: int
 ) -> tuple[int, int, int, int]:  # pragma: no cover
     # W, N, NW, NE with JPEG-XL's edge rules (int64: numba widens uint16 to uint64)
-    w = _i64(0)
+    w = _I64(0)
     if x > 0:
-        w = _i64(img[y, x - 1])
+        w = _I64(img[y, x - 1])
     elif y > 0:
-        w = _i64(img[y - 1, x])
+        w = _I64(img[y - 1, x])
     if y > 0:
-        n = _i64(img[y - 1, x])
-        nw = _i64(img[y - 1, x - 1]) if x > 0 else w
-        ne = _i64(img[y - 1, x + 1]) if x + 1 < W else n
+        n = _I64(img[y - 1, x])
+        nw = _I64(img[y - 1, x - 1]) if x > 0 else w
+        ne = _I64(img[y - 1, x + 1]) if x + 1 < W else n
     else:
         n = w
         nw = w
@@ -335,7 +243,7 @@ def _predict(
                 continue
             ref = ref_b
         rw, rn, rnw, _ = _causal(ref, y, x, W)
-        r = _i64(ref[y, x])
+        r = _I64(ref[y, x])
         dw = w - rw
         dn = n - rn
         p = r + dw + dn - (nw - rnw)
@@ -347,13 +255,13 @@ def _predict(
         hi = max(hi, q)
     # weights (emin / e) ** _POWER, e the errors summed at N, NE, NW (with W and WW),
     # 1 / (e + 1) from a table (no division)
-    emin = _i64(1) << 40
+    emin = _I64(1) << 40
     for i in range(count):
         e = perr[i, prev, x] + perr[i, prev, xne] + perr[i, prev, xnw]
         preds[_NPRED + i] = e
         emin = min(emin, e)
-    wsum = _i64(0)
-    psum = _i64(0)
+    wsum = _I64(0)
+    psum = _I64(0)
     for i in range(count):
         r = ((emin + 1) * _inverse(preds[_NPRED + i])) >> 8
         wi = r
@@ -506,7 +414,7 @@ def _encode_frame(
             pred, p8, c, sc = _predict(
                 img, ref_a, ref_b, has_a, has_b, y, x, W, maxval, perr, terr, preds
             )
-            v = _i64(img[y, x])
+            v = _I64(img[y, x])
             res[i] = v - pred
             ctx[i] = c * 16 + sc
             i += 1
@@ -612,7 +520,7 @@ def _encode_blocks(
             if ay == y and ax == x:
                 continue
             c, m = _block_contexts(exc, mag, y, x, W)
-            e = _i64(img[y, x]) - _i64(img[ay, ax])
+            e = _I64(img[y, x]) - _I64(img[ay, ax])
             low, rng, cache, pending, pos = _put(
                 low, rng, cache, pending, pos, out, model, _M_BLOCK + c, int(e != 0)
             )
@@ -678,7 +586,7 @@ def _decode_blocks(
                     _M_BLOCK_MANT + m * 17 * 4,
                     _M_BLOCK_SIGN + m,
                 )
-                v = _i64(img[ay, ax]) + e
+                v = _I64(img[ay, ax]) + e
                 if e == 0 or v < 0 or v > maxval:
                     return 2
                 img[y, x] = v
@@ -700,11 +608,11 @@ def _encode_table(
         low, rng, cache, pending, pos, out, table.size - 1, 16
     )
     low, rng, cache, pending, pos = _put_bits(
-        low, rng, cache, pending, pos, out, _i64(table[0]), 16
+        low, rng, cache, pending, pos, out, _I64(table[0]), 16
     )
     prev_tok = 0
     for i in range(1, table.size):
-        gap = _i64(table[i]) - _i64(table[i - 1]) - 1
+        gap = _I64(table[i]) - _I64(table[i - 1]) - 1
         low, rng, cache, pending, pos = _put_value(
             low,
             rng,
@@ -774,24 +682,24 @@ def _reference_costs(frames: np.ndarray, distances: np.ndarray) -> np.ndarray:  
     cost = np.full((F, K + 1), np.inf)
     for f in range(F):
         img = frames[f]
-        s = _i64(0)
+        s = _I64(0)
         for y in range(1, H):
             for x in range(1, W):
-                p = _i64(img[y, x - 1]) + _i64(img[y - 1, x]) - _i64(img[y - 1, x - 1])
-                s += abs(_i64(img[y, x]) - p)
+                p = _I64(img[y, x - 1]) + _I64(img[y - 1, x]) - _I64(img[y - 1, x - 1])
+                s += abs(_I64(img[y, x]) - p)
         cost[f, 0] = s
         for k in range(K):
             d = distances[k]
             if d > f:
                 continue
             ref = frames[f - d]
-            s = _i64(0)
+            s = _I64(0)
             for y in range(1, H):
                 for x in range(1, W):
-                    dx = _i64(img[y, x]) - _i64(ref[y, x])
-                    dw = _i64(img[y, x - 1]) - _i64(ref[y, x - 1])
-                    dn = _i64(img[y - 1, x]) - _i64(ref[y - 1, x])
-                    dnw = _i64(img[y - 1, x - 1]) - _i64(ref[y - 1, x - 1])
+                    dx = _I64(img[y, x]) - _I64(ref[y, x])
+                    dw = _I64(img[y, x - 1]) - _I64(ref[y, x - 1])
+                    dn = _I64(img[y - 1, x]) - _I64(ref[y - 1, x])
+                    dnw = _I64(img[y - 1, x - 1]) - _I64(ref[y - 1, x - 1])
                     s += abs(dx - dw - dn + dnw)
             cost[f, k + 1] = s
     return cost
@@ -893,7 +801,7 @@ def _sparse_frames(frames: np.ndarray) -> bool:  # pragma: no cover - compiled
         distinct = 0
         for y in range(img.shape[0]):
             for x in range(img.shape[1]):
-                v = _i64(img[y, x])
+                v = _I64(img[y, x])
                 if not seen[v]:
                     seen[v] = True
                     distinct += 1
