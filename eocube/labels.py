@@ -34,7 +34,7 @@ from zarr.core.buffer import Buffer, NDBuffer
 
 from eocube.bytecodec import NamedBytesCodec
 from eocube.errors import CorruptChunkError
-from eocube.rangecoder import _FLUSH, _NEXT, _RATE, _get, _put, _room, _shift_low
+from eocube.rangecoder import _FLUSH, _NEXT, _RATE, _finish, _get, _put, _room, _start
 
 if TYPE_CHECKING:
     from zarr.core.array_spec import ArraySpec
@@ -325,10 +325,7 @@ def _encode(idx: np.ndarray, F: int, Y: int, X: int, K: int) -> np.ndarray:  # p
                         node = 2 * node + bit
                 cls[i] = v
                 i += 1
-    out = _room(out, pos + pending + _FLUSH)
-    for _ in range(_FLUSH):
-        low, cache, pending, pos = _shift_low(low, cache, pending, pos, out)
-    return out[:pos]
+    return _finish(low, cache, pending, pos, out)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -337,15 +334,9 @@ def _decode(
 ) -> int:  # pragma: no cover - compiled
     # 0 on success, else a key of _DECODE_ERRORS; idx is filled
     end = data.size
-    if end - start < _FLUSH or data[start] != 0:
+    rng, code, pos = _start(data, start)
+    if rng == 0:
         return 1
-    code = 0
-    for j in range(1, _FLUSH):
-        code = (code << 8) | int(data[start + j])
-    rng = 0xFFFFFFFF
-    if code >= rng:
-        return 1
-    pos = start + _FLUSH
     sx = X + 3
     sf = (Y + 1) * sx
     cls = np.full((F + 1) * sf, -1, np.int16)

@@ -69,12 +69,12 @@ from eocube.errors import CorruptChunkError
 from eocube.rangecoder import (
     _FLUSH,
     _I64,
+    _finish,
     _get,
     _put,
     _refill,
     _renormalize,
     _room,
-    _shift_low,
 )
 
 CODER = "eocube-pred"
@@ -666,11 +666,7 @@ def _decode_table(
 
 @numba.njit(nogil=True, cache=True)
 def _flush(out: np.ndarray, state: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    low, cache, pending, pos = state[0], state[2], state[3], state[4]
-    out = _room(out, pos + pending + _FLUSH)
-    for _ in range(_FLUSH):
-        low, cache, pending, pos = _shift_low(low, cache, pending, pos, out)
-    return out[:pos]
+    return _finish(state[0], state[2], state[3], state[4], out)
 
 
 @numba.njit(nogil=True, cache=True)

@@ -261,6 +261,31 @@ def _room(out: np.ndarray, end: int) -> np.ndarray:  # pragma: no cover - compil
     return grown
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _finish(
+    low: int, cache: int, pending: int, pos: int, out: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    # the flush: the stream's last bytes, which the decoder reads to end with code 0
+    out = _room(out, pos + pending + _FLUSH)
+    for _ in range(_FLUSH):
+        low, cache, pending, pos = _shift_low(low, cache, pending, pos, out)
+    return out[:pos]
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _start(data: np.ndarray, start: int) -> tuple[int, int, int]:  # pragma: no cover - compiled
+    # the decoder's range, code and position at a stream starting at ``start``; a range of
+    # 0 when the bytes there cannot start a stream (too short, no leading 0, code too big)
+    if data.size - start < _FLUSH or data[start] != 0:
+        return 0, 0, start
+    code = 0
+    for j in range(1, _FLUSH):
+        code = (code << 8) | _I64(data[start + j])
+    if code >= 0xFFFFFFFF:
+        return 0, 0, start
+    return 0xFFFFFFFF, code, start + _FLUSH
+
+
 @numba.njit(nogil=True, cache=True)
 def _seed(model: np.ndarray, step: np.ndarray) -> None:  # pragma: no cover - compiled
     # The steps' bits set the other models' initial probabilities (within 1/256 of 1/2):
@@ -350,10 +375,7 @@ def _encode(
         low, rng, cache, pending, pos = _put_signed(
             low, rng, cache, pending, pos, out, model, _M_EXC_VALUE, exc_value[e]
         )
-    out = _room(out, pos + pending + _FLUSH)
-    for _ in range(_FLUSH):
-        low, cache, pending, pos = _shift_low(low, cache, pending, pos, out)
-    return out[:pos]
+    return _finish(low, cache, pending, pos, out)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -452,15 +474,9 @@ def _decode(
 ) -> int:  # pragma: no cover - compiled
     # 0 on success, else a key of _DECODE_ERRORS; q and the exceptions are filled
     end = data.size
-    if end - start < _FLUSH or data[start] != 0:
+    rng, code, pos = _start(data, start)
+    if rng == 0:
         return 1
-    code = 0
-    for j in range(1, _FLUSH):
-        code = (code << 8) | int(data[start + j])
-    rng = 0xFFFFFFFF
-    if code >= rng:
-        return 1
-    pos = start + _FLUSH
     sy = X + 3
     sb = (Y + 2) * sy
     st = (B + 1) * sb
