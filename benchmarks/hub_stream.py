@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         catalog = eocube.write_release(cubes, eo, progress=False)  # eocube's defaults
         encode_s = time.perf_counter() - t0
-        psnr = dict(zip(catalog["id"].to_pylist(), catalog["psnr"].to_pylist(), strict=True))
+        psnr = dict(zip(catalog["id"].to_pylist(), catalog["eocube:psnr"].to_pylist(), strict=True))
         with warnings.catch_warnings():
             # band names as fixed-length strings, consolidated metadata: zarr-python reads both
             warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)

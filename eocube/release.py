@@ -3,7 +3,7 @@
 A release folder holds::
 
     cubes/<id>.eocube    one eocube store per cube
-    catalog.parquet      one row per cube (eocube.catalog)
+    catalog.parquet      one STAC item per cube, stac-geoparquet (eocube.catalog)
     README.md            the dataset card, with the hub's YAML metadata
 """
 
@@ -18,7 +18,8 @@ from typing import Any
 import pyarrow as pa
 import xarray as xr
 
-from eocube.catalog import catalog_row, write_catalog
+from eocube.catalog import items, write_catalog
+from eocube.stac import cube_item
 from eocube.write import to_eocube
 
 CUBES_DIR = "cubes"
@@ -67,7 +68,7 @@ def write_release(
     row_group_size: int | None = None,
     **to_eocube_kwargs: Any,
 ) -> pa.Table:
-    """Write cubes as a release folder: stores, Parquet catalog and dataset card.
+    """Write cubes as a release folder: stores, STAC catalog and dataset card.
 
     Each cube is encoded by :func:`eocube.to_eocube` shard by shard (bounded memory);
     with ``progress`` a line per cube and a progress bar over its shards are shown.
@@ -97,7 +98,8 @@ def write_release(
     Returns
     -------
     pyarrow.Table
-        The catalog.
+        The catalog (:mod:`eocube.catalog`; :func:`eocube.catalog.items` gives its STAC
+        items).
     """
     if not cubes:
         raise ValueError("a release needs at least one cube")
@@ -118,15 +120,15 @@ def write_release(
         )
     (root / CUBES_DIR).mkdir(parents=True, exist_ok=True)
     dims = to_eocube_kwargs.get("dims")
-    rows = []
+    cube_items = []
     for i, (cube_id, cube) in enumerate(cubes.items(), start=1):
         path = cube_path(cube_id)
         if progress:
             print(f"[{i}/{len(cubes)}] {cube_id} -> {path}", flush=True)
         ds = cube.to_dataset(name=cube.name or "data") if isinstance(cube, xr.DataArray) else cube
         report = to_eocube(ds, root / path, progress=progress, **to_eocube_kwargs)
-        rows.append(catalog_row(cube_id, path, ds, report, dims=dims))
-    table = write_catalog(rows, root / CATALOG, row_group_size=row_group_size)
+        cube_items.append(cube_item(cube_id, path, ds, report, dims=dims))
+    table = write_catalog(cube_items, root / CATALOG, row_group_size=row_group_size)
     (root / CARD).write_text(
         dataset_card(
             table, title=title, description=description, license=license, tags=tags, repo_id=repo_id
@@ -134,10 +136,6 @@ def write_release(
         encoding="utf-8",
     )
     return table
-
-
-def _yaml_str(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _size_category(n: int) -> str:
@@ -156,22 +154,23 @@ def dataset_card(
     tags: Sequence[Hashable] = DEFAULT_TAGS,
     repo_id: str | None = None,
 ) -> str:
-    """The ``README.md`` of a release: hub YAML metadata, the cubes, how to open them."""
+    """The ``README.md`` of a release: hub YAML metadata, the cubes, how to open them.
+
+    The metadata is ``huggingface_hub``'s :class:`~huggingface_hub.DatasetCardData`
+    (licence, pretty name, tags, size category, the catalog as the dataset viewer's
+    ``catalog`` config), written and checked by :class:`~huggingface_hub.DatasetCard`.
+    """
+    from huggingface_hub import DatasetCard, DatasetCardData
+
     repo = repo_id or "<org>/<release>"
     first = catalog.column("id")[0].as_py()
-    meta = [
-        "---",
-        f"license: {license}",
-        f"pretty_name: {_yaml_str(title or 'eocube release')}",
-        "tags:",
-        *[f"- {_yaml_str(str(t))}" for t in tags],
-        "size_categories:",
-        f"- {_size_category(catalog.num_rows)}",
-        "configs:",
-        "- config_name: catalog",
-        f"  data_files: {CATALOG}",
-        "---",
-    ]
+    meta = DatasetCardData(
+        license=license,
+        pretty_name=title or "eocube release",
+        tags=[str(t) for t in tags],
+        size_categories=[_size_category(catalog.num_rows)],
+        configs=[{"config_name": "catalog", "data_files": CATALOG}],
+    )
     lines = [
         f"# {title or 'eocube release'}",
         "",
@@ -187,18 +186,22 @@ def dataset_card(
         "| id | shape | bands | dtype | CRS | time | MB | bpppb | PSNR dB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in catalog.to_pylist():
-        time = (
-            f"{row['time_start']:%Y-%m-%d} – {row['time_end']:%Y-%m-%d}"
-            if row["time_start"] is not None
-            else "-"
+    for item in sorted(items(catalog), key=lambda i: i["id"]):
+        cube = item["properties"]
+        start, end = cube.get("start_datetime"), cube.get("end_datetime")
+        time = f"{start[:10]} – {end[:10]}" if start and end else "-"
+        psnr = "-" if cube.get("eocube:psnr") is None else f"{cube['eocube:psnr']:.1f}"
+        dimensions = cube.get("cube:dimensions", {}).values()
+        bands: list[str] = next(
+            (d.get("values", []) for d in dimensions if d["type"] == "bands"), []
         )
-        psnr = "-" if row["psnr"] is None else f"{row['psnr']:.1f}"
-        bands = ", ".join(row["bands"][:6]) + (", ..." if len(row["bands"]) > 6 else "")
+        shown = ", ".join(bands[:6]) + (", ..." if len(bands) > 6 else "")
+        main = cube.get("cube:variables", {}).get(cube.get("eocube:variable"), {})
+        crs = cube.get("proj:code") or ("WKT2" if "proj:wkt2" in cube else "-")
         lines.append(
-            f"| {row['id']} | {' × '.join(map(str, row['shape']))} | {bands} | {row['dtype']} "
-            f"| {row['crs'] or '-'} | {time} | {row['bytes'] / 1e6:.3f} | {row['bpppb']:.3f} "
-            f"| {psnr} |"
+            f"| {item['id']} | {' × '.join(map(str, cube.get('eocube:shape') or []))} | {shown} "
+            f"| {main.get('data_type', '-')} | {crs} | {time} | {cube['eocube:bytes'] / 1e6:.3f} "
+            f"| {cube['eocube:bpppb']:.3f} | {psnr} |"
         )
     lines += [
         "",
@@ -219,8 +222,11 @@ def dataset_card(
         "```",
         "",
         "Pin a revision for reproducible reads: `hf://datasets/<repo>@<commit sha>/...`. Reads are "
-        "HTTP range requests of the chunks touched; filter the catalog with "
-        '`eocube.open_catalog(url, filters=[("crs", "==", "EPSG:32631")])`.',
+        f"HTTP range requests of the chunks touched. `{CATALOG}` is stac-geoparquet (one STAC "
+        "item per cube, readable by STAC tools and DuckDB); search it by longitude/latitude "
+        "box, time and any column with "
+        '`eocube.open_catalog(url, bbox=(4.0, 50.5, 5.0, 51.5), datetime="2020-01-01/2020-12-31", '
+        'filters=[("eocube:psnr", ">", 40)])`.',
         "",
     ]
-    return "\n".join(meta + lines)
+    return str(DatasetCard(f"---\n{meta.to_yaml()}\n---\n" + "\n".join(lines)))

@@ -81,10 +81,13 @@ def open_source(
     from eocube.backend import open_dataset
 
     options = dict(storage_options) if storage_options else None
-    if "eocube" in zarr.open_group(path, mode="r", storage_options=options).attrs:
+    from eocube.lifecycle import store_path
+
+    if "eocube" in zarr.open_group(store_path(path, options, read_only=True), mode="r").attrs:
         return open_dataset(path, storage_options=storage_options, frame_decoder=frame_decoder)
     # any other zarr store (a baseline, the original data)
-    return xr.open_dataset(path, engine="zarr", storage_options=options)
+    plain: Any = store_path(path, options, read_only=True).store  # xarray types omit zarr stores
+    return xr.open_dataset(plain, engine="zarr")
 
 
 def default_id(source: Any) -> str:
@@ -735,14 +738,13 @@ def catalog_sources(
 ) -> list[tuple[Any, str | None]]:
     """(store path, cube id) of every cube a release catalog lists; relative paths resolve
     against the catalog's folder."""
-    from eocube.catalog import open_catalog
+    from eocube.catalog import STORE_COLUMN, open_catalog
 
-    kwargs = {"storage_options": storage_options} if storage_options else {}
-    table = open_catalog(url, columns=["id", "path"], **kwargs)
+    table = open_catalog(url, columns=["id", STORE_COLUMN], storage_options=storage_options)
     base = url.rstrip("/").rsplit("/", 1)[0] if "/" in url else "."
     out: list[tuple[Any, str | None]] = []
-    for row in table.select(["id", "path"]).to_pylist():
-        path = str(row["path"])
+    for row in table.to_pylist():
+        path = str(row[STORE_COLUMN])
         if "://" not in path and not os.path.isabs(path):
             path = f"{base}/{path}"
         out.append((path, str(row["id"])))

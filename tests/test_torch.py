@@ -483,8 +483,9 @@ def test_catalog_paths_resolve_against_the_catalog_folder(
     from eocube import catalog
 
     # a relative path and an absolute one, as a catalog may list them
-    table = pa.table({"id": ["a", "b"], "path": [Path(stores[0]).name, stores[1]]})
-    monkeypatch.setattr(catalog, "open_catalog", lambda url, columns=None: table)
+    hrefs = [Path(stores[0]).name, stores[1]]
+    table = pa.table({"id": ["a", "b"], catalog.STORE_COLUMN: hrefs})
+    monkeypatch.setattr(catalog, "open_catalog", lambda url, **kwargs: table)
     ds = StreamingCubeDataset(str(Path(stores[0]).parent / "catalog.parquet"), window=WINDOW)
     assert ds.cube_ids == ["a", "b"]
     assert {s["cube"] for s in ds} == {"a", "b"}
