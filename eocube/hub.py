@@ -1,17 +1,25 @@
 """Publishing stores and releases on the Hugging Face hub: :func:`publish`.
 
-``publish`` uploads through the ``huggingface_hub`` client (``HfApi``): it creates the
-dataset repo if needed, then commits one cube store at a time and the rest of the folder
-(catalog, dataset card) last, so any revision that holds the catalog holds every cube it
-lists. Files already on the hub with the same size and content id are skipped, so a
-re-run after an interrupted upload sends only what is missing and ends complete.
+``publish`` uploads through ``huggingface_hub``'s ``HfApi.create_commit``, which asks the
+hub (its ``preupload`` endpoint) which files it already holds with the same bytes, leaves
+those out, and makes no commit at all when nothing is left. What the client cannot know
+is the order a release must arrive in, so ``publish`` cuts the upload into commits:
+
+- one cube store at a time, its chunk objects before its metadata and its root
+  ``zarr.json`` in its last commit, together with the deletion of the store's remote
+  objects that it no longer holds: a revision that holds a store's metadata holds
+  every chunk it describes;
+- the rest of the folder (catalog, dataset card) last: a revision that holds the
+  catalog holds every cube it lists.
+
+A re-run after an interruption cuts the same commits; those already on the hub are found
+unchanged and skipped, so only what is missing is sent and the release ends complete.
 Read a published cube with ``xr.open_dataset("hf://datasets/<repo>@<sha>/cubes/<id>.eocube",
 engine="eocube")`` (see :mod:`eocube.hubfs`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -19,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import RevisionNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -30,12 +37,14 @@ MAX_COMMIT_FILES = 500
 MAX_COMMIT_BYTES = 256 * 2**20
 """Bytes added per commit, at most (a single larger file gets a commit of its own)."""
 
-_CHUNK = 2**20
+_METADATA = "zarr.json"
+
+Operation = CommitOperationAdd | CommitOperationDelete
 
 
 @dataclass(frozen=True)
 class _Unit:
-    """Files committed together: one store (its stale remote files deleted), or the rest."""
+    """Files committed together, in commit order: one store, or the release's other files."""
 
     name: str
     files: dict[str, Path]  # path in repo -> local file
@@ -43,7 +52,7 @@ class _Unit:
 
 
 def _is_store(folder: Path) -> bool:
-    return (folder / "zarr.json").is_file()
+    return (folder / _METADATA).is_file()
 
 
 def _skipped(name: str) -> bool:
@@ -58,11 +67,23 @@ def _walk(folder: Path) -> Iterator[Path]:
                 yield Path(root) / name
 
 
+def _store_order(path_in_repo: str, prefix: str) -> tuple[int, str]:
+    """Sort key of a store's file: chunk objects, then array metadata, the root's last."""
+    if PurePosixPath(path_in_repo).name != _METADATA:
+        return 0, path_in_repo
+    return (2 if path_in_repo == f"{prefix}/{_METADATA}" else 1), path_in_repo
+
+
+def _store_unit(prefix: str, files: dict[str, Path]) -> _Unit:
+    ordered = sorted(files, key=lambda p: _store_order(p, prefix))
+    return _Unit(prefix, {p: files[p] for p in ordered}, prefix)
+
+
 def _units(path: Path) -> list[_Unit]:
     """Stores first (sorted), then the loose files; a store at ``path`` goes under its name."""
     if _is_store(path):
         files = {f"{path.name}/{f.relative_to(path).as_posix()}": f for f in _walk(path)}
-        return [_Unit(path.name, files, path.name)]
+        return [_store_unit(path.name, files)]
     stores: dict[str, dict[str, Path]] = {}
     loose: dict[str, Path] = {}
     for file in _walk(path):
@@ -74,70 +95,56 @@ def _units(path: Path) -> list[_Unit]:
             loose[rel.as_posix()] = file
         else:
             stores.setdefault(store.as_posix(), {})[rel.as_posix()] = file
-    units = [_Unit(name, files, name) for name, files in sorted(stores.items())]
+    units = [_store_unit(name, files) for name, files in sorted(stores.items())]
     if loose:
         units.append(_Unit("release files", loose, None))
     return units
 
 
-def _git_blob_oid(file: Path) -> str:
-    h = hashlib.sha1(b"blob %d\0" % file.stat().st_size)
-    with file.open("rb") as f:
-        while block := f.read(_CHUNK):
-            h.update(block)
-    return h.hexdigest()
+@dataclass(frozen=True)
+class _Commit:
+    """One commit of a unit: files to add (the hub skips those it holds), paths to delete."""
+
+    name: str
+    adds: tuple[tuple[str, Path], ...]  # (path in repo, local file), in commit order
+    deletes: tuple[str, ...]
+
+    def operations(self) -> list[Operation]:
+        """The commit's operations (each added file is hashed here, when it is due)."""
+        adds = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=f) for p, f in self.adds]
+        return [*adds, *(CommitOperationDelete(path_in_repo=p) for p in self.deletes)]
 
 
-def _sha256(file: Path) -> str:
-    h = hashlib.sha256()
-    with file.open("rb") as f:
-        while block := f.read(_CHUNK):
-            h.update(block)
-    return h.hexdigest()
+def _commits(unit: _Unit, remote: set[str]) -> list[_Commit]:
+    """The commits of ``unit``: its files in order, cut by :data:`MAX_COMMIT_FILES` and
+    :data:`MAX_COMMIT_BYTES`; the last also deletes the store's remote objects it lacks.
 
-
-def _same(local: Path, remote: RepoFile) -> bool:
-    """Whether the hub already holds ``local``'s bytes (size, then LFS sha256 or git oid)."""
-    if remote.size != local.stat().st_size:
-        return False
-    if remote.lfs is not None:
-        return bool(remote.lfs.sha256 == _sha256(local))
-    return bool(remote.blob_id == _git_blob_oid(local))
-
-
-def _batches(
-    unit: _Unit, remote: dict[str, RepoFile]
-) -> list[list[CommitOperationAdd | CommitOperationDelete]]:
-    adds = [
-        (path, file)
-        for path, file in unit.files.items()
-        if path not in remote or not _same(file, remote[path])
-    ]
-    deletes: list[CommitOperationAdd | CommitOperationDelete] = []
-    if unit.prefix is not None:
-        deletes = [
-            CommitOperationDelete(path_in_repo=p)
-            for p in sorted(remote)
-            if PurePosixPath(p).is_relative_to(unit.prefix) and p not in unit.files
-        ]
-    batches: list[list[CommitOperationAdd | CommitOperationDelete]] = []
-    current: list[CommitOperationAdd | CommitOperationDelete] = deletes
+    Every file is in some commit, changed or not: ``create_commit`` leaves out those the
+    hub holds already, so the cut is the same on every run and a re-run resumes it.
+    """
+    batches: list[list[tuple[str, Path]]] = []
+    current: list[tuple[str, Path]] = []
     nbytes = 0
-    for path, file in adds:
+    for path, file in unit.files.items():
         size = file.stat().st_size
         if current and (len(current) >= MAX_COMMIT_FILES or nbytes + size > MAX_COMMIT_BYTES):
             batches.append(current)
             current, nbytes = [], 0
-        current.append(CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(file)))
+        current.append((path, file))
         nbytes += size
-    if current:
-        batches.append(current)
-    return batches
-
-
-def _remote_files(api: HfApi, repo_id: str, revision: str) -> dict[str, RepoFile]:
-    tree = api.list_repo_tree(repo_id, recursive=True, repo_type=REPO_TYPE, revision=revision)
-    return {entry.path: entry for entry in tree if isinstance(entry, RepoFile)}
+    batches.append(current)
+    stale: tuple[str, ...] = ()
+    if unit.prefix is not None:
+        stale = tuple(
+            p
+            for p in sorted(remote)
+            if PurePosixPath(p).is_relative_to(unit.prefix) and p not in unit.files
+        )
+    last = len(batches) - 1
+    return [
+        _Commit(unit.name, tuple(batch), stale if i == last else ())
+        for i, batch in enumerate(batches)
+    ]
 
 
 def publish(
@@ -155,9 +162,10 @@ def publish(
     A release folder (:func:`eocube.write_release`) goes to the repo's root; a single
     store ``<name>.eocube`` goes to ``<name>.eocube/``. Each store is committed on its
     own (split when larger than :data:`MAX_COMMIT_FILES` files or
-    :data:`MAX_COMMIT_BYTES` bytes), with the remote files of that store that are no
-    longer in it deleted; the other files (catalog, card) are committed last. Files the
-    hub already holds with the same bytes are not sent again: re-running after an
+    :data:`MAX_COMMIT_BYTES` bytes, its root ``zarr.json`` in the last part), with the
+    remote files of that store that are no longer in it deleted; the other files
+    (catalog, card) are committed last. Files the hub already holds with the same bytes
+    are not sent again and a part with nothing new makes no commit: re-running after an
     interruption completes the release.
 
     Parameters
@@ -182,37 +190,40 @@ def publish(
     str
         The sha of the commit that completes the release (the head of ``revision``): pin
         it in ``hf://datasets/<repo_id>@<sha>/...`` URLs.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` is not a folder.
+    ValueError
+        When ``path`` holds no file to publish.
     """
     root = Path(path)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder")
+        raise FileNotFoundError(f"publish: path {str(path)!r} is not a folder")
     units = _units(root)
     if not units:
-        raise ValueError(f"{root} holds no file to publish")
+        raise ValueError(f"publish: path {str(path)!r} holds no file to publish")
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
     branch = revision or "main"
     try:
-        remote = _remote_files(api, repo_id, branch)
+        remote = set(api.list_repo_files(repo_id, repo_type=REPO_TYPE, revision=branch))
     except RevisionNotFoundError:
         api.create_branch(repo_id, branch=branch, repo_type=REPO_TYPE, exist_ok=True)
-        remote = _remote_files(api, repo_id, branch)
+        remote = set(api.list_repo_files(repo_id, repo_type=REPO_TYPE, revision=branch))
     message = commit_message or f"Publish {root.name} with eocube"
-    commits = [(unit.name, batch) for unit in units for batch in _batches(unit, remote)]
-    sha = None
-    for i, (name, operations) in enumerate(commits, start=1):
-        summary = message if len(commits) == 1 else f"{message} ({i}/{len(commits)}: {name})"
-        logger.info("commit %d/%d: %s, %d operations", i, len(commits), name, len(operations))
+    commits = [commit for unit in units for commit in _commits(unit, remote)]
+    sha = ""
+    for i, commit in enumerate(commits, start=1):
+        part = f"{i}/{len(commits)}: {commit.name}"
         info = api.create_commit(
             repo_id,
-            operations,
-            commit_message=summary,
+            commit.operations(),
+            commit_message=message if len(commits) == 1 else f"{message} ({part})",
             repo_type=REPO_TYPE,
             revision=branch,
         )
         sha = info.oid
-    if sha is None:
-        logger.info("%s: nothing to upload, the hub already holds every file", root)
-        sha = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=branch).sha
-    assert sha is not None
+        logger.info("part %s: %s is the head of %s", part, sha, branch)
     return sha

@@ -10,19 +10,21 @@ listing per folder.
 
 An optional local block cache: ``storage_options={"cache_storage": "/path/to/cache"}``
 (and ``cache_block_size``, default 1 MiB) makes reads fetch whole aligned blocks, the
-missing ones of a read in one range request, and keep them on disk; later reads of
-those blocks, by this process or another, cost no request. Blocks are keyed by the URL,
+missing ones of a read in one range request, and keep them on disk
+(:class:`eocube.cache.DiskBlockCache`); later reads of those blocks, by this process or
+another, cost no request. The folder keeps at most ``cache_max_bytes`` (default: the
+environment variable ``EOCUBE_BLOCK_CACHE_BYTES``, else 10 GiB; 0 keeps nothing):
+beyond that, the blocks read longest ago are deleted first. Blocks are keyed by the URL,
 revision included: pin a commit sha (a branch moves, its cached blocks would not).
 fsspec's own ``blockcache::`` and ``simplecache::`` chains do not serve here:
-``HfFileSystem`` streams whole-file reads past the block cache, and the cached local
-file of ``simplecache`` lacks the ``size`` that zarr's suffix reads (shard indexes) need.
+``HfFileSystem`` streams whole-file reads past the block cache, the cached local file of
+``simplecache`` lacks the ``size`` that zarr's suffix reads (shard indexes) need, and
+neither bounds the disk it uses.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +32,8 @@ from fsspec import AbstractFileSystem, url_to_fs
 from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 from huggingface_hub import HfFileSystem
 from zarr.storage import FsspecStore
+
+from eocube.cache import DiskBlockCache
 
 HF_PROTOCOL = "hf://"
 
@@ -45,6 +49,10 @@ class RangeHfFileSystem(HfFileSystem):
         A folder for the local block cache (none by default).
     cache_block_size : int
         Bytes per cached block.
+    cache_max_bytes : int, optional
+        Bytes the cache folder keeps at most, the least recently read blocks deleted
+        first; 0 keeps nothing. Default: ``EOCUBE_BLOCK_CACHE_BYTES``, else
+        :data:`eocube.cache.DEFAULT_DISK_MAX_BYTES` (10 GiB).
     """
 
     def __init__(
@@ -52,13 +60,18 @@ class RangeHfFileSystem(HfFileSystem):
         *args: Any,
         cache_storage: str | os.PathLike[str] | None = None,
         cache_block_size: int = 2**20,
+        cache_max_bytes: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         if cache_block_size <= 0:
             raise ValueError(f"cache_block_size must be positive, got {cache_block_size}")
-        self.cache_storage = None if cache_storage is None else os.fspath(cache_storage)
+        if cache_max_bytes is not None and cache_max_bytes < 0:
+            raise ValueError(f"cache_max_bytes must not be negative, got {cache_max_bytes}")
         self.cache_block_size = int(cache_block_size)
+        self.block_cache: DiskBlockCache | None = None
+        if cache_storage is not None:
+            self.block_cache = DiskBlockCache(cache_storage, cache_max_bytes)
 
     def _open(
         self,
@@ -103,7 +116,8 @@ class RangeHfFileSystem(HfFileSystem):
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
         """Bytes ``[start, end)`` of a file (negative: from the end), through the block cache."""
-        if self.cache_storage is None:
+        blocks = self.block_cache
+        if blocks is None or blocks.max_bytes == 0:
             return bytes(super().cat_file(path, start=start, end=end, **kwargs))
         size = int(self.info(path)["size"])
         start = 0 if start is None else max(0, size + start) if start < 0 else min(start, size)
@@ -112,16 +126,15 @@ class RangeHfFileSystem(HfFileSystem):
             return b""
         bs = self.cache_block_size
         key = f"{bs}:{self.resolve_path(path).unresolve()}"
-        folder = os.path.join(self.cache_storage, hashlib.sha256(key.encode()).hexdigest()[:40])
         first, last = start // bs, (end - 1) // bs
-        blocks: dict[int, bytes] = {}
+        found: dict[int, bytes] = {}
         missing = []
         for i in range(first, last + 1):
-            try:
-                with open(os.path.join(folder, str(i)), "rb") as f:
-                    blocks[i] = f.read()
-            except FileNotFoundError:
+            block = blocks.get(key, i)
+            if block is None:
                 missing.append(i)
+            else:
+                found[i] = block
         runs: list[list[int]] = []
         for i in missing:
             if runs and runs[-1][-1] == i - 1:
@@ -131,19 +144,11 @@ class RangeHfFileSystem(HfFileSystem):
         for run in runs:  # one exact range request per run of missing blocks
             lo, hi = run[0] * bs, min(size, (run[-1] + 1) * bs)
             data = super().cat_file(path, start=lo, end=hi, **kwargs)
-            os.makedirs(folder, exist_ok=True)
             for i in run:
-                blocks[i] = data[i * bs - lo : (i + 1) * bs - lo]
-                _write_atomic(os.path.join(folder, str(i)), blocks[i])
-        joined = b"".join(blocks[i] for i in range(first, last + 1))
+                found[i] = data[i * bs - lo : (i + 1) * bs - lo]
+                blocks.put(key, i, found[i])
+        joined = b"".join(found[i] for i in range(first, last + 1))
         return joined[start - first * bs : end - first * bs]
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".part-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def is_hub_url(url: Any) -> bool:
@@ -184,7 +189,7 @@ def hub_store(url: str, storage_options: Mapping[str, Any] | None = None) -> Fss
         reads.
     storage_options : mapping, optional
         Arguments of :class:`RangeHfFileSystem`: ``endpoint``, ``token``,
-        ``cache_storage``...
+        ``cache_storage``, ``cache_block_size``, ``cache_max_bytes``...
     """
     if not is_hub_url(url):
         raise ValueError(f"not an hf:// URL: {url!r}")

@@ -1,4 +1,5 @@
-"""Shared fixtures: real cubes from tests/data and a deterministic hypothesis profile."""
+"""Shared fixtures: real cubes from tests/data, a deterministic hypothesis profile, and a
+local S3 server (``s3``, tests/s3_server.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from hypothesis import HealthCheck, settings
+from s3_server import s3  # noqa: F401  (the session fixture of a local S3 server)
 
 DATA = Path(__file__).parent / "data"
 

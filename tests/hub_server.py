@@ -8,7 +8,8 @@ dataset and to read it back through ``HfFileSystem`` (``hf://`` URLs):
 ``POST /api/validate-yaml``                               check a dataset card's front matter
 ``GET  /api/<type>s/<repo>[/revision/<rev>]``             repo info: head sha, files
 ``POST /api/<type>s/<repo>/branch/<branch>``              create a branch
-``POST /api/<type>s/<repo>/preupload/<rev>``              upload mode per file: always "regular"
+``POST /api/<type>s/<repo>/preupload/<rev>``              per file: upload mode (always
+                                                          "regular") and the ``oid`` held
 ``POST /api/<type>s/<repo>/commit/<rev>``                 NDJSON commit (base64 "file" ops,
                                                           "deletedFile", "deletedFolder")
 ``GET  /api/<type>s/<repo>/tree/<rev>[/<path>]``          listing (``recursive``, cursor pages)
@@ -18,9 +19,12 @@ dataset and to read it back through ``HfFileSystem`` (``hf://`` URLs):
 
 Every file is committed "regular" (its bytes inside the commit payload), so the client
 needs no LFS or Xet transfer; the real hub sends large binary files through Xet instead,
-which the client handles on its own. Every request is logged (:class:`Request`: method,
-path, ``Range`` header, status, body bytes sent and received), and the next commits can be
-made to fail (:meth:`HubServer.fail_commit`) to test interrupted uploads.
+which the client handles on its own. ``preupload`` answers the git ``oid`` of each file
+the revision holds, from which ``HfApi.create_commit`` leaves unchanged files out (and
+makes no commit when nothing is left). Every request is logged (:class:`Request`: method,
+path, ``Range`` header, status, body bytes sent and received), every commit too
+(:meth:`HubServer.history`: the files it brought and deleted), and the next commits can
+be made to fail (:meth:`HubServer.fail_commit`) to test interrupted uploads.
 
 Network emulation (off by default): ``HubServer(latency=0.02, bandwidth=100e6 / 8)``, or
 :meth:`HubServer.emulate` on a running server, adds ``latency`` seconds to every request
@@ -93,6 +97,16 @@ class Request:
         return "/tree/" in self.path or "/paths-info/" in self.path
 
 
+@dataclass(frozen=True)
+class CommitRecord:
+    """What one commit did, for tests: the files whose bytes it brought, those it deleted."""
+
+    sha: str
+    message: str
+    added: tuple[str, ...]
+    deleted: tuple[str, ...]
+
+
 @dataclass
 class _Commit:
     sha: str
@@ -100,6 +114,8 @@ class _Commit:
     message: str
     files: dict[str, bytes]
     date: str
+    added: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
 
 
 @dataclass
@@ -358,13 +374,20 @@ class HubServer:
 
     def commits(self, repo_id: str, branch: str = "main", repo_type: str = "dataset") -> list[str]:
         """Commit messages of ``branch``, newest first."""
+        return [c.message for c in self.history(repo_id, branch, repo_type)]
+
+    def history(
+        self, repo_id: str, branch: str = "main", repo_type: str = "dataset"
+    ) -> list[CommitRecord]:
+        """The commits of ``branch``, newest first."""
         with self._lock:
             repo = self._repo(repo_type, repo_id)
             sha: str | None = repo.branches[branch]
             out = []
             while sha is not None:
-                out.append(repo.commits[sha].message)
-                sha = repo.commits[sha].parent
+                c = repo.commits[sha]
+                out.append(CommitRecord(c.sha, c.message, c.added, c.deleted))
+                sha = c.parent
             return out
 
     # -- state ----------------------------------------------------------------------------
@@ -392,13 +415,19 @@ class HubServer:
         return commit
 
     def _new_commit(
-        self, repo: _Repo, branch: str, message: str, files: dict[str, bytes]
+        self,
+        repo: _Repo,
+        branch: str,
+        message: str,
+        files: dict[str, bytes],
+        added: tuple[str, ...] = (),
+        deleted: tuple[str, ...] = (),
     ) -> _Commit:
         parent = repo.branches.get(branch)
         h = hashlib.sha1(f"{parent}\n{message}\n{time.time_ns()}\n".encode())
         for path in sorted(files):
             h.update(path.encode() + b"\0" + git_blob_oid(files[path]).encode())
-        commit = _Commit(h.hexdigest(), parent, message, files, _now())
+        commit = _Commit(h.hexdigest(), parent, message, files, _now(), added, deleted)
         repo.commits[commit.sha] = commit
         repo.branches[branch] = commit.sha
         return commit
@@ -491,6 +520,7 @@ class HubServer:
             if parent is not None and not head.startswith(parent):
                 raise _HubError(412, f"parent commit {parent} is not the head of {revision}")
             files = dict(repo.commits[head].files)
+            added, deleted = [], []
             for op in ops:
                 value = op["value"]
                 path = value["path"]
@@ -498,17 +528,22 @@ class HubServer:
                     if value.get("encoding", "base64") != "base64":
                         raise _HubError(400, f"unsupported encoding {value.get('encoding')!r}")
                     files[path] = base64.b64decode(value["content"])
+                    added.append(path)
                 elif op["key"] == "deletedFile":
                     if files.pop(path, None) is None:
                         raise _HubError(404, "A file with this name doesn't exist", "EntryNotFound")
+                    deleted.append(path)
                 elif op["key"] == "deletedFolder":
                     for p in [p for p in files if p.startswith(path.rstrip("/") + "/")]:
                         del files[p]
+                        deleted.append(p)
                 else:
                     raise _HubError(
                         400, f"operation {op['key']!r} is not supported by the test hub"
                     )
-            commit = self._new_commit(repo, revision, header.get("summary", ""), files)
+            commit = self._new_commit(
+                repo, revision, header.get("summary", ""), files, tuple(added), tuple(deleted)
+            )
         prefix = "" if repo_type == "model" else f"{repo_type}s/"
         return {
             "success": True,

@@ -55,9 +55,14 @@ def test_least_recently_used_blocks_leave_first_within_the_budget() -> None:
     chunks.get("d", lambda: _block(100))
     assert chunks.nbytes == 300
     assert len(chunks) == 3
-    loads = []
-    chunks.get("b", lambda: loads.append("b") or _block(100))  # evicted: loaded again
-    chunks.get("a", lambda: loads.append("a") or _block(100))  # kept
+    loads: list[str] = []
+
+    def load(key: str) -> np.ndarray:
+        loads.append(key)
+        return _block(100)
+
+    chunks.get("b", lambda: load("b"))  # evicted: loaded again
+    chunks.get("a", lambda: load("a"))  # kept
     assert loads == ["b"]
     assert chunks.get("a", lambda: _block(100, 7))[0] == 0  # still the first block
 
@@ -319,3 +324,87 @@ def test_decodes_share_the_cores_as_codec_threads() -> None:
     assert slots.active == 0
     with slots.slot() as again, slots.slot(most=1) as capped:
         assert (again, capped) == (4, 1)
+
+
+# -- byte blocks on disk -------------------------------------------------------------------
+
+
+def test_disk_blocks_read_longest_ago_leave_first_down_to_the_low_water_mark(
+    tmp_path: Path,
+) -> None:
+    blocks = cache.DiskBlockCache(tmp_path, max_bytes=1000)
+    for name in "abcd":
+        blocks.put(name, 0, bytes([ord(name)]) * 250)
+    assert blocks.get("a", 0) == b"a" * 250  # a read: "a" becomes the most recent
+    blocks.put("e", 0, b"e" * 250)  # 1250 bytes > 1000: down to at most 900
+    assert blocks.get("b", 0) is None
+    assert blocks.get("c", 0) is None
+    assert [blocks.get(name, 0) for name in "ade"] == [bytes([ord(n)]) * 250 for n in "ade"]
+    assert blocks.nbytes == 750
+    # an object whose blocks all left leaves no folder behind
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_disk_blocks_are_kept_per_object_and_index(tmp_path: Path) -> None:
+    blocks = cache.DiskBlockCache(tmp_path, max_bytes=2**20)
+    blocks.put("hf://datasets/a/b@main/x", 0, b"first")
+    blocks.put("hf://datasets/a/b@main/x", 1, b"second")
+    blocks.put("hf://datasets/a/b@main/y", 0, b"other")
+    again = cache.DiskBlockCache(tmp_path, max_bytes=2**20)  # another process, say
+    assert again.get("hf://datasets/a/b@main/x", 0) == b"first"
+    assert again.get("hf://datasets/a/b@main/x", 1) == b"second"
+    assert again.get("hf://datasets/a/b@main/y", 0) == b"other"
+    assert again.get("hf://datasets/a/b@main/y", 1) is None
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".part-")]
+
+
+def test_a_disk_block_larger_than_the_budget_or_a_zero_budget_keeps_nothing(
+    tmp_path: Path,
+) -> None:
+    small = cache.DiskBlockCache(tmp_path / "small", max_bytes=10)
+    small.put("x", 0, b"0123456789ab")
+    assert small.get("x", 0) is None
+    off = cache.DiskBlockCache(tmp_path / "off", max_bytes=0)
+    off.put("x", 0, b"0")
+    assert off.get("x", 0) is None
+    assert off.nbytes == 0
+
+
+def test_the_disk_budget_comes_from_the_argument_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(cache.DISK_ENVIRONMENT_VARIABLE, raising=False)
+    assert cache.DiskBlockCache(tmp_path).max_bytes == cache.DEFAULT_DISK_MAX_BYTES
+    monkeypatch.setenv(cache.DISK_ENVIRONMENT_VARIABLE, "2e6")
+    assert cache.DiskBlockCache(tmp_path).max_bytes == 2_000_000
+    assert cache.DiskBlockCache(tmp_path, max_bytes=5).max_bytes == 5
+    monkeypatch.setenv(cache.DISK_ENVIRONMENT_VARIABLE, "a lot")
+    with pytest.raises(ValueError, match="EOCUBE_BLOCK_CACHE_BYTES='a lot' is not a number"):
+        cache.DiskBlockCache(tmp_path)
+    monkeypatch.setenv(cache.DISK_ENVIRONMENT_VARIABLE, "-1")
+    with pytest.raises(ValueError, match="must not be negative"):
+        cache.DiskBlockCache(tmp_path)
+    with pytest.raises(ValueError, match="max_bytes must not be negative"):
+        cache.DiskBlockCache(tmp_path, max_bytes=-1)
+
+
+def test_threads_filling_one_disk_cache_keep_it_within_its_budget(tmp_path: Path) -> None:
+    blocks = cache.DiskBlockCache(tmp_path, max_bytes=64 * 1000)
+    errors: list[BaseException] = []
+
+    def fill(worker: int) -> None:
+        try:
+            for i in range(100):
+                blocks.put(f"object-{worker}", i, bytes([worker]) * 1000)
+                got = blocks.get(f"object-{worker}", i)
+                assert got is None or got == bytes([worker]) * 1000
+        except BaseException as exc:  # reported below, with the thread's traceback
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fill, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert 0 < blocks.nbytes <= blocks.max_bytes
