@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from eocube import metrics
+from eocube import __version__, metrics
 from eocube.profiles import available_profiles, get_profile
 
 EXIT_ERROR = 2
@@ -64,6 +64,14 @@ def _parse_chunks(text: str) -> dict[str, int]:
 
 def _parse_dims(text: str) -> dict[str, str]:
     return _parse_mapping(text, "--dims", str)
+
+
+def _parse_dates(text: str) -> list[str]:
+    """``2024-01-01,2024-01-06``: one date per GeoTIFF (checked by eocube.geotiff)."""
+    dates = [d.strip() for d in text.split(",")]
+    if not all(dates):
+        raise argparse.ArgumentTypeError(f"--dates wants dates separated by commas (got {text!r})")
+    return dates
 
 
 def _parse_bound(text: str) -> float | tuple[float, ...]:
@@ -115,6 +123,8 @@ _FLAG_SPELLINGS = (
     (r"\btarget_bpppb\b", "--target-bpppb"),
     (r"\btarget_psnr\b", "--target-psnr"),
     (r"\bcrf=", "--crf "),
+    (r"\bdates=", "--dates"),
+    (r"\bdate_pattern=", "--date-pattern"),
 )
 
 
@@ -135,25 +145,45 @@ def _one_line(exc: BaseException) -> str:
 # --- inputs --------------------------------------------------------------------------------
 
 
+def _open_geotiffs(
+    paths: Sequence[str], dates: Sequence[str] | None, date_pattern: str | None
+) -> Any:
+    """GeoTIFFs stacked along time (:func:`eocube.geotiff.open_geotiffs`), read lazily."""
+    import os
+
+    from eocube.geotiff import is_geotiff, open_geotiffs
+
+    others = [p for p in paths if not is_geotiff(p)]
+    if others:
+        raise CommandError(
+            f"--dates and --date-pattern stack GeoTIFFs (.tif, .tiff) along time; "
+            f"not GeoTIFF: {', '.join(others)}"
+        )
+    for path in paths:
+        if "://" not in path and not os.path.exists(path):
+            raise CommandError(f"input {path} does not exist")
+    try:
+        return open_geotiffs(paths, dates=dates, date_pattern=date_pattern)
+    except ImportError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def _open_input(path: str, *, lazy: bool = True) -> Any:
-    """Open anything xarray reads (NetCDF, zarr, an eocube store, GeoTIFF) lazily."""
+    """Open anything xarray reads (NetCDF, zarr, an eocube store) lazily, or a GeoTIFF as
+    a cube of one date (:func:`eocube.geotiff.open_geotiffs`)."""
     import os
 
     import xarray as xr
 
+    from eocube.geotiff import is_geotiff
+
+    if is_geotiff(path):
+        return _open_geotiffs([path], None, None)
     lower = path.lower().rstrip("/")
     if "://" not in path and not os.path.exists(path):
         raise CommandError(f"input {path} does not exist")
     try:
-        if lower.endswith((".tif", ".tiff")):
-            try:
-                import rioxarray  # noqa: F401
-            except ImportError:
-                raise CommandError(
-                    f"{path}: GeoTIFF input needs rioxarray (pip install rioxarray)"
-                ) from None
-            ds = xr.open_dataset(path, engine="rasterio", chunks={} if lazy else None)
-        elif lower.endswith(".eocube"):
+        if lower.endswith(".eocube"):
             from eocube.backend import open_dataset
 
             ds = open_dataset(path, chunks={} if lazy else None)
@@ -325,6 +355,21 @@ def encode_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _check_not_a_stack(inputs: Sequence[str], output: str, stacked: bool) -> None:
+    """Refuse several GeoTIFFs without dates written to a ``.eocube`` path: they would
+    make a release folder of one-date cubes where a time series was surely meant."""
+    from eocube.geotiff import is_geotiff
+
+    if stacked or len(inputs) < 2 or not output.rstrip("/").endswith(".eocube"):
+        return
+    if all(is_geotiff(p) for p in inputs):
+        raise CommandError(
+            f"several GeoTIFFs make a release folder (a cube each), not the store {output}: "
+            f"to stack them along time into one cube, give their dates with --dates "
+            f"2024-01-01,2024-01-06,... or --date-pattern (e.g. '%Y%m%d' in the file names)"
+        )
+
+
 def _encode(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -332,8 +377,15 @@ def _encode(args: argparse.Namespace) -> int:
 
     _warm(quiet=args.quiet or args.json)
     kwargs = {**encode_kwargs(args), "progress": not args.quiet and not args.json}
-    if len(args.inputs) == 1:
-        with _open_input(args.inputs[0]) as ds:
+    stacked = args.dates is not None or args.date_pattern is not None
+    _check_not_a_stack(args.inputs, args.output, stacked)
+    if len(args.inputs) == 1 or stacked:
+        opened = (
+            _open_geotiffs(args.inputs, args.dates, args.date_pattern)
+            if stacked
+            else _open_input(args.inputs[0])
+        )
+        with opened as ds:
             report = to_eocube(
                 ds, args.output, storage_options=_storage_options(args.storage_option), **kwargs
             )
@@ -349,12 +401,14 @@ def _encode(args: argparse.Namespace) -> int:
     if len(set(ids)) != len(ids):
         raise CommandError(f"inputs must have distinct names (cube ids): {ids}")
     cubes = {cube_id: _open_input(p) for cube_id, p in zip(ids, args.inputs, strict=True)}
+    from eocube.catalog import items
+
     table = write_release(cubes, args.output, progress=kwargs.pop("progress"), **kwargs)
-    rows = table.to_pylist()
+    rows = items(table)  # the catalog's STAC items
     text = "\n".join(
-        f"{r['id']:30s} {r.get('bytes', 0):>12} bytes {r.get('bpppb', float('nan')):8.4f} bpppb "
-        f"PSNR {r.get('psnr') if r.get('psnr') is not None else float('nan'):6.2f} dB"
-        for r in rows
+        f"{r['id']:30s} {p['eocube:bytes']:>12} bytes {p['eocube:bpppb']:8.4f} bpppb "
+        f"PSNR {p.get('eocube:psnr', float('nan')):6.2f} dB"
+        for r, p in ((r, r["properties"]) for r in rows)
     )
     _emit(args, rows, f"release {args.output}: {len(rows)} cubes\n{text}")
     return 0
@@ -392,11 +446,12 @@ def _store_info(store: str, storage_options: dict[str, Any] | None) -> dict[str,
     from eocube.codec import VideoCodec
     from eocube.layout import MARKER
     from eocube.lifecycle import quiet_zarr
+    from eocube.lifecycle import store_path as path_of
     from eocube.shards import payload_nbytes
 
     with quiet_zarr():
         ds = open_dataset(store, storage_options=storage_options)
-        group = zarr.open_group(store, mode="r", storage_options=storage_options)
+        group = zarr.open_group(path_of(store, storage_options, read_only=True), mode="r")
         store_path = group.store_path
         nbytes = int(zarr.core.sync.sync(store_path.store.getsize_prefix(store_path.path)))
         variables = {}
@@ -553,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Earth-observation and climate cubes compressed as video (zarr v3 stores).",
         parents=[common],
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = sub.add_parser(
         "demo",
@@ -577,10 +633,12 @@ def build_parser() -> argparse.ArgumentParser:
         "encode",
         parents=[common],
         help="compress cubes: one input to a store, several to a release folder",
-        description="Compress anything xarray opens (NetCDF, zarr, GeoTIFF with rioxarray). "
-        "One INPUT makes the store OUTPUT; several make a release folder OUTPUT "
-        "(cubes/<id>.eocube, catalog.parquet, README.md). The same store as "
-        "eocube.to_eocube(xr.open_dataset(INPUT), OUTPUT, ...) with the same settings.",
+        description="Compress anything xarray opens (NetCDF, zarr), or GeoTIFFs "
+        "(pip install 'eocube[geotiff]'). One INPUT makes the store OUTPUT; several make a "
+        "release folder OUTPUT (cubes/<id>.eocube, catalog.parquet, README.md), but GeoTIFFs "
+        "with --dates or --date-pattern, which are stacked along time into the store OUTPUT. "
+        "The same store as eocube.to_eocube(xr.open_dataset(INPUT), OUTPUT, ...) (for "
+        "GeoTIFFs eocube.open_geotiffs(INPUTS, dates=...)) with the same settings.",
     )
     enc.add_argument("inputs", nargs="+", metavar="INPUT", help="input files")
     enc.add_argument("output", metavar="OUTPUT", help="store path/URL, or release folder")
@@ -595,6 +653,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=_parse_bound,
         metavar="E[,E...]",
         help="hard bound on every value's error: one number, or one per band",
+    )
+    dated = enc.add_mutually_exclusive_group()
+    dated.add_argument(
+        "--dates",
+        type=_parse_dates,
+        metavar="D1,D2,...",
+        help="stack the GeoTIFF inputs along time, one date per file in their order "
+        "(e.g. 2024-01-01,2024-01-06)",
+    )
+    dated.add_argument(
+        "--date-pattern",
+        metavar="PATTERN",
+        help="stack the GeoTIFF inputs along time, each dated by its file name: a strftime "
+        "pattern found in the name (e.g. %%Y%%m%%d for S2A_20240106_T31UDQ.tif)",
     )
     enc.add_argument("--chunks", type=_parse_chunks, help="e.g. time=32,y=256,x=256")
     enc.add_argument(
