@@ -12,6 +12,16 @@ decodes it, with the video decoder plugged in (the CPU's, or NVDEC's:
 :mod:`eocube.gpu`): xarray's lazy arrays (:class:`VideoArray`) and the PyTorch datasets
 both read through it, with xarray's CF decoding on top. Other arrays (coordinates,
 categorical layers) are read by zarr through a store that refuses empty or short objects.
+
+A variable opened here keeps its zarr chunks in ``encoding``, but not eocube's codec
+chain: that moves to ``encoding[CODEC_ENCODING]``, so that ``to_zarr`` and ``to_netcdf``
+of an opened cube write a plain, lossless copy of the values read (see
+:func:`plain_encoding`).
+
+Only xarray's public backend API is used: :class:`~xarray.backends.ZarrStore` (opening
+groups, attributes and zarr's encoding), :class:`~xarray.backends.BackendArray`, and the
+lazy indexing helpers of ``xarray.core.indexing`` that xarray's guide to writing a
+backend prescribes (``LazilyIndexedArray``, ``explicit_indexing_adapter``).
 """
 
 from __future__ import annotations
@@ -25,28 +35,27 @@ import struct
 import threading
 import uuid
 import zlib
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import xarray as xr
 import zarr
-from xarray.backends.common import BackendArray
-from xarray.backends.zarr import ZarrArrayWrapper, ZarrStore
+from xarray.backends import BackendArray, ZarrStore
 from xarray.core import indexing
 from zarr.abc.store import ByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.core.sync import sync as zarr_sync
 from zarr.storage import StorePath, WrapperStore
 
-import eocube.registry  # noqa: F401  (eocube's codecs, for zarr)
 from eocube import cache, shards
 from eocube.binary import ByteReader
 from eocube.chunk import ChunkHeader, decode_chunk
 from eocube.codec import VideoCodec
 from eocube.errors import CorruptChunkError, EocubeError, IncompleteStoreError
 from eocube.layout import MARKER
+from eocube.registry import CODECS
 
 # What zarr, numcodecs and eocube's decoders raise on damaged bytes
 _DAMAGE = (ValueError, IndexError, TypeError, struct.error, zlib.error, RuntimeError, EOFError)
@@ -115,12 +124,44 @@ def _chunk_ranges(key: Any, chunks: tuple[int, ...], shape: tuple[int, ...]) -> 
     return "(" + ", ".join(parts) + ")"
 
 
-class _CheckedArray(ZarrArrayWrapper):
-    """A zarr array wrapper whose reads turn damage into CorruptChunkError."""
+class _CheckedArray(BackendArray):
+    """A plain zarr array (a coordinate, a categorical layer) read lazily through zarr's
+    own indexing, a damaged chunk raising CorruptChunkError that names it.
 
-    def __init__(self, zarr_array: Any, name: Hashable) -> None:
-        super().__init__(_guarded(zarr_array))
+    Parameters
+    ----------
+    zarr_array : zarr.Array
+        The stored array.
+    name : hashable
+        The variable's name, for messages.
+    dtype : numpy.dtype
+        The dtype xarray gives the variable (variable-length strings: ``object``).
+    """
+
+    def __init__(self, zarr_array: zarr.Array, name: Hashable, dtype: np.dtype) -> None:
+        self._array = _guarded(zarr_array)
         self._name = name
+        self.shape = tuple(zarr_array.shape)
+        self.dtype = np.dtype(dtype)
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        array = self._array
+        read: Callable[[Any], Any]
+        if isinstance(key, indexing.VectorizedIndexer):
+            read = array.vindex.__getitem__
+        elif isinstance(key, indexing.OuterIndexer):
+            read = array.oindex.__getitem__
+        else:
+            read = array.__getitem__
+        value = indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.VECTORIZED, lambda k: self._checked(read, k)
+        )
+        # zarr answers a single element as a scalar (a str for strings): xarray wants arrays
+        return np.asarray(value, dtype=self.dtype)
+
+    async def async_getitem(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        """:meth:`__getitem__` on a worker thread, for ``Dataset.load_async``."""
+        return await asyncio.to_thread(self.__getitem__, key)
 
     def _checked(self, read: Callable[[Any], Any], key: Any) -> Any:
         try:
@@ -133,39 +174,11 @@ class _CheckedArray(ZarrArrayWrapper):
             raise self._error(key, exc) from exc
 
     def _error(self, key: Any, exc: BaseException) -> CorruptChunkError:
-        where = _chunk_ranges(key, tuple(self._array.chunks), tuple(self._array.shape))
+        where = _chunk_ranges(key, tuple(self._array.chunks), self.shape)
         return CorruptChunkError(
             f"variable {self._name!r}, chunk {where}: the stored data is damaged "
             f"({type(exc).__name__}: {exc}); restore the store from a copy or write it again"
         )
-
-    def _oindex(self, key: Any) -> Any:
-        return self._checked(super()._oindex, key)
-
-    def _vindex(self, key: Any) -> Any:
-        return self._checked(super()._vindex, key)
-
-    def _getitem(self, key: Any) -> Any:
-        return self._checked(super()._getitem, key)
-
-    async def _checked_async(self, read: Callable[[Any], Awaitable[Any]], key: Any) -> Any:
-        try:
-            return await read(key)
-        except CorruptChunkError as exc:
-            raise self._error(key, exc) from exc
-        except EocubeError:
-            raise
-        except _DAMAGE as exc:
-            raise self._error(key, exc) from exc
-
-    async def _async_oindex(self, key: Any) -> Any:
-        return await self._checked_async(super()._async_oindex, key)
-
-    async def _async_vindex(self, key: Any) -> Any:
-        return await self._checked_async(super()._async_vindex, key)
-
-    async def _async_getitem(self, key: Any) -> Any:
-        return await self._checked_async(super()._async_getitem, key)
 
 
 def _span(first: int, last: int) -> str:
@@ -522,6 +535,11 @@ class VideoArray(BackendArray):
             key, self.shape, indexing.IndexingSupport.OUTER, self._read
         )
 
+    async def async_getitem(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        """:meth:`__getitem__` on a worker thread, for ``Dataset.load_async`` (decoding
+        releases the GIL, so reads awaited together decode side by side)."""
+        return await asyncio.to_thread(self.__getitem__, key)
+
     def _read(self, key: tuple[Any, ...]) -> np.ndarray:
         """Values at an outer index (a slice, an integer or an integer array per dim)."""
         chunk_shape = self.reader.chunk_shape
@@ -622,19 +640,20 @@ class EocubeZarrStore(ZarrStore):
 
     def open_store_variable(self, name: str) -> xr.Variable:
         """The variable, lazily indexed through :class:`VideoArray` or :class:`_CheckedArray`
-        (dimension coordinates and scalars, which xarray reads at once, already read)."""
+        (dimension coordinates and scalars, which xarray reads at once, already read), its
+        encoding without eocube's codecs (:func:`plain_encoding`)."""
         var = super().open_store_variable(name)
         array = self.members[name]
+        assert isinstance(array, zarr.Array)
         data: Any
-        if isinstance(getattr(array, "serializer", None), VideoCodec):
-            assert isinstance(array, zarr.Array)
+        if isinstance(array.serializer, VideoCodec):
             reader = ChunkReader(array, name, self.frame_decoder)
             data = indexing.LazilyIndexedArray(VideoArray(reader))
         elif name in self._read_small():
             data = self._read_small()[name]
         else:
-            data = indexing.LazilyIndexedArray(_CheckedArray(array, name))
-        return xr.Variable(var.dims, data, var.attrs, var.encoding)
+            data = indexing.LazilyIndexedArray(_CheckedArray(array, name, var.dtype))
+        return xr.Variable(var.dims, data, var.attrs, plain_encoding(var.encoding))
 
     def _read_small(self) -> dict[str, np.ndarray]:
         """Values of the small arrays xarray reads when it opens a dataset (dimension
@@ -668,16 +687,53 @@ _SMALL_BYTES = 1 << 20
 """Largest dimension coordinate read when a dataset opens (larger ones stay lazy)."""
 
 
+CODEC_ENCODING = "eocube_codec"
+"""Key of an opened variable's ``encoding`` holding the eocube codec it was stored with
+(e.g. the :class:`~eocube.codec.VideoCodec`, with its profile and error bound). zarr and
+the netCDF writers ignore the key, so a copy never uses the codec."""
+
+_CODEC_CHAIN = ("serializer", "compressors", "filters", "shards")
+"""Encoding keys that describe how zarr coded and sharded an array, as xarray reads them."""
+
+
+def plain_encoding(encoding: Mapping[str, Any]) -> dict[str, Any]:
+    """``encoding`` of a stored variable, eocube's codec chain moved to CODEC_ENCODING.
+
+    With the video codec as serializer, ``to_zarr`` of an opened cube would encode the
+    values read lossily a second time, and only eocube could read the copy. The chain
+    (serializer, compressors, filters) and the sharding around it were chosen for
+    eocube's codec, so they all go: a copy gets its writer's default codecs, in the
+    stored chunks (``chunks``, ``preferred_chunks``), with the stored dtype, fill value
+    and CF encoding (``scale_factor``, ``units``...), which restore the values read
+    exactly. Variables stored with zarr's own codecs keep their encoding as it is.
+    """
+    codec = encoding.get("serializer")
+    if not isinstance(codec, tuple(CODECS.values())):
+        return dict(encoding)
+    plain = {key: value for key, value in encoding.items() if key not in _CODEC_CHAIN}
+    plain[CODEC_ENCODING] = codec
+    return plain
+
+
 def _dims(array: zarr.Array) -> tuple[str | None, ...]:
     names = getattr(array.metadata, "dimension_names", None)
     return tuple(names) if names else ()
 
 
-def check_complete(attrs: dict[str, Any], where: str) -> None:
-    """Raise :class:`IncompleteStoreError` unless the store's write finished."""
+def check_complete(attrs: Mapping[str, Any], where: str, groups: Sequence[str] = ()) -> None:
+    """Raise :class:`IncompleteStoreError` unless ``attrs`` (of the zarr group ``where``,
+    whose child groups are ``groups``) are those of an eocube store whose write finished."""
     marker = attrs.get(MARKER)
     if not isinstance(marker, dict):
-        raise IncompleteStoreError(f"{where} is not an eocube store (no {MARKER!r} attribute)")
+        hint = (
+            f": it holds the groups {', '.join(sorted(groups))}; open one with group=<name>, "
+            f"or all with xr.open_datatree(..., engine='eocube')"
+            if groups
+            else ""
+        )
+        raise IncompleteStoreError(
+            f"{where} is not an eocube store (no {MARKER!r} attribute){hint}"
+        )
     if not marker.get("complete", False):
         raise IncompleteStoreError(_unfinished(where))
 

@@ -19,6 +19,7 @@ from eocube import metrics
 from eocube.codec import VideoCodec
 from eocube.dims import recognise
 from eocube.errors import CorruptChunkError
+from eocube.reader import CODEC_ENCODING
 from eocube.variables import nodata_of
 
 DEFAULT_PSNR_MARGIN = 0.1
@@ -164,7 +165,7 @@ def verify_store(
     """
     result: dict[str, Any] = {"ok": True, "variables": {}}
     for name, var in stored.data_vars.items():
-        codec = var.encoding.get("serializer")
+        codec = var.encoding.get(CODEC_ENCODING)
         if not isinstance(codec, VideoCodec):
             continue
         if name not in source.data_vars:

@@ -82,7 +82,7 @@ def test_overwrite_leaves_a_folder_of_other_files_and_the_input_alone(tmp_path: 
     assert eocube_cli("encode", S2, empty, "--crf", "30", "--quiet").returncode == 0
     done = eocube_cli("encode", S2, empty, "--overwrite", "--lossless", "--quiet")
     assert done.returncode == 0, done.stderr
-    assert eocube.open_dataset(empty).data.encoding["serializer"].profile == "ffv1-lossless"
+    assert eocube.open_dataset(empty).data.encoding["eocube_codec"].profile == "ffv1-lossless"
 
 
 def test_mode_w_replaces_only_eocube_stores(tmp_path: Path) -> None:
