@@ -4,12 +4,17 @@ Write a cube with :func:`to_eocube`, open it lazily with :func:`open_dataset` or
 ``xr.open_dataset(path, engine="eocube")``. The codec core: :func:`encode_chunk` and
 :func:`decode_chunk` turn a block of shape (time, band, y, x) into a self-describing
 payload and back, through the codec profiles of :func:`available_profiles`.
-A release of many cubes: :func:`write_release` (stores, Parquet catalog, dataset card),
+A release of many cubes: :func:`write_release` (stores, STAC catalog, dataset card),
 :func:`eocube.hub.publish` to the Hugging Face hub, :func:`open_catalog` to query it.
+
+``to_eocube`` also appends dates (``append_dim="time"``), writes regions (``region=``)
+and defers its work (``compute=False``); the ``.eocube`` accessor of xarray objects
+(:mod:`eocube.accessor`: ``ds.eocube.to_eocube(...)``, ``ds.eocube.info``) is registered
+on import.
 
 ``import eocube`` is light: each name below is imported from its module on first use
 (PEP 562), so that importing eocube, or xarray listing its engines, loads neither Numba,
-PyAV, pyarrow nor huggingface_hub.
+PyAV, pyarrow nor huggingface_hub (the accessor needs xarray alone).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ _EXPORTS = {
     "read_header": "eocube.chunk",
     "open_catalog": "eocube.catalog",
     "open_dataset": "eocube.backend",
+    "open_geotiffs": "eocube.geotiff",
     "to_eocube": "eocube.write",
     "write_release": "eocube.release",
 }
@@ -65,10 +71,15 @@ __all__ = [
     "get_profile",
     "open_catalog",
     "open_dataset",
+    "open_geotiffs",
     "read_header",
     "to_eocube",
     "write_release",
 ]
+
+
+# registers ``.eocube`` on xarray's Dataset and DataArray (imports xarray, nothing heavy)
+from eocube import accessor as _accessor  # noqa: E402, F401
 
 
 def __getattr__(name: str) -> Any:
@@ -105,6 +116,7 @@ if TYPE_CHECKING:
         ProfileError,
         UnsupportedDataError,
     )
+    from eocube.geotiff import open_geotiffs
     from eocube.linear import LinearCodec
     from eocube.profiles import Profile, available_profiles, get_profile
     from eocube.release import write_release

@@ -45,23 +45,24 @@ from eocube.variables import CubeVar, validate_block
 
 # CF/xarray encoding that describes values and must survive the round trip;
 # the rest (netCDF4 compression settings, source paths) describes the input file.
-_KEPT_ENCODING = ("dtype", "_FillValue", "scale_factor", "add_offset", "units", "calendar")
+KEPT_ENCODING = ("dtype", "_FillValue", "scale_factor", "add_offset", "units", "calendar")
 
 
 def prepare(
     ds: xr.Dataset,
     cube_vars: Mapping[Hashable, CubeVar],
-    profile: str,
+    profiles: Mapping[Hashable, str],
     quality: Mapping[Hashable, float | None],
     bounds: Mapping[Hashable, float | tuple[float, ...]],
 ) -> tuple[xr.Dataset, dict[Hashable, dict[str, Any]]]:
     """The dataset as written (cube variables and lossless ones chunked as stored, input
-    encodings dropped) and the zarr encoding of every variable."""
+    encodings dropped) and the zarr encoding of every variable; ``profiles``,
+    ``quality`` and ``bounds`` are per cube variable."""
     out = ds.copy(deep=False)
     encoding: dict[Hashable, dict[str, Any]] = {}
     for name in list(out.variables):
         var = out.variables[name]
-        kept = {k: v for k, v in var.encoding.items() if k in _KEPT_ENCODING}
+        kept = {k: v for k, v in var.encoding.items() if k in KEPT_ENCODING}
         var.encoding = {}
         # every chunk carries a checksum (4 bytes): damaged coordinates must raise
         # CorruptChunkError on read, not decode to other dates or positions
@@ -91,7 +92,7 @@ def prepare(
             chunks=cv.inner,
             shards=cv.shard,
             serializer=VideoCodec(
-                profile=profile,
+                profile=profiles[name],
                 quality=quality[name],
                 nodata=cv.codec_nodata,
                 max_abs_error=bounds.get(name),
@@ -105,8 +106,10 @@ def prepare(
         out[name] = ds[name].chunk(
             dict(zip(cv.order, cv.shard, strict=True)), token=f"eocube-{uuid.uuid4().hex}"
         )
+    # the CF grid mapping spelled as GeoZarr too, for readers of either (eocube.georef)
+    from eocube.georef import with_georef
 
-    return out, encoding
+    return with_georef(out, cube_vars), encoding
 
 
 def categorical(ds: xr.Dataset, name: Hashable, cube_vars: Mapping[Hashable, CubeVar]) -> bool:
@@ -220,9 +223,9 @@ def cube_tasks(
     if shards is None:
         counts = [math.ceil(n / s) for n, s in zip(arr.shape, cv.shard, strict=True)]
         shards = list(itertools.product(*(range(c) for c in counts)))
-    encode = dask.delayed(_encode_payload)
-    load = dask.delayed(_load_staged)
-    write = dask.delayed(_write_shard)
+    encode = dask.delayed(encode_payload)
+    load = dask.delayed(load_staged)
+    write = dask.delayed(write_shard)
     tasks: list[Any] = []
     for shard in shards:
         chunks = [
@@ -362,7 +365,7 @@ class EagerEncodes:
                 job.staged.append(key)
             job.left -= 1
             if job.left == 0:
-                _write_shard(arrays[job.name], job.index, job.payloads, stage, job.staged)
+                write_shard(arrays[job.name], job.index, job.payloads, stage, job.staged)
                 job.payloads = []
 
     def close(self) -> None:
@@ -373,8 +376,8 @@ class EagerEncodes:
 def _encode_region(
     block: np.ndarray, codec: VideoCodec, cv: CubeVar, chunk: tuple[int, ...]
 ) -> bytes | None:
-    """:func:`_encode_payload` of a block of the CF-encoded values, in the stored dtype."""
-    return _encode_payload(block.astype(cv.dtype, copy=False), codec, cv, chunk)
+    """:func:`encode_payload` of a block of the CF-encoded values, in the stored dtype."""
+    return encode_payload(block.astype(cv.dtype, copy=False), codec, cv, chunk)
 
 
 _PAYLOADS: dict[tuple[Any, ...], bytes] | None = None
@@ -462,7 +465,7 @@ def chunk_as_written(
     return np.ascontiguousarray(block)
 
 
-def _encode_payload(
+def encode_payload(
     block: np.ndarray,
     codec: VideoCodec,
     cv: CubeVar,
@@ -490,7 +493,7 @@ def _encode_payload(
     return payload
 
 
-def _load_staged(stage: StorePath, key: str) -> bytes:
+def load_staged(stage: StorePath, key: str) -> bytes:
     """A staged payload (checked against its crc32c)."""
     data = lifecycle.read_bytes(stage, key)
     if data is None:
@@ -504,7 +507,7 @@ def _load_staged(stage: StorePath, key: str) -> bytes:
     return data
 
 
-def _write_shard(
+def write_shard(
     arr: zarr.Array,
     shard: tuple[int, ...],
     payloads: list[bytes | None],

@@ -9,7 +9,10 @@ each (docs/format.md describes the layout itself). Beyond zarr, a store has:
   (time, band, y, x), their original order;
 - while a write is under way, the field :data:`INCOMPLETE` in every ``zarr.json``
   (:mod:`eocube.lifecycle`);
-- encoded chunks waiting for their shard under :data:`STAGING` (:func:`stage_key`).
+- encoded chunks waiting for their shard under :data:`STAGING` (:func:`stage_key`);
+- while an append or a region write is under way, the marker's :data:`PENDING` entry
+  (the store stays readable: :mod:`eocube.update`), and the previous payloads of the
+  chunks it re-encodes under :data:`STAGING` (:func:`previous_key`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ INCOMPLETE_NOTE = (
 STAGING = ".eocube-staging"
 """Prefix, under the store, of encoded chunks waiting for their shard."""
 METADATA = "zarr.json"
+PENDING = "pending"
+"""Entry of the marker while an append or a region write is under way (docs/format.md,
+"Appends and region writes"): what it changes and the fingerprint its resume checks."""
 TEMPORARY = re.compile(r"\.[0-9a-f]{32}\.partial$")
 """Key of the temporary file of an interrupted atomic write (zarr's LocalStore writes
 ``<key>.<uuid4 hex>.partial``, then renames it): no object of the store."""
@@ -108,9 +114,18 @@ def spatial_default(
 
 
 def chunk_shape(
-    var: xr.DataArray, roles: Mapping[str, Hashable], chunks: Mapping[Hashable, int] | None
+    var: xr.DataArray,
+    roles: Mapping[str, Hashable],
+    chunks: Mapping[Hashable, int] | None,
+    *,
+    growing: Hashable | None = None,
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Inner chunk and shard shape of a cube variable, in (time, [band,] y, x) order."""
+    """Inner chunk and shard shape of a cube variable, in (time, [band,] y, x) order.
+
+    Along ``growing`` (the dim a store created for appends grows along) the chunk is not
+    cut to the variable's size and the shard holds :data:`SHARD_CHUNKS` chunks: the
+    dates appended later fill them, and the chunks of the first dates are those a write
+    of the whole series makes."""
     requested = dict(chunks or {})
     inner, shard = [], []
     spatial = spatial_default(var, roles, requested)
@@ -137,6 +152,10 @@ def chunk_shape(
             raise ValueError(
                 f"variable {var.name!r}: chunk size for {dim} must be positive, got {c}"
             )
+        if dim == growing:
+            inner.append(c)
+            shard.append(c * SHARD_CHUNKS[role])
+            continue
         c = min(c, size)
         inner.append(c)
         shard.append(c * min(SHARD_CHUNKS[role], math.ceil(size / c)))
@@ -167,3 +186,9 @@ def other_chunks(
 def stage_key(name: Hashable, chunk: Sequence[int]) -> str:
     """Where the encoded chunk at grid position ``chunk`` of variable ``name`` is staged."""
     return f"{STAGING}/{name}/{'.'.join(map(str, chunk))}"
+
+
+def previous_key(name: Hashable, chunk: Sequence[int]) -> str:
+    """Where an update keeps the payload a chunk had before the update re-encodes it
+    (an append's partial last chunk), until the update is committed."""
+    return f"{STAGING}/{name}/previous/{'.'.join(map(str, chunk))}"

@@ -9,6 +9,12 @@
 - :func:`finish` marks a store complete: the arrays' own documents go (or lose the
   field), the staging area and leftovers of interrupted writes go, the root document is
   written last.
+- An update of a finished store (an append, a region write: :mod:`eocube.update`) keeps
+  it readable: :func:`begin_update` records the update in the marker's
+  :data:`~eocube.layout.PENDING` entry (readers ignore it), the update writes chunks
+  that the stored shapes do not reach yet or rewrites shards whose other chunks keep
+  their bytes, and :func:`commit_update` writes the new shapes into the root document
+  in one write, last.
 - :func:`inspect_target` says what lies at a path before eocube writes there.
 """
 
@@ -17,8 +23,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,6 +41,7 @@ from eocube.layout import (
     INCOMPLETE_NOTE,
     MARKER,
     METADATA,
+    PENDING,
     STAGING,
     is_temporary,
 )
@@ -159,6 +167,7 @@ def finish(path: StorePath, marker: Mapping[str, Any], per_array_metadata: bool)
     # atomic writes (zarr's LocalStore writes <key>.<uuid4 hex>.partial, then renames)
     leftovers = [k for k in list_keys(path) if is_temporary(k)]
     delete(path, list_keys(path, STAGING) + leftovers)
+    _remove_empty_staging(path)
     root = read_document(path)
     assert root is not None
     root.pop(INCOMPLETE, None)
@@ -169,6 +178,74 @@ def finish(path: StorePath, marker: Mapping[str, Any], per_array_metadata: bool)
     else:
         root = metadata.compact(root, MARKER)
     write_document(path, METADATA, root)
+
+
+def pending_update(root: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The update under way recorded in a store's root document (the marker's
+    :data:`~eocube.layout.PENDING` entry); None when there is none."""
+    marker = (root.get("attributes") or {}).get(MARKER)
+    found = marker.get(PENDING) if isinstance(marker, Mapping) else None
+    return dict(found) if isinstance(found, Mapping) else None
+
+
+def begin_update(path: StorePath, pending: Mapping[str, Any], *, fresh: bool) -> None:
+    """Record in the root document that an update is under way (the store stays readable:
+    the entry is an attribute, and the stored shapes do not change until
+    :func:`commit_update`). A ``fresh`` update first removes what an earlier one may have
+    left in the staging area."""
+    if fresh:
+        delete(path, list_keys(path, STAGING))
+    root = read_document(path)
+    assert root is not None
+    root.setdefault("attributes", {}).setdefault(MARKER, {})[PENDING] = dict(pending)
+    write_document(path, METADATA, root)
+
+
+def commit_update(
+    path: StorePath,
+    shapes: Mapping[str, Sequence[int]],
+    forget_quality: Iterable[str] = (),
+) -> None:
+    """Commit an update: the arrays' new ``shapes`` go into their own documents (when the
+    store keeps them) and then, in one write, into the root document, whose marker loses
+    the :data:`~eocube.layout.PENDING` entry and the recorded quality of the variables in
+    ``forget_quality``; the staging area goes last."""
+    for name, shape in shapes.items():
+        key = _join(name, METADATA)
+        doc = read_document(path, key)
+        if doc is not None:
+            doc["shape"] = list(shape)
+            write_document(path, key, doc)
+    root = read_document(path)
+    assert root is not None
+    members = (root.get("consolidated_metadata") or {}).get("metadata") or {}
+    for name, shape in shapes.items():
+        members[name]["shape"] = list(shape)
+    marker = root.setdefault("attributes", {}).setdefault(MARKER, {})
+    marker.pop(PENDING, None)
+    quality = marker.get("quality")
+    if isinstance(quality, dict):
+        for name in forget_quality:
+            quality.pop(name, None)
+        if not quality:
+            marker.pop("quality")
+    write_document(path, METADATA, root)
+    leftovers = [k for k in list_keys(path) if is_temporary(k)]
+    delete(path, list_keys(path, STAGING) + leftovers)
+    _remove_empty_staging(path)
+
+
+def _remove_empty_staging(path: StorePath) -> None:
+    """Remove the staging area's empty folders from a local store (deleting keys leaves
+    them; object stores have no folders)."""
+    from zarr.storage import LocalStore
+
+    if not isinstance(path.store, LocalStore):
+        return
+    folder = os.path.join(str(path.store.root), path.path, STAGING)
+    for parent, _, _ in sorted(os.walk(folder), key=lambda w: -len(w[0])):
+        with contextlib.suppress(OSError):  # not empty: something else put files there
+            os.rmdir(parent)
 
 
 def incomplete_details(root: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -244,13 +321,15 @@ class TargetState:
     ``kind``: ``absent`` (nothing), ``empty`` (an empty folder), ``eocube`` (an eocube
     store, finished or not: ``complete`` says which), ``zarr`` (a zarr store eocube did
     not write), ``other`` (a folder of other files) or ``file``. ``entries`` lists a few of
-    the names found, for messages.
+    the names found, for messages. ``pending``: an update (append or region write) of a
+    finished store that did not finish (:func:`pending_update`).
     """
 
     kind: Kind
     complete: bool | None = None
     entries: tuple[str, ...] = field(default_factory=tuple)
     root: dict[str, Any] | None = None
+    pending: dict[str, Any] | None = None
 
     def describe(self) -> str:
         """The state in words, for error messages."""
@@ -261,6 +340,9 @@ class TargetState:
             return "a zarr store that eocube did not write"
         if self.kind == "other":
             return f"a folder of other files ({shown})"
+        if self.kind == "eocube" and self.pending is not None:
+            kind = self.pending.get("kind", "update")
+            return f"an eocube store whose {kind} did not finish"
         if self.kind == "eocube":
             return "an eocube store" + ("" if self.complete else " whose write did not finish")
         return "nothing" if self.kind == "absent" else "an empty folder"
@@ -305,7 +387,9 @@ def inspect_target(store: Any, storage_options: Mapping[str, Any] | None = None)
     if details is None and not isinstance(marker, Mapping):
         return TargetState("zarr", entries=names, root=doc)
     complete = details is None and isinstance(marker, Mapping) and bool(marker.get("complete"))
-    return TargetState("eocube", complete=complete, entries=names, root=doc)
+    return TargetState(
+        "eocube", complete=complete, entries=names, root=doc, pending=pending_update(doc)
+    )
 
 
 def local_path(store: Any) -> str | None:
@@ -324,7 +408,10 @@ def local_path(store: Any) -> str | None:
 @contextlib.contextmanager
 def quiet_zarr() -> Iterator[None]:
     """Silence zarr's warning that fixed-length strings (band names) are not yet in the
-    zarr v3 spec: eocube writes and reads them with zarr-python, which handles them."""
+    zarr v3 spec: eocube writes and reads them with zarr-python, which handles them; and
+    its note, when it lists a store's members, that the staging area (:data:`STAGING`) is
+    no zarr node."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
+        warnings.filterwarnings("ignore", message=rf"Object at {re.escape(STAGING)} is not")
         yield

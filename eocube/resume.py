@@ -13,7 +13,7 @@ import hashlib
 import itertools
 import math
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -98,8 +98,14 @@ def fingerprint_of(
     return out
 
 
-def check_same_input(store: Any, recorded: Mapping[str, Any], now: Mapping[str, Any]) -> None:
-    """Refuse to resume a write with another input or other settings, saying what differs."""
+def check_same_input(
+    store: Any,
+    recorded: Mapping[str, Any],
+    now: Mapping[str, Any],
+    advice: str = "Resume with the same input and settings, or pass mode='w' to start over",
+) -> None:
+    """Refuse to resume a write with another input or other settings, saying what differs
+    (and then ``advice``)."""
     differences = []
     old_settings, new_settings = recorded.get("settings", {}), now["settings"]
     for key in sorted(set(old_settings) | set(new_settings)):
@@ -141,13 +147,10 @@ def check_same_input(store: Any, recorded: Mapping[str, Any], now: Mapping[str, 
                 + " differ from those it was started with"
             )
     if differences:
-        raise ValueError(
-            f"{store}: cannot resume: {'; '.join(differences)}. Resume with the same input "
-            f"and settings, or pass mode='w' to start over"
-        )
+        raise ValueError(f"{store}: cannot resume: {'; '.join(differences)}. {advice}")
 
 
-def _shard_intact(store: Any, key: str, per_shard: int) -> bool:
+def shard_intact(store: Any, key: str, per_shard: int) -> bool:
     """Whether a shard object is whole: its index (read alone) checks and fits the object."""
     try:
         return shards.read_index(store, key, per_shard) is not None
@@ -198,7 +201,7 @@ def resume_write(
             missing = [
                 idx
                 for idx in itertools.product(*(range(c) for c in counts))
-                if not _shard_intact(real.store, shards.shard_key(arr, idx), per_shard)
+                if not shard_intact(real.store, shards.shard_key(arr, idx), per_shard)
             ]
             if missing:
                 tasks.extend(encode.cube_tasks(ds, name, cv, arr, real, missing, staged))
@@ -207,17 +210,20 @@ def resume_write(
         marker.update(format=STORE_FORMAT, complete=True)
         lifecycle.finish(real, marker, per_array_metadata)
     group = zarr.open_group(real, mode="r", zarr_format=3)
-    profile, quality, bounds = stored_settings(group, cube_vars)
-    made = make_report(
-        ds,
-        real,
-        cube_vars,
-        others,
-        profile,
-        quality,
-        bounds,
-        time.perf_counter() - started,
-        measure,
+    profiles, quality, bounds = stored_settings(group, cube_vars)
+    made = with_profiles(
+        make_report(
+            ds,
+            real,
+            cube_vars,
+            others,
+            next(iter(profiles.values())),
+            quality,
+            bounds,
+            time.perf_counter() - started,
+            measure,
+        ),
+        profiles,
     )
     if not target.complete:
         record_quality(real, made)
@@ -230,18 +236,29 @@ def resume_write(
 
 
 def stored_settings(
-    group: zarr.Group, cube_vars: Mapping[Hashable, CubeVar]
-) -> tuple[str, dict[Hashable, float | None], dict[Hashable, Any]]:
+    group: zarr.Group, cube_vars: Iterable[Hashable]
+) -> tuple[dict[Hashable, str], dict[Hashable, float | None], dict[Hashable, Any]]:
     """Profile, quality and error bound per variable, as the store's codecs record them."""
-    profile, quality, bounds = "", {}, {}
+    profiles: dict[Hashable, str] = {}
+    quality: dict[Hashable, float | None] = {}
+    bounds: dict[Hashable, Any] = {}
     for name in cube_vars:
         arr = group[str(name)]
         assert isinstance(arr, zarr.Array)
         codec = arr.serializer
         if not isinstance(codec, VideoCodec):
             raise ValueError(f"array {name!r} of {group.store_path} is not video-coded")
-        profile = codec.profile
+        profiles[name] = codec.profile
         quality[name] = codec.quality
         if codec.max_abs_error is not None:
             bounds[name] = codec.max_abs_error
-    return profile, quality, bounds
+    return profiles, quality, bounds
+
+
+def with_profiles(report: EncodeReport, profiles: Mapping[Hashable, str]) -> EncodeReport:
+    """``report`` with each variable's own profile (a store may use several)."""
+    named = {str(k): v for k, v in profiles.items()}
+    variables = {
+        name: replace(v, profile=named.get(name, v.profile)) for name, v in report.variables.items()
+    }
+    return replace(report, variables=variables)

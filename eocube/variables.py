@@ -103,14 +103,107 @@ class CubeVar:
         return self.order != self.dims
 
 
+ENCODING_KEYS = ("profile", "lossless", "crf", "max_abs_error", "chunks")
+"""What ``to_eocube(encoding={variable: {...}})`` may set for one cube variable."""
+
+
+@dataclass(frozen=True)
+class VariableEncoding:
+    """The settings of one cube variable that differ from those of the call
+    (``to_eocube(encoding={name: {...}})``); None for those it takes from the call.
+
+    ``lossless``, ``crf`` and ``max_abs_error`` are its quality control (one at most);
+    ``chunks`` maps dims or roles (time, y, x) to chunk sizes, as ``chunks=`` does.
+    """
+
+    profile: str | None = None
+    lossless: bool | None = None
+    crf: float | None = None
+    max_abs_error: Any = None
+    chunks: Mapping[Hashable, int] | None = None
+
+    @property
+    def control(self) -> dict[str, Any]:
+        """The quality control it sets, as keyword arguments (empty when it sets none)."""
+        given = {"lossless": self.lossless, "crf": self.crf, "max_abs_error": self.max_abs_error}
+        return {k: v for k, v in given.items() if v is not None and v is not False}
+
+    @property
+    def sets_quality(self) -> bool:
+        """Whether it sets a profile or a quality control of its own."""
+        return self.profile is not None or bool(self.control)
+
+
+def parse_encoding(encoding: Mapping[Hashable, Any] | None) -> dict[Hashable, VariableEncoding]:
+    """``to_eocube``'s ``encoding=`` checked: variable name to :class:`VariableEncoding`.
+
+    Raises
+    ------
+    ValueError
+        For a key eocube does not know (the message names the variable and the keys it
+        takes), or more than one quality control for one variable.
+    """
+    if encoding is None:
+        return {}
+    if not isinstance(encoding, Mapping):
+        raise TypeError(f"encoding= maps variable names to settings, got {encoding!r}")
+    out: dict[Hashable, VariableEncoding] = {}
+    for name, given in encoding.items():
+        if not isinstance(given, Mapping):
+            raise TypeError(
+                f"encoding[{name!r}] must be a mapping of {', '.join(ENCODING_KEYS)}, got {given!r}"
+            )
+        unknown = sorted(str(k) for k in given if k not in ENCODING_KEYS)
+        if unknown:
+            raise ValueError(
+                f"encoding[{name!r}] has {', '.join(map(repr, unknown))}, which eocube does "
+                f"not take: a cube variable's encoding sets {', '.join(ENCODING_KEYS)} (the "
+                f"rest of its zarr encoding is eocube's)"
+            )
+        found = VariableEncoding(**{str(k): v for k, v in given.items()})
+        if len(found.control) > 1:
+            raise ValueError(
+                f"encoding[{name!r}]: {' and '.join(found.control)} conflict: give one "
+                f"quality control per variable"
+            )
+        if found.chunks is not None and not isinstance(found.chunks, Mapping):
+            raise TypeError(
+                f"encoding[{name!r}]['chunks'] maps dims (or time, y, x) to chunk sizes, "
+                f"got {found.chunks!r}"
+            )
+        out[name] = found
+    return out
+
+
+def _merged_chunks(
+    call: Mapping[Hashable, int] | None,
+    own: Mapping[Hashable, int] | None,
+    roles: Mapping[str, Hashable],
+) -> dict[Hashable, int]:
+    """The chunks of one variable: the call's, then its own (each by dim name)."""
+    merged: dict[Hashable, int] = {}
+    for given in (call or {}, own or {}):
+        for key, size in given.items():
+            merged[roles.get(str(key), key) if key not in roles.values() else key] = size
+    return merged
+
+
 def cube_variables(
     ds: xr.Dataset,
     dims: Mapping[str, Hashable] | None,
     variables: Sequence[Hashable] | None,
     chunks: Mapping[Hashable, int] | None,
+    own: Mapping[Hashable, VariableEncoding] | None = None,
+    *,
+    growing: Hashable | None = None,
 ) -> tuple[dict[Hashable, CubeVar], dict[str, str]]:
     """The cube variables to code as video, and the other data variables with the reason
-    each is stored losslessly."""
+    each is stored losslessly.
+
+    ``own`` holds the variables' own settings (:func:`parse_encoding`): their chunks
+    override ``chunks``, and naming a variable that is not coded as video is refused.
+    ``growing``: the dim a store created for appends grows along
+    (:func:`eocube.layout.chunk_shape`)."""
     check_dims_argument(dims)
     absent = {r: d for r, d in (dims or {}).items() if d not in ds.dims}
     if absent:
@@ -176,7 +269,9 @@ def cube_variables(
                 f"variable {name!r} has no values along {', '.join(empty)} (size 0): "
                 f"nothing to encode; select a non-empty range or drop the variable"
             )
-        inner, shard = layout.chunk_shape(var, roles, chunks)
+        own_chunks = (own or {}).get(name, VariableEncoding()).chunks
+        requested = _merged_chunks(chunks, own_chunks, roles) if own_chunks else chunks
+        inner, shard = layout.chunk_shape(var, roles, requested, growing=growing)
         dtype = np.dtype(var.encoding.get("dtype", var.dtype))
         check_cube_dtype(name, dtype)
         nodata = nodata_of(var)
@@ -208,6 +303,20 @@ def cube_variables(
             raise ValueError(
                 f"chunks= names {unknown}, which are neither dims of the cube variables "
                 f"({sorted(map(str, cube_dims))}) nor roles (time, band, y, x)"
+            )
+    for name, settings in (own or {}).items():
+        if name not in found_vars:
+            why = others.get(str(name), "not a data variable of the dataset")
+            raise ValueError(
+                f"encoding= names {name!r}, which is not coded as video ({why}): its "
+                f"settings apply to cube variables only ({sorted(map(str, found_vars))})"
+            )
+        cv = found_vars[name]
+        unknown = [str(k) for k in settings.chunks or {} if k not in set(cv.order) | set(cv.roles)]
+        if unknown:
+            raise ValueError(
+                f"encoding[{name!r}]['chunks'] names {unknown}, which are neither dims of "
+                f"{name!r} ({[str(d) for d in cv.order]}) nor roles (time, band, y, x)"
             )
     return found_vars, others
 

@@ -1,10 +1,13 @@
 """Writing cubes: :func:`to_eocube`, the orchestration of a write.
 
-Validates the arguments, finds the cube variables (:mod:`eocube.variables`), refuses
-to write over anything but an eocube store or an empty folder, searches the quality
-for a target (:mod:`eocube.ratecontrol`), writes the store (:mod:`eocube.encode`),
-measures it (:mod:`eocube.report`), corrects a missed target at most twice, and resumes
-an interrupted write (:mod:`eocube.resume`).
+Validates the arguments, finds the cube variables and their own settings
+(:mod:`eocube.variables`, :mod:`eocube.quality`), refuses to write over anything but an
+eocube store or an empty folder, searches the quality for a target
+(:mod:`eocube.ratecontrol`), writes the store (:mod:`eocube.encode`), measures it
+(:mod:`eocube.report`), corrects a missed target at most twice, and resumes an
+interrupted write (:mod:`eocube.resume`). Appends and region writes of an existing store
+are :mod:`eocube.update`'s; ``compute=False`` writes the metadata and returns the rest as
+a ``dask.delayed``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
@@ -25,21 +28,22 @@ import zarr
 from zarr.errors import UnstableSpecificationWarning
 from zarr.storage import StorePath
 
-from eocube import encode, lifecycle, ratecontrol
+from eocube import encode, lifecycle, ratecontrol, update
 from eocube.errors import EocubeError
 from eocube.layout import MARKER
 from eocube.lifecycle import quiet_zarr
 from eocube.profiles import get_profile
+from eocube.quality import bounds_of, choose_per_variable, own_controls, settings_per_variable
 from eocube.report import EncodeReport, make_report, record_quality, store_nbytes
-from eocube.resume import fingerprint_of, resume_write, settings_json
+from eocube.resume import fingerprint_of, resume_write, settings_json, with_profiles
 from eocube.variables import (
     CubeVar,
     as_dataset,
-    bounds_per_variable,
     canonical,
     check_dtypes,
     check_lossless_dtypes,
     cube_variables,
+    parse_encoding,
 )
 
 # errors that mean the data or the arguments are refused: the store started is removed
@@ -73,13 +77,17 @@ def to_eocube(
     chunks: Mapping[Hashable, int] | None = None,
     dims: Mapping[str, Hashable] | None = None,
     variables: Sequence[Hashable] | None = None,
+    encoding: Mapping[Hashable, Mapping[str, Any]] | None = None,
     storage_options: Mapping[str, Any] | None = None,
-    mode: str = "w-",
+    mode: str | None = None,
+    append_dim: Hashable | None = None,
+    region: Mapping[Hashable, slice] | None = None,
     resume: bool = False,
+    compute: bool = True,
     progress: bool = False,
     measure: bool = True,
     per_array_metadata: bool = False,
-) -> EncodeReport:
+) -> Any:
     """Write a cube to an eocube store (zarr v3, video-coded chunks inside shards).
 
     Parameters
@@ -123,12 +131,38 @@ def to_eocube(
         integer variable beside other cube variables with at most
         :data:`~eocube.variables.CATEGORICAL_MAX_VALUES` distinct values in a sample (a QA
         bit field). Others are stored losslessly.
+    encoding : mapping, optional
+        Settings of single cube variables, as in xarray's ``to_zarr``: variable name to
+        a mapping of ``profile``, one quality control (``lossless``, ``crf`` or
+        ``max_abs_error``) and ``chunks`` (as ``chunks=``). A variable takes the call's
+        settings for what its own leave out; its profile, when it names none, is the
+        call's ``profile`` if that suits its control (lossless or not), else the default
+        for its control. Own quality settings cannot be combined with ``target_psnr`` or
+        ``target_bpppb`` (a target is met by the cube as a whole).
     storage_options : mapping, optional
         Passed to fsspec.
-    mode : {"w-", "w"}
-        ``"w-"`` refuses to write over anything. ``"w"`` replaces an eocube store (or
-        fills an empty folder); any other folder or file is refused, and so is a path
-        that holds the input.
+    mode : {"w-", "w", "a", "r+"}, optional
+        ``"w-"`` (the default) refuses to write over anything. ``"w"`` replaces an eocube
+        store (or fills an empty folder); any other folder or file is refused, and so is
+        a path that holds the input. ``"a"`` (the default with ``append_dim``) appends to
+        an eocube store, or creates it when there is none; ``"r+"`` (the default with
+        ``region``) writes a region of an eocube store.
+    append_dim : str, optional
+        Append the dates of ``obj`` after those of the store, along this dim (the time
+        dim of the cube variables), as xarray's ``to_zarr(mode="a", append_dim=...)``
+        does. The store keeps its settings (profile, quality, bound, chunks, shards);
+        ``obj`` must have its variables, with the same dims, dtypes, bands and other
+        coordinates, and dates after the stored ones, increasing. Only the last time
+        shard, when partial, is rewritten (:mod:`eocube.update`). A store that does not
+        exist yet is created, with its time chunks and shards sized for the dates to
+        come (a time chunk longer than the first dates is kept, and shards hold 16 of
+        them).
+    region : mapping, optional
+        Dim to slice of the store: write ``obj`` (the size of the region) over that
+        part of the store, as xarray's ``to_zarr(region=...)`` does. The slices of a
+        lossy variable must follow its chunks (start at a multiple of the chunk size,
+        stop at one or at the end); the shards they touch are rewritten whole. The
+        coordinates of ``obj`` must be the store's at the region.
     resume : bool
         Finish a write that was interrupted: chunks already encoded are kept, the
         missing ones encoded. The store records a fingerprint of the input and settings
@@ -136,11 +170,22 @@ def to_eocube(
         resuming with another input or other settings is refused. A store whose write
         completed is left as it is and reported. Until a write completes, no zarr
         reader can open the store (its metadata carries a field readers must refuse).
+        With ``append_dim`` or ``region``: finish an append or a region write that was
+        interrupted (the store reads as before it meanwhile); an append whose dates the
+        store already ends with is reported, not written again.
+    compute : bool
+        False: write the metadata now and return a ``dask.delayed`` object whose
+        ``.compute()`` encodes the chunks, finishes the store and returns the report, as
+        xarray's ``to_zarr(compute=False)`` does. Until then a new store is unfinished
+        (unreadable) and an updated store reads as before the update. Not with
+        ``target_psnr``/``target_bpppb`` (which measure the store written) nor
+        ``resume``.
     progress : bool
         Show a progress bar (dask) while encoding.
     measure : bool
         Read the store back to report PSNR and max abs error per variable (always
-        done for ``target_psnr`` and ``target_bpppb``).
+        done for ``target_psnr`` and ``target_bpppb``). An update measures the values
+        it wrote.
     per_array_metadata : bool
         Also keep a ``zarr.json`` per array. By default all metadata lives in the
         root ``zarr.json`` (consolidated), which zarr-python and xarray read in one
@@ -148,15 +193,22 @@ def to_eocube(
 
     Returns
     -------
-    EncodeReport
+    EncodeReport or dask.delayed.Delayed
+        The report; with ``compute=False``, a delayed object that computes to it.
 
     Raises
     ------
     FileExistsError
-        When ``store`` exists and ``mode``/``resume`` do not allow writing there.
+        When ``store`` exists and ``mode``/``resume`` do not allow writing there, or an
+        update of it did not finish (``resume=True`` finishes it).
+    FileNotFoundError
+        For ``region=`` when ``store`` holds no eocube store.
     UnsupportedDataError
         For data eocube cannot store (the message names the variable and what to do);
         the store this call started is removed.
+    ValueError
+        For arguments that conflict, and for an update whose data does not fit the
+        store (the message says what differs).
 
     Notes
     -----
@@ -165,6 +217,8 @@ def to_eocube(
     three chunks per variable, with at most seven trial encodes of that sample
     (:mod:`eocube.ratecontrol`); the cube is then encoded once, measured, and
     re-encoded at most twice to correct a miss (``report.passes`` says how often).
+    An update encodes at the quality the store was written at: targets are not
+    searched again, and any other quality setting must be the store's.
 
     The values are encoded by dask tasks of one chunk each and written by one task per
     shard, so a dask-backed cube larger than memory encodes with memory bounded by a
@@ -183,41 +237,99 @@ def to_eocube(
         target_psnr=target_psnr,
         max_abs_error=max_abs_error,
     )
-    if mode not in ("w-", "w"):
-        raise ValueError(f"mode must be 'w-' or 'w', got {mode!r}")
-    ds = as_dataset(obj)
+    mode = parse_mode(mode, append_dim, region)
+    own = parse_encoding(encoding)
     prof = get_profile(profile, lossless=lossless)
     control.check_profile(prof)
-    started = time.perf_counter()
-    check_dtypes(ds)
-    cube_vars, others = cube_variables(ds, dims, variables, chunks)
-    check_lossless_dtypes(cube_vars, prof)
-    bounds = bounds_per_variable(max_abs_error, cube_vars, ds)
+    if not compute:
+        check_deferrable(control, resume)
+    ds = as_dataset(obj)
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
     target = lifecycle.inspect_target(store, storage_options)
+    if mode in ("a", "r+") and target.kind == "eocube" and (target.complete or region):
+        check_not_holding_the_input(ds, store, target)
+        return update.update_store(
+            ds,
+            store,
+            target,
+            append_dim=append_dim,
+            region=region,
+            requested=update.Requested(profile, control, own),
+            storage_options=storage_options,
+            resume=resume,
+            compute=compute,
+            progress=progress,
+            measure=measure,
+        )
+    if mode == "r+":
+        raise FileNotFoundError(
+            f"{store} is {target.describe()}: region= writes into an eocube store that "
+            f"exists; write the whole cube first"
+        )
+    if target.pending is not None and mode != "w":
+        raise FileExistsError(
+            f"{store}: an {target.pending.get('kind', 'update')} of this store did not "
+            f"finish; repeat that call with resume=True to finish it, or pass mode='w' to "
+            f"replace the store"
+        )
+    started = time.perf_counter()
+    check_dtypes(ds)
+    cube_vars, others = cube_variables(
+        ds, dims, variables, chunks, own, growing=append_dim if mode == "a" else None
+    )
+    profiles, controls = settings_per_variable(cube_vars, own, profile, prof, control)
+    for name, cv in cube_vars.items():
+        check_lossless_dtypes({name: cv}, profiles[name])
+    bounds = bounds_of(control, controls, cube_vars, ds)
+    target_mode = "w-" if mode == "a" else mode
     check_not_holding_the_input(ds, store, target)
     ds = canonical(ds, cube_vars)
-    settings = {"profile": prof.name, control.name: settings_json(control.value)}
+    settings: dict[str, Any] = {"profile": prof.name, control.name: settings_json(control.value)}
+    if own:
+        settings["encoding"] = {str(n): settings_json(vars(e)) for n, e in own.items()}
     fingerprint = fingerprint_of(ds, cube_vars, settings)
     if resume and target.kind == "eocube":
         return resume_write(
             ds, store, target, cube_vars, others, fingerprint, storage_options, progress,
             per_array_metadata, measure, started,
         )  # fmt: skip
-    check_target(store, target, mode, resume)
+    check_target(store, target, target_mode, resume)
+    names = {name: p.name for name, p in profiles.items()}
+    lossless_vars = {n: cv for n, cv in cube_vars.items() if profiles[n].lossless}
+    measured = (measure or control.target_psnr is not None) and len(lossless_vars) < len(cube_vars)
+
+    def report_of(
+        path: StorePath, quality: Mapping[Hashable, float | None], seconds: float
+    ) -> EncodeReport:
+        report = make_report(
+            ds, path, cube_vars, others, prof.name, quality, bounds, seconds, measured
+        )
+        report = with_profiles(report, names)
+        if lossless_vars and measure:
+            report = lossless_quality(report, ds, lossless_vars)
+        return report
+
+    if not compute:
+        quality, _, trials = choose_per_variable(ds, cube_vars, profiles, controls, bounds)
+        real = lifecycle.store_path(store, storage_options)
+        tasks = start_store(
+            ds, real, cube_vars, names, quality, bounds, target_mode, fingerprint
+        ).tasks
+        import dask
+
+        return dask.delayed(_finish_deferred, pure=False)(
+            tasks, real, cube_vars, per_array_metadata, report_of, quality, started, trials,
+            control.name,
+        )  # fmt: skip
 
     def write(mode_now: str) -> EncodeReport:
         t0 = time.perf_counter()
         path = write_store(
-            ds, store, cube_vars, prof.name, quality, bounds, mode_now, storage_options,
+            ds, store, cube_vars, names, quality, bounds, mode_now, storage_options,
             progress, per_array_metadata, fingerprint, target.kind == "absent",
         )  # fmt: skip
-        report = make_report(
-            ds, path, cube_vars, others, prof.name, quality, bounds, time.perf_counter() - t0,
-            (measure or control.target_psnr is not None) and not prof.lossless,
-        )  # fmt: skip
-        return lossless_quality(report, ds, cube_vars) if prof.lossless and measure else report
+        return report_of(path, quality, time.perf_counter() - t0)
 
     # the trial encodes of sample chunks serve the write of those chunks
     with encode.reuse_payloads():
@@ -226,14 +338,75 @@ def to_eocube(
             # the search's first trial encodes meanwhile (on the codec, outside the GIL)
             with ratecontrol.first_trials_ahead(ds, cube_vars, prof, control, bounds):
                 values = sum(ds[n].size for n in cube_vars)
-                overhead = estimate_overhead(ds, cube_vars, prof.name, fingerprint) * 8 / values
-        quality, psnr_bounds, trials = ratecontrol.choose_qualities(
-            ds, cube_vars, prof, control, bounds, overhead
-        )
+                overhead = estimate_overhead(ds, cube_vars, names, fingerprint) * 8 / values
+        if own_controls(own) or any(p is not prof for p in profiles.values()):
+            quality, psnr_bounds, trials = choose_per_variable(
+                ds, cube_vars, profiles, controls, bounds
+            )
+        else:
+            quality, psnr_bounds, trials = ratecontrol.choose_qualities(
+                ds, cube_vars, prof, control, bounds, overhead
+            )
         report, passes = ratecontrol.write_to_target(
-            write, mode, prof, control, quality, bounds, psnr_bounds
+            write, target_mode, prof, control, quality, bounds, psnr_bounds
         )
     path = lifecycle.store_path(store, storage_options)
+    return final_report(path, report, started, passes, trials, control.name)
+
+
+def parse_mode(
+    mode: str | None, append_dim: Hashable | None, region: Mapping[Hashable, slice] | None
+) -> str:
+    """The write's mode, checked against ``append_dim`` and ``region`` (xarray's rules:
+    ``append_dim`` means ``"a"``, ``region`` means ``"r+"`` or ``"a"``)."""
+    if mode not in (None, "w-", "w", "a", "r+"):
+        raise ValueError(f"mode must be 'w-', 'w', 'a' or 'r+', got {mode!r}")
+    if append_dim is not None and region is not None:
+        raise ValueError(
+            "append_dim= and region= conflict: append dates, or write over a region, "
+            "in one call each"
+        )
+    if append_dim is not None:
+        if mode not in (None, "a"):
+            raise ValueError(f"append_dim= appends: it needs mode='a' (or none), not {mode!r}")
+        return "a"
+    if region is not None:
+        if not isinstance(region, Mapping):
+            raise TypeError(f"region= maps dims to slices of the store, got {region!r}")
+        if mode not in (None, "r+", "a"):
+            raise ValueError(
+                f"region= writes into a store: it needs mode='r+' (or none), not {mode!r}"
+            )
+        return "r+"
+    if mode in ("a", "r+"):
+        raise ValueError(
+            f"mode={mode!r} updates a store: give append_dim= (e.g. 'time') to add dates "
+            f"after the stored ones, or region= (dim -> slice) to write over a part of it"
+        )
+    return mode or "w-"
+
+
+def check_deferrable(control: ratecontrol.Control, resume: bool) -> None:
+    """Refuse what ``compute=False`` cannot defer."""
+    if control.target_psnr is not None or control.target_bpppb is not None:
+        raise ValueError(
+            f"compute=False cannot meet {control.name}={control.value}: a target is met by "
+            f"measuring the store written and writing it again; give crf= or "
+            f"max_abs_error= instead, or compute the write now"
+        )
+    if resume:
+        raise ValueError("resume=True finishes a write now: leave compute=False out")
+
+
+def final_report(
+    path: StorePath,
+    report: EncodeReport,
+    started: float,
+    passes: int,
+    trials: int,
+    control: str,
+) -> EncodeReport:
+    """Record the measured quality in the store, and the report with the store's size."""
     record_quality(path, report)
     nbytes = store_nbytes(path)  # the recorded quality is part of the store
     return replace(
@@ -244,8 +417,26 @@ def to_eocube(
         seconds=time.perf_counter() - started,
         passes=passes,
         trials=trials,
-        control=control.name,
+        control=control,
     )
+
+
+def _finish_deferred(
+    _written: Any,
+    real: StorePath,
+    cube_vars: Mapping[Hashable, CubeVar],
+    per_array_metadata: bool,
+    report_of: Callable[[StorePath, Mapping[Hashable, float | None], float], EncodeReport],
+    quality: Mapping[Hashable, float | None],
+    started: float,
+    trials: int,
+    control: str,
+) -> EncodeReport:
+    """The end of a ``compute=False`` write, once its chunks are written: finish the store
+    and report it."""
+    lifecycle.finish(real, encode.store_marker(cube_vars, complete=True), per_array_metadata)
+    report = report_of(real, quality, time.perf_counter() - started)
+    return final_report(real, report, started, 1, trials, control)
 
 
 def lossless_quality(
@@ -278,7 +469,7 @@ def lossless_quality(
 def estimate_overhead(
     ds: xr.Dataset,
     cube_vars: Mapping[Hashable, CubeVar],
-    profile: str,
+    profiles: Mapping[Hashable, str],
     fingerprint: Mapping[str, Any],
 ) -> int:
     """Bytes a store of ``ds`` holds outside its chunk payloads (metadata, coordinates,
@@ -290,7 +481,7 @@ def estimate_overhead(
 
     url = f"memory://eocube-overhead-{uuid.uuid4().hex}"
     path = write_store(
-        ds, url, cube_vars, profile, dict.fromkeys(cube_vars), {}, "w-", None, False, False,
+        ds, url, cube_vars, profiles, dict.fromkeys(cube_vars), {}, "w-", None, False, False,
         fingerprint, True, cube_data=False,
     )  # fmt: skip
     try:
@@ -351,34 +542,38 @@ def check_target(store: Any, target: lifecycle.TargetState, mode: str, resume: b
     )
 
 
-def write_store(
+@dataclass
+class Started:
+    """A store whose metadata is written (unfinished): the tasks that write its chunks,
+    and the encodes of an in-memory cube already under way (or None)."""
+
+    group: zarr.Group
+    tasks: list[Any]
+    eager: encode.EagerEncodes | None
+
+
+def start_store(
     ds: xr.Dataset,
-    store: Any,
+    real: StorePath,
     cube_vars: Mapping[Hashable, CubeVar],
-    profile: str,
+    profiles: Mapping[Hashable, str],
     quality: Mapping[Hashable, float | None],
     bounds: Mapping[Hashable, float | tuple[float, ...]],
     mode: str,
-    storage_options: Mapping[str, Any] | None,
-    progress: bool,
-    per_array_metadata: bool,
     fingerprint: Mapping[str, Any],
-    fresh: bool,
     *,
     cube_data: bool = True,
-) -> StorePath:
-    """Write the store; on a refusal of the data, remove what this call wrote. Without
-    ``cube_data``, the cube variables' chunks are not written (metadata only)."""
-    real = lifecycle.store_path(store, storage_options)
+    eager: bool = False,
+) -> Started:
+    """Write the metadata of an unfinished store and make the tasks that write its chunks
+    (with ``eager``, the chunks of an in-memory cube start encoding first)."""
     view = lifecycle.UnfinishedView(real.store, details={"fingerprint": dict(fingerprint)})
     path = StorePath(view, real.path)
-    out, encoding = encode.prepare(ds, cube_vars, profile, quality, bounds)
+    out, encoding = encode.prepare(ds, cube_vars, profiles, quality, bounds)
     out.attrs = dict(out.attrs)
     out.attrs[MARKER] = encode.store_marker(cube_vars, complete=False)
     # an in-memory cube's chunks encode while the metadata is written (encode.EagerEncodes)
-    eager = None
-    if cube_data and encode.encodes_now(ds, cube_vars, progress):
-        eager = encode.EagerEncodes(ds, cube_vars, encoding)
+    encodes = encode.EagerEncodes(ds, cube_vars, encoding) if cube_data and eager else None
     try:
         with warnings.catch_warnings(), zarr.config.set({"json_indent": None}):
             # fixed-length strings (band names) and consolidated metadata are not yet in
@@ -400,21 +595,53 @@ def write_store(
             # memory, twice or more): it is dropped. The other lazy variables go through
             # xarray.
             del writer
-            tasks = encode.lossless_tasks(out, cube_vars, view, real.path)
-            group = zarr.open_group(path, mode="r+", zarr_format=3)
-            for name, cv in cube_vars.items() if cube_data and eager is None else ():
-                arr = group[str(name)]
-                assert isinstance(arr, zarr.Array)
-                tasks.extend(encode.cube_tasks(ds, name, cv, arr, real))
-            encode.compute(tasks, progress)
-            if eager is not None:
-                eager.write(group, real)
+        tasks = encode.lossless_tasks(out, cube_vars, view, real.path)
+        group = zarr.open_group(path, mode="r+", zarr_format=3)
+        for name, cv in cube_vars.items() if cube_data and encodes is None else ():
+            arr = group[str(name)]
+            assert isinstance(arr, zarr.Array)
+            tasks.extend(encode.cube_tasks(ds, name, cv, arr, real))
+    except BaseException:
+        if encodes is not None:
+            encodes.close()
+        raise
+    return Started(group, tasks, encodes)
+
+
+def write_store(
+    ds: xr.Dataset,
+    store: Any,
+    cube_vars: Mapping[Hashable, CubeVar],
+    profiles: Mapping[Hashable, str],
+    quality: Mapping[Hashable, float | None],
+    bounds: Mapping[Hashable, float | tuple[float, ...]],
+    mode: str,
+    storage_options: Mapping[str, Any] | None,
+    progress: bool,
+    per_array_metadata: bool,
+    fingerprint: Mapping[str, Any],
+    fresh: bool,
+    *,
+    cube_data: bool = True,
+) -> StorePath:
+    """Write the store; on a refusal of the data, remove what this call wrote. Without
+    ``cube_data``, the cube variables' chunks are not written (metadata only)."""
+    real = lifecycle.store_path(store, storage_options)
+    started = None
+    try:
+        started = start_store(
+            ds, real, cube_vars, profiles, quality, bounds, mode, fingerprint,
+            cube_data=cube_data, eager=encode.encodes_now(ds, cube_vars, progress),
+        )  # fmt: skip
+        encode.compute(started.tasks, progress)
+        if started.eager is not None:
+            started.eager.write(started.group, real)
     except _REFUSALS:
         _remove(real, store, fresh)
         raise
     finally:
-        if eager is not None:
-            eager.close()
+        if started is not None and started.eager is not None:
+            started.eager.close()
     lifecycle.finish(real, encode.store_marker(cube_vars, complete=True), per_array_metadata)
     return real
 

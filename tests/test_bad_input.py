@@ -259,7 +259,7 @@ def test_unknown_profile_lists_the_valid_ones(small: xr.Dataset) -> None:
         ({"target_psnr": -3}, "target_psnr must be a positive number"),
         ({"max_abs_error": -1}, "variable 'data': max_abs_error must be finite and >= 0"),
         ({"max_abs_error": {"nope": 1}}, r"max_abs_error names \['nope'\]"),
-        ({"mode": "a"}, "mode must be 'w-' or 'w'"),
+        ({"mode": "x"}, r"mode must be 'w-', 'w', 'a' or 'r\+'"),
     ],
 )
 def test_conflicting_or_invalid_quality_options(
