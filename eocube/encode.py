@@ -177,17 +177,37 @@ def store_marker(cube_vars: Mapping[Hashable, CubeVar], *, complete: bool) -> di
     return found
 
 
-def compute(tasks: Sequence[Any], progress: bool) -> None:
-    """Run dask tasks, with dask's progress bar when ``progress``."""
+def compute(tasks: Sequence[Any], progress: bool) -> tuple[Any, ...]:
+    """Run dask tasks, with dask's progress bar when ``progress``; their results."""
     import dask
 
     if progress:
         from dask.diagnostics import ProgressBar
 
         with ProgressBar():
-            dask.compute(*tasks)
-    else:
-        dask.compute(*tasks)
+            return tuple(dask.compute(*tasks))
+    return tuple(dask.compute(*tasks))
+
+
+@dataclass(frozen=True)
+class WrittenShard:
+    """A shard object a task wrote (:func:`write_shard`): its store key and size in bytes,
+    which the store must show when it is finished (:func:`eocube.lifecycle.check_written`)."""
+
+    key: str
+    nbytes: int
+
+
+def written_shards(results: Any) -> dict[str, int]:
+    """Store key to bytes of every :class:`WrittenShard` among task results (nested in
+    lists or tuples); other results (of the lossless variables' writes) are ignored."""
+    if isinstance(results, WrittenShard):
+        return {results.key: results.nbytes}
+    found: dict[str, int] = {}
+    if isinstance(results, list | tuple):
+        for result in results:
+            found.update(written_shards(result))
+    return found
 
 
 def cube_tasks(
@@ -347,8 +367,10 @@ class EagerEncodes:
                 future = self._pool.submit(_encode_region, data[region], codec, cv, idx)
                 self._futures[future] = (job, pos)
 
-    def write(self, group: zarr.Group, stage: StorePath) -> None:
-        """Stage the payloads as they come and write every shard (into ``group``)."""
+    def write(self, group: zarr.Group, stage: StorePath) -> list[WrittenShard]:
+        """Stage the payloads as they come and write every shard (into ``group``); the
+        shard objects written."""
+        written: list[WrittenShard] = []
         arrays = {}
         for job in self._shards:
             if job.name not in arrays:
@@ -365,8 +387,11 @@ class EagerEncodes:
                 job.staged.append(key)
             job.left -= 1
             if job.left == 0:
-                write_shard(arrays[job.name], job.index, job.payloads, stage, job.staged)
+                shard = write_shard(arrays[job.name], job.index, job.payloads, stage, job.staged)
+                if shard is not None:
+                    written.append(shard)
                 job.payloads = []
+        return written
 
     def close(self) -> None:
         """Drop the encodes not started (a refusal or an interruption)."""
@@ -513,9 +538,10 @@ def write_shard(
     payloads: list[bytes | None],
     stage: StorePath,
     staged: list[str],
-) -> None:
+) -> WrittenShard | None:
     """Write one shard object (:func:`eocube.shards.assemble`), then drop the chunks staged
-    for it. A shard of fill values only is no object, as zarr does (nor one left over)."""
+    for it; the object written, or None for a shard of fill values only, which is no
+    object, as zarr does (nor one left over)."""
     store = arr.store_path.store
     key = shards.shard_key(arr, shard)
     data = shards.assemble(payloads)
@@ -526,3 +552,4 @@ def write_shard(
         zarr.core.sync.sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
     for staged_key in staged:
         zarr.core.sync.sync(stage.store.delete(f"{stage.path}/{staged_key}".lstrip("/")))
+    return None if data is None else WrittenShard(key, len(data))

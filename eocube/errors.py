@@ -31,6 +31,12 @@ class IncompleteStoreError(EocubeError):
     """A store whose write did not finish (interrupted), or that is not an eocube store."""
 
 
+class MissingShardsError(IncompleteStoreError):
+    """Shards a write reported writing that the store does not hold as written (absent, or
+    of another size): the client and the workers did not share the storage. The store is
+    left unfinished, so that ``resume=True`` writes them again."""
+
+
 class NvdecError(EocubeError):
     """NVDEC could not decode a stream (no GPU, no driver, unsupported format or size)."""
 
@@ -45,6 +51,7 @@ __all__ = [
     "EocubeError",
     "GPUFallbackWarning",
     "IncompleteStoreError",
+    "MissingShardsError",
     "NvdecError",
     "ProfileError",
     "UnsupportedDataError",

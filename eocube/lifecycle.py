@@ -6,9 +6,10 @@
   be read as data (zarr-python raises) by anyone. eocube writes and reads an unfinished
   store through :class:`UnfinishedView`, which adds the field to every document written
   and strips it from every document read.
-- :func:`finish` marks a store complete: the arrays' own documents go (or lose the
-  field), the staging area and leftovers of interrupted writes go, the root document is
-  written last.
+- :func:`finish` marks a store complete: it first checks that every shard the write
+  reported is in the store as written (:func:`check_written`, one listing of the store),
+  then the arrays' own documents go (or lose the field), the staging area and leftovers
+  of interrupted writes go, the root document is written last.
 - An update of a finished store (an append, a region write: :mod:`eocube.update`) keeps
   it readable: :func:`begin_update` records the update in the marker's
   :data:`~eocube.layout.PENDING` entry (readers ignore it), the update writes chunks
@@ -36,6 +37,7 @@ from zarr.errors import UnstableSpecificationWarning
 from zarr.storage import StorePath, WrapperStore
 
 from eocube import metadata
+from eocube.errors import MissingShardsError
 from eocube.layout import (
     INCOMPLETE,
     INCOMPLETE_NOTE,
@@ -147,12 +149,27 @@ def metadata_keys(path: StorePath) -> list[str]:
     return out
 
 
-def finish(path: StorePath, marker: Mapping[str, Any], per_array_metadata: bool) -> None:
+def finish(
+    path: StorePath,
+    marker: Mapping[str, Any],
+    per_array_metadata: bool,
+    *,
+    written: Mapping[str, int],
+) -> None:
     """Mark the store complete: the root document last, clean of the unfinished field.
 
-    The arrays' own documents are deleted (the root's consolidated metadata describes
-    them) unless ``per_array_metadata``, and the staging area is removed.
+    The shards the write reported (``written``: store key to bytes) are checked first
+    (:func:`check_written`); the arrays' own documents are then deleted (the root's
+    consolidated metadata describes them) unless ``per_array_metadata``, and the staging
+    area is removed.
+
+    Raises
+    ------
+    MissingShardsError
+        If a shard in ``written`` is absent or of another size; the store stays
+        unfinished.
     """
+    check_written(path, written)
     for key in metadata_keys(path):
         if key == METADATA:
             continue
@@ -178,6 +195,93 @@ def finish(path: StorePath, marker: Mapping[str, Any], per_array_metadata: bool)
     else:
         root = metadata.compact(root, MARKER)
     write_document(path, METADATA, root)
+
+
+SHOWN_SHARDS = 5
+"""Shards an error of :func:`check_written` names (then how many more)."""
+
+
+def check_written(path: StorePath, written: Mapping[str, int]) -> None:
+    """Check that the store holds every shard a write reported, with the size reported.
+
+    Tasks report the shards they wrote (store key to bytes); a shard of fill values only
+    is no object and is not reported. On storage that the client and the workers do not
+    share (a worker-local path, ``memory://`` in worker processes) the client's store
+    lacks them, and would read fill values where the data should be. One listing of the
+    store gives the sizes (:func:`stored_sizes`): no shard is read.
+
+    Raises
+    ------
+    MissingShardsError
+        Naming the first :data:`SHOWN_SHARDS` shards absent or of another size, and how
+        many there are.
+    """
+    if not written:
+        return
+    found = stored_sizes(path)
+    wrong = []
+    for key in sorted(written):
+        size = found.get(key)
+        if size is None:
+            wrong.append(f"{key} (absent)")
+        elif size != written[key]:
+            wrong.append(f"{key} ({size} bytes, {written[key]} written)")
+    if not wrong:
+        return
+    shown = ", ".join(wrong[:SHOWN_SHARDS])
+    more = f" and {len(wrong) - SHOWN_SHARDS} more" if len(wrong) > SHOWN_SHARDS else ""
+    raise MissingShardsError(
+        f"{_named(path)}: {len(wrong)} of the {len(written)} shards the write reported are not in "
+        f"the store as written: {shown}{more}. The store is left unfinished. The process "
+        f"that calls the write and every worker must share the storage (a path or URL all "
+        f"of them reach: not a worker-local path, nor memory:// with worker processes); "
+        f"with such storage, repeat the call with resume=True to write them again"
+    )
+
+
+def _named(path: StorePath) -> str:
+    """The store at ``path`` as its user named it: a URL for an fsspec store."""
+    from zarr.storage import FsspecStore
+
+    if isinstance(path.store, FsspecStore):
+        return str(path.store.fs.unstrip_protocol(_join(path.store.path, path.path)))
+    return str(path)
+
+
+def stored_sizes(path: StorePath) -> dict[str, int]:
+    """The size in bytes of every key under ``path`` (full store keys), from one listing:
+    a walk of a local folder, fsspec's ``find`` with details; other stores are listed and
+    asked each key's size."""
+    from zarr.storage import FsspecStore, LocalStore
+
+    prefix = path.path.strip("/")
+    store = path.store
+    if isinstance(store, LocalStore):
+        root = os.path.join(str(store.root), prefix)
+        out = {}
+        for parent, _, files in os.walk(root):
+            for name in files:
+                full = os.path.join(parent, name)
+                key = os.path.relpath(full, str(store.root)).replace(os.sep, "/")
+                with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                    out[key] = os.stat(full).st_size
+        return out
+    if isinstance(store, FsspecStore):
+        base = store.path.rstrip("/")
+        # fsspec names files as it strips its own URLs: relative to the store's path
+        where = f"{base}/{prefix}" if prefix else base
+        found = sync(store.fs._find(where, detail=True))
+        strip = store.fs._strip_protocol(base).rstrip("/") if base else ""
+        return {
+            str(name)[len(strip) :].lstrip("/"): int(info["size"])
+            for name, info in found.items()
+            if info.get("type", "file") == "file" and str(name).startswith(strip)
+        }
+
+    async def each_size() -> dict[str, int]:
+        return {key: await store.getsize(key) async for key in store.list_prefix(prefix)}
+
+    return sync(each_size())
 
 
 def pending_update(root: Mapping[str, Any]) -> dict[str, Any] | None:

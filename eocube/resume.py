@@ -205,10 +205,11 @@ def resume_write(
             ]
             if missing:
                 tasks.extend(encode.cube_tasks(ds, name, cv, arr, real, missing, staged))
-        encode.compute(tasks, progress)
+        results = encode.compute(tasks, progress)
         marker = dict((target.root.get("attributes") or {}).get(MARKER) or {})
         marker.update(format=STORE_FORMAT, complete=True)
-        lifecycle.finish(real, marker, per_array_metadata)
+        # the shards kept were checked above (their index); those written now are checked
+        lifecycle.finish(real, marker, per_array_metadata, written=encode.written_shards(results))
     group = zarr.open_group(real, mode="r", zarr_format=3)
     profiles, quality, bounds = stored_settings(group, cube_vars)
     made = with_profiles(

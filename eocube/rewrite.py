@@ -227,12 +227,13 @@ def _rewrite_shard(
     parts: list[bytes | _Copy | None],
     stage: StorePath,
     staged: list[str],
-) -> None:
-    """Write a shard from its new payloads and those it keeps (:class:`_Copy`)."""
+) -> encode.WrittenShard | None:
+    """Write a shard from its new payloads and those it keeps (:class:`_Copy`); the object
+    written (:func:`eocube.encode.write_shard`)."""
     kept: list[bytes | None] | None = None
     if any(isinstance(p, _Copy) for p in parts):
         kept = _shard_payloads(arr.store_path.store, shards.shard_key(arr, shard), arr)
     payloads = [
         (None if kept is None else kept[p.position]) if isinstance(p, _Copy) else p for p in parts
     ]
-    encode.write_shard(arr, shard, payloads, stage, staged)
+    return encode.write_shard(arr, shard, payloads, stage, staged)

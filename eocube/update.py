@@ -182,8 +182,8 @@ def update_store(
 
     if not compute:
         return dask.delayed(_commit, pure=False)(tasks, ds, stored, plan, measure, started)
-    encode.compute(tasks, progress)
-    return _commit(None, ds, stored, plan, measure, started)
+    results = encode.compute(tasks, progress)
+    return _commit(results, ds, stored, plan, measure, started)
 
 
 @dataclass(frozen=True)
@@ -561,15 +561,18 @@ def _write_other(
 
 
 def _commit(
-    _done: Any,
+    results: Any,
     ds: xr.Dataset,
     stored: Stored,
     plan: Plan,
     measure: bool,
     started: float,
 ) -> EncodeReport:
-    """Commit the update (:func:`eocube.lifecycle.commit_update`) and report it. The
-    recorded quality of lossy variables goes: it measured values this update changed."""
+    """Commit the update (:func:`eocube.lifecycle.commit_update`) and report it, once the
+    store holds every shard the update's tasks reported (``results``: their results);
+    else the update stays pending, for ``resume=True``. The recorded quality of lossy
+    variables goes: it measured values this update changed."""
+    lifecycle.check_written(stored.path, encode.written_shards(results))
     lossy = [str(n) for n in plan.cube_vars if not get_profile(stored.codec(n).profile).lossless]
     lifecycle.commit_update(stored.path, plan.shapes, lossy)
     return _report(stored.path, ds, stored, plan, measure, started, plan.kind)

@@ -209,6 +209,10 @@ def to_eocube(
     ValueError
         For arguments that conflict, and for an update whose data does not fit the
         store (the message says what differs).
+    MissingShardsError
+        When the store lacks shards the workers reported writing (storage the workers
+        and this process do not share): the store is left unfinished, or the update
+        pending, for ``resume=True`` once the storage is shared.
 
     Notes
     -----
@@ -422,7 +426,7 @@ def final_report(
 
 
 def _finish_deferred(
-    _written: Any,
+    written: Any,
     real: StorePath,
     cube_vars: Mapping[Hashable, CubeVar],
     per_array_metadata: bool,
@@ -433,8 +437,13 @@ def _finish_deferred(
     control: str,
 ) -> EncodeReport:
     """The end of a ``compute=False`` write, once its chunks are written: finish the store
-    and report it."""
-    lifecycle.finish(real, encode.store_marker(cube_vars, complete=True), per_array_metadata)
+    and report it (``written``: the results of the tasks that wrote the chunks)."""
+    lifecycle.finish(
+        real,
+        encode.store_marker(cube_vars, complete=True),
+        per_array_metadata,
+        written=encode.written_shards(written),
+    )
     report = report_of(real, quality, time.perf_counter() - started)
     return final_report(real, report, started, 1, trials, control)
 
@@ -633,16 +642,22 @@ def write_store(
             ds, real, cube_vars, profiles, quality, bounds, mode, fingerprint,
             cube_data=cube_data, eager=encode.encodes_now(ds, cube_vars, progress),
         )  # fmt: skip
-        encode.compute(started.tasks, progress)
+        results: list[Any] = list(encode.compute(started.tasks, progress))
         if started.eager is not None:
-            started.eager.write(started.group, real)
+            results.append(started.eager.write(started.group, real))
     except _REFUSALS:
         _remove(real, store, fresh)
         raise
     finally:
         if started is not None and started.eager is not None:
             started.eager.close()
-    lifecycle.finish(real, encode.store_marker(cube_vars, complete=True), per_array_metadata)
+    # outside the refusals: shards lost on the way leave the store unfinished (resumable)
+    lifecycle.finish(
+        real,
+        encode.store_marker(cube_vars, complete=True),
+        per_array_metadata,
+        written=encode.written_shards(results),
+    )
     return real
 
 
