@@ -444,6 +444,7 @@ def _store_info(store: str, storage_options: dict[str, Any] | None) -> dict[str,
 
     from eocube.backend import open_dataset
     from eocube.codec import VideoCodec
+    from eocube.hubfs import hub_store, is_hub_url
     from eocube.layout import MARKER
     from eocube.lifecycle import quiet_zarr
     from eocube.lifecycle import store_path as path_of
@@ -451,7 +452,10 @@ def _store_info(store: str, storage_options: dict[str, Any] | None) -> dict[str,
 
     with quiet_zarr():
         ds = open_dataset(store, storage_options=storage_options)
-        group = zarr.open_group(path_of(store, storage_options, read_only=True), mode="r")
+        # hf:// through the client open_dataset used (its listing answers the sizes, and
+        # its block cache, when asked for, keeps the indexes, not 1 MiB blocks)
+        location = hub_store(store, storage_options) if is_hub_url(store) else store
+        group = zarr.open_group(path_of(location, storage_options, read_only=True), mode="r")
         store_path = group.store_path
         nbytes = int(zarr.core.sync.sync(store_path.store.getsize_prefix(store_path.path)))
         variables = {}

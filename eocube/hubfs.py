@@ -12,10 +12,12 @@ An optional local block cache: ``storage_options={"cache_storage": "/path/to/cac
 (and ``cache_block_size``, default 1 MiB) makes reads fetch whole aligned blocks, the
 missing ones of a read in one range request, and keep them on disk
 (:class:`eocube.cache.DiskBlockCache`); later reads of those blocks, by this process or
-another, cost no request. The folder keeps at most ``cache_max_bytes`` (default: the
-environment variable ``EOCUBE_BLOCK_CACHE_BYTES``, else 10 GiB; 0 keeps nothing):
-beyond that, the blocks read longest ago are deleted first. Blocks are keyed by the URL,
-revision included: pin a commit sha (a branch moves, its cached blocks would not).
+another, cost no request. Suffix reads (shard indexes) are fetched and kept exactly,
+not as blocks: ``eocube info`` and a resume read every index and nothing else. The
+folder keeps at most ``cache_max_bytes`` (default: the environment variable
+``EOCUBE_BLOCK_CACHE_BYTES``, else 10 GiB; 0 keeps nothing): beyond that, the blocks
+read longest ago are deleted first. Blocks are keyed by the URL, revision included: pin
+a commit sha (a branch moves, its cached blocks would not).
 fsspec's own ``blockcache::`` and ``simplecache::`` chains do not serve here:
 ``HfFileSystem`` streams whole-file reads past the block cache, the cached local file of
 ``simplecache`` lacks the ``size`` that zarr's suffix reads (shard indexes) need, and
@@ -119,6 +121,16 @@ class RangeHfFileSystem(HfFileSystem):
         blocks = self.block_cache
         if blocks is None or blocks.max_bytes == 0:
             return bytes(super().cat_file(path, start=start, end=end, **kwargs))
+        if start is not None and start < 0 and end is None:
+            # a suffix read is a shard index (zarr's only suffix reads): a few kB, where
+            # a whole block would move up to 1 MiB of chunks nobody asked for (`eocube
+            # info` and a resume read every index); fetched exactly, kept as it is
+            suffix_key = f"suffix{-start}:{self.resolve_path(path).unresolve()}"
+            kept = blocks.get(suffix_key, 0)
+            if kept is None:
+                kept = bytes(super().cat_file(path, start=start, end=end, **kwargs))
+                blocks.put(suffix_key, 0, kept)
+            return kept
         size = int(self.info(path)["size"])
         start = 0 if start is None else max(0, size + start) if start < 0 else min(start, size)
         end = size if end is None else max(0, size + end) if end < 0 else min(end, size)
