@@ -35,12 +35,14 @@ its budget, the blocks read longest ago are deleted until it holds
 unless ``EOCUBE_BLOCK_CACHE_BYTES`` or the ``max_bytes`` argument says otherwise (0:
 nothing is kept). Processes sharing a folder each evict by what they find there; the
 folder can go over its budget by what the others wrote since they last looked.
+Evictions are logged on the ``eocube.cache`` logger at DEBUG.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import tempfile
 import threading
@@ -51,6 +53,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 256 * 2**20
 """Bytes of decoded chunks a process keeps by default: about six default chunks of ten
@@ -324,18 +328,28 @@ class DiskBlockCache:
         """Delete the least recently used blocks until at most ``limit`` bytes are left;
         return the bytes left."""
         blocks = self.blocks()
-        total = sum(b.nbytes for b in blocks)
+        found = total = sum(b.nbytes for b in blocks)
         emptied = set()
+        evicted = 0
         for block in blocks:
             if total <= limit:
                 break
             with contextlib.suppress(FileNotFoundError):  # another process evicted it
                 os.remove(block.path)
             total -= block.nbytes
+            evicted += 1
             emptied.add(os.path.dirname(block.path))
         for folder in emptied:
             with contextlib.suppress(OSError):  # not empty: other blocks of the object stay
                 os.rmdir(folder)
+        logger.debug(
+            "block cache %s held %d bytes (budget %d): evicted %d blocks, %d bytes left",
+            self.folder,
+            found,
+            self.max_bytes,
+            evicted,
+            total,
+        )
         return total
 
 
@@ -359,6 +373,7 @@ def _write_atomic(path: str, data: bytes) -> None:
         except FileNotFoundError:
             if attempt == 2:
                 raise
+            logger.debug("block cache folder %s was evicted meanwhile, made again", folder)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     _touch(tmp)

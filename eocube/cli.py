@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import re
 import sys
@@ -562,6 +563,7 @@ def _verify(args: argparse.Namespace) -> int:
             recorded=info.get("recorded_quality") or {},
             bound=args.max_abs_error,
             psnr_margin=args.psnr_margin,
+            progress=not args.quiet and not args.json,
         )
     result = {"store": args.store, "against": args.against, **result}
     lines = [f"{args.store} against {args.against}: {'OK' if result['ok'] else 'FAILED'}"]
@@ -595,6 +597,7 @@ def _publish(args: argparse.Namespace) -> int:
         revision=args.revision,
         commit_message=args.message,
         private=args.private,
+        progress=not args.quiet,
     )
     print(sha)
     return 0
@@ -607,6 +610,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``eocube`` command."""
     common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    common.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="show eocube's logs (eocube.* loggers) from this level on, on stderr",
+    )
     parser = _Parser(
         prog="eocube",
         description="Earth-observation and climate cubes compressed as video (zarr v3 stores).",
@@ -720,6 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ver.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec option")
     ver.add_argument("--json", action="store_true", help="print JSON")
+    ver.add_argument("--quiet", action="store_true", help="no progress")
     ver.set_defaults(func=_verify)
 
     pub = sub.add_parser(
@@ -734,6 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--revision", help="the branch to commit to (default: main)")
     pub.add_argument("--message", help="the commit message")
     pub.add_argument("--private", action="store_true", help="create the repo private")
+    pub.add_argument("--quiet", action="store_true", help="no progress")
     pub.set_defaults(func=_publish)
     return parser
 
@@ -758,6 +768,9 @@ def _interrupted(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``eocube`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "log_level", None):
+        logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logging.getLogger("eocube").setLevel(args.log_level)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

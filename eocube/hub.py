@@ -14,6 +14,11 @@ is the order a release must arrive in, so ``publish`` cuts the upload into commi
 
 A re-run after an interruption cuts the same commits; those already on the hub are found
 unchanged and skipped, so only what is missing is sent and the release ends complete.
+With ``progress=True`` ``publish`` counts the bytes of the files committed
+(:mod:`eocube.progress`); it logs each part on the ``eocube.hub`` logger at INFO (files and
+bytes sent, files unchanged, deletions, the new head) and each unchanged file at DEBUG.
+``huggingface_hub`` logs its own retries (``Retrying in ...``) at WARNING.
+
 Read a published cube with ``xr.open_dataset("hf://datasets/<repo>@<sha>/cubes/<id>.eocube",
 engine="eocube")`` (see :mod:`eocube.hubfs`).
 """
@@ -28,6 +33,8 @@ from pathlib import Path, PurePosixPath
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.utils import RevisionNotFoundError
+
+from eocube.progress import track
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +116,11 @@ class _Commit:
     adds: tuple[tuple[str, Path], ...]  # (path in repo, local file), in commit order
     deletes: tuple[str, ...]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the files the commit adds (sent, or found unchanged on the hub)."""
+        return sum(file.stat().st_size for _, file in self.adds)
+
     def operations(self) -> list[Operation]:
         """The commit's operations (each added file is hashed here, when it is due)."""
         adds = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=f) for p, f in self.adds]
@@ -147,6 +159,43 @@ def _commits(unit: _Unit, remote: set[str]) -> list[_Commit]:
     ]
 
 
+def _unchanged(operation: Operation) -> bool:
+    """Whether ``create_commit`` left ``operation`` out: a file the hub holds already.
+
+    The test is the client's own (the remote object id that ``preupload`` reported equals
+    the local one); it reads private fields, so when a later ``huggingface_hub`` drops
+    them every file counts as sent. It only feeds the log.
+    """
+    if not isinstance(operation, CommitOperationAdd):
+        return False
+    remote = getattr(operation, "_remote_oid", None)
+    return remote is not None and remote == getattr(operation, "_local_oid", None)
+
+
+def _log_part(part: str, operations: list[Operation], sha: str, branch: str) -> None:
+    adds = [op for op in operations if isinstance(op, CommitOperationAdd)]
+    found = [_unchanged(op) for op in adds]
+    unchanged = [op for op, same in zip(adds, found, strict=True) if same]
+    sent = [op for op, same in zip(adds, found, strict=True) if not same]
+    deleted = len(operations) - len(adds)
+    for op in unchanged:
+        logger.debug("part %s: %s unchanged on the hub, not sent", part, op.path_in_repo)
+    nbytes = sum(op.upload_info.size for op in sent)
+    if not sent and not deleted:
+        logger.info("part %s: all %d files unchanged on the hub, no commit", part, len(adds))
+        return
+    logger.info(
+        "part %s: %d files sent (%d bytes), %d unchanged, %d deleted; %s is the head of %s",
+        part,
+        len(sent),
+        nbytes,
+        len(unchanged),
+        deleted,
+        sha,
+        branch,
+    )
+
+
 def publish(
     path: str | os.PathLike[str],
     repo_id: str,
@@ -156,6 +205,7 @@ def publish(
     revision: str | None = None,
     commit_message: str | None = None,
     private: bool = False,
+    progress: bool = False,
 ) -> str:
     """Upload an eocube store or a release folder to a hub dataset repo.
 
@@ -184,6 +234,9 @@ def publish(
         Summary of the commits (each gets its part appended when there are several).
     private : bool
         Create the repo private (an existing repo keeps its visibility).
+    progress : bool
+        Show progress over the bytes of the files committed, part by part
+        (:mod:`eocube.progress`).
 
     Returns
     -------
@@ -214,16 +267,29 @@ def publish(
         remote = set(api.list_repo_files(repo_id, repo_type=REPO_TYPE, revision=branch))
     message = commit_message or f"Publish {root.name} with eocube"
     commits = [commit for unit in units for commit in _commits(unit, remote)]
+    sizes = [commit.nbytes for commit in commits]
+    logger.info(
+        "publishing %s to %s@%s: %d files, %d bytes, in %d parts",
+        root,
+        repo_id,
+        branch,
+        sum(len(commit.adds) for commit in commits),
+        sum(sizes),
+        len(commits),
+    )
     sha = ""
-    for i, commit in enumerate(commits, start=1):
-        part = f"{i}/{len(commits)}: {commit.name}"
-        info = api.create_commit(
-            repo_id,
-            commit.operations(),
-            commit_message=message if len(commits) == 1 else f"{message} ({part})",
-            repo_type=REPO_TYPE,
-            revision=branch,
-        )
-        sha = info.oid
-        logger.info("part %s: %s is the head of %s", part, sha, branch)
+    with track(sum(sizes), label="publish", unit="B", show=progress) as bar:
+        for i, (commit, nbytes) in enumerate(zip(commits, sizes, strict=True), start=1):
+            part = f"{i}/{len(commits)}: {commit.name}"
+            operations = commit.operations()
+            info = api.create_commit(
+                repo_id,
+                operations,
+                commit_message=message if len(commits) == 1 else f"{message} ({part})",
+                repo_type=REPO_TYPE,
+                revision=branch,
+            )
+            sha = info.oid
+            _log_part(part, operations, sha, branch)
+            bar.advance(nbytes)
     return sha

@@ -22,10 +22,14 @@ fsspec's own ``blockcache::`` and ``simplecache::`` chains do not serve here:
 ``HfFileSystem`` streams whole-file reads past the block cache, the cached local file of
 ``simplecache`` lacks the ``size`` that zarr's suffix reads (shard indexes) need, and
 neither bounds the disk it uses.
+
+The ``eocube.hubfs`` logger tells at DEBUG what each read fetched (a listing, a suffix
+read, a run of blocks) and what the block cache served.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -36,6 +40,8 @@ from huggingface_hub import HfFileSystem
 from zarr.storage import FsspecStore
 
 from eocube.cache import DiskBlockCache
+
+logger = logging.getLogger(__name__)
 
 HF_PROTOCOL = "hf://"
 
@@ -96,7 +102,8 @@ class RangeHfFileSystem(HfFileSystem):
         without a request (zarr reads absent chunks as fill values).
         """
         path = self.resolve_path(path).unresolve()
-        self.find(path)
+        found = self.find(path)
+        logger.debug("listed %s: %d objects", path, len(found))
         listed: set[str] = self.__dict__.setdefault("_listed_trees", set())
         listed.add(path.rstrip("/"))
 
@@ -130,6 +137,7 @@ class RangeHfFileSystem(HfFileSystem):
             if kept is None:
                 kept = bytes(super().cat_file(path, start=start, end=end, **kwargs))
                 blocks.put(suffix_key, 0, kept)
+                logger.debug("fetched the last %d bytes of %s", -start, path)
             return kept
         size = int(self.info(path)["size"])
         start = 0 if start is None else max(0, size + start) if start < 0 else min(start, size)
@@ -153,9 +161,12 @@ class RangeHfFileSystem(HfFileSystem):
                 runs[-1].append(i)
             else:
                 runs.append([i])
+        if found:
+            logger.debug("%d blocks of %s served by the block cache", len(found), path)
         for run in runs:  # one exact range request per run of missing blocks
             lo, hi = run[0] * bs, min(size, (run[-1] + 1) * bs)
             data = super().cat_file(path, start=lo, end=hi, **kwargs)
+            logger.debug("fetched blocks %d-%d of %s (%d bytes)", run[0], run[-1], path, hi - lo)
             for i in run:
                 found[i] = data[i * bs - lo : (i + 1) * bs - lo]
                 blocks.put(key, i, found[i])

@@ -9,6 +9,7 @@ A release folder holds::
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Hashable, Mapping, Sequence
@@ -19,8 +20,11 @@ import pyarrow as pa
 import xarray as xr
 
 from eocube.catalog import items, write_catalog
+from eocube.progress import track
 from eocube.stac import cube_item
 from eocube.write import to_eocube
+
+logger = logging.getLogger(__name__)
 
 CUBES_DIR = "cubes"
 CATALOG = "catalog.parquet"
@@ -121,13 +125,18 @@ def write_release(
     (root / CUBES_DIR).mkdir(parents=True, exist_ok=True)
     dims = to_eocube_kwargs.get("dims")
     cube_items = []
-    for i, (cube_id, cube) in enumerate(cubes.items(), start=1):
-        path = cube_path(cube_id)
-        if progress:
-            print(f"[{i}/{len(cubes)}] {cube_id} -> {path}", flush=True)
-        ds = cube.to_dataset(name=cube.name or "data") if isinstance(cube, xr.DataArray) else cube
-        report = to_eocube(ds, root / path, progress=progress, **to_eocube_kwargs)
-        cube_items.append(cube_item(cube_id, path, ds, report, dims=dims))
+    with track(len(cubes), label="release", unit="cubes", show=progress) as bar:
+        for i, (cube_id, cube) in enumerate(cubes.items(), start=1):
+            path = cube_path(cube_id)
+            logger.info("[%d/%d] %s -> %s", i, len(cubes), cube_id, path)
+            ds = (
+                cube.to_dataset(name=cube.name or "data")
+                if isinstance(cube, xr.DataArray)
+                else cube
+            )
+            report = to_eocube(ds, root / path, progress=progress, **to_eocube_kwargs)
+            cube_items.append(cube_item(cube_id, path, ds, report, dims=dims))
+            bar.advance()
     table = write_catalog(cube_items, root / CATALOG, row_group_size=row_group_size)
     (root / CARD).write_text(
         dataset_card(

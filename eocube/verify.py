@@ -4,12 +4,15 @@
 shape or dims, other coordinates, a PSNR more than a margin below the one measured when
 the store was written (for a lossless store: any difference), a broken error bound, or
 a damaged chunk. It never calls a mismatch OK because the error happens to be small.
+With ``progress=True`` it counts the stored chunks compared (:mod:`eocube.progress`),
+and it logs each variable's outcome on the ``eocube.verify`` logger at INFO.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import numpy as np
@@ -19,8 +22,11 @@ from eocube import metrics
 from eocube.codec import VideoCodec
 from eocube.dims import recognise
 from eocube.errors import CorruptChunkError
+from eocube.progress import track
 from eocube.reader import CODEC_ENCODING
 from eocube.variables import nodata_of
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PSNR_MARGIN = 0.1
 """dB the PSNR measured against a source may fall below the recorded one."""
@@ -40,11 +46,28 @@ def _coordinate_problem(dim: Hashable, stored: xr.DataArray, source: xr.DataArra
     )
 
 
-def _stats(stored: xr.DataArray, source: xr.DataArray, nodata: float | None) -> metrics.ErrorStats:
+def _chunk_counts(stored: xr.DataArray) -> dict[Hashable, int]:
+    """Stored chunks of ``stored`` along each of its dims."""
+    preferred = stored.encoding.get("preferred_chunks") or {}
+    return {d: -(-n // int(preferred.get(d, n) or 1)) for d, n in stored.sizes.items()}
+
+
+def stored_chunks(stored: xr.DataArray) -> int:
+    """How many stored chunks :func:`verify_variable` compares for ``stored``."""
+    return math.prod(_chunk_counts(stored).values())
+
+
+def _stats(
+    stored: xr.DataArray,
+    source: xr.DataArray,
+    nodata: float | None,
+    advance: Callable[[int], None] | None,
+) -> metrics.ErrorStats:
     """Error statistics, a slab of stored time chunks at a time (bounded memory)."""
     dim = stored.dims[0]
     preferred = stored.encoding.get("preferred_chunks") or {}
     step = int(preferred.get(dim, stored.sizes[dim]))
+    per_slab = math.prod(n for d, n in _chunk_counts(stored).items() if d != dim)
     stats = None
     for start in range(0, stored.sizes[dim], step):
         region = {dim: slice(start, start + step)}
@@ -52,6 +75,8 @@ def _stats(stored: xr.DataArray, source: xr.DataArray, nodata: float | None) -> 
             np.asarray(source.isel(region).values), np.asarray(stored.isel(region).values), nodata
         )
         stats = piece if stats is None else stats.merge(piece)
+        if advance is not None:
+            advance(per_slab)
     assert stats is not None
     return stats
 
@@ -64,8 +89,13 @@ def verify_variable(
     recorded: Mapping[str, Any] | None = None,
     bound: float | tuple[float, ...] | None = None,
     psnr_margin: float = DEFAULT_PSNR_MARGIN,
+    advance: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Compare one video-coded variable with its source; ``problems`` lists what fails."""
+    """Compare one video-coded variable with its source; ``problems`` lists what fails.
+
+    ``advance``, when given, is called with the number of stored chunks compared after
+    each slab of time chunks (:func:`stored_chunks` in all, unless a check fails first).
+    """
     entry: dict[str, Any] = {"problems": [], "notes": []}
     problems: list[str] = entry["problems"]
     if set(source.dims) != set(stored.dims):
@@ -90,7 +120,7 @@ def verify_variable(
         order = tuple(roles.values())
         stored, source = stored.transpose(*order), source.transpose(*order)
     try:
-        stats = _stats(stored, source, nodata_of(source))
+        stats = _stats(stored, source, nodata_of(source), advance)
         entry["checksums"] = "ok"
     except CorruptChunkError as exc:
         entry["checksums"] = "failed"
@@ -141,6 +171,7 @@ def verify_store(
     recorded: Mapping[str, Mapping[str, Any]] | None = None,
     bound: float | tuple[float, ...] | None = None,
     psnr_margin: float = DEFAULT_PSNR_MARGIN,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Compare every video-coded variable of an opened store with its source.
 
@@ -156,6 +187,8 @@ def verify_store(
         An error bound to check instead of the store's own ``max_abs_error``.
     psnr_margin : float
         dB the measured PSNR may fall below the recorded one.
+    progress : bool
+        Show progress over the stored chunks compared (:mod:`eocube.progress`).
 
     Returns
     -------
@@ -164,23 +197,43 @@ def verify_store(
         measured PSNR, max abs error and bound check.
     """
     result: dict[str, Any] = {"ok": True, "variables": {}}
-    for name, var in stored.data_vars.items():
-        codec = var.encoding.get(CODEC_ENCODING)
-        if not isinstance(codec, VideoCodec):
-            continue
-        if name not in source.data_vars:
-            entry: dict[str, Any] = {
-                "problems": [f"the source has no variable {name!r} ({list(source.data_vars)})"]
-            }
-        else:
-            entry = verify_variable(
-                name,
-                var,
-                source[name],
-                recorded=(recorded or {}).get(str(name)),
-                bound=bound if bound is not None else codec.max_abs_error,
-                psnr_margin=psnr_margin,
-            )
-        result["ok"] &= not entry["problems"]
-        result["variables"][str(name)] = entry
+    coded = {
+        name: (var, codec)
+        for name, var in stored.data_vars.items()
+        if isinstance(codec := var.encoding.get(CODEC_ENCODING), VideoCodec)
+    }
+    total = sum(stored_chunks(var) for var, _ in coded.values())
+    with track(total, label="verify", unit="chunks", show=progress) as bar:
+        for name, (var, codec) in coded.items():
+            end = bar.done + stored_chunks(var)
+            if name not in source.data_vars:
+                entry: dict[str, Any] = {
+                    "problems": [f"the source has no variable {name!r} ({list(source.data_vars)})"]
+                }
+            else:
+                entry = verify_variable(
+                    name,
+                    var,
+                    source[name],
+                    recorded=(recorded or {}).get(str(name)),
+                    bound=bound if bound is not None else codec.max_abs_error,
+                    psnr_margin=psnr_margin,
+                    advance=bar.advance,
+                )
+            bar.advance(end - bar.done)  # the chunks of a variable whose checks stopped early
+            _log(name, entry)
+            result["ok"] &= not entry["problems"]
+            result["variables"][str(name)] = entry
     return result
+
+
+def _log(name: Hashable, entry: Mapping[str, Any]) -> None:
+    if entry["problems"]:
+        logger.info("verify %s: FAILED: %s", name, "; ".join(entry["problems"]))
+    else:
+        logger.info(
+            "verify %s: OK, PSNR %.2f dB, max abs error %.6g",
+            name,
+            entry["psnr"],
+            entry["max_abs_error"],
+        )
