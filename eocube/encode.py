@@ -6,7 +6,9 @@ chunking; :func:`cube_tasks` encodes a cube variable one dask task per chunk (st
 the store until its shard is written) and writes one shard per task, so memory stays
 bounded by a few chunks per worker thread; :class:`EagerEncodes` does the same for a cube
 in memory without dask, its encodes started before the metadata is written;
-:func:`lossless_tasks` writes the rest through xarray.
+:func:`lossless_tasks` writes the rest through xarray. When the write measures, each
+chunk's task also measures the chunk it encoded (:class:`Measure`) and the shard's task
+reports the merged statistics (:class:`WrittenShard`, :func:`tallies`).
 
 Within :func:`reuse_payloads` (a write with a rate target), the payloads that the rate
 control's trial encodes made of sample chunks are kept, and a chunk the write encodes
@@ -16,8 +18,10 @@ again with the same values and settings takes that payload instead of a second e
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
+import logging
 import math
 import uuid
 from collections.abc import Hashable, Iterator, Mapping, Sequence
@@ -33,15 +37,18 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import StorePath
 
 import eocube.registry  # noqa: F401  (eocube's codecs, for zarr)
-from eocube import layout, lifecycle, shards, variables
-from eocube.chunk import encode_chunk
+from eocube import layout, lifecycle, metrics, shards, variables
+from eocube.chunk import decode_chunk, encode_chunk
 from eocube.codec import VideoCodec, parse_bound, parse_nodata, parse_quality
 from eocube.errors import CorruptChunkError
 from eocube.labels import LabelsCodec
 from eocube.layout import STORE_FORMAT
 from eocube.linear import LinearCodec
 from eocube.lorenzo import LorenzoCodec
+from eocube.profiles import get_profile
 from eocube.variables import CubeVar, validate_block
+
+logger = logging.getLogger(__name__)
 
 # CF/xarray encoding that describes values and must survive the round trip;
 # the rest (netCDF4 compression settings, source paths) describes the input file.
@@ -178,36 +185,131 @@ def store_marker(cube_vars: Mapping[Hashable, CubeVar], *, complete: bool) -> di
 
 
 def compute(tasks: Sequence[Any], progress: bool) -> tuple[Any, ...]:
-    """Run dask tasks, with dask's progress bar when ``progress``; their results."""
-    import dask
+    """Run the dask tasks of a write, counting them as they finish when ``progress``
+    (:func:`eocube.progress.compute`: locally, on a cluster, in a notebook, or as plain
+    lines in a job log); their results."""
+    from eocube.progress import compute as compute_showing_progress
 
-    if progress:
-        from dask.diagnostics import ProgressBar
+    return compute_showing_progress(tasks, show=progress, label="encode", unit="writes")
 
-        with ProgressBar():
-            return tuple(dask.compute(*tasks))
-    return tuple(dask.compute(*tasks))
+
+@dataclass(frozen=True)
+class Measure:
+    """How an encode task measures the chunk it encodes, for the write's report: the
+    chunk decoded as a reader decodes it (the video payload, then the CF decoding of the
+    stored values) against the values as they were given, with
+    :class:`eocube.metrics.ErrorStats` (docs/format.md, "Metrics"), whose statistics
+    merge exactly across chunks. So a write measures its quality where it encodes (on a
+    cluster, in the workers), with no second pass over the source nor read back."""
+
+    nodata: float | None  # the variable's nodata, as :func:`eocube.report.measure_errors`
+    dims: tuple[Hashable, ...]
+    cf: tuple[tuple[str, Any], ...]  # the CF attributes that decode the stored values
+    exact: bool  # a lossless profile: the encode checked it decodes exactly
+
+    CF_KEYS = ("_FillValue", "missing_value", "scale_factor", "add_offset", "_Unsigned")
+
+    @classmethod
+    def of(cls, encoded: xr.Variable, cv: CubeVar, exact: bool) -> Measure:
+        """The measure of a cube variable whose stored values are ``encoded`` (CF-encoded)."""
+        cf = tuple((k, encoded.attrs[k]) for k in cls.CF_KEYS if k in encoded.attrs)
+        return cls(cv.nodata, tuple(encoded.dims), cf, exact)
+
+    def as_read(self, stored: np.ndarray) -> np.ndarray:
+        """Stored values as a reader gets them (CF-decoded)."""
+        if not self.cf:
+            return stored
+        var = xr.Variable(self.dims, stored, attrs=dict(self.cf))
+        return np.asarray(xr.conventions.decode_cf_variable("values", var).values)
+
+    def stats(
+        self,
+        given: np.ndarray,
+        payload: bytes | None,
+        within: tuple[slice, ...] | None = None,
+    ) -> metrics.ErrorStats:
+        """Error statistics of values given as ``given`` (before CF encoding) and stored in
+        a chunk as ``payload`` (None: a chunk of fill values, not stored), at ``within`` of
+        the chunk (default: from its origin, as an edge chunk is padded)."""
+        given = np.asarray(given)
+        if self.exact or payload is None:
+            return metrics.ErrorStats.exact(given, self.nodata)
+        decoded = decode_chunk(shards.strip_checksum(payload, "the chunk just encoded"))
+        if decoded.ndim != given.ndim:  # (T, Y, X) variables decode as (T, 1, Y, X)
+            decoded = decoded.reshape(decoded.shape[:1] + decoded.shape[2:])
+        decoded = decoded[within or tuple(slice(0, n) for n in given.shape)]
+        return metrics.ErrorStats.of(given, self.as_read(decoded), self.nodata)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """What an encode task gives its shard's task: the chunk's payload (None for a chunk
+    of fill values only, which zarr does not store) and, when the write measures, its
+    error statistics (:class:`Measure`)."""
+
+    payload: bytes | None
+    stats: metrics.ErrorStats | None = None
 
 
 @dataclass(frozen=True)
 class WrittenShard:
-    """A shard object a task wrote (:func:`write_shard`): its store key and size in bytes,
-    which the store must show when it is finished (:func:`eocube.lifecycle.check_written`)."""
+    """A shard a task wrote (:func:`write_shard`): its store key and size in bytes, which
+    the store must show when it is finished (:func:`eocube.lifecycle.check_written`; 0: a
+    shard of fill values only, which is no object, as in zarr), the bytes of its chunks'
+    payloads, and the error statistics of its chunks when the write measures."""
 
     key: str
     nbytes: int
+    variable: str = ""
+    payload_nbytes: int = 0  # without the chunks' crc32c
+    stats: metrics.ErrorStats | None = None
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What the tasks of a write report for one variable: the bytes of its payloads and,
+    when measured, the error statistics of every chunk written (merged)."""
+
+    payload_nbytes: int
+    stats: metrics.ErrorStats | None
+
+
+def shards_in(results: Any) -> Iterator[WrittenShard]:
+    """The :class:`WrittenShard` among task results (nested in lists or tuples)."""
+    if isinstance(results, WrittenShard):
+        yield results
+    elif isinstance(results, list | tuple):
+        for result in results:
+            yield from shards_in(result)
 
 
 def written_shards(results: Any) -> dict[str, int]:
-    """Store key to bytes of every :class:`WrittenShard` among task results (nested in
-    lists or tuples); other results (of the lossless variables' writes) are ignored."""
-    if isinstance(results, WrittenShard):
-        return {results.key: results.nbytes}
-    found: dict[str, int] = {}
-    if isinstance(results, list | tuple):
-        for result in results:
-            found.update(written_shards(result))
-    return found
+    """Store key to bytes of every shard object among task results (nested in lists or
+    tuples); other results (of the lossless variables' writes) are ignored."""
+    return {s.key: s.nbytes for s in shards_in(results) if s.nbytes}
+
+
+def tallies(results: Any) -> dict[str, Tally]:
+    """Per variable, the payload bytes and merged error statistics the shard tasks
+    reported (their results, nested in lists or tuples); a variable some shard of which
+    was not measured has no statistics."""
+    found: dict[str, Tally] = {}
+    unmeasured: set[str] = set()
+    for shard in shards_in(results):
+        if not shard.variable:
+            continue
+        before = found.get(shard.variable)
+        stats = shard.stats
+        if stats is None:
+            unmeasured.add(shard.variable)
+        elif before is not None and before.stats is not None:
+            stats = before.stats.merge(stats)
+        payload = shard.payload_nbytes + (before.payload_nbytes if before else 0)
+        found[shard.variable] = Tally(payload, stats)
+    return {
+        name: Tally(t.payload_nbytes, None) if name in unmeasured else t
+        for name, t in found.items()
+    }
 
 
 def cube_tasks(
@@ -218,6 +320,10 @@ def cube_tasks(
     stage: StorePath,
     shards: Sequence[Sequence[int]] | None = None,
     staged: frozenset[str] = frozenset(),
+    *,
+    measure: bool = False,
+    codec: VideoCodec | None = None,
+    prefix: str = "",
 ) -> list[Any]:
     """Dask tasks writing the shards of a cube variable (all, or those given).
 
@@ -227,24 +333,34 @@ def cube_tasks(
     holds one chunk, never a whole shard, so memory stays bounded by a few chunks per
     worker thread whatever the shard or cube size, and the chunks of one shard encode
     in parallel (on a cluster, on several workers). Chunks found in ``staged`` (keys
-    relative to the store) are read back instead of encoded again.
+    relative to the store) are read back instead of encoded again. With ``measure`` each
+    chunk's task also measures its error (:class:`Measure`), which the shard's task
+    reports (:func:`tallies`). With ``codec`` (settings other than the array's) and
+    ``prefix`` (a folder of the store, :mod:`eocube.passes`), the shards are written under
+    ``prefix`` instead of in place, and no chunk is staged: the array stays as it is.
     """
     import dask
 
-    codec = arr.serializer
-    if not isinstance(codec, VideoCodec):
-        raise ValueError(f"array {arr.path!r} is not video-coded ({codec})")
+    if codec is None:
+        serializer = arr.serializer
+        if not isinstance(serializer, VideoCodec):
+            raise ValueError(f"array {arr.path!r} is not video-coded ({serializer})")
+        codec = serializer
     var = ds[name].chunk(dict(zip(cv.order, cv.inner, strict=True)))
-    data = xr.conventions.encode_cf_variable(var.variable).data
+    encoded = xr.conventions.encode_cf_variable(var.variable)
+    data = encoded.data
     if data.dtype != cv.dtype:
         data = data.astype(cv.dtype)
     blocks = data.to_delayed()
+    # the values as given, for the measure: dask computes each source block once for both
+    given = var.data.to_delayed() if measure else None
+    spec = Measure.of(encoded, cv, get_profile(codec.profile).lossless) if measure else None
     per = [s // c for s, c in zip(cv.shard, cv.inner, strict=True)]
     if shards is None:
         counts = [math.ceil(n / s) for n, s in zip(arr.shape, cv.shard, strict=True)]
         shards = list(itertools.product(*(range(c) for c in counts)))
-    encode = dask.delayed(encode_payload)
-    load = dask.delayed(load_staged)
+    encode = dask.delayed(encode_measured)
+    load = dask.delayed(load_measured)
     write = dask.delayed(write_shard)
     tasks: list[Any] = []
     for shard in shards:
@@ -254,7 +370,7 @@ def cube_tasks(
         ]
         inside = [all(i < n for i, n in zip(idx, blocks.shape, strict=True)) for idx in chunks]
         # a shard of one chunk is itself the checkpoint: nothing to stage
-        staging = stage if sum(inside) > 1 else None
+        staging = stage if sum(inside) > 1 and not prefix else None
         payloads: list[Any] = []
         keys = []
         for idx, present in zip(chunks, inside, strict=True):
@@ -262,12 +378,14 @@ def cube_tasks(
                 payloads.append(None)
                 continue
             key = layout.stage_key(name, idx)
+            source = None if given is None else given[idx]
             if key in staged:
-                payloads.append(load(stage, key))
+                payloads.append(load(stage, key, source, spec))
             else:
-                payloads.append(encode(blocks[idx], codec, cv, idx, staging, key))
+                payloads.append(encode(blocks[idx], codec, cv, idx, staging, key, source, spec))
             keys.append(key)
-        tasks.append(write(arr, tuple(shard), payloads, stage, keys if staging else []))
+        staged_keys = keys if staging else []
+        tasks.append(write(arr, tuple(shard), payloads, stage, staged_keys, str(name), prefix))
     return tasks
 
 
@@ -294,7 +412,7 @@ class _Shard:
 
     name: Hashable
     index: tuple[int, ...]
-    payloads: list[bytes | None]
+    payloads: list[Encoded | None]
     keys: list[str | None]
     staging: bool
     left: int
@@ -311,7 +429,8 @@ class EagerEncodes:
     holds other chunks, as :func:`cube_tasks` does) and writes each shard when its last
     chunk is in. The payloads and shard objects are those :func:`cube_tasks` makes.
     Payloads wait in memory only until their shard is written; the cube is in memory
-    already (:func:`encodes_now`), and its payloads are smaller than it.
+    already (:func:`encodes_now`), and its payloads are smaller than it. With ``measure``
+    each encode also measures its chunk (:class:`Measure`).
     """
 
     def __init__(
@@ -319,6 +438,8 @@ class EagerEncodes:
         ds: xr.Dataset,
         cube_vars: Mapping[Hashable, CubeVar],
         encoding: Mapping[Hashable, Mapping[str, Any]],
+        *,
+        measure: bool = False,
     ) -> None:
         import dask.system
 
@@ -326,17 +447,22 @@ class EagerEncodes:
             max_workers=max(1, dask.system.CPU_COUNT), thread_name_prefix="eocube-encode"
         )
         self._shards: list[_Shard] = []
-        self._futures: dict[Future[bytes | None], tuple[_Shard, int]] = {}
+        self._futures: dict[Future[Encoded], tuple[_Shard, int]] = {}
         try:
             for name, cv in cube_vars.items():
-                self._submit(ds, name, cv, encoding[name]["serializer"])
+                self._submit(ds, name, cv, encoding[name]["serializer"], measure)
         except BaseException:
             self.close()
             raise
 
-    def _submit(self, ds: xr.Dataset, name: Hashable, cv: CubeVar, codec: VideoCodec) -> None:
+    def _submit(
+        self, ds: xr.Dataset, name: Hashable, cv: CubeVar, codec: VideoCodec, measure: bool
+    ) -> None:
         # as cube_tasks: CF-encoded, then each block in the stored dtype
-        data = np.asarray(xr.conventions.encode_cf_variable(ds[name].variable).data)
+        encoded = xr.conventions.encode_cf_variable(ds[name].variable)
+        data = np.asarray(encoded.data)
+        given = np.asarray(ds[name].values) if measure else None
+        spec = Measure.of(encoded, cv, get_profile(codec.profile).lossless) if measure else None
         inner = cv.inner
         blocks = [math.ceil(n / c) for n, c in zip(data.shape, inner, strict=True)]
         per = [s // c for s, c in zip(cv.shard, inner, strict=True)]
@@ -364,7 +490,15 @@ class EagerEncodes:
                 if not ok:
                     continue
                 region = tuple(slice(i * c, (i + 1) * c) for i, c in zip(idx, inner, strict=True))
-                future = self._pool.submit(_encode_region, data[region], codec, cv, idx)
+                future = self._pool.submit(
+                    _encode_region,
+                    data[region],
+                    codec,
+                    cv,
+                    idx,
+                    None if given is None else given[region],
+                    spec,
+                )
                 self._futures[future] = (job, pos)
 
     def write(self, group: zarr.Group, stage: StorePath) -> list[WrittenShard]:
@@ -379,17 +513,18 @@ class EagerEncodes:
                 arrays[job.name] = arr
         for future in as_completed(self._futures):
             job, pos = self._futures[future]
-            payload = future.result()
-            job.payloads[pos] = payload
+            encoded = future.result()
+            job.payloads[pos] = encoded
             key = job.keys[pos]
-            if job.staging and payload is not None and key is not None:
-                lifecycle.write_bytes(stage, key, payload)
+            if job.staging and encoded.payload is not None and key is not None:
+                lifecycle.write_bytes(stage, key, encoded.payload)
                 job.staged.append(key)
             job.left -= 1
             if job.left == 0:
-                shard = write_shard(arrays[job.name], job.index, job.payloads, stage, job.staged)
-                if shard is not None:
-                    written.append(shard)
+                arr = arrays[job.name]
+                written.append(
+                    write_shard(arr, job.index, job.payloads, stage, job.staged, str(job.name))
+                )
                 job.payloads = []
         return written
 
@@ -399,10 +534,17 @@ class EagerEncodes:
 
 
 def _encode_region(
-    block: np.ndarray, codec: VideoCodec, cv: CubeVar, chunk: tuple[int, ...]
-) -> bytes | None:
-    """:func:`encode_payload` of a block of the CF-encoded values, in the stored dtype."""
-    return encode_payload(block.astype(cv.dtype, copy=False), codec, cv, chunk)
+    block: np.ndarray,
+    codec: VideoCodec,
+    cv: CubeVar,
+    chunk: tuple[int, ...],
+    given: np.ndarray | None,
+    measure: Measure | None,
+) -> Encoded:
+    """:func:`encode_measured` of a block of the CF-encoded values, in the stored dtype."""
+    return encode_measured(
+        block.astype(cv.dtype, copy=False), codec, cv, chunk, None, "", given, measure
+    )
 
 
 _PAYLOADS: dict[tuple[Any, ...], bytes] | None = None
@@ -532,18 +674,66 @@ def load_staged(stage: StorePath, key: str) -> bytes:
     return data
 
 
+def encode_measured(
+    block: np.ndarray,
+    codec: VideoCodec,
+    cv: CubeVar,
+    chunk: tuple[int, ...],
+    stage: StorePath | None,
+    stage_key: str,
+    given: np.ndarray | None,
+    measure: Measure | None,
+) -> Encoded:
+    """:func:`encode_payload`, and with ``measure`` the chunk's error statistics against
+    ``given`` (its values before CF encoding)."""
+    payload = encode_payload(block, codec, cv, chunk, stage, stage_key)
+    if measure is None or given is None:
+        return Encoded(payload)
+    return Encoded(payload, measure.stats(given, payload))
+
+
+def load_measured(
+    stage: StorePath,
+    key: str,
+    given: np.ndarray | None,
+    measure: Measure | None,
+    within: tuple[slice, ...] | None = None,
+) -> Encoded:
+    """:func:`load_staged` (a resume), measured as :func:`encode_measured` measures (at
+    ``within`` of the chunk: :meth:`Measure.stats`)."""
+    payload = load_staged(stage, key)
+    if measure is None or given is None:
+        return Encoded(payload)
+    return Encoded(payload, measure.stats(given, payload, within))
+
+
 def write_shard(
     arr: zarr.Array,
     shard: tuple[int, ...],
-    payloads: list[bytes | None],
+    parts: Sequence[bytes | Encoded | None],
     stage: StorePath,
     staged: list[str],
-) -> WrittenShard | None:
-    """Write one shard object (:func:`eocube.shards.assemble`), then drop the chunks staged
-    for it; the object written, or None for a shard of fill values only, which is no
-    object, as zarr does (nor one left over)."""
+    variable: str = "",
+    prefix: str = "",
+) -> WrittenShard:
+    """Write one shard object (:func:`eocube.shards.assemble`) from its chunks' payloads
+    (or :class:`Encoded` chunks), then drop the chunks staged for it; a shard of fill
+    values only is no object, as in zarr (nor one left over). The shard written
+    (``nbytes`` 0: no object), with the payload bytes and the merged error statistics
+    of its chunks when they were all measured. With ``prefix``, the shard goes under
+    that folder of the store (``stage``) instead of in place."""
+    payloads = [p.payload if isinstance(p, Encoded) else p for p in parts]
+    # chunks given as bytes were not encoded now (an update keeps them): not measured
+    measured = [p.stats for p in parts if isinstance(p, Encoded)]
+    stats = None
+    if measured and all(m is not None for m in measured):
+        stats = functools.reduce(metrics.ErrorStats.merge, measured)  # type: ignore[arg-type]
     store = arr.store_path.store
     key = shards.shard_key(arr, shard)
+    if prefix:
+        root = stage.path.strip("/")
+        relative = key[len(root) :].lstrip("/") if root else key
+        key = "/".join(p for p in (root, prefix, relative) if p)
     data = shards.assemble(payloads)
     if data is None:
         if zarr.core.sync.sync(store.exists(key)):
@@ -552,4 +742,10 @@ def write_shard(
         zarr.core.sync.sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
     for staged_key in staged:
         zarr.core.sync.sync(stage.store.delete(f"{stage.path}/{staged_key}".lstrip("/")))
-    return None if data is None else WrittenShard(key, len(data))
+    # as the shard index counts them (eocube.shards.payload_nbytes): without their crc32c
+    payload_nbytes = sum(len(p) - shards.CHECKSUM_NBYTES for p in payloads if p is not None)
+    if data is None:
+        logger.debug("shard %s holds fill values only: no object", key)
+    else:
+        logger.debug("wrote shard %s: %d bytes (%d of payload)", key, len(data), payload_nbytes)
+    return WrittenShard(key, 0 if data is None else len(data), variable, payload_nbytes, stats)

@@ -98,6 +98,23 @@ def write_bytes(path: StorePath, key: str, data: bytes) -> None:
     sync(path.store.set(_join(path.path, key), default_buffer_prototype().buffer.from_bytes(data)))
 
 
+def move(store: Store, source: str, target: str) -> None:
+    """Move the object ``source`` to ``target`` (full store keys): a rename in a local
+    store, a copy then a delete elsewhere (object stores have no rename)."""
+    from zarr.storage import LocalStore
+
+    if isinstance(store, LocalStore):
+        where = os.path.join(str(store.root), target)
+        os.makedirs(os.path.dirname(where), exist_ok=True)
+        os.replace(os.path.join(str(store.root), source), where)
+        return
+    data = sync(store.get(source, prototype=default_buffer_prototype()))
+    if data is None:
+        raise FileNotFoundError(f"{source}: the object to move is not in the store")
+    sync(store.set(target, data))
+    sync(store.delete(source))
+
+
 def delete(path: StorePath, keys: list[str]) -> None:
     """Delete full store keys (as :func:`list_keys` gives them)."""
     for key in keys:
@@ -184,7 +201,7 @@ def finish(
     # atomic writes (zarr's LocalStore writes <key>.<uuid4 hex>.partial, then renames)
     leftovers = [k for k in list_keys(path) if is_temporary(k)]
     delete(path, list_keys(path, STAGING) + leftovers)
-    _remove_empty_staging(path)
+    remove_empty_staging(path)
     root = read_document(path)
     assert root is not None
     root.pop(INCOMPLETE, None)
@@ -336,10 +353,10 @@ def commit_update(
     write_document(path, METADATA, root)
     leftovers = [k for k in list_keys(path) if is_temporary(k)]
     delete(path, list_keys(path, STAGING) + leftovers)
-    _remove_empty_staging(path)
+    remove_empty_staging(path)
 
 
-def _remove_empty_staging(path: StorePath) -> None:
+def remove_empty_staging(path: StorePath) -> None:
     """Remove the staging area's empty folders from a local store (deleting keys leaves
     them; object stores have no folders)."""
     from zarr.storage import LocalStore

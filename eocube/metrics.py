@@ -84,6 +84,28 @@ class ErrorStats:
             max_error[b] = float(np.abs(err).max()) if finite else math.inf
         return cls(count, lo, hi, sse, max_error)
 
+    @classmethod
+    def exact(cls, original: np.ndarray, nodata: float | None = None) -> ErrorStats:
+        """Statistics of a (T, B, Y, X) or (T, Y, X) piece decoded exactly (a lossless
+        coder, or values stored as they are): what :meth:`of` gives for the piece against
+        itself, without comparing it with itself."""
+        original = _as_tbyx(original)
+        bands = original.shape[1]
+        count = np.zeros(bands, np.int64)
+        lo = np.full(bands, np.inf)
+        hi = np.full(bands, -np.inf)
+        for b in range(bands):
+            band = original[:, b]
+            if band.dtype.kind != "f" and (nodata is None or math.isnan(nodata)):
+                values = band  # every value is valid: no mask to build
+            else:
+                values = band[valid_mask(band, nodata)]
+            if not values.size:
+                continue
+            count[b] = values.size
+            lo[b], hi[b] = float(values.min()), float(values.max())
+        return cls(count, lo, hi, np.zeros(bands), np.zeros(bands))
+
     def merge(self, other: ErrorStats) -> ErrorStats:
         """The statistics of both pieces together."""
         return ErrorStats(

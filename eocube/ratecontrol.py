@@ -5,21 +5,23 @@ the cube (spread over time and space), never on the whole cube, and makes at mos
 :data:`MAX_TRIALS` trial encodes of that sample for the video's quality, and as many
 again for a residual layer's bound where the video alone falls short of a PSNR or rate
 target. The writer then encodes the cube once
-with the chosen quality, measures what it got, and corrects at most
-:data:`MAX_CORRECTIONS` times (see :func:`eocube.to_eocube`): the whole cube is encoded
-at most ``1 + MAX_CORRECTIONS`` times, and usually once.
+with the chosen quality, measures what it got (in the encode tasks), and corrects at most
+:data:`MAX_CORRECTIONS` times (see :func:`eocube.to_eocube`), each correction staged
+beside the store until the best pass is kept (:mod:`eocube.passes`): the whole cube is
+encoded at most ``1 + MAX_CORRECTIONS`` times, and usually once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import xarray as xr
@@ -37,6 +39,8 @@ CONTROLS = ("lossless", "crf", "target_bpppb", "target_psnr", "max_abs_error")
 """The quality controls of a write, of which one at most is given."""
 SAMPLE_BLOCKS = 3
 MAX_TRIALS = 7
+logger = logging.getLogger(__name__)
+
 MAX_CORRECTIONS = 2
 PSNR_MARGIN = 0.15
 """dB aimed above a PSNR target on a small sample of the cube, as the sample only
@@ -798,8 +802,33 @@ def choose_qualities(
     return quality, searched, trials
 
 
+def _psnrs(report: EncodeReport) -> str:
+    return ", ".join(
+        f"{name} {'-' if v.psnr is None else f'{v.psnr:.2f} dB'}"
+        for name, v in report.variables.items()
+    )
+
+
+class Passes(Protocol):
+    """How :func:`write_to_target` writes the cube (:mod:`eocube.passes`): each pass at the
+    quality and bounds of the mappings given to it when the pass is made."""
+
+    def first(self, mode: str) -> EncodeReport:
+        """Write the store (in place), and its report."""
+        ...
+
+    def again(self, number: int) -> EncodeReport:
+        """Encode correction pass ``number`` beside the store (staged), and its report."""
+        ...
+
+    def keep(self, number: int) -> EncodeReport:
+        """Make pass ``number`` the store's (1: the one in place), drop the others; the
+        report of the store."""
+        ...
+
+
 def write_to_target(
-    write: Callable[[str], EncodeReport],
+    passes: Passes,
     mode: str,
     profile: Profile,
     control: Control,
@@ -807,17 +836,18 @@ def write_to_target(
     bounds: dict[Hashable, Any],
     searched: Searched,
 ) -> tuple[EncodeReport, int]:
-    """Write the cube (``write(mode)`` encodes it at ``quality`` and ``bounds``), then
-    correct a missed target at most :data:`MAX_CORRECTIONS` times, keeping the smallest
-    write that meets it (for a rate none meets, the closest). Returns the last report
-    and how many times the cube was encoded.
+    """Write the cube (``passes.first(mode)`` encodes it at ``quality`` and ``bounds``),
+    then correct a missed target at most :data:`MAX_CORRECTIONS` times, keeping the
+    smallest pass that meets it (for a rate none meets, the closest). Returns the report
+    of the pass kept and how many times the cube was encoded: at most
+    ``1 + MAX_CORRECTIONS``, since keeping an earlier pass encodes nothing again.
 
     A correction that makes a variable coarser for a payload that no longer shrinks
     meaningfully (past the codec's knee, :data:`PAYLOAD_FLOOR_HALVING`) is undone, and
     the variable made no coarser again."""
-    report = write(mode)
-    passes = 1
-    kept = [(dict(quality), dict(bounds), report)]  # the passes worth keeping
+    report = passes.first(mode)
+    number = 1
+    kept = [(number, dict(quality), dict(bounds), report)]  # the passes worth keeping
     targeted = control.target_psnr is not None or control.target_bpppb is not None
     for _ in range(MAX_CORRECTIONS if targeted else 0):
         old_quality, old_bounds, previous = dict(quality), dict(bounds), report
@@ -827,9 +857,13 @@ def write_to_target(
         )  # fmt: skip
         if proposal is None or (proposal == quality and bounds == old_bounds):
             break
+        logger.info(
+            "%s=%s missed (%.4f bpppb, PSNR %s): encoding again at %s",
+            control.name, control.value, report.bpppb, _psnrs(report), proposal,
+        )  # fmt: skip
         quality.update(proposal)
-        report = write("w")
-        passes += 1
+        number += 1
+        report = passes.again(number)
         past = (
             past_the_knee(old_quality, quality, previous, report, searched)
             if control.target_bpppb is not None
@@ -839,27 +873,28 @@ def write_to_target(
             searched.floored |= past
             quality.update({n: old_quality[n] for n in past})
             continue
-        kept.append((dict(quality), dict(bounds), report))
-    met = [k for k in kept if control.met_by(k[2])]
+        kept.append((number, dict(quality), dict(bounds), report))
+    met = [k for k in kept if control.met_by(k[3])]
     if met:
-        keep = min(met, key=lambda k: k[2].nbytes)
+        keep = min(met, key=lambda k: k[3].nbytes)
     elif control.target_bpppb is not None:
         rate = control.target_bpppb
-        keep = min(kept, key=lambda k: abs(math.log(k[2].bpppb / rate)))
+        keep = min(kept, key=lambda k: abs(math.log(k[3].bpppb / rate)))
     else:
         keep = kept[-1]
-    if keep[2] is not report:
-        quality.update(keep[0])
-        bounds.clear()
-        bounds.update(keep[1])
-        report = write("w")
-        passes += 1
+    if keep[0] != 1:
+        logger.info("%s: keeping pass %d (at %s)", control.name, keep[0], keep[1])
+    quality.clear()
+    quality.update(keep[1])
+    bounds.clear()
+    bounds.update(keep[2])
+    report = passes.keep(keep[0])
     if not control.met_by(report):
         if control.target_bpppb is not None:
             warnings.warn(missed_rate(control.target_bpppb, report, bounds, searched), stacklevel=3)
         else:
             warnings.warn(f"target_psnr={control.value} missed: {report}", stacklevel=3)
-    return report, passes
+    return report, number
 
 
 def past_the_knee(

@@ -1,7 +1,8 @@
 """What a write made: :class:`EncodeReport`, measured chunk by chunk, and kept in the store.
 
 PSNR and max error follow :mod:`eocube.metrics` (docs/format.md, "Metrics"), measured by
-reading the store back a chunk at a time (bounded memory). The measured quality is
+the encode tasks as they encode (:class:`eocube.encode.Measure`), or else by reading the
+store back a chunk at a time (bounded memory). The measured quality is
 recorded in the store's marker, for ``eocube info``, ``eocube verify`` and catalogs.
 """
 
@@ -22,6 +23,7 @@ from eocube import layout, lifecycle, metrics
 from eocube.layout import MARKER
 
 if TYPE_CHECKING:
+    from eocube.encode import Tally
     from eocube.variables import CubeVar
 
 
@@ -133,13 +135,26 @@ def make_report(
     bounds: Mapping[Hashable, float | tuple[float, ...]],
     seconds: float,
     measure: bool,
+    *,
+    tallies: Mapping[str, Tally] | None = None,
+    nbytes: int | None = None,
 ) -> EncodeReport:
+    """The report of a store written from ``ds``.
+
+    ``tallies``: what the write's tasks reported per cube variable (payload bytes, and
+    error statistics measured as they encoded); a variable without them is measured by
+    reading the store back, chunk by chunk, and its payload bytes read from the shard
+    indexes. ``nbytes``: the store's size, when it is not the size of ``store_path`` (a
+    correction pass staged: :mod:`eocube.passes`).
+    """
+    tallies = tallies or {}
     group = zarr.open_group(store_path, mode="r", zarr_format=3)
-    nbytes = store_nbytes(store_path)
+    nbytes = store_nbytes(store_path) if nbytes is None else nbytes
     values = sum(ds[n].size for n in cube_vars)
     original = sum(ds[n].size * ds[n].dtype.itemsize for n in cube_vars)
     reopened = None
-    if measure:
+    unmeasured = [n for n in cube_vars if _tally_stats(tallies, n) is None]
+    if measure and unmeasured:
         from eocube.backend import open_dataset
 
         reopened = open_dataset(store_path)
@@ -148,10 +163,13 @@ def make_report(
     reports = {}
     for name, cv in cube_vars.items():
         var = ds[name]
-        payload = payload_nbytes(group[str(name)])
+        tally = tallies.get(str(name))
+        payload = payload_nbytes(group[str(name)]) if tally is None else tally.payload_nbytes
         rep: dict[str, Any] = {}
-        if reopened is not None:
+        stats = _tally_stats(tallies, name) if measure else None
+        if stats is None and reopened is not None:
             stats = measure_errors(var, reopened[name].transpose(*cv.order), cv)
+        if stats is not None:
             rep = {
                 "psnr": stats.psnr(),
                 "psnr_per_band": tuple(float(p) for p in stats.psnr_per_band()),
@@ -183,6 +201,11 @@ def make_report(
         seconds=seconds,
         stored_losslessly=dict(others),
     )
+
+
+def _tally_stats(tallies: Mapping[str, Tally], name: Hashable) -> metrics.ErrorStats | None:
+    tally = tallies.get(str(name))
+    return None if tally is None else tally.stats
 
 
 def _as_tbyx(a: np.ndarray, cv: CubeVar) -> np.ndarray:

@@ -34,6 +34,7 @@ from zarr.storage import StorePath
 from eocube import encode, layout, lifecycle, shards
 from eocube.chunk import decode_chunk
 from eocube.codec import VideoCodec
+from eocube.profiles import get_profile
 from eocube.variables import CubeVar
 
 
@@ -105,13 +106,16 @@ def rewrite_tasks(
     stage: StorePath,
     shards_to_write: Sequence[tuple[int, ...]],
     staged: frozenset[str] = frozenset(),
+    *,
+    measure: bool = False,
 ) -> list[Any]:
     """Dask tasks rewriting the given shards of a cube variable with ``values`` (the new
     values of the box, in stored order, carrying the store's CF encoding).
 
     ``arr`` is the variable's array as stored (for its codec and keys), ``shape`` its shape
     once the update is committed. Chunks found in ``staged`` (keys relative to the store)
-    are read back instead of encoded again.
+    are read back instead of encoded again. With ``measure`` the tasks measure the values
+    of the box they encode (:class:`eocube.encode.Measure`).
     """
     import dask
 
@@ -119,11 +123,14 @@ def rewrite_tasks(
     if not isinstance(codec, VideoCodec):
         raise ValueError(f"array {arr.path!r} is not video-coded ({codec})")
     chunked = values.chunk(dict(zip(cv.order, cv.inner, strict=True)))
-    data = xr.conventions.encode_cf_variable(chunked.variable).data
+    encoded = xr.conventions.encode_cf_variable(chunked.variable)
+    data = encoded.data
     if data.dtype != cv.dtype:
         data = data.astype(cv.dtype)
-    encode_task = dask.delayed(encode.encode_payload)
-    load = dask.delayed(encode.load_staged)
+    given = chunked.data if measure else None
+    spec = encode.Measure.of(encoded, cv, get_profile(codec.profile).lossless) if measure else None
+    encode_task = dask.delayed(encode.encode_measured)
+    load = dask.delayed(encode.load_measured)
     merge = dask.delayed(_merge_payload)
     write = dask.delayed(_rewrite_shard)
     tasks = []
@@ -148,21 +155,22 @@ def rewrite_tasks(
             )
             key = layout.stage_key(cv.name, idx)
             keys.append(key)
+            source = None if given is None else given[inside]
+            # where the new values go inside the chunk
+            within = tuple(
+                slice(max(a, s) - a, min(b, e) - a)
+                for a, b, s, e in zip(lo, hi, box.start, box.stop, strict=True)
+            )
             if key in staged:
-                parts.append(load(stage, key))
+                parts.append(load(stage, key, source, spec, within))
             elif kind == "new":
-                parts.append(encode_task(data[inside], codec, cv, idx, staging, key))
+                parts.append(encode_task(data[inside], codec, cv, idx, staging, key, source, spec))
             else:
-                # where the new values go inside the chunk
-                within = tuple(
-                    slice(max(a, s) - a, min(b, e) - a)
-                    for a, b, s, e in zip(lo, hi, box.start, box.stop, strict=True)
-                )
                 parts.append(
                     merge(arr, shard, position, data[inside], within, codec, cv, idx, stage,
-                          staging)
+                          staging, source, spec)
                 )  # fmt: skip
-        tasks.append(write(arr, shard, parts, stage, keys if staging else []))
+        tasks.append(write(arr, shard, parts, stage, keys if staging else [], str(cv.name)))
     return tasks
 
 
@@ -194,8 +202,12 @@ def _merge_payload(
     chunk: tuple[int, ...],
     stage: StorePath,
     staging: StorePath | None,
-) -> bytes | None:
-    """A chunk's stored values with ``block`` laid over them at ``within``, encoded."""
+    given: np.ndarray | None = None,
+    measure: encode.Measure | None = None,
+) -> encode.Encoded:
+    """A chunk's stored values with ``block`` laid over them at ``within``, encoded; with
+    ``measure``, measured at ``within`` against ``given`` (the values of ``block`` before
+    CF encoding)."""
     previous = _previous_payload(arr, shard, position, stage, layout.previous_key(cv.name, chunk))
     if previous is None:  # the chunk held nothing but the fill value
         values = np.full(cv.inner, cv.fill, dtype=cv.dtype)
@@ -203,9 +215,12 @@ def _merge_payload(
         body = shards.strip_checksum(previous, f"chunk {chunk} of {cv.name!r}")
         values = decode_chunk(body).astype(cv.dtype, copy=False).reshape(cv.inner).copy()
     values[within] = np.asarray(block)
-    return encode.encode_payload(
+    payload = encode.encode_payload(
         values, codec, cv, chunk, staging, layout.stage_key(cv.name, chunk)
     )
+    if measure is None or given is None:
+        return encode.Encoded(payload)
+    return encode.Encoded(payload, measure.stats(given, payload, within))
 
 
 def _shard_payloads(store: Any, key: str, arr: zarr.Array) -> list[bytes | None] | None:
@@ -224,10 +239,11 @@ def _shard_payloads(store: Any, key: str, arr: zarr.Array) -> list[bytes | None]
 def _rewrite_shard(
     arr: zarr.Array,
     shard: tuple[int, ...],
-    parts: list[bytes | _Copy | None],
+    parts: list[encode.Encoded | _Copy | None],
     stage: StorePath,
     staged: list[str],
-) -> encode.WrittenShard | None:
+    variable: str = "",
+) -> encode.WrittenShard:
     """Write a shard from its new payloads and those it keeps (:class:`_Copy`); the object
     written (:func:`eocube.encode.write_shard`)."""
     kept: list[bytes | None] | None = None
@@ -236,4 +252,4 @@ def _rewrite_shard(
     payloads = [
         (None if kept is None else kept[p.position]) if isinstance(p, _Copy) else p for p in parts
     ]
-    return encode.write_shard(arr, shard, payloads, stage, staged)
+    return encode.write_shard(arr, shard, payloads, stage, staged, variable)

@@ -177,7 +177,9 @@ def update_store(
         {"kind": plan.kind, **plan.settings, "fingerprint": fingerprint},
         fresh=pending is None,
     )
-    tasks = _tasks(ds, stored, plan, resuming=pending is not None)
+    # a resumed update keeps the shards it wrote before: those are measured read back
+    resuming = pending is not None
+    tasks = _tasks(ds, stored, plan, resuming=resuming, measure=measure and not resuming)
     import dask
 
     if not compute:
@@ -483,8 +485,11 @@ def _check_aligned(
             )
 
 
-def _tasks(ds: xr.Dataset, stored: Stored, plan: Plan, *, resuming: bool) -> list[Any]:
-    """The dask tasks that write the update's chunks (none of its metadata)."""
+def _tasks(
+    ds: xr.Dataset, stored: Stored, plan: Plan, *, resuming: bool, measure: bool = False
+) -> list[Any]:
+    """The dask tasks that write the update's chunks (none of its metadata); with
+    ``measure`` they measure the values they encode."""
     import dask
 
     real = stored.path
@@ -504,7 +509,9 @@ def _tasks(ds: xr.Dataset, stored: Stored, plan: Plan, *, resuming: bool) -> lis
         touched = box.shards(cv.shard)
         if resuming and plan.old_length is not None:
             touched = [s for s in touched if not _new_and_intact(arr, cv, s, plan.old_length)]
-        tasks.extend(rewrite_tasks(ds[name], cv, arr, shape, box, real, touched, staged))
+        tasks.extend(
+            rewrite_tasks(ds[name], cv, arr, shape, box, real, touched, staged, measure=measure)
+        )
     write = dask.delayed(_write_other, pure=False)
     for name, where in plan.others.items():
         arr = stored.array(name)
@@ -575,7 +582,9 @@ def _commit(
     lifecycle.check_written(stored.path, encode.written_shards(results))
     lossy = [str(n) for n in plan.cube_vars if not get_profile(stored.codec(n).profile).lossless]
     lifecycle.commit_update(stored.path, plan.shapes, lossy)
-    return _report(stored.path, ds, stored, plan, measure, started, plan.kind)
+    return _report(
+        stored.path, ds, stored, plan, measure, started, plan.kind, encode.tallies(results)
+    )
 
 
 def _report(
@@ -586,14 +595,18 @@ def _report(
     measure: bool,
     started: float,
     control: str,
+    tallies: Mapping[str, encode.Tally] | None = None,
 ) -> EncodeReport:
     """The report of an update: sizes of the whole store; PSNR and max abs error (when
-    ``measure``) of the values this update wrote, read back."""
+    ``measure``) of the values this update wrote, as its tasks measured them
+    (``tallies``), or else read back."""
     from eocube.backend import open_dataset
     from eocube.shards import payload_nbytes
 
+    tallies = tallies or {}
     group = zarr.open_group(path, mode="r", zarr_format=3)
-    reopened = open_dataset(path) if measure else None
+    unmeasured = [n for n in plan.boxes if (t := tallies.get(str(n))) is None or t.stats is None]
+    reopened = open_dataset(path) if measure and unmeasured else None
     variables = {}
     values = original = 0
     for name, cv in stored.cube_vars.items():
@@ -606,12 +619,15 @@ def _report(
         values += size
         original += size * stored.dataset[name].dtype.itemsize
         quality: dict[str, Any] = {}
-        if reopened is not None and name in plan.boxes:
+        tally = tallies.get(str(name))
+        stats = tally.stats if measure and tally is not None else None
+        if stats is None and reopened is not None and name in plan.boxes:
             box = plan.boxes[name]
             where = {d: slice(a, b) for d, a, b in zip(cv.order, box.start, box.stop, strict=True)}
             stats = measure_errors(
                 ds[name].transpose(*cv.order), reopened[name].transpose(*cv.order)[where], cv
             )
+        if stats is not None:
             quality = {
                 "psnr": stats.psnr(),
                 "psnr_per_band": tuple(float(p) for p in stats.psnr_per_band()),

@@ -3,8 +3,9 @@
 Validates the arguments, finds the cube variables and their own settings
 (:mod:`eocube.variables`, :mod:`eocube.quality`), refuses to write over anything but an
 eocube store or an empty folder, searches the quality for a target
-(:mod:`eocube.ratecontrol`), writes the store (:mod:`eocube.encode`), measures it
-(:mod:`eocube.report`), corrects a missed target at most twice, and resumes an
+(:mod:`eocube.ratecontrol`), writes the store (:mod:`eocube.encode`, whose tasks measure
+what they encode), reports it (:mod:`eocube.report`), corrects a missed target at most
+twice (each correction staged, the best pass kept: :mod:`eocube.passes`), and resumes an
 interrupted write (:mod:`eocube.resume`). Appends and region writes of an existing store
 are :mod:`eocube.update`'s; ``compute=False`` writes the metadata and returns the rest as
 a ``dask.delayed``.
@@ -13,6 +14,7 @@ a ``dask.delayed``.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import shutil
@@ -22,13 +24,12 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ParamSpec, TypeVar
 
-import numpy as np
 import xarray as xr
 import zarr
 from zarr.errors import UnstableSpecificationWarning
 from zarr.storage import StorePath
 
-from eocube import encode, lifecycle, ratecontrol, update
+from eocube import encode, lifecycle, passes, ratecontrol, update
 from eocube.errors import EocubeError
 from eocube.layout import MARKER
 from eocube.lifecycle import quiet_zarr
@@ -45,6 +46,8 @@ from eocube.variables import (
     cube_variables,
     parse_encoding,
 )
+
+logger = logging.getLogger(__name__)
 
 # errors that mean the data or the arguments are refused: the store started is removed
 _REFUSALS = (EocubeError, ValueError, TypeError)
@@ -183,9 +186,11 @@ def to_eocube(
     progress : bool
         Show a progress bar (dask) while encoding.
     measure : bool
-        Read the store back to report PSNR and max abs error per variable (always
-        done for ``target_psnr`` and ``target_bpppb``). An update measures the values
-        it wrote.
+        Report PSNR and max abs error per variable (always done for ``target_psnr``).
+        The encode tasks measure each chunk they encode, decoded as a reader decodes
+        it, against the values given (:class:`eocube.encode.Measure`; on a cluster, in
+        the workers): no second pass over the source, no read back. An update measures
+        the values it wrote.
     per_array_metadata : bool
         Also keep a ``zarr.json`` per array. By default all metadata lives in the
         root ``zarr.json`` (consolidated), which zarr-python and xarray read in one
@@ -300,26 +305,25 @@ def to_eocube(
         )  # fmt: skip
     check_target(store, target, target_mode, resume)
     names = {name: p.name for name, p in profiles.items()}
-    lossless_vars = {n: cv for n, cv in cube_vars.items() if profiles[n].lossless}
-    measured = (measure or control.target_psnr is not None) and len(lossless_vars) < len(cube_vars)
+    # the encode tasks measure what they encode (encode.Measure): no second pass
+    measured = measure or control.target_psnr is not None
 
     def report_of(
-        path: StorePath, quality: Mapping[Hashable, float | None], seconds: float
+        written: Written, quality: Mapping[Hashable, float | None], seconds: float
     ) -> EncodeReport:
         report = make_report(
-            ds, path, cube_vars, others, prof.name, quality, bounds, seconds, measured
-        )
-        report = with_profiles(report, names)
-        if lossless_vars and measure:
-            report = lossless_quality(report, ds, lossless_vars)
-        return report
+            ds, written.path, cube_vars, others, prof.name, quality, bounds, seconds, measured,
+            tallies=written.tallies,
+        )  # fmt: skip
+        return with_profiles(report, names)
 
     if not compute:
         quality, _, trials = choose_per_variable(ds, cube_vars, profiles, controls, bounds)
         real = lifecycle.store_path(store, storage_options)
         tasks = start_store(
-            ds, real, cube_vars, names, quality, bounds, target_mode, fingerprint
-        ).tasks
+            ds, real, cube_vars, names, quality, bounds, target_mode, fingerprint,
+            measure=measured,
+        ).tasks  # fmt: skip
         import dask
 
         return dask.delayed(_finish_deferred, pure=False)(
@@ -327,13 +331,60 @@ def to_eocube(
             control.name,
         )  # fmt: skip
 
-    def write(mode_now: str) -> EncodeReport:
-        t0 = time.perf_counter()
-        path = write_store(
-            ds, store, cube_vars, names, quality, bounds, mode_now, storage_options,
-            progress, per_array_metadata, fingerprint, target.kind == "absent",
-        )  # fmt: skip
-        return report_of(path, quality, time.perf_counter() - t0)
+    class StorePasses:
+        """:class:`eocube.ratecontrol.Passes` of this write: the first pass in place, the
+        corrections staged in the store and the one kept promoted (:mod:`eocube.passes`)."""
+
+        def __init__(self) -> None:
+            self.first_written: Written | None = None
+            self.reports: dict[int, EncodeReport] = {}
+            self.staged: dict[int, passes.StagedPass] = {}
+
+        def first(self, mode_now: str) -> EncodeReport:
+            t0 = time.perf_counter()
+            self.first_written = write_store(
+                ds, store, cube_vars, names, quality, bounds, mode_now, storage_options,
+                progress, per_array_metadata, fingerprint, target.kind == "absent",
+                measure=measured,
+            )  # fmt: skip
+            report = report_of(self.first_written, quality, time.perf_counter() - t0)
+            self.reports[1] = report
+            return report
+
+        def again(self, number: int) -> EncodeReport:
+            t0 = time.perf_counter()
+            first = self.first_written
+            assert first is not None
+            staged = passes.write_pass(
+                ds, first.path, cube_vars, names, quality, bounds, number,
+                progress=progress, measure=measured,
+            )  # fmt: skip
+            self.staged[number] = staged
+            # the store as it would be with this pass in place: its shards for the first's
+            nbytes = self.reports[1].nbytes - first.shard_nbytes + staged.shard_nbytes
+            report = make_report(
+                ds, first.path, cube_vars, others, prof.name, quality, bounds,
+                time.perf_counter() - t0, measured, tallies=staged.tallies, nbytes=nbytes,
+            )  # fmt: skip
+            self.reports[number] = with_profiles(report, names)
+            return self.reports[number]
+
+        def keep(self, number: int) -> EncodeReport:
+            first = self.first_written
+            assert first is not None
+            if number == 1:
+                if self.staged:
+                    passes.discard(first.path)
+                return self.reports[1]
+            codecs = {
+                n: passes.codec_of(cv, names[n], quality[n], bounds.get(n))
+                for n, cv in cube_vars.items()
+            }
+            passes.promote(
+                first.path, self.staged[number], cube_vars, codecs, per_array_metadata,
+                fingerprint,
+            )  # fmt: skip
+            return replace(self.reports[number], nbytes=store_nbytes(first.path))
 
     # the trial encodes of sample chunks serve the write of those chunks
     with encode.reuse_payloads():
@@ -351,11 +402,11 @@ def to_eocube(
             quality, psnr_bounds, trials = ratecontrol.choose_qualities(
                 ds, cube_vars, prof, control, bounds, overhead
             )
-        report, passes = ratecontrol.write_to_target(
-            write, target_mode, prof, control, quality, bounds, psnr_bounds
+        report, encodes = ratecontrol.write_to_target(
+            StorePasses(), target_mode, prof, control, quality, bounds, psnr_bounds
         )
     path = lifecycle.store_path(store, storage_options)
-    return final_report(path, report, started, passes, trials, control.name)
+    return final_report(path, report, started, encodes, trials, control.name)
 
 
 def parse_mode(
@@ -413,6 +464,10 @@ def final_report(
     """Record the measured quality in the store, and the report with the store's size."""
     record_quality(path, report)
     nbytes = store_nbytes(path)  # the recorded quality is part of the store
+    logger.info(
+        "wrote %s: %d bytes, %.4f bpppb, %d pass(es), %.1f s",
+        report.store, nbytes, nbytes * 8 / report.values, passes, time.perf_counter() - started,
+    )  # fmt: skip
     return replace(
         report,
         nbytes=nbytes,
@@ -430,7 +485,7 @@ def _finish_deferred(
     real: StorePath,
     cube_vars: Mapping[Hashable, CubeVar],
     per_array_metadata: bool,
-    report_of: Callable[[StorePath, Mapping[Hashable, float | None], float], EncodeReport],
+    report_of: Callable[[Written, Mapping[Hashable, float | None], float], EncodeReport],
     quality: Mapping[Hashable, float | None],
     started: float,
     trials: int,
@@ -444,35 +499,9 @@ def _finish_deferred(
         per_array_metadata,
         written=encode.written_shards(written),
     )
-    report = report_of(real, quality, time.perf_counter() - started)
+    done = Written(real, encode.tallies(written))
+    report = report_of(done, quality, time.perf_counter() - started)
     return final_report(real, report, started, 1, trials, control)
-
-
-def lossless_quality(
-    report: EncodeReport, ds: xr.Dataset, cube_vars: Mapping[Hashable, CubeVar]
-) -> EncodeReport:
-    """The report of a lossless write with its quality: exact (PSNR inf, error 0) on
-    every band holding a valid value. A lossless profile decodes every stream it encodes
-    and compares it with its input before the payload is written
-    (:func:`eocube.chunk.encode_chunk`), so reading the store back would measure what the
-    encode already checked: ``eocube verify`` reads a store back in full."""
-    variables = dict(report.variables)
-    for name, cv in cube_vars.items():
-        da = ds[name].transpose(*cv.order)  # (time, [band,] y, x); integers (lossless)
-        others = [d for i, d in enumerate(da.dims) if not (da.ndim == 4 and i == 1)]
-        if cv.nodata is None or math.isnan(cv.nodata):
-            bands = np.full(da.shape[1] if da.ndim == 4 else 1, da.size > 0)
-        else:  # lazily, chunk by chunk, for a dask-backed cube
-            bands = np.atleast_1d(np.asarray((da != cv.nodata).any(dim=others).values))
-        per_band = tuple(math.inf if b else math.nan for b in bands)
-        variables[str(name)] = replace(
-            variables[str(name)],
-            psnr=math.inf if bands.any() else math.nan,
-            psnr_per_band=per_band,
-            max_abs_error=0.0,
-            max_abs_error_per_band=tuple(0.0 for _ in per_band),
-        )
-    return replace(report, variables=variables)
 
 
 def estimate_overhead(
@@ -492,7 +521,7 @@ def estimate_overhead(
     path = write_store(
         ds, url, cube_vars, profiles, dict.fromkeys(cube_vars), {}, "w-", None, False, False,
         fingerprint, True, cube_data=False,
-    )  # fmt: skip
+    ).path  # fmt: skip
     try:
         total = store_nbytes(path)
     finally:
@@ -551,6 +580,16 @@ def check_target(store: Any, target: lifecycle.TargetState, mode: str, resume: b
     )
 
 
+@dataclass(frozen=True)
+class Written:
+    """A store written: where, and what its encode tasks reported per cube variable
+    (payload bytes, and error statistics when measured: :func:`eocube.encode.tallies`)."""
+
+    path: StorePath
+    tallies: Mapping[str, encode.Tally]
+    shard_nbytes: int = 0  # bytes of the cube variables' shard objects
+
+
 @dataclass
 class Started:
     """A store whose metadata is written (unfinished): the tasks that write its chunks,
@@ -573,16 +612,22 @@ def start_store(
     *,
     cube_data: bool = True,
     eager: bool = False,
+    measure: bool = False,
 ) -> Started:
     """Write the metadata of an unfinished store and make the tasks that write its chunks
-    (with ``eager``, the chunks of an in-memory cube start encoding first)."""
+    (with ``eager``, the chunks of an in-memory cube start encoding first; with
+    ``measure``, the tasks measure the chunks they encode: :class:`eocube.encode.Measure`)."""
     view = lifecycle.UnfinishedView(real.store, details={"fingerprint": dict(fingerprint)})
     path = StorePath(view, real.path)
     out, encoding = encode.prepare(ds, cube_vars, profiles, quality, bounds)
     out.attrs = dict(out.attrs)
     out.attrs[MARKER] = encode.store_marker(cube_vars, complete=False)
     # an in-memory cube's chunks encode while the metadata is written (encode.EagerEncodes)
-    encodes = encode.EagerEncodes(ds, cube_vars, encoding) if cube_data and eager else None
+    encodes = (
+        encode.EagerEncodes(ds, cube_vars, encoding, measure=measure)
+        if cube_data and eager
+        else None
+    )
     try:
         with warnings.catch_warnings(), zarr.config.set({"json_indent": None}):
             # fixed-length strings (band names) and consolidated metadata are not yet in
@@ -609,7 +654,7 @@ def start_store(
         for name, cv in cube_vars.items() if cube_data and encodes is None else ():
             arr = group[str(name)]
             assert isinstance(arr, zarr.Array)
-            tasks.extend(encode.cube_tasks(ds, name, cv, arr, real))
+            tasks.extend(encode.cube_tasks(ds, name, cv, arr, real, measure=measure))
     except BaseException:
         if encodes is not None:
             encodes.close()
@@ -632,15 +677,18 @@ def write_store(
     fresh: bool,
     *,
     cube_data: bool = True,
-) -> StorePath:
+    measure: bool = False,
+) -> Written:
     """Write the store; on a refusal of the data, remove what this call wrote. Without
-    ``cube_data``, the cube variables' chunks are not written (metadata only)."""
+    ``cube_data``, the cube variables' chunks are not written (metadata only); with
+    ``measure`` the encode tasks measure the chunks they write."""
     real = lifecycle.store_path(store, storage_options)
     started = None
     try:
         started = start_store(
             ds, real, cube_vars, profiles, quality, bounds, mode, fingerprint,
             cube_data=cube_data, eager=encode.encodes_now(ds, cube_vars, progress),
+            measure=measure,
         )  # fmt: skip
         results: list[Any] = list(encode.compute(started.tasks, progress))
         if started.eager is not None:
@@ -658,7 +706,8 @@ def write_store(
         per_array_metadata,
         written=encode.written_shards(results),
     )
-    return real
+    shard_nbytes = sum(encode.written_shards(results).values())
+    return Written(real, encode.tallies(results), shard_nbytes)
 
 
 def _remove(path: StorePath, store: Any, fresh: bool) -> None:

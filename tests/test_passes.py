@@ -1,0 +1,174 @@
+"""Correction passes of a target write: staged in the store, the best one kept without
+encoding it again (eocube.passes, eocube.ratecontrol.write_to_target)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from cubes import open_cube
+
+import eocube
+from eocube import lifecycle, passes, ratecontrol
+from eocube.profiles import get_profile
+from eocube.report import EncodeReport, VariableReport
+from eocube.variables import cube_variables
+
+CHUNKS = {"time": 8, "y": 32, "x": 32}
+
+
+def _cube() -> xr.Dataset:
+    return open_cube("s2_l2a_openeo_gfmap_19x4x52x46")[["data"]]
+
+
+def _files(store: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(store).as_posix(): p.read_bytes() for p in store.rglob("*") if p.is_file()
+    }
+
+
+def _video_quality(store: Path) -> float:
+    root = json.loads((store / "zarr.json").read_text())
+    found = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if node.get("name") == "eocube.video":
+                found.append(node["configuration"]["quality"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(root["consolidated_metadata"]["metadata"]["data"])
+    assert len(found) == 1
+    return float(found[0])
+
+
+@pytest.fixture
+def staged_setup(tmp_path: Path) -> tuple[xr.Dataset, Path, dict, object]:
+    ds = _cube()
+    store = tmp_path / "c.eocube"
+    eocube.to_eocube(ds, store, crf=30, chunks=CHUNKS)
+    return ds, store, _files(store), lifecycle.store_path(str(store))
+
+
+def _stage(ds: xr.Dataset, real: object, crf: float) -> passes.StagedPass:
+    cube_vars, _ = cube_variables(ds, None, None, CHUNKS, {})
+    cv = cube_vars["data"]
+    return passes.write_pass(
+        ds, real, {"data": cv}, {"data": "hevc-12bit-444"}, {"data": crf}, {}, 2,
+        progress=False, measure=True,
+    )  # fmt: skip
+
+
+def test_a_staged_pass_leaves_the_store_readable_as_it_was(staged_setup: tuple) -> None:
+    ds, store, before, real = staged_setup
+    staged = _stage(ds, real, 18)
+    assert staged.tallies["data"].stats is not None
+    assert staged.shard_nbytes > 0
+    now = _files(store)
+    # the store's own objects are untouched; the pass lies in the staging area
+    assert {k: v for k, v in now.items() if not k.startswith(".eocube-staging")} == before
+    assert any(k.startswith(passes.PASSES) for k in now)
+    with eocube.open_dataset(store) as opened:
+        opened.data.values  # noqa: B018  (complete and readable meanwhile)
+    passes.discard(real)
+    assert _files(store) == before
+    assert not (store / ".eocube-staging").exists()
+
+
+def test_a_promoted_pass_is_the_store_a_direct_write_makes(
+    staged_setup: tuple, tmp_path: Path
+) -> None:
+    ds, store, _, real = staged_setup
+    staged = _stage(ds, real, 18)
+    cube_vars, _ = cube_variables(ds, None, None, CHUNKS, {})
+    codecs = {"data": passes.codec_of(cube_vars["data"], "hevc-12bit-444", 18, None)}
+    passes.promote(real, staged, cube_vars, codecs, False, {})
+    direct = tmp_path / "direct.eocube"
+    eocube.to_eocube(ds, direct, crf=18, chunks=CHUNKS)
+    promoted, made = _files(store), _files(direct)
+    shards = sorted(k for k in made if k.startswith("data/c/"))
+    assert sorted(k for k in promoted if k.startswith("data/c/")) == shards
+    for key in shards:
+        assert promoted[key] == made[key], key
+    assert _video_quality(store) == 18
+    assert not any(k.startswith(".eocube-staging") for k in promoted)
+    with eocube.open_dataset(store) as a, eocube.open_dataset(direct) as b:
+        np.testing.assert_array_equal(a.data.values, b.data.values)
+    # what the tasks counted is what the promoted store holds
+    arr = zarr.open_group(str(store), mode="r")["data"]
+    from eocube.shards import payload_nbytes
+
+    assert staged.tallies["data"].payload_nbytes == payload_nbytes(arr)
+
+
+class _FakePasses:
+    """Passes whose reports are given: which are made, and which one is kept."""
+
+    def __init__(self, psnrs: list[float]) -> None:
+        self.psnrs = psnrs
+        self.made: list[int] = []
+        self.kept: int | None = None
+        self.quality_at: dict[int, float | None] = {}
+        self.quality: dict = {}
+
+    def _report(self, number: int) -> EncodeReport:
+        psnr = self.psnrs[number - 1]
+        var = VariableReport("data", (4, 1, 8, 8), "uint16", "hevc-12bit-444",
+                             self.quality["data"], 1000 * number, 1.0, psnr=psnr)  # fmt: skip
+        return EncodeReport("x", 1000 * number, 2000, 256, 1.0, 2.0, {"data": var})
+
+    def first(self, mode: str) -> EncodeReport:
+        self.made.append(1)
+        self.quality_at[1] = self.quality["data"]
+        return self._report(1)
+
+    def again(self, number: int) -> EncodeReport:
+        self.made.append(number)
+        self.quality_at[number] = self.quality["data"]
+        return self._report(number)
+
+    def keep(self, number: int) -> EncodeReport:
+        self.kept = number
+        return replace(self._report(number), nbytes=1000 * number)
+
+
+def test_keeping_an_earlier_pass_encodes_nothing_again() -> None:
+    # pass 1 meets 45 dB, two coarser corrections miss: pass 1 is kept, not re-encoded
+    fake = _FakePasses([47.0, 44.0, 44.5])
+    quality: dict = {"data": 20.0}
+    fake.quality = quality
+    control = ratecontrol.Control.parse(target_psnr=45.0)
+    searched = ratecontrol.Searched()
+    report, encodes = ratecontrol.write_to_target(
+        fake, "w-", get_profile("hevc-12bit-444"), control, quality, {}, searched
+    )
+    assert fake.made == [1, 2, 3]
+    assert encodes == 3 <= 1 + ratecontrol.MAX_CORRECTIONS
+    assert fake.kept == 1
+    assert quality["data"] == fake.quality_at[1]  # the settings of the pass kept
+    assert report.variables["data"].psnr == 47.0
+
+
+def test_a_target_write_reports_at_most_three_encodes(tmp_path: Path) -> None:
+    ds = _cube()
+    report = eocube.to_eocube(ds, tmp_path / "t.eocube", target_psnr=52.0, chunks=CHUNKS)
+    assert 1 <= report.passes <= 1 + ratecontrol.MAX_CORRECTIONS
+    v = report.variables["data"]
+    assert v.psnr is not None
+    assert v.psnr >= 52.0
+    assert not (tmp_path / "t.eocube" / ".eocube-staging").exists()
+    with eocube.open_dataset(tmp_path / "t.eocube") as back:
+        from eocube import metrics
+
+        measured = metrics.psnr(ds.data.values, back.data.values)
+    assert math.isclose(measured, v.psnr, rel_tol=1e-9)
