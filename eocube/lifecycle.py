@@ -49,7 +49,8 @@ from eocube.layout import (
 )
 
 
-def _join(*parts: str) -> str:
+def join_keys(*parts: str) -> str:
+    """Store keys (or key parts) joined with ``/``, empty parts and edge slashes dropped."""
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
 
@@ -82,20 +83,21 @@ def list_keys(path: StorePath, prefix: str = "") -> list[str]:
     """Every key under ``prefix`` (relative to the store's root) of ``path``."""
 
     async def collect() -> list[str]:
-        return [key async for key in path.store.list_prefix(_join(path.path, prefix))]
+        return [key async for key in path.store.list_prefix(join_keys(path.path, prefix))]
 
     return sync(collect())
 
 
 def read_bytes(path: StorePath, key: str) -> bytes | None:
     """The bytes of ``key`` under ``path``, or None when absent."""
-    buf = sync(path.store.get(_join(path.path, key), prototype=default_buffer_prototype()))
+    buf = sync(path.store.get(join_keys(path.path, key), prototype=default_buffer_prototype()))
     return None if buf is None else buf.to_bytes()
 
 
 def write_bytes(path: StorePath, key: str, data: bytes) -> None:
     """Write ``data`` to ``key`` under ``path``."""
-    sync(path.store.set(_join(path.path, key), default_buffer_prototype().buffer.from_bytes(data)))
+    buffer = default_buffer_prototype().buffer.from_bytes(data)
+    sync(path.store.set(join_keys(path.path, key), buffer))
 
 
 def move(store: Store, source: str, target: str) -> None:
@@ -196,7 +198,7 @@ def finish(
             doc.pop(INCOMPLETE, None)
             write_document(path, key, metadata.compact_defaults_only(doc))
         else:
-            delete(path, [_join(path.path, key)])
+            delete(path, [join_keys(path.path, key)])
     # what a write left behind: staged chunks, and the temporary files of interrupted
     # atomic writes (zarr's LocalStore writes <key>.<uuid4 hex>.partial, then renames)
     leftovers = [k for k in list_keys(path) if is_temporary(k)]
@@ -261,7 +263,7 @@ def _named(path: StorePath) -> str:
     from zarr.storage import FsspecStore
 
     if isinstance(path.store, FsspecStore):
-        return str(path.store.fs.unstrip_protocol(_join(path.store.path, path.path)))
+        return str(path.store.fs.unstrip_protocol(join_keys(path.store.path, path.path)))
     return str(path)
 
 
@@ -332,7 +334,7 @@ def commit_update(
     the :data:`~eocube.layout.PENDING` entry and the recorded quality of the variables in
     ``forget_quality``; the staging area goes last."""
     for name, shape in shapes.items():
-        key = _join(name, METADATA)
+        key = join_keys(name, METADATA)
         doc = read_document(path, key)
         if doc is not None:
             doc["shape"] = list(shape)

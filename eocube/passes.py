@@ -96,8 +96,8 @@ def write_pass(
     # the same check as a write's: every shard a task reported is in the store
     lifecycle.check_written(real, {k: n for k, n in staged.items() if n})
     root = real.path.strip("/")
-    start = len(_join(root, prefix)) + 1
-    in_place = {_join(root, key[start:]): nbytes for key, nbytes in staged.items()}
+    start = len(lifecycle.join_keys(root, prefix)) + 1
+    in_place = {lifecycle.join_keys(root, key[start:]): nbytes for key, nbytes in staged.items()}
     return StagedPass(number, encode.tallies(results), in_place)
 
 
@@ -128,12 +128,12 @@ def promote(
         real.store, details={"fingerprint": dict(fingerprint)}, root=real.path
     )
     lifecycle.write_document(StorePath(view, real.path), METADATA, root)
-    prefix = _join(real.path.strip("/"), pass_prefix(staged.number))
+    prefix = lifecycle.join_keys(real.path.strip("/"), pass_prefix(staged.number))
     base = len(real.path.strip("/"))
     for key, nbytes in staged.shards.items():
         relative = key[base:].lstrip("/")
         if nbytes:
-            lifecycle.move(real.store, _join(prefix, relative), key)
+            lifecycle.move(real.store, lifecycle.join_keys(prefix, relative), key)
         else:  # a shard of fill values only: no object, as in zarr
             lifecycle.delete(real, [key] if zarr.core.sync.sync(real.store.exists(key)) else [])
     written = {k: n for k, n in staged.shards.items() if n}
@@ -159,7 +159,3 @@ def _set_video_codec(meta: Any, codec: VideoCodec) -> None:
     elif isinstance(meta, dict):
         for value in meta.values():
             _set_video_codec(value, codec)
-
-
-def _join(*parts: str) -> str:
-    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
