@@ -808,6 +808,57 @@ def _sparse_frames(frames: np.ndarray) -> bool:  # pragma: no cover - compiled
     return False
 
 
+@numba.njit(nogil=True, cache=True)
+def _value_groups(
+    frames: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    # consecutive frames grouped while at least half of a frame's distinct values are
+    # already in its group; returns each frame's group, and the groups' sorted values
+    # (concatenated, group g at values[offsets[g]:offsets[g + 1]])
+    F = frames.shape[0]
+    seen = np.zeros(_MAXVAL + 1, np.bool_)
+    member = np.zeros(_MAXVAL + 1, np.bool_)
+    group = np.zeros(F, np.int64)
+    values = np.empty(frames.size, np.int64)
+    offsets = np.zeros(F + 1, np.int64)
+    distinct = np.empty(frames.shape[1] * frames.shape[2], np.int64)
+    groups = 0
+    end = 0  # values held by the groups so far
+    for f in range(F):
+        img = frames[f]
+        nd = 0
+        for y in range(img.shape[0]):
+            for x in range(img.shape[1]):
+                v = _I64(img[y, x])
+                if not seen[v]:
+                    seen[v] = True
+                    distinct[nd] = v
+                    nd += 1
+        shared = 0
+        for i in range(nd):
+            seen[distinct[i]] = False
+            if member[distinct[i]]:
+                shared += 1
+        if groups == 0 or 2 * shared < nd:
+            start = offsets[groups]
+            for i in range(start, end):
+                member[values[i]] = False
+            if groups:
+                values[start:end].sort()
+                offsets[groups] = end
+            groups += 1
+            offsets[groups] = end
+        for i in range(nd):
+            if not member[distinct[i]]:
+                member[distinct[i]] = True
+                values[end] = distinct[i]
+                end += 1
+        group[f] = groups - 1
+    values[offsets[groups - 1] : end].sort()
+    offsets[groups] = end
+    return group, values[:end], offsets[: groups + 1]
+
+
 def value_tables(frames: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     """Tables of the values frames hold, when these are sparse, and each frame's table.
 
@@ -817,27 +868,26 @@ def value_tables(frames: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     """
     F = frames.shape[0]
     pixels = frames.shape[1] * frames.shape[2]
-    groups: list[tuple[list[int], np.ndarray]] = []
-    if not _sparse_frames(frames):
-        return [], np.full(F, -1, np.int64)
-    for f in range(F):
-        u = np.unique(frames[f])
-        if groups:
-            members, values = groups[-1]
-            shared = np.intersect1d(values, u, assume_unique=True).size
-            if 2 * shared >= u.size:
-                members.append(f)
-                groups[-1] = (members, np.union1d(values, u))
-                continue
-        groups.append(([f], u))
-    tables: list[np.ndarray] = []
     which = np.full(F, -1, np.int64)
-    for members, values in groups:
-        span = int(values[-1]) - int(values[0]) + 1
-        if 3 * values.size <= 2 * span and 8 * values.size <= pixels * len(members):
+    if not _sparse_frames(frames):
+        return [], which
+    group, values, offsets = _value_groups(frames)
+    tables: list[np.ndarray] = []
+    for g in range(offsets.size - 1):
+        table = values[offsets[g] : offsets[g + 1]]
+        members = group == g
+        span = int(table[-1]) - int(table[0]) + 1
+        if 3 * table.size <= 2 * span and 8 * table.size <= pixels * int(members.sum()):
             which[members] = len(tables)
-            tables.append(values.astype(np.int64))
+            tables.append(table)
     return tables, which
+
+
+def _ranks(frame: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Each value's index in ``table`` (which holds every value of ``frame``, sorted)."""
+    index = np.zeros(_MAXVAL + 1, np.uint16)
+    index[table] = np.arange(table.size, dtype=np.uint16)
+    return index[frame]
 
 
 def _new_model() -> np.ndarray:
@@ -889,7 +939,7 @@ def encode(frames: np.ndarray) -> bytes:
     ranks = frames.copy() if tables else frames
     for f in range(F):
         if which[f] >= 0:
-            ranks[f] = np.searchsorted(tables[which[f]], frames[f])
+            ranks[f] = _ranks(frames[f], tables[which[f]])
     dist_a, dist_b = choose_references(ranks)
     modes = _frame_modes(ranks, which)
     w = ByteWriter()

@@ -78,6 +78,46 @@ def test_sparse_values_use_a_table() -> None:
             lossless.decode(bad, *frames.shape)
 
 
+def _value_tables_by_sets(frames: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    # value_tables' rule written with numpy's set operations (its first implementation)
+    F, H, W = frames.shape
+    groups: list[tuple[list[int], np.ndarray]] = []
+    if not any(3 * np.unique(f).size <= 2 * (int(f.max()) - int(f.min()) + 1) for f in frames):
+        return [], np.full(F, -1, np.int64)  # no frame is sparse: no table is looked for
+    for f in range(F):
+        u = np.unique(frames[f])
+        if groups and 2 * np.intersect1d(groups[-1][1], u).size >= u.size:
+            groups[-1] = (groups[-1][0] + [f], np.union1d(groups[-1][1], u))
+        else:
+            groups.append(([f], u))
+    tables, which = [], np.full(F, -1, np.int64)
+    for members, values in groups:
+        span = int(values[-1]) - int(values[0]) + 1
+        if 3 * values.size <= 2 * span and 8 * values.size <= H * W * len(members):
+            which[members] = len(tables)
+            tables.append(values)
+    return tables, which
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_value_tables_follow_their_rule(seed: int) -> None:
+    # frames whose value sets drift, jump and repeat: groups start and end where the
+    # rule says, on whichever side of the sparseness limits
+    rng = np.random.default_rng(seed)
+    F, H, W = int(rng.integers(1, 12)), int(rng.integers(1, 20)), int(rng.integers(1, 20))
+    step = int(rng.choice([1, 2, 3, 97]))
+    offsets = np.cumsum(rng.choice([0, 0, 5, 400], F))
+    frames = offsets[:, None, None] + step * rng.integers(0, rng.integers(1, 60), (F, H, W))
+    frames = np.minimum(frames, 65535).astype(np.uint16)
+    tables, which = lossless.value_tables(frames)
+    expected, expected_which = _value_tables_by_sets(frames)
+    assert np.array_equal(which, expected_which)
+    assert len(tables) == len(expected)
+    for got, want in zip(tables, expected, strict=True):
+        assert np.array_equal(got, want)
+    assert np.array_equal(lossless.decode(lossless.encode(frames), *frames.shape), frames)
+
+
 def test_replicated_pixels_use_blocks() -> None:
     rng = np.random.default_rng(6)
     coarse = rng.integers(0, 3000, (5, 9, 8), dtype=np.uint16)
