@@ -60,9 +60,13 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
 
 from eocube.binary import ByteReader, ByteWriter
 from eocube.errors import CorruptChunkError
@@ -108,8 +112,6 @@ _BLOCKS = 4
 _POWER = 4
 # (1 << 24) // (k + 1), as JPEG-XL's weighted predictor divides
 _DIV = np.array([(1 << 24) // (k + 1) for k in range(128)], np.int64)
-# bit length of 0 .. 65535
-_BITLEN = np.array([int(v).bit_length() for v in range(65536)], np.int64)
 
 _DECODE_ERRORS = {
     1: "does not start a range-coded stream",
@@ -140,13 +142,24 @@ def _get_bits(
     return value, rng, code, pos
 
 
+def _ctlz(typingctx: Any, v: Any) -> Any:  # pragma: no cover - compiled
+    # LLVM's ctlz: one instruction (lzcnt/bsr) where a table lookup took two branches; the
+    # predictor's weights and the residual tokens take a bit length per sub-predictor
+    sig = types.int64(types.int64)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.ctlz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return sig, codegen
+
+
+_leading_zeros: Any = intrinsic(_ctlz)
+
+
 @numba.njit(nogil=True, cache=True, inline="always")
 def _bitlen(v: int) -> int:  # pragma: no cover - compiled
-    if v < 65536:
-        return _BITLEN[v]
-    if v < (1 << 32):
-        return 16 + _BITLEN[v >> 16]
-    return 32 + _BITLEN[min(v >> 32, 65535)]
+    # v >= 0; 0 for 0
+    return 64 - _leading_zeros(_I64(v))
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
