@@ -1,0 +1,144 @@
+"""x265 option candidates against the default profile, cube by cube, at matched rates.
+
+For each cube (the first ``--dates`` dates, all bands, as one chunk) and each candidate
+set of x265 parameters added to ``hevc-12bit-444``, :func:`eocube.encode_chunk` is run at
+the crf values of ``--crfs``. Each candidate point's PSNR is compared with the default's
+curve interpolated at the same rate (log bpppb, payload bytes), where the default's sweep
+covers that rate; the table gives the mean difference and the encode time against the
+default's. It is how a candidate is judged before it is measured in full with
+``benchmarks.rd``: an option that helps some cubes and costs others shows it here.
+
+    python -m benchmarks.x265_options [--corpus /work/shared/data] [--cubes ...]
+
+Writes ``benchmarks/results/x265_options.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from benchmarks.common import git_state, md_table
+from benchmarks.defaults import _with
+
+RESULTS = Path(__file__).parent / "results"
+CUBES = (
+    "l8_ny18_013032",
+    "l8_ny18_014031",
+    "landsat7_rgb_byte",
+    "s2_l1c_eolearn_5x13",
+    "s2_l1c_eolearn_ndvi_68x1",
+    "s2_l2a_fusets_meadow_58x3x44x48",
+    "s2_l2a_openeo_gfmap_19x4x52x46",
+    "s2_l2a_worldcereal_118x4x64x64",
+    "s2_l2a_worldcereal_72x4x64x64",
+    "era5_t2m_uk_744h",
+    "stars_cmip3_tos_24x1x170x180",
+)
+CANDIDATES: dict[str, dict[str, str]] = {
+    "tu-intra/inter-depth 2": {"tu-intra-depth": "2", "tu-inter-depth": "2"},
+    "tu-intra/inter-depth 3": {"tu-intra-depth": "3", "tu-inter-depth": "3"},
+    "scenecut 0": {"scenecut": "0"},
+    "deblock -2,-2": {"deblock": "-2,-2"},
+    "no-deblock": {"no-deblock": "1"},
+    "no-strong-intra-smoothing": {"no-strong-intra-smoothing": "1"},
+    "weightb": {"weightb": "1"},
+}
+
+
+def curve(block: np.ndarray, profile: Any, crfs: tuple[float, ...]) -> tuple[np.ndarray, float]:
+    """(log bpppb, PSNR) per crf and the seconds the encodes took."""
+    from eocube.chunk import decode_chunk, encode_chunk
+    from eocube.metrics import psnr
+
+    points, seconds = [], 0.0
+    for crf in crfs:
+        t0 = time.perf_counter()
+        payload = encode_chunk(block, profile, quality=crf)
+        seconds += time.perf_counter() - t0
+        decoded = decode_chunk(payload)[: block.shape[0]]
+        points.append((np.log(len(payload) * 8 / block.size), psnr(block, decoded)))
+    return np.array(points), seconds
+
+
+def versus(points: np.ndarray, base: np.ndarray) -> list[float]:
+    """PSNR differences of ``points`` to ``base`` at the same rate, where base covers it."""
+    order = np.argsort(base[:, 0])
+    inside = (points[:, 0] >= base[:, 0].min()) & (points[:, 0] <= base[:, 0].max())
+    reference = np.interp(points[inside, 0], base[order, 0], base[order, 1])
+    return [float(d) for d in points[inside, 1] - reference]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import eocube
+
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--corpus", type=Path, default=Path("/work/shared/data"))
+    p.add_argument("--cubes", nargs="+", default=list(CUBES))
+    p.add_argument("--dates", type=int, default=32)
+    p.add_argument("--crfs", type=float, nargs="+", default=[6, 14, 22, 30])
+    args = p.parse_args(argv)
+    warnings.simplefilter("ignore")
+    default = eocube.get_profile("hevc-12bit-444")
+    crfs = tuple(args.crfs)
+    rows: list[dict[str, Any]] = []
+    for name in args.cubes:
+        with xr.open_dataset(args.corpus / f"{name}.nc") as ds:
+            block = np.asarray(ds["data"].values[: args.dates])
+        base, base_s = curve(block, default, crfs)
+        for label, params in CANDIDATES.items():
+            points, seconds = curve(block, _with(default, params=params), crfs)
+            diffs = versus(points, base)
+            rows.append(
+                {
+                    "cube": name,
+                    "candidate": label,
+                    "params": params,
+                    "mean_db": float(np.mean(diffs)) if diffs else float("nan"),
+                    "db_at_points": diffs,
+                    "time_ratio": seconds / base_s,
+                }
+            )
+            print(
+                f"{name:34s} {label:28s} {rows[-1]['mean_db']:+.3f} dB "
+                f"(time x{rows[-1]['time_ratio']:.2f})",
+                flush=True,
+            )
+    cands = list(CANDIDATES)
+    table = []
+    for name in args.cubes:
+        by = {r["candidate"]: r for r in rows if r["cube"] == name}
+        table.append(
+            [name, *(f"{by[c]['mean_db']:+.2f} (×{by[c]['time_ratio']:.2f})" for c in cands)]
+        )
+    medians = [
+        float(np.nanmedian([r["mean_db"] for r in rows if r["candidate"] == c])) for c in cands
+    ]
+    table.append(["median", *(f"{m:+.2f}" for m in medians)])
+    text = md_table(["cube", *cands], table)
+    print(text)
+    state = git_state()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "x265_options.json").write_text(
+        json.dumps({"git": state, "crfs": crfs, "dates": args.dates, "rows": rows}, indent=1)
+    )
+    note = (
+        "# x265 option candidates against hevc-12bit-444\n\n"
+        f"Mean PSNR difference (dB) to the default at the same payload rate, first "
+        f"{args.dates} dates of each cube as one chunk, crf {', '.join(f'{c:g}' for c in crfs)}; "
+        "in brackets the encode time against the default's. Commit "
+        f"{str(state.get('commit', '?'))[:7]}. Reproduce: `python -m benchmarks.x265_options`.\n\n"
+    )
+    (RESULTS / "x265_options.md").write_text(note + text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
