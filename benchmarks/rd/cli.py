@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume and parts.is_complete(part):
             print(f"{name}: done already", file=sys.stderr)
             continue
-        if args.methods and part.exists():
+        if args.methods and (
+            part.exists() or parts.seed_from_results(out / "results.jsonl", name, part)
+        ):
             parts.keep_other_methods(part, set(args.methods))  # re-measure only these
         else:
             part.unlink(missing_ok=True)

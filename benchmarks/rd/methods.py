@@ -115,9 +115,15 @@ def _codec_alone_seconds(chunks: list[bytes], repeats: int) -> tuple[float | Non
 
 
 def eocube_point(
-    cube: Cube, profile: str, crf: float | None, *, decode_repeats: int
+    cube: Cube,
+    profile: str,
+    crf: float | None,
+    *,
+    decode_repeats: int,
+    target_bpppb: float | None = None,
 ) -> dict[str, Any]:
-    """Write the cube with ``profile`` at ``crf`` (None: lossless) and read it back.
+    """Write the cube with ``profile`` at ``crf`` (None: lossless, or ``target_bpppb``)
+    and read it back.
 
     Parameters
     ----------
@@ -129,6 +135,9 @@ def eocube_point(
         The quality; None writes the profile losslessly.
     decode_repeats : int
         Reads timed (medians are kept).
+    target_bpppb : float, optional
+        With ``crf`` None: the store's rate to reach (eocube's rate control, which spends
+        what the video cannot on a residual layer).
 
     Returns
     -------
@@ -142,7 +151,9 @@ def eocube_point(
 
     path = f"memory://rd-{uuid.uuid4().hex}.eocube"
     kwargs: dict[str, Any] = {"profile": profile, "measure": False}
-    if crf is None:
+    if target_bpppb is not None:
+        kwargs["target_bpppb"] = target_bpppb
+    elif crf is None:
         kwargs["lossless"] = True
     else:
         kwargs["crf"] = crf
@@ -269,6 +280,21 @@ def cube_jobs(cube: Cube, *, quick: bool, decode_repeats: int) -> list[Job]:
                     lambda n=name, c=crf: eocube_point(cube, n, c, decode_repeats=decode_repeats),
                 )
             )
+    for rate in sweeps.target_rates(quick):
+        jobs.append(
+            Job(
+                f"eocube:{sweeps.DEFAULT_PROFILE}",
+                {"target_bpppb": rate},
+                False,
+                lambda r=rate: eocube_point(
+                    cube,
+                    sweeps.DEFAULT_PROFILE,
+                    None,
+                    decode_repeats=decode_repeats,
+                    target_bpppb=r,
+                ),
+            )
+        )
     for name in sweeps.LOSSLESS_PROFILES:
         if name in available:
             jobs.append(

@@ -108,3 +108,28 @@ def load_parts(points: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, 
         cubes[lines[0]["cube"]] = info
         records += [x for x in lines if "method" in x]
     return cubes, records, meta
+
+
+CUBE_FIELDS = (
+    "cube", "family", "dtype", "shape", "source_shape", "crop", "values", "original_bytes",
+    "nodata", "invalid_fraction", "value_min", "value_max", "integer", "time_series",
+)  # fmt: skip
+"""The fields of a record that describe its cube (benchmarks.corpus.Cube.describe)."""
+
+
+def seed_from_results(results: Path, cube: str, part: Path) -> bool:
+    """Write ``cube``'s part from a run's ``results.jsonl``; whether it held the cube.
+
+    A fresh checkout has the committed results but no ``points/``: seeded parts let
+    ``--methods`` re-measure some methods and keep every other method's points.
+    """
+    if not results.exists():
+        return False
+    records = [x for x in part_lines(results) if x.get("cube") == cube and "method" in x]
+    if not records:
+        return False
+    info = {k: records[0].get(k) for k in CUBE_FIELDS}
+    with part.open("w") as fh:
+        fh.write(dumps({"cube": cube, "cube_info": info}))
+        fh.writelines(dumps(x) for x in records)
+    return True

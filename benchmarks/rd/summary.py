@@ -13,7 +13,7 @@ from typing import Any
 
 from benchmarks import anchors, common, competitors
 from benchmarks.common import TARGETS, fmt, md_section, md_table
-from benchmarks.rd import goals
+from benchmarks.rd import goals, sweeps
 from benchmarks.rd.records import (
     DEFAULT_METHOD,
     Record,
@@ -68,7 +68,11 @@ def _header(cubes: dict[str, CubeInfo], records: list[Record], meta: dict[str, A
         "Competitors count streams + side info + NaN/nodata mask. Values at 0.1/0.3/1 "
         "bpppb are interpolated in log bpppb; n/a = not reached by the sweep; † = a video "
         "method that saturates below that rate (its crf 0 point never spends that much): "
-        "its best quality stands for it, since spending more is impossible.",
+        "its best quality stands for it, since spending more is impossible. eocube's "
+        "default profile is also written with `target_bpppb` at "
+        f"{', '.join(f'{r:g}' for r in sweeps.TARGET_RATES_FULL)} bpppb: where its video "
+        "saturates, the rate control spends the rest on the residual layer, as a user "
+        "asking for that rate gets.",
         "",
     ]
 

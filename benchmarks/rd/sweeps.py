@@ -44,6 +44,19 @@ def profile_sweeps(quick: bool) -> dict[str, tuple[float, ...]]:
     return SWEEPS_QUICK if quick else SWEEPS_FULL
 
 
+# The default profile is also written at these store rates with target_bpppb: where its
+# video saturates below a goal's rate (crf 0 spends less), the rate control spends the
+# rest on the residual layer, so the curve reaches the rate as a user asking for it would.
+# Above 1 bpppb so that 1 is interpolated, not extrapolated, on both bases.
+TARGET_RATES_FULL = (1.25,)
+TARGET_RATES_QUICK = (1.25,)
+
+
+def target_rates(quick: bool) -> tuple[float, ...]:
+    """The store rates (bpppb) the default profile is also written at with target_bpppb."""
+    return TARGET_RATES_QUICK if quick else TARGET_RATES_FULL
+
+
 def reference_crfs(quick: bool) -> tuple[float, ...]:
     """The crf values of the reference approach."""
     return REFERENCE_CRFS_QUICK if quick else REFERENCE_CRFS_FULL
