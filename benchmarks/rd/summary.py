@@ -37,6 +37,18 @@ OTHER_SPEEDS = (
 )
 
 
+def _partial_run(meta: dict[str, Any]) -> str:
+    """A sentence naming what a run limited to some methods or cubes measured."""
+    command = str(meta.get("command") or "")
+    if "--methods" not in command and "--cubes" not in command:
+        return ""
+    return (
+        f" This run (`{command}`) measured only the methods (and the methods they prefix) "
+        "or cubes it names; every other point is that of an earlier run, kept in "
+        "`results.jsonl`."
+    )
+
+
 def _header(cubes: dict[str, CubeInfo], records: list[Record], meta: dict[str, Any]) -> list[str]:
     """The title, the machine, how long measuring took, and the definitions."""
     machine = meta["machine"]
@@ -58,7 +70,7 @@ def _header(cubes: dict[str, CubeInfo], records: list[Record], meta: dict[str, A
         )
         + f". Reproduce: `python -m benchmarks.rd{' --quick' if meta['mode'] == 'quick' else ''}`"
         " (a single cube or method can be re-measured with `--cubes` / `--methods`; the "
-        "per-cube parts in `points/` are merged).",
+        "per-cube parts in `points/` are merged)." + _partial_run(meta),
         "",
         "Definitions: PSNR per docs/format.md (per-band data-range peak over valid values, mean "
         "over bands; the reference paper's storage-type peak reads ~16 dB higher on "
