@@ -100,30 +100,13 @@ _DECODE_ERRORS = {
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _shift_low(
-    low: int, cache: int, pending: int, pos: int, out: np.ndarray
-) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
-    # pending >= 1 always (the stream starts with it at 1): the cached byte plus the
-    # carry, then the run of 0xFF bytes plus the carry
-    if low < 0xFF000000 or low > 0xFFFFFFFF:
-        carry = low >> 32
-        out[pos] = (cache + carry) & 0xFF
-        pos += 1
-        fill = (0xFF + carry) & 0xFF
-        for _ in range(pending - 1):
-            out[pos] = fill
-            pos += 1
-        cache = (low >> 24) & 0xFF
-        pending = 0
-    return (low & 0xFFFFFF) << 8, cache, pending + 1, pos
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
 def _renormalize(
     low: int, rng: int, cache: int, pending: int, pos: int, out: np.ndarray
 ) -> _EncState:  # pragma: no cover - compiled
-    # _shift_low's body written out here, not called: numba's inliner made a call nested
-    # in this (itself inlined) function cost ~25 ns per coded bin, 4.5x the whole bin
+    # each shift moves low's top byte out: the cached byte plus the carry, then the run of
+    # 0xFF bytes (pending - 1 of them; pending >= 1 always) plus the carry. Written here,
+    # not in a helper it calls: numba's inliner made a nested call cost ~25 ns per coded
+    # bin, 4.5x the rest of the bin
     while rng < _TOP:
         rng <<= 8
         if low < 0xFF000000 or low > 0xFFFFFFFF:
@@ -272,8 +255,8 @@ def _finish(
 ) -> np.ndarray:  # pragma: no cover - compiled
     # the flush: the stream's last bytes, which the decoder reads to end with code 0
     out = _room(out, pos + pending + _FLUSH)
-    for _ in range(_FLUSH):
-        low, cache, pending, pos = _shift_low(low, cache, pending, pos, out)
+    for _ in range(_FLUSH):  # a range one byte short of the top: exactly one shift each
+        low, _, cache, pending, pos = _renormalize(low, _TOP >> 8, cache, pending, pos, out)
     return out[:pos]
 
 
