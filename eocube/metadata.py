@@ -10,6 +10,9 @@ every array) without what zarr v3 and zarr-python take as the default when it is
 - the ``default`` chunk key encoding's ``"configuration": {"separator": "/"}`` (the
   spec's default separator);
 - the ``zstd`` codec's ``"checksum": false``;
+- xarray's ``_FillValue`` attribute on floating-point arrays whose zarr ``fill_value`` is
+  NaN when it holds NaN too (~45 bytes an array): masking NaN as missing leaves floats as
+  they are, so the values read are the same with or without it;
 
 and stores an attribute that repeats another attribute of the same array once: rioxarray
 and GDAL write the CRS as WKT twice, as ``crs_wkt`` (CF) and ``spatial_ref`` (GDAL),
@@ -23,10 +26,14 @@ Every document stays one that ``zarr.open_group`` and ``xr.open_zarr`` read.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
+import math
 from collections.abc import Mapping, MutableMapping
 from typing import Any
+
+import numpy as np
 
 ALIASES = "aliases"
 """Key of the marker listing the attributes stored once (see :func:`compact`)."""
@@ -91,11 +98,34 @@ def drop_defaults(meta: MutableMapping[str, Any]) -> None:
     """Remove, in place, the fields of an array's metadata that equal their defaults."""
     if meta.get("storage_transformers") == []:
         del meta["storage_transformers"]
+    attrs = meta.get("attributes")
+    if isinstance(attrs, dict) and _is_nan_fill(meta, attrs.get("_FillValue")):
+        del attrs["_FillValue"]
     if meta.get("attributes") == {}:
         del meta["attributes"]
     if meta.get("chunk_key_encoding") == {"name": "default", "configuration": {"separator": "/"}}:
         meta["chunk_key_encoding"] = {"name": "default"}
     _drop_codec_defaults(meta.get("codecs"))
+
+
+_FLOAT_TYPES = frozenset({"float16", "float32", "float64"})
+
+
+def _is_nan_fill(meta: Mapping[str, Any], fill: Any) -> bool:
+    """Whether ``fill`` (an array's ``_FillValue`` attribute as xarray writes it: a
+    float's little-endian bytes in base64, of the array's width or float64's) is NaN on a
+    float array whose zarr fill is NaN."""
+    if str(meta.get("data_type")) not in _FLOAT_TYPES or meta.get("fill_value") != "NaN":
+        return False
+    if not isinstance(fill, str):
+        return False
+    try:
+        raw = base64.b64decode(fill, validate=True)
+    except ValueError:
+        return False
+    if len(raw) not in (2, 4, 8):
+        return False
+    return math.isnan(float(np.frombuffer(raw, dtype=f"<f{len(raw)}")[0]))
 
 
 def _drop_codec_defaults(codecs: Any) -> None:

@@ -239,6 +239,12 @@ def store_nbytes(store_path: StorePath) -> int:
     return int(zarr.core.sync.sync(store_path.store.getsize_prefix(store_path.path)))
 
 
+def _bound_entry(bound: float | tuple[float, ...] | None) -> dict[str, Any]:
+    if bound is None:
+        return {}
+    return {"error_bound": list(bound) if isinstance(bound, tuple) else bound}
+
+
 def record_quality(store_path: StorePath, report: EncodeReport) -> None:
     """Keep the measured quality in the store, for ``eocube info``, ``verify`` and catalogs."""
     measured = {
@@ -248,9 +254,8 @@ def record_quality(store_path: StorePath, report: EncodeReport) -> None:
             "psnr": _finite_or_str(None if v.psnr is None else round(v.psnr, 4)),
             "max_abs_error": _finite_or_str(v.max_abs_error),
             "payload_bpppb": float(f"{v.bpppb:.6g}"),
-            "error_bound": list(v.error_bound)
-            if isinstance(v.error_bound, tuple)
-            else v.error_bound,
+            # absent when no bound was asked (a null cost 19 bytes a variable)
+            **_bound_entry(v.error_bound),
         }
         for name, v in report.variables.items()
         if v.psnr is not None

@@ -124,3 +124,49 @@ def test_restore_aliases_never_overrides_an_attribute() -> None:
     var = xr.Variable((), 0, attrs={"a": "value", "b": "mine"})
     metadata.restore_aliases({"v": var}, {"aliases": {"v": {"b": "a", "c": "a", "d": "gone"}}})
     assert var.attrs == {"a": "value", "b": "mine", "c": "value"}
+
+
+def test_a_nan_fill_attribute_of_floats_is_left_out_and_values_read_the_same(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(2)
+    values = rng.integers(0, 4000, (3, 1, 16, 16)).astype(np.float32)
+    values[0, 0, :2, :2] = np.nan
+    ds = xr.Dataset(
+        {"data": (("time", "band", "y", "x"), values)},
+        coords={
+            "y": 100.0 - 10 * np.arange(16.0),
+            "x": np.arange(16.0),
+            "lat": ("y", rng.random(16)),
+        },
+    )
+    eocube.to_eocube(ds, tmp_path / "c", crf=10)
+    members = json.loads((tmp_path / "c" / "zarr.json").read_text())["consolidated_metadata"]
+    for name in ("x", "y", "lat", "data"):
+        assert "_FillValue" not in members["metadata"][name].get("attributes", {}), name
+    back = xr.open_dataset(tmp_path / "c", engine="eocube").load()
+    plain = xr.open_zarr(tmp_path / "c")
+    for name in ("x", "y", "lat"):
+        assert back[name].values.tobytes() == ds[name].values.tobytes(), name
+        assert plain[name].values.tobytes() == ds[name].values.tobytes(), name
+    assert np.isnan(back["data"].values[0, 0, :2, :2]).all()
+    assert np.isfinite(back["data"].values[1:]).all()
+
+
+def test_only_a_nan_fill_of_a_float_array_with_a_nan_zarr_fill_is_dropped() -> None:
+    nan64, nan32, minus1 = "AAAAAAAA+H8=", "AADAfw==", "AAAAAAAA8L8="
+    cases = [
+        ({"data_type": "float64", "fill_value": "NaN"}, nan64, True),
+        ({"data_type": "float32", "fill_value": "NaN"}, nan32, True),
+        ({"data_type": "float64", "fill_value": "NaN"}, minus1, False),
+        ({"data_type": "float64", "fill_value": 0.0}, nan64, False),
+        ({"data_type": "int16", "fill_value": "NaN"}, nan64, False),
+        ({"data_type": "float32", "fill_value": "NaN"}, nan64, True),  # as eocube wrote it
+        ({"data_type": "float64", "fill_value": "NaN"}, "AAAA", False),  # 3 bytes
+        ({"data_type": "float64", "fill_value": "NaN"}, "not base64!", False),
+    ]
+    for meta, fill, dropped in cases:
+        doc = {**meta, "node_type": "array", "attributes": {"_FillValue": fill, "units": "m"}}
+        metadata.drop_defaults(doc)
+        assert ("_FillValue" not in doc["attributes"]) is dropped, (meta, fill)
+        assert doc["attributes"]["units"] == "m"
