@@ -8,9 +8,9 @@ covers that rate; the table gives the mean difference and the encode time agains
 default's. It is how a candidate is judged before it is measured in full with
 ``benchmarks.rd``: an option that helps some cubes and costs others shows it here.
 
-    python -m benchmarks.x265_options [--corpus /work/shared/data] [--cubes ...]
+    python -m benchmarks.x265_options [--set structure|chroma-qp] [--cubes ...]
 
-Writes ``benchmarks/results/x265_options.{json,md}``.
+Writes ``benchmarks/results/x265_options.{json,md}``; each set's last run is kept there.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ CUBES = (
     "era5_t2m_uk_744h",
     "stars_cmip3_tos_24x1x170x180",
 )
-CANDIDATES: dict[str, dict[str, str]] = {
+CANDIDATE_SETS: dict[str, dict[str, dict[str, str]]] = {}
+CANDIDATE_SETS["structure"] = {
     "tu-intra/inter-depth 2": {"tu-intra-depth": "2", "tu-inter-depth": "2"},
     "tu-intra/inter-depth 3": {"tu-intra-depth": "3", "tu-inter-depth": "3"},
     "scenecut 0": {"scenecut": "0"},
@@ -50,6 +51,14 @@ CANDIDATES: dict[str, dict[str, str]] = {
     "no-deblock": {"no-deblock": "1"},
     "no-strong-intra-smoothing": {"no-strong-intra-smoothing": "1"},
     "weightb": {"weightb": "1"},
+}
+# Quantiser offsets of the second and third planes: with the KLT on, they hold the minor
+# components, whose share of the error at low rates a larger step may trade for bits.
+CANDIDATE_SETS["chroma-qp"] = {
+    "cb/cr qp +2": {"cbqpoffs": "2", "crqpoffs": "2"},
+    "cb/cr qp +4": {"cbqpoffs": "4", "crqpoffs": "4"},
+    "cb/cr qp +8": {"cbqpoffs": "8", "crqpoffs": "8"},
+    "cb/cr qp -2": {"cbqpoffs": "-2", "crqpoffs": "-2"},
 }
 
 
@@ -82,18 +91,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--corpus", type=Path, default=Path("/work/shared/data"))
     p.add_argument("--cubes", nargs="+", default=list(CUBES))
+    p.add_argument("--set", choices=list(CANDIDATE_SETS), default="structure", dest="group")
     p.add_argument("--dates", type=int, default=32)
     p.add_argument("--crfs", type=float, nargs="+", default=[6, 14, 22, 30])
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
     default = eocube.get_profile("hevc-12bit-444")
+    candidates = CANDIDATE_SETS[args.group]
     crfs = tuple(args.crfs)
     rows: list[dict[str, Any]] = []
     for name in args.cubes:
         with xr.open_dataset(args.corpus / f"{name}.nc") as ds:
             block = np.asarray(ds["data"].values[: args.dates])
         base, base_s = curve(block, default, crfs)
-        for label, params in CANDIDATES.items():
+        for label, params in candidates.items():
             points, seconds = curve(block, _with(default, params=params), crfs)
             diffs = versus(points, base)
             rows.append(
@@ -111,33 +122,55 @@ def main(argv: list[str] | None = None) -> int:
                 f"(time x{rows[-1]['time_ratio']:.2f})",
                 flush=True,
             )
-    cands = list(CANDIDATES)
-    table = []
-    for name in args.cubes:
-        by = {r["candidate"]: r for r in rows if r["cube"] == name}
-        table.append(
-            [name, *(f"{by[c]['mean_db']:+.2f} (×{by[c]['time_ratio']:.2f})" for c in cands)]
-        )
-    medians = [
-        float(np.nanmedian([r["mean_db"] for r in rows if r["candidate"] == c])) for c in cands
-    ]
-    table.append(["median", *(f"{m:+.2f}" for m in medians)])
-    text = md_table(["cube", *cands], table)
-    print(text)
-    state = git_state()
+    path = RESULTS / "x265_options.json"
+    runs = _load_runs(path)
+    runs[args.group] = {"git": git_state(), "crfs": crfs, "dates": args.dates, "rows": rows}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "x265_options.json").write_text(
-        json.dumps({"git": state, "crfs": crfs, "dates": args.dates, "rows": rows}, indent=1)
-    )
-    note = (
-        "# x265 option candidates against hevc-12bit-444\n\n"
-        f"Mean PSNR difference (dB) to the default at the same payload rate, first "
-        f"{args.dates} dates of each cube as one chunk, crf {', '.join(f'{c:g}' for c in crfs)}; "
-        "in brackets the encode time against the default's. Commit "
-        f"{str(state.get('commit', '?'))[:7]}. Reproduce: `python -m benchmarks.x265_options`.\n\n"
-    )
-    (RESULTS / "x265_options.md").write_text(note + text + "\n")
+    path.write_text(json.dumps({"sets": runs}, indent=1))
+    text = render(runs)
+    (RESULTS / "x265_options.md").write_text(text)
+    print(text)
     return 0
+
+
+def _load_runs(path: Path) -> dict[str, Any]:
+    """The committed runs by candidate set (a file from before sets were named holds
+    the "structure" set)."""
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    return dict(saved["sets"]) if "sets" in saved else {"structure": saved}
+
+
+def render(runs: dict[str, Any]) -> str:
+    """One table per candidate set: mean dB against the default and the time ratio."""
+    parts = ["# x265 option candidates against hevc-12bit-444\n"]
+    for group, run in runs.items():
+        rows = run["rows"]
+        cands = list(dict.fromkeys(r["candidate"] for r in rows))
+        cubes = list(dict.fromkeys(r["cube"] for r in rows))
+        table = []
+        for name in cubes:
+            by = {r["candidate"]: r for r in rows if r["cube"] == name}
+            table.append(
+                [name, *(f"{by[c]['mean_db']:+.2f} (×{by[c]['time_ratio']:.2f})" for c in cands)]
+            )
+        medians = [
+            float(np.nanmedian([r["mean_db"] for r in rows if r["candidate"] == c])) for c in cands
+        ]
+        table.append(["median", *(f"{m:+.2f}" for m in medians)])
+        crfs = ", ".join(f"{c:g}" for c in run["crfs"])
+        command = f"--set {group} --crfs {' '.join(f'{c:g}' for c in run['crfs'])}"
+        parts.append(
+            f"## {group}\n\nMean PSNR difference (dB) to the default at the same payload "
+            f"rate, first {run['dates']} dates of each cube as one chunk, crf {crfs}; in "
+            "brackets the encode time against the default's. Commit "
+            f"{str(run['git'].get('commit', '?'))[:7]}. Reproduce: "
+            f"`python -m benchmarks.x265_options {command}`.\n\n"
+            + md_table(["cube", *cands], table)
+            + "\n"
+        )
+    return "\n".join(parts)
 
 
 if __name__ == "__main__":
