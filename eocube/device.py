@@ -116,10 +116,11 @@ def _small_ints(q: np.ndarray) -> np.ndarray:
 def gather_codes(
     parts: chunk.ChunkParts, frames: list[torch.Tensor], device: torch.device
 ) -> torch.Tensor:
-    """The (T * B, Y, X) int32 code planes of a payload from its streams' frame tensors."""
+    """The int32 code planes of a payload from its streams' frame tensors: (T * B, Y, X),
+    or (Y * B, T, X) when its frames are rows (``header.stream_shape``)."""
     import torch
 
-    T, B, Y, X = parts.header.coded_shape
+    T, B, Y, X = parts.header.stream_shape
     codes = torch.empty((T * B, Y, X), dtype=torch.int32, device=device)
     for plan, stream, decoded in zip(parts.plans, parts.streams, frames, strict=True):
         n, per_frame = plan.sources.shape
@@ -149,7 +150,8 @@ def unpack(parts: chunk.ChunkParts, codes: torch.Tensor) -> torch.Tensor:
         The parsed payload (:func:`eocube.chunk.parse_chunk`).
     codes : torch.Tensor
         (T * B, Y, X) integer code planes of the coded part, plane ``t * B + b`` at
-        index ``t * B + b`` (:func:`gather_codes`).
+        index ``t * B + b`` (:func:`gather_codes`); (Y * B, T, X) when the payload's
+        frames are rows.
 
     Returns
     -------
@@ -165,7 +167,9 @@ def unpack(parts: chunk.ChunkParts, codes: torch.Tensor) -> torch.Tensor:
     dtype = np.dtype(header.dtype)
     integer = dtype.kind in "iu"
     per_band = (1, B, 1, 1)
-    c = codes.reshape(T, B, Y, X).to(torch.float64)
+    c = codes.reshape(header.stream_shape).to(torch.float64)
+    if header.time_in_frame:  # the streams' frames are rows: back to (T, B, Y, X)
+        c = c.permute(2, 1, 0, 3)
     if header.spectral is None:
         # offset + code * scale: the product rounded, then the sum
         value = c * _f64(header.scale, device, per_band)

@@ -467,6 +467,7 @@ def payloads() -> dict[str, bytes]:
         "cropped": encode_chunk(padded, "hevc-12bit-444", nodata=0, quality=20),
         "hevc-444": encode_chunk(floats, "hevc-12bit-444", nodata=-9999.0),
         "hevc-luma": encode_chunk(ints, "hevc-12bit-420-luma", nodata=0),
+        "rows": encode_chunk(padded, "hevc-12bit-444", nodata=0, quality=20, frames="y"),
     }
 
 
@@ -480,7 +481,7 @@ def _cuts(n: int, header: int) -> Iterator[int]:
     yield n - 1
 
 
-@pytest.mark.parametrize("name", ["ffv1", "hevc-444", "hevc-luma", "cropped"])
+@pytest.mark.parametrize("name", ["ffv1", "hevc-444", "hevc-luma", "cropped", "rows"])
 def test_truncated_payloads_are_corrupt(payloads: dict[str, bytes], name: str) -> None:
     payload = payloads[name]
     for cut in _cuts(len(payload), _header_length(payload)):
@@ -511,7 +512,7 @@ def _decodes_or_raises_eocube_error(payload: bytes) -> None:
     assert decoded.ndim == 4
 
 
-@pytest.mark.parametrize("name", ["ffv1", "hevc-444", "hevc-luma", "cropped"])
+@pytest.mark.parametrize("name", ["ffv1", "hevc-444", "hevc-luma", "cropped", "rows"])
 def test_every_header_byte_flip_raises_eocube_error_or_decodes(
     payloads: dict[str, bytes], name: str
 ) -> None:
@@ -652,3 +653,107 @@ def test_crop_flag_is_unknown_before_version_3(payloads: dict[str, bytes]) -> No
     as_v2 = payload[:4] + b"\x02" + payload[5:]
     with pytest.raises(CorruptChunkError, match="unknown flags"):
         decode_chunk(as_v2)
+
+
+# ------------------------------------------------------------------ rows as frames
+
+
+def _hourly(dates: int) -> np.ndarray:
+    """A smooth field sampled hourly: a diurnal cycle over a spatial gradient, 33 x 49 px."""
+    t = np.arange(dates)[:, None, None, None]
+    y = np.arange(33)[None, None, :, None]
+    x = np.arange(49)[None, None, None, :]
+    rng = np.random.default_rng(3)
+    field = 280 + 0.2 * y - 0.1 * x + 6 * np.sin(2 * np.pi * (t / 24 + x / 200))
+    return (field + rng.normal(0, 0.05, field.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("profile", "kwargs"),
+    [
+        ("hevc-12bit-444", {"quality": 20}),
+        ("hevc-12bit-444", {"quality": 30, "max_abs_error": 0.05}),
+        ("hevc-12bit-420-luma", {"quality": 20}),
+        ("hevc-12bit-bands", {"quality": 20}),
+        ("av1-10bit", {"quality": 30}),
+    ],
+)
+def test_rows_as_frames_round_trip_with_masks_crop_and_bound(
+    load_cube: LoadCube, profile: str, kwargs: dict
+) -> None:
+    # a real 4-band series (KLT), NaN holes and padding beyond the data (crop)
+    cube = load_cube("s2_l2a_fusets_field_33x3x57x56")
+    data = np.asarray(cube.data[:12], dtype=np.float32)
+    block = np.full((16, data.shape[1], 64, 64), np.nan, np.float32)
+    block[:12, :, :57, :56] = data
+    block[3, 1, 10:20, 5:9] = np.nan
+    rows = encode_chunk(block, profile, frames="y", **kwargs)
+    header = read_header(rows)
+    assert header.version == 4
+    assert header.time_in_frame
+    assert header.coded is not None
+    t, y, x = header.coded
+    assert t == 12
+    assert header.stream_shape == (y, data.shape[1], t, x)
+    decoded = decode_chunk(rows)
+    assert decoded.shape == block.shape
+    np.testing.assert_array_equal(np.isnan(decoded), np.isnan(block))
+    dates = decode_chunk(encode_chunk(block, profile, frames="time", **kwargs))
+    # the same content, coded the other way round: a like quality
+    assert abs(metrics.psnr(block, decoded) - metrics.psnr(block, dates)) < 6
+    if "max_abs_error" in kwargs:
+        assert metrics.max_abs_error(block, decoded) <= kwargs["max_abs_error"]
+
+
+def test_rows_as_frames_of_integers_with_nodata_and_lossless() -> None:
+    rng = np.random.default_rng(5)
+    block = rng.integers(200, 4000, (6, 3, 40, 36)).astype(np.uint16)
+    block[2, :, :4, :4] = 0
+    for profile, kwargs in (("hevc-12bit-444", {"quality": 10}), ("ffv1-lossless", {})):
+        payload = encode_chunk(block, profile, nodata=0, frames="y", **kwargs)
+        assert read_header(payload).time_in_frame
+        decoded = decode_chunk(payload)
+        assert (decoded[2, :, :4, :4] == 0).all()
+        if profile == "ffv1-lossless":
+            np.testing.assert_array_equal(decoded, block)
+
+
+def test_auto_keeps_dates_as_frames_below_the_threshold_byte_for_byte() -> None:
+    block = _hourly(chunk_module.AUTO_MIN_DATES - 1)
+    auto = encode_chunk(block, "hevc-12bit-444", quality=20)
+    assert auto == encode_chunk(block, "hevc-12bit-444", quality=20, frames="time")
+    assert read_header(auto).version == 3
+
+
+def test_auto_codes_a_long_hourly_series_with_rows_as_frames_when_it_pays() -> None:
+    block = _hourly(chunk_module.AUTO_MIN_DATES)
+    time_way = encode_chunk(block, "hevc-12bit-444", quality=22, frames="time")
+    rows_way = encode_chunk(block, "hevc-12bit-444", quality=22, frames="y")
+    auto = encode_chunk(block, "hevc-12bit-444", quality=22)
+    gains = {
+        way: metrics.psnr(block, decode_chunk(p)) - chunk_module.DB_PER_DOUBLING * np.log2(len(p))
+        for way, p in (("time", time_way), ("y", rows_way))
+    }
+    # auto keeps the one with the better dB-for-bytes balance, whichever it is
+    assert auto == (rows_way if gains["y"] > gains["time"] else time_way)
+    assert gains["y"] > gains["time"]  # on this smooth diurnal field, rows win
+
+
+def test_auto_never_tries_rows_for_lossless_profiles() -> None:
+    block = np.round(_hourly(chunk_module.AUTO_MIN_DATES) * 10).astype(np.uint16)
+    payload = encode_chunk(block, "ffv1-lossless")
+    assert not read_header(payload).time_in_frame
+    np.testing.assert_array_equal(decode_chunk(payload), block)
+
+
+def test_frames_must_be_a_known_axis() -> None:
+    with pytest.raises(ValueError, match="frames must be one of"):
+        encode_chunk(np.zeros((2, 1, 8, 8), np.uint16), frames="x")
+
+
+def test_rows_flag_is_unknown_before_version_4(payloads: dict[str, bytes]) -> None:
+    payload = payloads["rows"]
+    assert read_header(payload).time_in_frame
+    as_v3 = payload[:4] + b"\x03" + payload[5:]
+    with pytest.raises(CorruptChunkError, match="unknown flags"):
+        decode_chunk(as_v3)

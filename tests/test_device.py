@@ -54,6 +54,12 @@ CASES = {
         lambda: _block("s2_l2a_openeo_gfmap_19x4x52x46", (slice(0, 8),)),
         {"max_abs_error": 3},
     ),
+    # rows as frames (chunk format 4): KLT, leftover bands, NaN, a residual layer
+    "uint16 rows as frames": (lambda: _block("l8_ny18_014031"), {"frames": "y"}),
+    "float32 rows as frames, residual": (
+        lambda: _block("s2_l2a_fusets_field_33x3x57x56", (slice(0, 8),)),
+        {"frames": "y", "max_abs_error": 0.01},
+    ),
     "uint8 lossless": (
         lambda: _block(
             "landsat7_rgb_byte", (slice(None), slice(None), slice(300, 364), slice(300, 380))
@@ -88,6 +94,9 @@ def test_payload_kinds_are_covered(payloads: dict[str, bytes]) -> None:
     assert parts["uint16 residual layer"].tail.residual is not None
     assert parts["uint8 lossless"].header.exact
     assert parts["int16 luma"].header.spectral is None
+    assert parts["uint16 rows as frames"].header.time_in_frame
+    assert parts["uint16 rows as frames"].header.spectral is not None
+    assert parts["float32 rows as frames, residual"].tail.residual is not None
 
 
 @pytest.mark.parametrize("name", list(CASES))

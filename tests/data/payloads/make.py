@@ -6,6 +6,9 @@ versions (``README.md`` here lists them), each run from a git worktree::
     git worktree add /tmp/eocube-v1 278a024
     PYTHONPATH=/tmp/eocube-v1 python tests/data/payloads/make.py v1-zstd-residual
 
+Names after the prefix write only those cases (``make.py v4 rows-hevc-444``); the
+``rows-*`` cases need an eocube whose ``encode_chunk`` takes ``frames`` (version 4).
+
 ``tests/test_compatibility.py`` checks that today's decoder returns, bit for bit, what
 the writing commit's decoder returned. Only the public codec API is used, the same in
 every version.
@@ -13,6 +16,7 @@ every version.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
@@ -43,13 +47,22 @@ def blocks() -> dict[str, tuple[np.ndarray, dict]]:
             {"profile": "hevc-12bit-420-luma", "quality": 30, "max_abs_error": 0.002},
         ),
         "edge-chunk": (padded, {"profile": "hevc-12bit-444", "quality": 24, "nodata": 0}),
+        # one frame per row of every date (chunk format 4)
+        "rows-hevc-444": (s2, {"profile": "hevc-12bit-444", "quality": 24, "frames": "y"}),
+        "rows-bound-float32": (
+            floats,
+            {"profile": "hevc-12bit-444", "quality": 30, "max_abs_error": 0.002, "frames": "y"},
+        ),
     }
 
 
-def main(prefix: str) -> None:
+def main(prefix: str, only: list[str]) -> None:
     import eocube
 
+    takes_frames = "frames" in inspect.signature(eocube.encode_chunk).parameters
     for name, (block, kwargs) in blocks().items():
+        if (only and name not in only) or ("frames" in kwargs and not takes_frames):
+            continue
         payload = eocube.encode_chunk(block, **kwargs)
         (HERE / f"{prefix}-{name}.eocb").write_bytes(payload)
         np.save(HERE / f"{prefix}-{name}.npy", eocube.decode_chunk(payload))
@@ -57,4 +70,4 @@ def main(prefix: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])
