@@ -80,7 +80,10 @@ class ErrorStats:
             count[b] = n
             lo[b], hi[b] = ref.min(), ref.max()
             finite = bool(np.isfinite(err).all())
-            sse[b] = float(np.dot(err, err)) if finite else math.inf
+            # not np.dot: OpenBLAS threads dot products of long vectors, and concurrent
+            # threaded calls from several encode threads can hang for good (numpy issue
+            # 17752; seen here with two chunks measured at once)
+            sse[b] = float(np.square(err).sum()) if finite else math.inf
             max_error[b] = float(np.abs(err).max()) if finite else math.inf
         return cls(count, lo, hi, sse, max_error)
 

@@ -128,3 +128,20 @@ def test_valid_mask() -> None:
     np.testing.assert_array_equal(metrics.valid_mask(a, -9999.0), [False, False, True, False])
     np.testing.assert_array_equal(metrics.valid_mask(a, float("nan")), [False, False, True, True])
     np.testing.assert_array_equal(metrics.valid_mask(np.array([0, 3], np.uint8), 0), [False, True])
+
+
+def test_error_stats_call_no_blas_from_the_encode_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Encode threads measure chunks at once; OpenBLAS's threaded dot of long vectors,
+    # called from two threads, hung the writer for good (numpy issue 17752).
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("ErrorStats must not call BLAS")
+
+    monkeypatch.setattr(np, "dot", refuse)
+    monkeypatch.setattr(np, "vdot", refuse)
+    monkeypatch.setattr(np, "inner", refuse)
+    rng = np.random.default_rng(0)
+    original = rng.normal(size=(4, 2, 100, 100))
+    decoded = original + rng.normal(scale=0.01, size=original.shape)
+    stats = metrics.ErrorStats.of(original, decoded)
+    sse = ((decoded - original) ** 2).sum(axis=(0, 2, 3))
+    np.testing.assert_allclose(stats.sse, sse, rtol=1e-12)
