@@ -62,6 +62,14 @@ ERA5 t2m against 32, benchmarks/results/rd/defaults.md); sparse satellite revisi
 0.1 dB from 118 over 32 and keep 32, which reads one date faster."""
 
 
+DENSE_TIME_MAX = 1024
+"""Longest default time chunk of a dense series. On small grids a dense series spends the
+pixel budget (:data:`CHUNK_PIXELS`) on dates: hourly ERA5 t2m (33 x 49 px) is one chunk of
+its 744 dates, +2.4 dB at 0.3 bpppb and +2.2 dB at 1 bpppb over 128-date chunks with rows
+as frames (benchmarks/results/frame_axis.md), and a date reads in the time of the whole
+chunk (53 ms), like a date of a default 32 x 256 x 256 chunk."""
+
+
 CHUNK_PIXELS = DEFAULT_CHUNKS["time"] * DEFAULT_CHUNKS["y"] * DEFAULT_CHUNKS["x"]
 """Pixels per band a default chunk holds at most. A short series (single scenes, a few
 dates) spends this budget on space, in sides of 512 or 1024: a chunk still decodes in
@@ -98,6 +106,13 @@ def time_default(var: xr.DataArray, dim: Hashable) -> int:
     return DENSE_TIME_CHUNK if is_dense_series(var, dim) else DEFAULT_CHUNKS["time"]
 
 
+def dense_time_chunk(pixels: int) -> int:
+    """The default time chunk of a dense series whose chunks hold ``pixels`` pixels a
+    date: :data:`DENSE_TIME_CHUNK`, or longer, up to :data:`DENSE_TIME_MAX`, on grids too
+    small to fill :data:`CHUNK_PIXELS` with it."""
+    return max(DENSE_TIME_CHUNK, min(DENSE_TIME_MAX, CHUNK_PIXELS // max(1, pixels)))
+
+
 def spatial_default(
     var: xr.DataArray, roles: Mapping[str, Hashable], requested: Mapping[Hashable, Any]
 ) -> int:
@@ -111,6 +126,20 @@ def spatial_default(
         if steps * side * side <= CHUNK_PIXELS:
             return side
     return DEFAULT_CHUNKS["y"]
+
+
+def _pixels_per_date(
+    var: xr.DataArray, roles: Mapping[str, Hashable], requested: Mapping[Hashable, Any], side: int
+) -> int:
+    """Pixels of one date of a chunk: the y and x chunks asked for (else ``side``), cut to
+    the variable's size."""
+    pixels = 1
+    for role in ("y", "x"):
+        dim = roles[role]
+        c = requested.get(dim, requested.get(role, side))
+        valid = isinstance(c, int | np.integer) and not isinstance(c, bool) and c > 0
+        pixels *= min(var.sizes[dim], int(c) if valid else side)
+    return pixels
 
 
 def chunk_shape(
@@ -139,7 +168,12 @@ def chunk_shape(
             inner.append(size)
             shard.append(size)
             continue
-        default = time_default(var, dim) if role == "time" else spatial
+        if role != "time":
+            default = spatial
+        elif is_dense_series(var, dim):
+            default = dense_time_chunk(_pixels_per_date(var, roles, requested, spatial))
+        else:
+            default = DEFAULT_CHUNKS["time"]
         c = requested.get(dim, requested.get(role, default))
         if isinstance(c, bool) or not isinstance(c, int | np.integer):
             raise ValueError(

@@ -255,7 +255,8 @@ def test_file_url_with_storage_options_dims_override_and_progress(
     assert report.variables["data"].psnr > 40
 
 
-@pytest.mark.parametrize(("step", "expected"), [("1h", 128), ("1D", 128), ("5D", 32)])
+# a dense series on a 16 x 20 grid spends the pixel budget on dates: all 140 in a chunk
+@pytest.mark.parametrize(("step", "expected"), [("1h", 140), ("1D", 140), ("5D", 32)])
 def test_default_time_chunk_follows_the_sampling(tmp_path: Path, step: str, expected: int) -> None:
     rng = np.random.default_rng(0)
     times = np.arange(140) * np.timedelta64(1, "h" if step == "1h" else "D")
@@ -269,6 +270,31 @@ def test_default_time_chunk_follows_the_sampling(tmp_path: Path, step: str, expe
     eocube.to_eocube(ds, tmp_path / "c.eocube", measure=False)
     lazy = eocube.open_dataset(tmp_path / "c.eocube", chunks={})
     assert lazy.t2m.chunks[0][0] == expected
+
+
+@pytest.mark.parametrize(
+    ("side", "chunks", "expected"),
+    [
+        (1100, None, 128),  # 256 x 256 px chunks: the dense default
+        (100, None, 209),  # 100 x 100 px: the pixel budget over 10,000 px
+        (20, None, 1024),  # a tiny grid: the longest dense chunk
+        (1100, {"x": 16, "y": 16}, 1024),  # the spatial chunks asked for count
+        (20, {"time": 64}, 64),  # the time chunk asked for is kept
+    ],
+)
+def test_dense_series_spend_the_pixel_budget_on_dates(
+    side: int, chunks: dict[str, int] | None, expected: int
+) -> None:
+    hours = np.datetime64("2020-01-01T00", "h") + np.arange(3000) * np.timedelta64(1, "h")
+    var = xr.DataArray(
+        np.broadcast_to(np.float32(0), (3000, 1, side, side)),  # no memory behind it
+        dims=("time", "band", "y", "x"),
+        coords={"time": hours},
+    )
+    roles = {"time": "time", "band": "band", "y": "y", "x": "x"}
+    inner, _ = layout.chunk_shape(var, roles, chunks)
+    assert inner[0] == expected
+    assert layout.dense_time_chunk(1) == layout.DENSE_TIME_MAX
 
 
 @pytest.mark.parametrize(
