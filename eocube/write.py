@@ -124,7 +124,7 @@ def to_eocube(
     chunks : mapping, optional
         Chunk size per dim (or role: time, y, x); bands always stay in one chunk.
         Default: 32 time steps × 256 × 256 px; 128 time steps for series sampled
-        daily or finer (see :data:`layout.DENSE_TIME_CHUNK`), up to 1024 on grids too
+        daily or finer (see :data:`layout.DENSE_TIME_CHUNK`), up to 256 on grids too
         small to fill the pixel budget with 128 (:data:`layout.DENSE_TIME_MAX`);
         series of 8 steps or fewer get 512 × 512 px, of 2 or 1 steps 1024 × 1024 (see
         :data:`layout.CHUNK_PIXELS`).

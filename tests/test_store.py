@@ -277,8 +277,9 @@ def test_default_time_chunk_follows_the_sampling(tmp_path: Path, step: str, expe
     [
         (1100, None, 128),  # 256 x 256 px chunks: the dense default
         (100, None, 209),  # 100 x 100 px: the pixel budget over 10,000 px
-        (20, None, 1024),  # a tiny grid: the longest dense chunk
-        (1100, {"x": 16, "y": 16}, 1024),  # the spatial chunks asked for count
+        (20, None, 256),  # a tiny grid: the longest dense chunk
+        (1100, {"x": 16, "y": 16}, 256),  # the spatial chunks asked for count
+        (1100, {"x": 128, "y": 128}, 128),  # 16,384 px: the budget gives 128
         (20, {"time": 64}, 64),  # the time chunk asked for is kept
     ],
 )
