@@ -652,6 +652,7 @@ def decode_chunk(
     out: np.ndarray | None = None,
     on_codec_time: Callable[[float], None] | None = None,
     frame_decoder: Callable[..., Iterator[list[np.ndarray]]] = video.decode_frames,
+    shape: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Decode a chunk payload to its block of shape (T, B, Y, X) and original dtype.
 
@@ -668,16 +669,27 @@ def decode_chunk(
     frame_decoder : callable, optional
         Decodes a stream to frames of planes, like :func:`eocube.video.decode_frames`
         (takes ``stream, threads=, crop=``); eocube.gpu passes its NVDEC decoder.
+    shape : sequence of int, optional
+        The shape of the chunk the payload stands for (a zarr array's chunk shape, in any
+        of its forms: (T, B, Y, X), or (T, Y, X) for one band). A payload declaring a
+        block of another size is refused before anything is allocated, so that a damaged
+        shape field costs no memory.
 
     Raises
     ------
     CorruptChunkError
-        If the payload is truncated, altered or of an unknown format version.
+        If the payload is truncated, altered, of an unknown format version, or declares a
+        block of another size than ``shape``.
     """
     import time
 
     r = ByteReader(payload)
     header = ChunkHeader.from_bytes(r)
+    if shape is not None and math.prod(header.shape) != math.prod(shape):
+        raise CorruptChunkError(
+            f"payload declares a block of shape {header.shape}, where its chunk has shape "
+            f"{tuple(shape)}: its header is damaged"
+        )
     T, B, Y, X = header.stream_shape  # dates (or rows) as frames
     if out is not None and (
         out.shape != header.shape or out.dtype != header.dtype or not out.flags.c_contiguous

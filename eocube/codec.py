@@ -124,7 +124,7 @@ class VideoCodec(ArrayBytesCodec):
         return {"name": CODEC_NAME, "configuration": config}
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
-        block = decode_chunk(chunk_bytes.to_bytes(), threads=DECODE_THREADS)
+        block = decode_chunk(chunk_bytes.to_bytes(), threads=DECODE_THREADS, shape=chunk_spec.shape)
         expected = chunk_spec.dtype.to_native_dtype()
         if block.dtype != expected:
             block = block.astype(expected)

@@ -393,13 +393,19 @@ class ChunkReader:
             return np.full(shape, self.array.fill_value, dtype=dtype)
         with self._damage_named(coords), DECODE_SLOTS.slot(max_threads) as threads:
             if self.frame_decoder is None:
-                block = decode_chunk(payload, threads=threads, out=_flat_out(out, payload))
+                block = decode_chunk(
+                    payload,
+                    threads=threads,
+                    out=_flat_out(out, payload),
+                    shape=self.chunk_shape,
+                )
             else:
                 block = decode_chunk(
                     payload,
                     threads=threads,
                     frame_decoder=self.frame_decoder,
                     out=_flat_out(out, payload),
+                    shape=self.chunk_shape,
                 )
             block = block.reshape(self.chunk_shape)
         if out is not None:

@@ -213,7 +213,8 @@ def _merge_payload(
         values = np.full(cv.inner, cv.fill, dtype=cv.dtype)
     else:
         body = shards.strip_checksum(previous, f"chunk {chunk} of {cv.name!r}")
-        values = decode_chunk(body).astype(cv.dtype, copy=False).reshape(cv.inner).copy()
+        decoded = decode_chunk(body, shape=cv.inner)
+        values = decoded.astype(cv.dtype, copy=False).reshape(cv.inner).copy()
     values[within] = np.asarray(block)
     payload = encode.encode_payload(
         values, codec, cv, chunk, staging, layout.stage_key(cv.name, chunk)

@@ -504,24 +504,42 @@ def test_bad_magic_version_and_trailing_bytes(payloads: dict[str, bytes]) -> Non
         decode_chunk(b"")
 
 
-def _decodes_or_raises_eocube_error(payload: bytes) -> None:
+def _decodes_or_raises_eocube_error(payload: bytes, shape: tuple[int, ...] | None = None) -> None:
     try:
-        decoded = decode_chunk(payload)
+        decoded = decode_chunk(payload, shape=shape)
     except EocubeError:
         return
     assert decoded.ndim == 4
+    if shape is not None:
+        assert decoded.size == np.prod(shape)
 
 
 @pytest.mark.parametrize("name", ["ffv1", "hevc-444", "hevc-luma", "cropped", "rows"])
 def test_every_header_byte_flip_raises_eocube_error_or_decodes(
     payloads: dict[str, bytes], name: str
 ) -> None:
+    # as eocube's readers decode: knowing the chunk's shape (without it, a flipped shape
+    # field of a cropped payload declares a block of gigabytes, all fill but the corner)
     payload = payloads[name]
+    shape = chunk_module.read_header(payload).shape
     for i in range(_header_length(payload)):
         for mask in (0x01, 0x80, 0xFF):
             damaged = bytearray(payload)
             damaged[i] ^= mask
-            _decodes_or_raises_eocube_error(bytes(damaged))
+            _decodes_or_raises_eocube_error(bytes(damaged), shape)
+
+
+def test_a_payload_of_another_chunk_size_is_refused_before_decoding(
+    payloads: dict[str, bytes],
+) -> None:
+    payload = payloads["cropped"]
+    assert decode_chunk(payload, shape=(3, 4, 24, 24)).shape == (3, 4, 24, 24)
+    assert decode_chunk(payload, shape=(3, 4 * 24, 24)).shape == (3, 4, 24, 24)
+    damaged = bytearray(payload)
+    x_at = 4 + 2 + 1 + payload[6] + 12  # X, the fourth u32 of the shape
+    damaged[x_at + 2] ^= 0x80
+    with pytest.raises(CorruptChunkError, match=r"shape \(3, 4, 24, 8388632\), where its chunk"):
+        decode_chunk(bytes(damaged), shape=(3, 4, 24, 24))
 
 
 @given(
