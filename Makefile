@@ -17,7 +17,7 @@ SMOKE_DIR := build/smoke
 # the lowest versions pyproject.toml allows run on the lowest Python it allows
 LOWEST_PYTHON := 3.11
 
-.PHONY: setup demo test lint docs bench notebooks smoke smoke-py312 smoke-py313 \
+.PHONY: setup demo test test-slow lint docs bench notebooks smoke smoke-py312 smoke-py313 \
 	smoke-lowest clean
 
 $(STAMP): pyproject.toml
@@ -37,8 +37,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/eocube demo $(SAMPLE)
 
+# the suite less its end-to-end runs (marked slow); test-slow runs those, CI runs both
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check eocube tests benchmarks notebooks

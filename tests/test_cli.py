@@ -19,6 +19,7 @@ def eocube(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # the command line in subprocesses
 def test_encode_info_verify_round_trip(tmp_path: Path) -> None:
     store = tmp_path / "c.eocube"
     done = eocube(
@@ -49,6 +50,7 @@ def test_encode_info_verify_round_trip(tmp_path: Path) -> None:
     assert "BROKEN" in strict.stdout
 
 
+@pytest.mark.slow  # the command line in subprocesses
 def test_text_output_and_profiles(tmp_path: Path) -> None:
     done = eocube("encode", str(CUBE), str(tmp_path / "c.eocube"), "--crf", "30", "--quiet")
     assert done.returncode == 0, done.stderr
@@ -75,6 +77,7 @@ def test_bad_arguments_exit_2(args: list[str]) -> None:
     assert done.stderr.count("\n") == 1, done.stderr  # one line, no usage dump
 
 
+@pytest.mark.slow  # the command line in subprocesses
 def test_broken_store_exits_1(tmp_path: Path) -> None:
     store = tmp_path / "c.eocube"
     assert eocube("encode", str(CUBE), str(store), "--crf", "20", "--quiet").returncode == 0
@@ -94,6 +97,7 @@ def test_broken_store_exits_1(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow  # the command line in subprocesses
 def test_several_inputs_make_a_release(tmp_path: Path) -> None:
     inputs = [
         str(DATA / "s2_l2a_openeo_gfmap_19x4x52x46.nc"),
@@ -138,6 +142,7 @@ def test_kernels_are_cached_after_a_warm_up() -> None:
     assert warmup.cached()
 
 
+@pytest.mark.slow  # the command line in subprocesses
 def test_demo_prints_its_table_and_cites_the_repository(tmp_path: Path) -> None:
     done = eocube("demo", str(CUBE), "--crf", "24")
     assert done.returncode == 0, done.stderr

@@ -70,6 +70,7 @@ def test_threads_decode_a_selection_the_same_as_alone(era5_store: tuple[Path, np
     np.testing.assert_array_equal(got, expected[5:250:3, :, :, 3:40])
 
 
+@pytest.mark.slow  # starts a local cluster
 def test_a_local_cluster_writes_the_same_store_as_a_local_write(tmp_path: Path) -> None:
     distributed = pytest.importorskip("distributed")
     with xr.open_dataset(DATA / "era5_t2m_uk_744h.nc") as ds:

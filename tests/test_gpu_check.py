@@ -13,6 +13,7 @@ from eocube.gpu import nvdec_available
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu_check.py"
 
 
+@pytest.mark.slow  # runs the benchmark script end to end
 @pytest.mark.skipif(nvdec_available(), reason="a GPU is present: run benchmarks/gpu_check.py")
 def test_gpu_check_without_gpu_reports_cpu_figures() -> None:
     run = subprocess.run(

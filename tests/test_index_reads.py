@@ -194,6 +194,7 @@ def test_info_over_s3_reads_indexes_alone(
     assert shard_reads == [_index_nbytes(store)] * len(shard_objects(store))
 
 
+@pytest.mark.slow  # a killed writer over a local S3 server
 def test_resume_over_s3_reads_indexes_of_intact_shards(
     s3: S3Server, store: Path, s3_bytes: S3Bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,6 +25,9 @@ from eocube import encode as writer
 from eocube.errors import IncompleteStoreError
 from eocube.layout import is_temporary
 
+# end-to-end runs of the command line in subprocesses: `make test-slow` (CI runs it)
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).parent / "data"
 S2 = DATA / "s2_l2a_openeo_gfmap_19x4x52x46.nc"
 

@@ -20,6 +20,9 @@ from types import ModuleType
 
 import pytest
 
+# each notebook runs in a kernel: `make test-slow` (CI runs it)
+pytestmark = pytest.mark.slow
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 

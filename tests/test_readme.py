@@ -20,6 +20,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+# the README's snippets run in subprocesses: `make test-slow` (CI runs it)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).parents[1]
 README = ROOT / "README.md"
 NOT_RUN = re.compile(r"^(pip |make |python -m benchmarks|python benchmarks/)")

@@ -99,6 +99,7 @@ def test_bad_arguments_are_refused_by_name(capsys: pytest.CaptureFixture[str]) -
         assert named in capsys.readouterr().err
 
 
+@pytest.mark.slow  # starts a local cluster
 def test_quick_run_measures_every_variant_on_a_cluster(tmp_path: Path) -> None:
     results = scale.main(["--quick", "--workers", "2", "--out", str(tmp_path)])
     assert {p.name for p in tmp_path.iterdir()} == {"scale.json", "scale.md", "scale.png"}

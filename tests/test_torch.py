@@ -157,7 +157,10 @@ def test_streaming_in_process_reads_each_chunk_once(
         np.testing.assert_array_equal(s["data"].numpy(), _window(store, s["offset"]))
 
 
-@pytest.mark.parametrize("context", ["fork", "spawn"])
+@pytest.mark.parametrize(
+    "context",
+    ["fork", pytest.param("spawn", marks=pytest.mark.slow)],  # spawn starts 4 interpreters
+)
 def test_streaming_two_ranks_two_workers_each_window_once(stores: list[str], context: str) -> None:
     # even_ranks=False: every window exactly once per epoch, ranks differing a little
     expected = _all_windows(stores)
