@@ -78,6 +78,15 @@ def measure(name: str, ds: xr.Dataset, bpppb: float) -> dict[str, Any]:
         files = {str(f.relative_to(path)): f.stat().st_size for f in path.rglob("*") if f.is_file()}
     payload = sum(v.payload_nbytes for v in report.variables.values())
     store = sum(files.values())
+
+    def under(names: Any) -> int:
+        return sum(n for key, n in files.items() if key.split("/")[0] in set(names))
+
+    cube_vars = set(report.variables)
+    other_vars = [str(v) for v in ds.data_vars if v not in cube_vars]
+    coords = [str(c) for c in ds.coords]
+    attrs_bytes = _source_attribute_bytes(ds)
+    other_vars_bytes = under(other_vars)
     return {
         "cube": name,
         "values": int(report.values),
@@ -86,9 +95,32 @@ def measure(name: str, ds: xr.Dataset, bpppb: float) -> dict[str, Any]:
         "other_bytes": store - int(payload),
         "other_share": (store - payload) / store,
         "zarr_json_bytes": files.get("zarr.json", 0),
+        "coordinate_bytes": under(coords),
+        "other_variable_bytes": other_vars_bytes,
+        "cube_framing_bytes": under(cube_vars) - int(payload),
+        "source_attribute_bytes": attrs_bytes,
+        # the store's own cost: neither payload, nor the source's other variables, nor
+        # the attributes it came with
+        "format_bytes": store - int(payload) - other_vars_bytes - attrs_bytes,
         "store_bpppb": store * 8 / report.values,
         "warnings": [str(w.message) for w in caught],
     }
+
+
+def _source_attribute_bytes(ds: xr.Dataset) -> int:
+    """What the source brought: its attributes (global and per variable) as compact JSON,
+    a long text repeated under another name counted once (the store keeps it once, e.g. a
+    CRS's WKT as both ``crs_wkt`` and ``spatial_ref``)."""
+    seen: set[str] = set()
+    kept: dict[str, dict[str, Any]] = {}
+    for name, attrs in [("", ds.attrs), *((str(k), v.attrs) for k, v in ds.variables.items())]:
+        for key, value in attrs.items():
+            if isinstance(value, str) and len(value) > 64:
+                if value in seen:
+                    value = ""
+                seen.add(value)
+            kept.setdefault(name, {})[key] = value
+    return len(json.dumps(kept, default=str, ensure_ascii=False, separators=(",", ":")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +183,50 @@ def render(runs: dict[str, Any]) -> str:
         "Goals: non-payload share <= 5 % at 0.1 bpppb for cubes of >= 1 M values; "
         "<= 1.5 kB for a cube with regular coordinates."
     )
-    return "# Store overhead at 0.1 bpppb\n\n" + goal + "\n\n" + md_table(header, rows) + "\n"
+    text = "# Store overhead at 0.1 bpppb\n\n" + goal + "\n\n" + md_table(header, rows) + "\n"
+    return text + _breakdown(labels[-1], runs[labels[-1]]["rows"])
+
+
+def _breakdown(label: str, rows: list[dict[str, Any]]) -> str:
+    """Where the non-payload bytes of run ``label`` go."""
+    if not rows or "format_bytes" not in rows[0]:
+        return ""
+    header = [
+        "cube",
+        "other B",
+        "zarr.json B",
+        "coordinates B",
+        "other variables B",
+        "shard framing B",
+        "source attributes B",
+        "format B",
+        "format share",
+    ]
+    table = [
+        [
+            r["cube"],
+            r["other_bytes"],
+            r["zarr_json_bytes"],
+            r["coordinate_bytes"],
+            r["other_variable_bytes"],
+            r["cube_framing_bytes"],
+            r["source_attribute_bytes"],
+            r["format_bytes"],
+            f"{100 * r['format_bytes'] / r['store_bytes']:.1f} %",
+        ]
+        for r in rows
+    ]
+    return (
+        f"\n## Where the non-payload bytes go ({label})\n\n"
+        "other = zarr.json + coordinates + other variables + shard framing. Other variables: "
+        "the source's data variables that are not cubes (e.g. a scene-classification "
+        "mask, coded losslessly). Shard framing: a cube variable's objects less its chunk "
+        "payloads (shard indexes, checksums). Source attributes: the source's global and "
+        "per-variable attributes as compact JSON, which zarr.json keeps. format = other - "
+        "other variables - source attributes: what the store itself costs.\n\n"
+        + md_table(header, table)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":
