@@ -1,0 +1,47 @@
+"""benchmarks/overhead.py: its split of a store's non-payload bytes adds up."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from benchmarks import overhead
+
+
+def _small_cube() -> xr.Dataset:
+    ds = overhead.regular_cube(crs=True).isel(time=slice(0, 4), y=slice(0, 48), x=slice(0, 48))
+    labels = np.random.default_rng(1).integers(0, 4, (4, 48, 48)).astype(np.uint8)
+    ds["mask"] = (("time", "y", "x"), labels)
+    ds.attrs["title"] = "a small cube with a mask"
+    return ds
+
+
+def test_the_parts_add_up_to_the_non_payload_bytes() -> None:
+    row = overhead.measure("small", _small_cube(), 0.1)
+    parts = (
+        row["zarr_json_bytes"]
+        + row["coordinate_bytes"]
+        + row["other_variable_bytes"]
+        + row["cube_framing_bytes"]
+    )
+    assert parts == row["other_bytes"]
+    assert row["payload_bytes"] + row["other_bytes"] == row["store_bytes"]
+    assert row["other_variable_bytes"] > 0  # the mask is not a cube: it is coded apart
+    assert row["cube_framing_bytes"] > 0  # the shard index and checksums
+    assert row["format_bytes"] == (
+        row["other_bytes"] - row["other_variable_bytes"] - row["source_attribute_bytes"]
+    )
+    text = overhead.render({"run": {"bpppb": 0.1, "code": {}, "rows": [row]}})
+    assert "## Where the non-payload bytes go (run)" in text
+    assert f"| small | {row['other_bytes']} | {row['zarr_json_bytes']} |" in text
+
+
+def test_a_long_attribute_repeated_under_another_name_counts_once() -> None:
+    wkt = overhead._WKT_UTM31
+    once = xr.Dataset(coords={"spatial_ref": xr.DataArray(0, attrs={"crs_wkt": wkt})})
+    twice = xr.Dataset(
+        coords={"spatial_ref": xr.DataArray(0, attrs={"crs_wkt": wkt, "spatial_ref": wkt})}
+    )
+    extra = overhead._source_attribute_bytes(twice) - overhead._source_attribute_bytes(once)
+    assert 0 < extra < 32  # the second name and an empty value, not the WKT again
+    assert overhead._source_attribute_bytes(once) > len(wkt)
