@@ -49,7 +49,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.core.sync import sync as zarr_sync
 from zarr.storage import StorePath, WrapperStore
 
-from eocube import cache, shards
+from eocube import cache, shards, video
 from eocube.binary import ByteReader
 from eocube.chunk import ChunkHeader, decode_chunk
 from eocube.codec import VideoCodec
@@ -392,21 +392,15 @@ class ChunkReader:
                 return out
             return np.full(shape, self.array.fill_value, dtype=dtype)
         with self._damage_named(coords), DECODE_SLOTS.slot(max_threads) as threads:
-            if self.frame_decoder is None:
-                block = decode_chunk(
-                    payload,
-                    threads=threads,
-                    out=_flat_out(out, payload),
-                    shape=self.chunk_shape,
-                )
-            else:
-                block = decode_chunk(
-                    payload,
-                    threads=threads,
-                    frame_decoder=self.frame_decoder,
-                    out=_flat_out(out, payload),
-                    shape=self.chunk_shape,
-                )
+            block = decode_chunk(
+                payload,
+                threads=threads,
+                frame_decoder=video.decode_frames
+                if self.frame_decoder is None
+                else self.frame_decoder,
+                out=_flat_out(out, payload),
+                shape=self.chunk_shape,
+            )
             block = block.reshape(self.chunk_shape)
         if out is not None:
             if not np.shares_memory(block, out):
