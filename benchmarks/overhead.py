@@ -80,7 +80,8 @@ def measure(name: str, ds: xr.Dataset, bpppb: float) -> dict[str, Any]:
     store = sum(files.values())
 
     def under(names: Any) -> int:
-        return sum(n for key, n in files.items() if key.split("/")[0] in set(names))
+        wanted = set(names)
+        return sum(n for key, n in files.items() if key.split("/")[0] in wanted)
 
     cube_vars = set(report.variables)
     other_vars = [str(v) for v in ds.data_vars if v not in cube_vars]
