@@ -197,7 +197,9 @@ def encode_frames(
     EncodedStream
     """
     if encoder == lossless.CODER:
-        return _encode_own(frames, decoder=decoder, pix_fmt=pix_fmt, height=height, width=width)
+        return _encode_own(
+            frames, decoder=decoder, pix_fmt=pix_fmt, height=height, width=width, threads=threads
+        )
     fmt = pixel_format(pix_fmt)
     try:
         ctx = cast(VideoCodecContext, av.codec.CodecContext.create(encoder, "w"))
@@ -240,7 +242,13 @@ def encode_frames(
 
 
 def _encode_own(
-    frames: Iterable[Sequence[np.ndarray]], *, decoder: str, pix_fmt: str, height: int, width: int
+    frames: Iterable[Sequence[np.ndarray]],
+    *,
+    decoder: str,
+    pix_fmt: str,
+    height: int,
+    width: int,
+    threads: int,
 ) -> EncodedStream:
     """Frames coded by eocube's own lossless coder (eocube.lossless): one packet."""
     if pix_fmt != lossless.PIX_FMT or decoder != lossless.CODER:
@@ -248,7 +256,7 @@ def _encode_own(
             f"encoder {lossless.CODER} takes {lossless.PIX_FMT} frames and decodes with "
             f"itself, not {pix_fmt} / {decoder}"
         )
-    packet, count = lossless.encode_frames(frames, height=height, width=width)
+    packet, count = lossless.encode_frames(frames, height=height, width=width, threads=threads)
     return EncodedStream(
         decoder=decoder,
         pix_fmt=pix_fmt,

@@ -118,6 +118,25 @@ def test_value_tables_follow_their_rule(seed: int) -> None:
     assert np.array_equal(lossless.decode(lossless.encode(frames), *frames.shape), frames)
 
 
+@pytest.mark.parametrize("threads", [2, 3, 8])
+def test_the_packet_does_not_depend_on_the_threads(threads: int) -> None:
+    # enough pixels for the encoder to predict frames ahead on threads; frames with and
+    # without references, a value table and pixel blocks
+    rng = np.random.default_rng(11)
+    base = np.cumsum(rng.integers(-40, 41, (96, 96)), axis=1) + 8000
+    noise = rng.integers(-2, 3, (12, 96, 96)) + np.arange(12)[:, None, None] * 5
+    frames = (base + noise).astype(np.uint16)
+    frames[3:6] = rng.integers(0, 300, (3, 96, 96)) * 97  # sparse values: a value table
+    coarse = rng.integers(0, 4000, (2, 16, 16))
+    frames[8:10] = coarse.repeat(6, axis=1).repeat(6, axis=2)  # pixel blocks
+    assert lossless.block_structure(frames[8])[:2] == (6, 6)
+    assert (lossless.value_tables(frames)[1][3:6] >= 0).all()
+    assert lossless.choose_references(frames)[0].any()
+    serial = lossless.encode(frames, threads=1)
+    assert lossless.encode(frames, threads=threads) == serial
+    assert np.array_equal(lossless.decode(serial, *frames.shape), frames)
+
+
 def test_replicated_pixels_use_blocks() -> None:
     rng = np.random.default_rng(6)
     coarse = rng.integers(0, 3000, (5, 9, 8), dtype=np.uint16)
