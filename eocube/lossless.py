@@ -273,7 +273,7 @@ def _predict(
     # 1 / (e + 1) from a table (no division)
     emin = _I64(1) << 40
     for i in range(count):
-        e = perr[i, prev, x] + perr[i, prev, xne] + perr[i, prev, xnw]
+        e = perr[prev, x, i] + perr[prev, xne, i] + perr[prev, xnw, i]
         preds[_NPRED + i] = e
         emin = min(emin, e)
     wsum = _I64(0)
@@ -315,8 +315,8 @@ def _update(
     terr[cur, x] = p8 - v8
     for i in range(count):
         err = (abs(preds[i] - v8) + 3) >> 3
-        perr[i, cur, x] = err
-        perr[i, prev, x + 1] += err
+        perr[cur, x, i] = err
+        perr[prev, x + 1, i] += err
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -415,7 +415,7 @@ def _predict_frame(
     # the residual and coding context of each pixel, in raster order: they need no coder
     # state, so the encoder computes them for several frames at once (:func:`encode`)
     H, W = img.shape
-    perr = np.zeros((_NPRED, 2, W + 2), np.int64)
+    perr = np.zeros((2, W + 2, _NPRED), np.int64)
     terr = np.zeros((2, W + 2), np.int64)
     preds = np.zeros(2 * _NPRED, np.int64)
     count = _NSPATIAL + 2 * (int(has_a) + int(has_b))
@@ -479,7 +479,7 @@ def _decode_frame(
     H, W = img.shape
     end = data.size
     rng, code, pos = state[0], state[1], state[2]
-    perr = np.zeros((_NPRED, 2, W + 2), np.int64)
+    perr = np.zeros((2, W + 2, _NPRED), np.int64)
     terr = np.zeros((2, W + 2), np.int64)
     preds = np.zeros(2 * _NPRED, np.int64)
     count = _NSPATIAL + 2 * (int(has_a) + int(has_b))
