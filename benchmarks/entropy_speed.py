@@ -4,7 +4,8 @@ Three codecs code with :mod:`eocube.rangecoder`: eocube's own lossless coder
 (``eocube.lossless``, profile ``eocube-lossless``), the residual layer of error-bounded
 writes (``eocube.residual``) and the categorical-layer codec (``eocube.labels``). For
 each, on real cubes of the corpus, this times the encode and the decode of whole chunks
-(MB/s of the raw values; best of ``--repeats`` runs in one process) in this checkout and
+(MB/s of the raw values; best of ``--repeats`` runs in one process; each call with its
+default threads) in this checkout and
 in ``--baseline`` (a checkout, run in a subprocess with ``PYTHONPATH`` on it), one after
 the other for ``--rounds`` rounds; the table has the medians over rounds and their ratio,
 which is what a shared, noisy machine can compare. Both sides must produce the same
@@ -206,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         "# Range-coded layers: encode and decode speed\n\n"
         f"This checkout ({commit}) against {base_commit or 'no baseline'}, "
         f"medians over {args.rounds} interleaved rounds of the best of {args.repeats} runs; "
-        "MB/s of raw values, one thread, shared 2-core machine (compare the ratios). "
+        "MB/s of raw values, shared 2-core machine (compare the ratios); the decoders and "
+        "the residual and labels encoders run on one thread, eocube-lossless encodes with "
+        "its default threads (one per CPU predicting ahead of the range coder). "
         "Reproduce: `python -m benchmarks.entropy_speed --baseline <checkout>`.\n\n"
     )
     (RESULTS / "entropy_speed.md").write_text(note + text + "\n")
