@@ -58,12 +58,12 @@ end check lets through.
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import dask.system
 import numba
 import numpy as np
 from llvmlite import ir
@@ -1031,7 +1031,7 @@ class _Ahead:
     def __init__(self, job: Callable[[int], Any], count: int, threads: int) -> None:
         self._job = job
         self._count = count
-        workers = min(threads or os.cpu_count() or 1, count)
+        workers = min(threads or max(1, dask.system.CPU_COUNT), count)
         self._pool = (
             ThreadPoolExecutor(workers, thread_name_prefix="eocube-predict")
             if workers > 1

@@ -16,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import dask.system
 import numpy as np
 import xarray as xr
 
@@ -234,7 +234,7 @@ def make_trial(
     the GIL; one block per core). Without ``measure`` only the bytes are counted.
     """
     coded = list(blocks) if coded is None else list(coded)
-    workers = max(1, min(len(blocks), os.cpu_count() or 1))
+    workers = max(1, min(len(blocks), dask.system.CPU_COUNT))
 
     def trial(quality: float) -> Trial:
         def one(i: int) -> tuple[int, np.ndarray | None]:

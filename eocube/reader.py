@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import itertools
 import math
-import os
 import struct
 import threading
 import uuid
@@ -39,6 +38,7 @@ from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import dask.system
 import numpy as np
 import xarray as xr
 import zarr
@@ -497,14 +497,8 @@ class _DecodeSlots:
                 self.active -= 1
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-DECODE_SLOTS = _DecodeSlots(_cores())
+# the CPUs this process may use (affinity and cgroup quota), as dask counts them
+DECODE_SLOTS = _DecodeSlots(max(1, dask.system.CPU_COUNT))
 """Codec threads of the decodes running in this process (one pool of cores for all)."""
 
 
