@@ -118,8 +118,12 @@ def test_value_tables_follow_their_rule(seed: int) -> None:
     assert np.array_equal(lossless.decode(lossless.encode(frames), *frames.shape), frames)
 
 
-@pytest.mark.parametrize("threads", [2, 3, 8])
-def test_the_packet_does_not_depend_on_the_threads(threads: int) -> None:
+@pytest.mark.parametrize(("threads", "ahead"), [(2, None), (3, None), (8, None), (3, 1)])
+def test_the_packet_does_not_depend_on_the_threads(
+    threads: int, ahead: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if ahead is not None:  # one frame group predicted ahead at a time, as for huge frames
+        monkeypatch.setattr(lossless, "_PREDICT_AHEAD", ahead)
     # enough pixels for the encoder to predict frames ahead on threads; frames with and
     # without references, a value table and pixel blocks
     rng = np.random.default_rng(11)
