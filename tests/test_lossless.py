@@ -141,6 +141,32 @@ def test_the_packet_does_not_depend_on_the_threads(
     assert np.array_equal(lossless.decode(serial, *frames.shape), frames)
 
 
+def test_a_failed_prediction_stops_the_encode_and_its_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    calls = 0
+    threads = set()
+    predict = lossless._predict_frame
+
+    def failing(*args: object) -> None:
+        nonlocal calls
+        calls += 1
+        threads.add(threading.current_thread().name)
+        if calls == 3:
+            raise MemoryError("no room for the residuals")
+        predict(*args)
+
+    monkeypatch.setattr(lossless, "_predict_frame", failing)
+    # two groups of 8 frames, predicted on threads
+    frames = np.random.default_rng(12).integers(0, 4000, (16, 96, 96)).astype(np.uint16)
+    with pytest.raises(MemoryError, match="no room"):
+        lossless.encode(frames, threads=3)
+    assert all(name.startswith("eocube-predict") for name in threads)
+    assert not any(t.name.startswith("eocube-predict") for t in threading.enumerate())
+
+
 def test_replicated_pixels_use_blocks() -> None:
     rng = np.random.default_rng(6)
     coarse = rng.integers(0, 3000, (5, 9, 8), dtype=np.uint16)
