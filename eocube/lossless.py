@@ -58,6 +58,7 @@ end check lets through.
 
 from __future__ import annotations
 
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -71,7 +72,7 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from eocube.binary import ByteReader, ByteWriter
-from eocube.errors import CorruptChunkError
+from eocube.errors import CodecError, CorruptChunkError
 from eocube.rangecoder import (
     _FLUSH,
     _I64,
@@ -938,7 +939,7 @@ def _sampled(img: np.ndarray, rows: np.ndarray, cols: np.ndarray, full: bool) ->
     return img if full else np.ascontiguousarray(img[rows][:, cols])
 
 
-def encode(frames: np.ndarray, *, threads: int = 0) -> bytes:
+def encode(frames: np.ndarray, *, threads: int = 0, verify: bool = False) -> bytes:
     """Code a stack of frames (F, H, W) of uint16 samples into one packet.
 
     Parameters
@@ -946,8 +947,16 @@ def encode(frames: np.ndarray, *, threads: int = 0) -> bytes:
     frames : ndarray, shape (F, H, W)
         Samples of up to 16 bits (uint16, or an integer array within 0 .. 65535).
     threads : int
-        Threads that predict frames ahead of the range coder (0: one per CPU). The
-        packet is the same whatever the count.
+        Threads that predict frames ahead of the range coder (0: one per CPU, less one
+        with ``verify``). The packet is the same whatever the count.
+    verify : bool
+        Decode the packet, on a thread that follows the encoder frame by frame, and check
+        that it gives ``frames`` back (what :func:`decode` would return, bit for bit).
+
+    Raises
+    ------
+    CodecError
+        With ``verify``, if the packet does not decode to ``frames``.
 
     Returns
     -------
@@ -1001,26 +1010,144 @@ def encode(frames: np.ndarray, *, threads: int = 0) -> bytes:
     model = _new_model()
     out = np.empty(F * H * W * 2 + 1024, np.uint8)
     state = np.array([0, 0xFFFFFFFF, 0, 1, 0], np.int64)
+    follower = _Follower(w.getvalue(), frames) if verify else None
     # frames predicted together, enough pixels for each to outweigh a thread's hand-over
     per_group = -(-_PREDICT_GROUP // (H * W))
     groups = [range(f, min(f + per_group, F)) for f in range(0, F, per_group)]
     if F * H * W < 2 * _PREDICT_GROUP:
         threads = 1
+    elif threads == 0:
+        # the checking decode keeps a core busy too (erainterim_uvz, 2 cores: 0.51 s with
+        # predictions on the coder's thread, 0.56 s with two predictor threads)
+        threads = max(1, dask.system.CPU_COUNT - (1 if verify else 0))
     most = max(1, _PREDICT_AHEAD // (per_group * H * W))
     jobs = _Ahead(lambda g: [predict(f) for f in groups[g]], len(groups), threads, most)
-    with jobs as predicted:
-        for g, group in enumerate(groups):
-            for f, (res, ctx) in zip(group, predicted(g), strict=True):
-                mode, (ky, kx, py, px) = modes[f]
-                if mode == _TABLE_NEW:
-                    out = _encode_table(tables[which[f]], model, out, state)
-                out = _code_residuals(res, ctx, model, out, state)
-                if ky > 1 or kx > 1:
-                    rows, ry = _decimation(H, ky, py)
-                    cols, cx = _decimation(W, kx, px)
-                    out = _encode_blocks(ranks[f], rows[ry], cols[cx], model, out, state)
-    w.raw(bytes(_flush(out, state)))
+    try:
+        with jobs as predicted:
+            for g, group in enumerate(groups):
+                for f, (res, ctx) in zip(group, predicted(g), strict=True):
+                    mode, (ky, kx, py, px) = modes[f]
+                    if mode == _TABLE_NEW:
+                        out = _encode_table(tables[which[f]], model, out, state)
+                    out = _code_residuals(res, ctx, model, out, state)
+                    if ky > 1 or kx > 1:
+                        rows, ry = _decimation(H, ky, py)
+                        cols, cx = _decimation(W, kx, px)
+                        out = _encode_blocks(ranks[f], rows[ry], cols[cx], model, out, state)
+                    if follower is not None:
+                        follower.coded(out, state)
+        stream = _flush(out, state)
+    except BaseException:
+        if follower is not None:
+            follower.stop()
+        raise
+    if follower is not None:
+        follower.check(stream)
+    w.raw(bytes(stream))
     return w.getvalue()
+
+
+class _Follower:
+    """Decodes the stream :func:`encode` is writing, on a thread, each frame as soon as the
+    bytes its decode reads are final, and compares it with the frame coded.
+
+    A lossless encode is checked by decoding it; following the encoder, the check runs
+    beside the encode instead of after it. It decodes as :func:`decode` does (the header
+    the encoder wrote, :class:`_StreamDecoder`, the end and checksum checks), from the
+    range coder's bytes: those before its position are final (a carry changes only its
+    cached byte and the pending 0xFF bytes after it), and the decoder reads at most
+    ``pending + 4`` bytes beyond them where the encoder stands.
+    """
+
+    def __init__(self, header: bytes, frames: np.ndarray) -> None:
+        self._frames = frames
+        F, H, W = frames.shape
+        r = ByteReader(header)
+        (version,) = r.unpack("B")
+        if version != VERSION:
+            raise CodecError(f"{CODER} wrote a header of version {version}")
+        self._modes = _read_modes(r, F)
+        (self._crc,) = r.unpack("I")
+        self._decoder = _StreamDecoder(self._modes, F, H, W)
+        self._lock = threading.Condition()
+        self._final = np.empty(0, np.uint8)  # the bytes final so far
+        self._needs: list[int] = []  # by frame: the bytes its decode reads
+        self._done = False
+        self._stopped = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="eocube-verify", daemon=True)
+        self._thread.start()
+
+    def coded(self, out: np.ndarray, state: np.ndarray) -> None:
+        """The encoder has coded one more frame into ``out``, its coder at ``state``."""
+        pending, pos = int(state[3]), int(state[4])
+        with self._lock:
+            self._final = out[:pos]
+            self._needs.append(pos + pending + _FLUSH)
+            self._lock.notify()
+
+    def check(self, stream: np.ndarray) -> None:
+        """The encoder is done (``stream``: its range-coded bytes, flushed): wait for the
+        decode and raise :class:`CodecError` if it does not give the frames back."""
+        with self._lock:
+            self._final = stream
+            self._done = True
+            self._lock.notify()
+        self._thread.join()
+        if self._error is not None:
+            raise CodecError(
+                f"{CODER}: the encoded stream does not decode to its input ({self._error}); "
+                "please report this with the data"
+            ) from self._error
+
+    def stop(self) -> None:
+        """The encode failed: end the thread."""
+        with self._lock:
+            self._stopped = True
+            self._lock.notify()
+        self._thread.join()
+
+    def _bytes(self, frame: int) -> np.ndarray | None:
+        # the final bytes once they hold all that frame ``frame`` reads (-1: the start);
+        # None once stopped
+        with self._lock:
+            while not self._stopped:
+                if self._done:
+                    return self._final
+                if frame < 0 and self._final.size >= _FLUSH:
+                    return self._final
+                if 0 <= frame < len(self._needs) and self._final.size >= self._needs[frame]:
+                    return self._final
+                self._lock.wait()
+            return None
+
+    def _run(self) -> None:
+        decoder = self._decoder
+        try:
+            data = self._bytes(-1)
+            if data is None:
+                return
+            decoder.start(data, 0)
+            for f, original in enumerate(self._frames):
+                data = self._bytes(f)
+                if data is None:
+                    return
+                try:
+                    decoder.frame(f, data)
+                except CorruptChunkError as exc:
+                    raise CodecError(f"frame {f}: {exc}") from exc
+                if decoder.state[2] > data.size:
+                    raise CodecError(f"frame {f} reads bytes the encoder has not made final")
+                if not np.array_equal(decoder.out[f], original):
+                    raise CodecError(f"frame {f} differs from the frame coded")
+            data = self._bytes(len(self._frames))
+            if data is None:
+                return
+            decoder.finish(data)
+            if zlib.crc32(decoder.out.astype("<u2", copy=False).tobytes()) != self._crc:
+                raise CodecError("the frames fail the checksum the header holds")
+        except Exception as exc:  # reported by check()
+            self._error = exc
 
 
 class _Ahead:
@@ -1038,7 +1165,7 @@ class _Ahead:
         self._job = job
         self._count = count
         # more threads than jobs in flight would wait
-        workers = min(threads or max(1, dask.system.CPU_COUNT), count, most + 1)
+        workers = min(threads, count, most + 1)
         self._pool = (
             ThreadPoolExecutor(workers, thread_name_prefix="eocube-predict")
             if workers > 1
@@ -1102,72 +1229,109 @@ def decode(packet: bytes, frames: int, height: int, width: int) -> np.ndarray:
         raise CorruptChunkError(f"{CODER} packet of unknown version {version}")
     modes = _read_modes(r, frames)
     (crc,) = r.unpack("I")
-    try:
-        ranks = np.empty((frames, height, width), np.uint16)
-    except MemoryError:
-        raise CorruptChunkError(
-            f"{CODER} stream of {frames} frames of {width}x{height} cannot be allocated"
-        ) from None
-    out = ranks
     data = np.frombuffer(packet, np.uint8)
-    start = r.pos
-    if data.size - start < _FLUSH or data[start] != 0:
-        raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[1]}")
-    code = int.from_bytes(packet[start + 1 : start + _FLUSH], "big")
-    state = np.array([0xFFFFFFFF, code, start + _FLUSH], np.int64)
-    if code >= 0xFFFFFFFF:
-        raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[1]}")
-    model = _new_model()
-    table = None
-    for f, (a, b, mode, ky, kx, py, px) in enumerate(modes):
+    decoder = _StreamDecoder(modes, frames, height, width)
+    decoder.start(data, r.pos)
+    for f in range(frames):
+        decoder.frame(f, data)
+    decoder.finish(data)
+    if zlib.crc32(decoder.out.astype("<u2", copy=False).tobytes()) != crc:
+        raise CorruptChunkError(f"{CODER} stream decodes to frames that fail their checksum")
+    return decoder.out
+
+
+class _StreamDecoder:
+    """The range-coded part of a stream, decoded frame by frame.
+
+    Positions are those of the ``data`` each call is given (the whole packet, or the bytes
+    an encoder has made final so far: :class:`_Follower`), starting at :meth:`start`'s.
+    ``out`` holds the frames decoded so far.
+    """
+
+    def __init__(
+        self, modes: list[tuple[int, int, int, int, int, int, int]], frames: int, H: int, W: int
+    ) -> None:
+        try:
+            self.ranks = np.empty((frames, H, W), np.uint16)
+        except MemoryError:
+            raise CorruptChunkError(
+                f"{CODER} stream of {frames} frames of {W}x{H} cannot be allocated"
+            ) from None
+        self.out = self.ranks
+        self.modes = modes
+        self.model = _new_model()
+        self.table: np.ndarray | None = None
+        self.state = np.zeros(3, np.int64)
+
+    def start(self, data: np.ndarray, start: int) -> None:
+        """Read the stream's first bytes, at ``start``."""
+        if data.size - start < _FLUSH or data[start] != 0:
+            raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[1]}")
+        code = int.from_bytes(bytes(data[start + 1 : start + _FLUSH]), "big")
+        if code >= 0xFFFFFFFF:
+            raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[1]}")
+        self.state[:] = (0xFFFFFFFF, code, start + _FLUSH)
+
+    def frame(self, f: int, data: np.ndarray) -> None:
+        """Decode frame ``f`` (the frames before it decoded) into ``out[f]``."""
+        a, b, mode, ky, kx, py, px = self.modes[f]
+        _, H, W = self.ranks.shape
+        ranks, state = self.ranks, self.state
         maxval = _MAXVAL
         if mode == _TABLE_NEW:
-            table = _decode_table(data, model, state)
-            if table.size == 0:
+            self.table = _decode_table(data, self.model, state)
+            if self.table.size == 0:
                 raise CorruptChunkError(f"{CODER} stream holds a damaged value table")
-            if out is ranks:
-                out = ranks.copy()
+            if self.out is ranks:
+                self.out = ranks.copy()
         if mode != _TABLE_NONE:
-            assert table is not None
-            maxval = table.size - 1
+            assert self.table is not None
+            maxval = self.table.size - 1
         full = ky == 1 and kx == 1
-        rows, rindex = _decimation(height, ky, py)
-        cols, cindex = _decimation(width, kx, px)
+        rows, rindex = _decimation(H, ky, py)
+        cols, cindex = _decimation(W, kx, px)
         img = ranks[f] if full else np.empty((rows.size, cols.size), np.uint16)
         ref_a = _sampled(ranks[f - a], rows, cols, full) if a else img
         ref_b = _sampled(ranks[f - b], rows, cols, full) if b else img
-        status = _decode_frame(data, img, ref_a, ref_b, a > 0, b > 0, maxval, model, state)
+        status = _decode_frame(data, img, ref_a, ref_b, a > 0, b > 0, maxval, self.model, state)
         if status:
             raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[status]}")
         if not full:
             ranks[f] = img[rindex][:, cindex]
             status = _decode_blocks(
-                data, ranks[f], rows[rindex], cols[cindex], maxval, model, state
+                data, ranks[f], rows[rindex], cols[cindex], maxval, self.model, state
             )
             if status:
                 raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[status]}")
-        if out is not ranks:
-            out[f] = ranks[f] if table is None or mode == _TABLE_NONE else table[ranks[f]]
-    _, code, pos = state
-    if pos > data.size:
-        raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[3]}")
-    if pos != data.size or code != 0:
-        raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[4]}")
-    if zlib.crc32(out.astype("<u2", copy=False).tobytes()) != crc:
-        raise CorruptChunkError(f"{CODER} stream decodes to frames that fail their checksum")
-    return out
+        if self.out is not ranks:
+            table = self.table
+            self.out[f] = ranks[f] if table is None or mode == _TABLE_NONE else table[ranks[f]]
+
+    def finish(self, data: np.ndarray) -> None:
+        """Check that the stream ends exactly where ``data`` does, with a zero code."""
+        _, code, pos = self.state
+        if pos > data.size:
+            raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[3]}")
+        if pos != data.size or code != 0:
+            raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[4]}")
 
 
 def encode_frames(
-    frames: Iterable[Sequence[np.ndarray]], *, height: int, width: int, threads: int = 0
+    frames: Iterable[Sequence[np.ndarray]],
+    *,
+    height: int,
+    width: int,
+    threads: int = 0,
+    verify: bool = False,
 ) -> tuple[bytes, int]:
     """Code frames given as their single gray plane, as :func:`eocube.video.encode_frames`
-    feeds them; returns the packet and the frame count (``threads``: as :func:`encode`)."""
+    feeds them; returns the packet and the frame count (``threads``, ``verify``: as
+    :func:`encode`)."""
     planes = [np.asarray(p[0])[:height, :width] for p in frames]
     if not planes:
         return b"", 0
     stack = np.stack(planes)
-    return encode(stack, threads=threads), stack.shape[0]
+    return encode(stack, threads=threads, verify=verify), stack.shape[0]
 
 
 def decode_frames(

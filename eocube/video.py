@@ -250,13 +250,16 @@ def _encode_own(
     width: int,
     threads: int,
 ) -> EncodedStream:
-    """Frames coded by eocube's own lossless coder (eocube.lossless): one packet."""
+    """Frames coded by eocube's own lossless coder (eocube.lossless): one packet, checked
+    by a decode that follows the encoder (a lossless stream is always checked)."""
     if pix_fmt != lossless.PIX_FMT or decoder != lossless.CODER:
         raise CodecError(
             f"encoder {lossless.CODER} takes {lossless.PIX_FMT} frames and decodes with "
             f"itself, not {pix_fmt} / {decoder}"
         )
-    packet, count = lossless.encode_frames(frames, height=height, width=width, threads=threads)
+    packet, count = lossless.encode_frames(
+        frames, height=height, width=width, threads=threads, verify=True
+    )
     return EncodedStream(
         decoder=decoder,
         pix_fmt=pix_fmt,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from cubes import open_cube
 
 import eocube
 from eocube import CorruptChunkError, chunk, lossless
+from eocube.errors import CodecError
 from eocube.profiles import get_profile
 from eocube.video import EncodedStream, decode_frames, encode_frames
 
@@ -165,6 +167,69 @@ def test_a_failed_prediction_stops_the_encode_and_its_threads(
         lossless.encode(frames, threads=3)
     assert all(name.startswith("eocube-predict") for name in threads)
     assert not any(t.name.startswith("eocube-predict") for t in threading.enumerate())
+
+
+def _mixed_frames() -> np.ndarray:
+    # frames with references, a value table and pixel blocks, enough pixels for threads
+    rng = np.random.default_rng(11)
+    base = np.cumsum(rng.integers(-40, 41, (96, 96)), axis=1) + 8000
+    noise = rng.integers(-2, 3, (16, 96, 96)) + np.arange(16)[:, None, None] * 5
+    frames = (base + noise).astype(np.uint16)
+    frames[3:6] = rng.integers(0, 300, (3, 96, 96)) * 97
+    frames[8:10] = rng.integers(0, 4000, (2, 16, 16)).repeat(6, axis=1).repeat(6, axis=2)
+    return frames
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_encode_that_verifies_makes_the_same_packet(threads: int) -> None:
+    frames = _mixed_frames()
+    plain = lossless.encode(frames, threads=threads)
+    assert lossless.encode(frames, threads=threads, verify=True) == plain
+    tiny = np.arange(6, dtype=np.uint16).reshape(1, 2, 3)  # fewer bytes than a flush
+    assert lossless.encode(tiny, verify=True) == lossless.encode(tiny)
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [(1, "frame 6 differs"), (60000, "frame 6: eocube-pred stream decodes to a value out of")],
+)
+def test_the_verifying_encode_catches_a_coder_that_is_not_lossless(
+    change: int, error: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    code = lossless._code_residuals
+    coded = 0
+
+    def off_by_one(res: np.ndarray, *args: object) -> np.ndarray:
+        nonlocal coded
+        coded += 1
+        if coded == 7:  # the 7th frame's first residual, off
+            res = res.copy()
+            res[0] += change
+        return code(res, *args)
+
+    monkeypatch.setattr(lossless, "_code_residuals", off_by_one)
+    frames = _mixed_frames()
+    packet = lossless.encode(frames)  # not verified: the damage goes through
+    coded = 0
+    with contextlib.suppress(CorruptChunkError):  # or a packet that does not decode
+        assert not np.array_equal(lossless.decode(packet, *frames.shape), frames)
+    with pytest.raises(CodecError, match=f"does not decode to its input \\({error}"):
+        lossless.encode(frames, verify=True)
+    assert not any(t.name == "eocube-verify" for t in threading.enumerate())
+
+
+def test_a_failed_encode_stops_the_verifying_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    def failing(*args: object) -> None:
+        raise MemoryError("no room for the residuals")
+
+    monkeypatch.setattr(lossless, "_code_residuals", failing)
+    with pytest.raises(MemoryError):
+        lossless.encode(_mixed_frames(), verify=True)
+    assert not any(t.name == "eocube-verify" for t in threading.enumerate())
 
 
 def test_replicated_pixels_use_blocks() -> None:
