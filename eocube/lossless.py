@@ -1062,12 +1062,10 @@ class _Follower:
     def __init__(self, header: bytes, frames: np.ndarray) -> None:
         self._frames = frames
         F, H, W = frames.shape
-        r = ByteReader(header)
-        (version,) = r.unpack("B")
-        if version != VERSION:
-            raise CodecError(f"{CODER} wrote a header of version {version}")
-        self._modes = _read_modes(r, F)
-        (self._crc,) = r.unpack("I")
+        try:
+            self._modes, self._crc, _ = _read_header(header, F)
+        except CorruptChunkError as exc:
+            raise CodecError(f"{CODER} wrote a header it cannot read: {exc}") from exc
         self._decoder = _StreamDecoder(self._modes, F, H, W)
         self._lock = threading.Condition()
         self._final = np.empty(0, np.uint8)  # the bytes final so far
@@ -1223,21 +1221,29 @@ def decode(packet: bytes, frames: int, height: int, width: int) -> np.ndarray:
     CorruptChunkError
         If the packet is truncated, extended, altered or of an unknown version.
     """
-    r = ByteReader(packet)
-    (version,) = r.unpack("B")
-    if version != VERSION:
-        raise CorruptChunkError(f"{CODER} packet of unknown version {version}")
-    modes = _read_modes(r, frames)
-    (crc,) = r.unpack("I")
+    modes, crc, start = _read_header(packet, frames)
     data = np.frombuffer(packet, np.uint8)
     decoder = _StreamDecoder(modes, frames, height, width)
-    decoder.start(data, r.pos)
+    decoder.start(data, start)
     for f in range(frames):
         decoder.frame(f, data)
     decoder.finish(data)
     if zlib.crc32(decoder.out.astype("<u2", copy=False).tobytes()) != crc:
         raise CorruptChunkError(f"{CODER} stream decodes to frames that fail their checksum")
     return decoder.out
+
+
+def _read_header(
+    packet: bytes, frames: int
+) -> tuple[list[tuple[int, int, int, int, int, int, int]], int, int]:
+    """The frame modes, the frames' crc32 and where the range-coded part starts."""
+    r = ByteReader(packet)
+    (version,) = r.unpack("B")
+    if version != VERSION:
+        raise CorruptChunkError(f"{CODER} packet of unknown version {version}")
+    modes = _read_modes(r, frames)
+    (crc,) = r.unpack("I")
+    return modes, crc, r.pos
 
 
 class _StreamDecoder:
