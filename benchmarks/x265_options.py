@@ -8,7 +8,8 @@ covers that rate; the table gives the mean difference and the encode time agains
 default's. It is how a candidate is judged before it is measured in full with
 ``benchmarks.rd``: an option that helps some cubes and costs others shows it here.
 
-    python -m benchmarks.x265_options [--set structure|chroma-qp] [--cubes ...]
+    python -m benchmarks.x265_options [--set structure|chroma-qp|weighted-prediction]
+        [--cubes ...]
 
 Writes ``benchmarks/results/x265_options.{json,md}``; each set's last run is kept there.
 """
@@ -52,6 +53,9 @@ CANDIDATE_SETS["structure"] = {
     "no-strong-intra-smoothing": {"no-strong-intra-smoothing": "1"},
     "weightb": {"weightb": "1"},
 }
+# x265's weighted prediction (its default, weightp=1), which the profiles turn off: with
+# it a chunk's bytes depended on what the process had freed before (benchmarks.determinism)
+CANDIDATE_SETS["weighted-prediction"] = {"weightp 1 (x265's default)": {"weightp": "1"}}
 # Quantiser offsets of the second and third planes: with the KLT on, they hold the minor
 # components, whose share of the error at low rates a larger step may trade for bits.
 CANDIDATE_SETS["chroma-qp"] = {
