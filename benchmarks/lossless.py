@@ -6,8 +6,9 @@ per value and the encode / read speeds (MB/s of raw values, best of ``--repeats`
 JPEG-XL lossless and JPEG-LS columns are quoted from benchmarks/results/rd/summary.md
 ("Goal 3"), not measured here.
 
-Run: ``python -m benchmarks.lossless [--repeats N] [cube ...]``; writes
-benchmarks/results/lossless.json and lossless.md.
+Run: ``python -m benchmarks.lossless [--repeats N] [--corpus DIR] [cube ...]``; writes
+benchmarks/results/lossless.json and lossless.md. Cubes not in the corpus folder
+(``tests/data`` unless ``--corpus`` or ``$EOCUBE_CORPUS`` says otherwise) are skipped.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import numpy as np
 import xarray as xr
 
 import eocube
+from benchmarks import corpus
 
-DATA = Path("/work/shared/data")
 RESULTS = Path(__file__).resolve().parent / "results"
 PROFILES = ("eocube-lossless", "ffv1-lossless")
 
@@ -83,6 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("cubes", nargs="*", default=list(QUOTED))
     parser.add_argument("--repeats", type=int, default=3)
+    corpus.add_corpus_option(parser)
     args = parser.parse_args()
     # compile the kernels outside the timings
     warm = xr.Dataset(
@@ -97,7 +99,10 @@ def main() -> None:
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     print(header)
     for name in args.cubes:
-        with xr.open_dataset(DATA / f"{name}.nc") as src:
+        if not corpus.has_cube(name, args.corpus):
+            print(f"{name}: not in {corpus.corpus_dir(args.corpus)}, skipped")
+            continue
+        with xr.open_dataset(corpus.cube_path(name, args.corpus)) as src:
             ds = src[["data"]].load()
         own, ffv1 = measure(ds, PROFILES, args.repeats)
         jxl, jls = QUOTED.get(name, (float("nan"), float("nan")))

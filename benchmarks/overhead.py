@@ -7,7 +7,7 @@ rest (``zarr.json``, coordinates, masks, other variables) and its share of the s
 Goals (issue "Compression, second wave", item 2): non-payload bytes <= 5 % of the store at
 0.1 bpppb for cubes of >= 1 M values, and <= 1.5 kB for a cube with regular coordinates.
 
-    python -m benchmarks.overhead [--corpus /work/shared/data] [--label after]
+    python -m benchmarks.overhead [--corpus DIR] [--label after]
 
 Runs of several versions (``--label``; run an old checkout's package with
 ``PYTHONPATH=<checkout>`` and this file copied there) are kept side by side in
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from benchmarks import corpus
 from benchmarks.common import git_state, md_table
 
 RESULTS = Path(__file__).parent / "results"
@@ -126,7 +127,7 @@ def _source_attribute_bytes(ds: xr.Dataset) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--corpus", type=Path, default=Path("/work/shared/data"))
+    corpus.add_corpus_option(p)
     p.add_argument("--bpppb", type=float, default=0.1)
     p.add_argument("--label", default="after")
     p.add_argument("--cubes", nargs="*", help="only these corpus cubes (file stems)")
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         ("regular 1 M, no CRS", regular_cube(False)),
         ("regular 1 M, CRS", regular_cube(True)),
     ]
-    for nc in sorted(args.corpus.glob("*.nc")):
+    for nc in sorted(corpus.corpus_dir(args.corpus).glob("*.nc")):
         if args.cubes and nc.stem not in args.cubes:
             continue
         cubes.append((nc.stem, xr.open_dataset(nc).load()))

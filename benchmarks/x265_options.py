@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from benchmarks import corpus
 from benchmarks.common import git_state, md_table
 from benchmarks.defaults import _with
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     import eocube
 
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--corpus", type=Path, default=Path("/work/shared/data"))
+    corpus.add_corpus_option(p)
     p.add_argument("--cubes", nargs="+", default=list(CUBES))
     p.add_argument("--set", choices=list(CANDIDATE_SETS), default="structure", dest="group")
     p.add_argument("--dates", type=int, default=32)
@@ -105,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     crfs = tuple(args.crfs)
     rows: list[dict[str, Any]] = []
     for name in args.cubes:
-        with xr.open_dataset(args.corpus / f"{name}.nc") as ds:
+        if not corpus.has_cube(name, args.corpus):
+            print(f"{name}: not in {corpus.corpus_dir(args.corpus)}, skipped", flush=True)
+            continue
+        with xr.open_dataset(corpus.cube_path(name, args.corpus)) as ds:
             block = np.asarray(ds["data"].values[: args.dates])
         base, base_s = curve(block, default, crfs)
         for label, params in candidates.items():
