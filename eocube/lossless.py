@@ -1141,9 +1141,7 @@ class _Follower:
             data = self._bytes(len(self._frames))
             if data is None:
                 return
-            decoder.finish(data)
-            if zlib.crc32(decoder.out.astype("<u2", copy=False).tobytes()) != self._crc:
-                raise CodecError("the frames fail the checksum the header holds")
+            decoder.finish(data, self._crc)
         except Exception as exc:  # reported by check()
             self._error = exc
 
@@ -1227,9 +1225,7 @@ def decode(packet: bytes, frames: int, height: int, width: int) -> np.ndarray:
     decoder.start(data, start)
     for f in range(frames):
         decoder.frame(f, data)
-    decoder.finish(data)
-    if zlib.crc32(decoder.out.astype("<u2", copy=False).tobytes()) != crc:
-        raise CorruptChunkError(f"{CODER} stream decodes to frames that fail their checksum")
+    decoder.finish(data, crc)
     return decoder.out
 
 
@@ -1313,13 +1309,16 @@ class _StreamDecoder:
             table = self.table
             self.out[f] = ranks[f] if table is None or mode == _TABLE_NONE else table[ranks[f]]
 
-    def finish(self, data: np.ndarray) -> None:
-        """Check that the stream ends exactly where ``data`` does, with a zero code."""
+    def finish(self, data: np.ndarray, crc: int) -> None:
+        """Check that the stream ends exactly where ``data`` does, with a zero code, and
+        that the frames decoded match the header's checksum ``crc``."""
         _, code, pos = self.state
         if pos > data.size:
             raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[3]}")
         if pos != data.size or code != 0:
             raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[4]}")
+        if zlib.crc32(self.out.astype("<u2", copy=False).tobytes()) != crc:
+            raise CorruptChunkError(f"{CODER} stream decodes to frames that fail their checksum")
 
 
 def encode_frames(
