@@ -37,6 +37,12 @@ class Quality:
     """The encoder option that sets quality (e.g. ``crf``), its default, bounds and step.
 
     ``step`` is the finest increment the encoder honours (x265 takes fractional crf).
+    ``fine_option``, where set, is a finer scale below 0 in whole steps: a quality
+    ``q < 0`` sets that option to ``q - min`` instead of ``option``, so ``min`` (a
+    negative integer) reaches its level 0. x265's profiles use its constant ``qp``
+    there: crf 0 still lets x265's rate control quantise at about QP 5 to 7, while QP
+    0 is the finest step x265 takes, what tight error bounds and high rate targets need
+    (benchmarks/results/error_bounded_climate).
     """
 
     option: str
@@ -44,11 +50,34 @@ class Quality:
     min: float
     max: float
     step: float = 1.0
+    fine_option: str | None = None
 
-    def format(self, value: float) -> str:
-        """The option's value as the encoder wants it."""
-        snapped = round(value / self.step) * self.step
-        return str(int(snapped)) if float(snapped).is_integer() else f"{snapped:.6g}"
+    def __post_init__(self) -> None:
+        if not self.min <= self.default <= self.max or self.step <= 0:
+            raise ProfileError(
+                f"quality {self.option}: needs min <= default <= max and step > 0, got "
+                f"{self.min:g} <= {self.default:g} <= {self.max:g}, step {self.step:g}"
+            )
+        if self.fine_option is not None and not (self.min < 0 and float(self.min).is_integer()):
+            raise ProfileError(
+                f"quality {self.option}: fine_option {self.fine_option!r} needs a negative "
+                f"whole min (its levels run from min to -1), got min {self.min:g}"
+            )
+
+    def snap(self, value: float) -> float:
+        """The nearest quality the encoder honours, within ``min`` .. ``max``."""
+        value = min(max(float(value), self.min), self.max)
+        if self.fine_option is not None and value < 0:
+            return float(min(round(value), -1 if value <= -0.5 else 0))
+        return float(min(max(round(value / self.step) * self.step, self.min), self.max))
+
+    def setting(self, value: float) -> tuple[str, str]:
+        """The option (``option``, or ``fine_option`` below 0) and its value as the
+        encoder wants it."""
+        snapped = self.snap(value)
+        if self.fine_option is not None and snapped < 0:
+            return self.fine_option, str(int(snapped - self.min))
+        return self.option, str(int(snapped)) if snapped.is_integer() else f"{snapped:.6g}"
 
 
 @dataclass(frozen=True)
@@ -167,7 +196,8 @@ class Profile:
                 f"profile {self.name!r}: {self.quality.option}={q:g} is outside "
                 f"{self.quality.min:g}..{self.quality.max:g}"
             )
-        opts[self.quality.option] = self.quality.format(q)
+        option, text = self.quality.setting(q)
+        opts[option] = text
         return opts
 
 
@@ -191,7 +221,10 @@ def parse_profile(data: Mapping[str, Any], source: str = "<dict>") -> Profile:
         kwargs = dict(data)
         kwargs["options"] = {k: _option_value(k, v) for k, v in data.get("options", {}).items()}
         if "quality" in data:
-            kwargs["quality"] = Quality(**data["quality"])
+            try:
+                kwargs["quality"] = Quality(**data["quality"])
+            except ProfileError as exc:
+                raise ProfileError(f"{source}: {exc}") from None
         return Profile(**kwargs)
     except TypeError as exc:
         raise ProfileError(f"{source}: {exc}") from None

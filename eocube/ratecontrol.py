@@ -39,6 +39,8 @@ CONTROLS = ("lossless", "crf", "target_bpppb", "target_psnr", "max_abs_error")
 """The quality controls of a write, of which one at most is given."""
 SAMPLE_BLOCKS = 3
 MAX_TRIALS = 7
+FINE_WALK = 5
+"""Trials a bound search adds to walk a fine quality scale's whole levels."""
 logger = logging.getLogger(__name__)
 
 MAX_CORRECTIONS = 2
@@ -272,8 +274,7 @@ def _grid(profile: Profile) -> tuple[float, float]:
 
 def _snap(profile: Profile, q: float) -> float:
     assert profile.quality is not None
-    step = profile.quality.step
-    return float(min(max(round(q / step) * step, profile.quality.min), profile.quality.max))
+    return profile.quality.snap(q)
 
 
 def _start(profile: Profile) -> float:
@@ -418,9 +419,17 @@ def quality_for_bound(
     """The quality that minimises video plus residual bytes under a hard error bound.
 
     Bytes are roughly unimodal in crf (a coarse video leaves a large residual, a fine
-    one costs video bits): golden-section search over the profile's range.
+    one costs video bits): golden-section search over the profile's main scale. Where
+    that ends at the scale's floor and the profile has a fine scale below it (x265's
+    constant QP), a walk over the fine scale's whole levels follows, from its middle to
+    cheaper neighbours (:data:`FINE_WALK` trials at most).
     """
+    quality = profile.quality
+    assert quality is not None
     lo, hi = _grid(profile)
+    fine = quality.fine_option is not None
+    if fine:
+        lo = 0.0
     hi = min(hi, lo + 40)
     trials: dict[float, Trial] = {}
 
@@ -434,7 +443,7 @@ def quality_for_bound(
     a, b = lo, hi
     c, d = b - g * (b - a), a + g * (b - a)
     fc, fd = cost(c), cost(d)
-    while len(trials) < MAX_TRIALS and b - a > 2 * profile.quality.step:  # type: ignore[union-attr]
+    while len(trials) < MAX_TRIALS and b - a > 2 * quality.step:
         if fc <= fd:
             b, d, fd = d, c, fc
             c = b - g * (b - a)
@@ -443,6 +452,22 @@ def quality_for_bound(
             a, c, fc = c, d, fd
             d = a + g * (b - a)
             fd = cost(d)
+    if fine and a == lo:
+        # the cheapest may lie past crf's floor, on the fine scale's levels (each about
+        # 12 % of the video's bytes): start in their middle, walk towards cheaper ones
+        budget = len(trials) + FINE_WALK
+        level = _snap(profile, quality.min / 2)
+        cost(level)
+        direction = 0
+        while len(trials) < budget:
+            for step in (direction,) if direction else (-1, 1):
+                if quality.min <= level + step < 0 and len(trials) < budget:
+                    cost(level + step)
+            cheaper = [q for q in (level - 1, level + 1) if q in trials]
+            nxt = min(cheaper, key=lambda q: trials[q].nbytes, default=level)
+            if trials[nxt].nbytes >= trials[level].nbytes:
+                break
+            direction, level = (1 if nxt > level else -1), nxt
     best = min(trials.values(), key=lambda t: t.nbytes)
     return best.quality, list(trials.values())
 

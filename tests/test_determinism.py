@@ -53,3 +53,19 @@ def test_encodes_of_a_block_on_threads_at_once_are_byte_identical(
     with ThreadPoolExecutor(AT_ONCE) as pool:
         digests = set(pool.map(digest, range(ENCODES)))
     assert len(digests) == 1, f"{name}: {len(digests)} distinct payloads of {ENCODES} encodes"
+
+
+@pytest.mark.parametrize(
+    "name", [n for n, p in PROFILES.items() if p.quality and p.quality.fine_option]
+)
+def test_encodes_on_the_fine_quality_scale_are_byte_identical(name: str, block: np.ndarray) -> None:
+    # x265's constant QP (quality below 0) takes another rate-control path than crf
+    prof = PROFILES[name]
+    assert prof.quality is not None
+
+    def digest(_: int) -> str:
+        return hashlib.sha256(encode_chunk(block, prof, quality=prof.quality.min)).hexdigest()
+
+    with ThreadPoolExecutor(AT_ONCE) as pool:
+        digests = set(pool.map(digest, range(ENCODES)))
+    assert len(digests) == 1, f"{name}: {len(digests)} distinct payloads of {ENCODES} encodes"

@@ -165,6 +165,55 @@ def test_parse_profile_error_names_the_source() -> None:
         parse_profile(_valid(colour="red"), source="bad.toml")
 
 
+def test_fine_quality_scale_below_zero_sets_its_own_option() -> None:
+    profile = parse_profile(
+        _valid(
+            quality={
+                "option": "crf",
+                "default": 16,
+                "min": -6,
+                "max": 44,
+                "step": 0.25,
+                "fine_option": "qp",
+            }
+        )
+    )
+    q = profile.quality
+    assert q is not None
+    # whole steps below 0, the scale's own step above it
+    assert [q.snap(v) for v in (-7, -6, -2.6, -0.6, -0.4, 0.1, 16.3)] == [
+        -6,
+        -6,
+        -3,
+        -1,
+        0,
+        0,
+        16.25,
+    ]
+    assert q.setting(-6) == ("qp", "0")
+    assert q.setting(-1) == ("qp", "5")
+    assert q.setting(0) == ("crf", "0")
+    assert q.setting(2.5) == ("crf", "2.5")
+    options = profile.encoder_options(-2)
+    assert options["qp"] == "4"
+    assert "crf" not in options
+    coarser = profile.encoder_options(3)
+    assert coarser["crf"] == "3"
+    assert "qp" not in coarser
+
+
+@pytest.mark.parametrize("bad", [{"min": 0}, {"min": -2.5}])
+def test_fine_quality_scale_needs_a_negative_whole_min(bad: dict[str, float]) -> None:
+    quality = {"option": "crf", "default": 16, "min": -6, "max": 44, "fine_option": "qp"}
+    with pytest.raises(ProfileError, match="fine_option 'qp' needs a negative whole min"):
+        parse_profile(_valid(quality={**quality, **bad}))
+
+
+def test_quality_default_must_lie_in_its_range() -> None:
+    with pytest.raises(ProfileError, match="min <= default <= max"):
+        parse_profile(_valid(quality={"option": "crf", "default": 50, "min": 0, "max": 44}))
+
+
 def test_lossless_profile_without_quality_is_valid() -> None:
     profile = parse_profile(_valid(lossless=True, quality=None))
     assert profile.quality is None
@@ -176,7 +225,8 @@ def test_quality_bounds_enforced(name: str) -> None:
     profile = get_profile(name)
     q = profile.quality
     assert q is not None
-    assert profile.encoder_options(q.min)[q.option] == str(q.min)
+    finest, finest_value = (q.option, str(q.min)) if q.fine_option is None else (q.fine_option, "0")
+    assert profile.encoder_options(q.min)[finest] == finest_value
     assert profile.encoder_options(q.max)[q.option] == str(q.max)
     for bad in (q.min - 1, q.max + 1):
         with pytest.raises(ProfileError, match=f"{q.option}={bad} is outside {q.min}..{q.max}"):

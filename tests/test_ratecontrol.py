@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 import eocube
 from eocube import metrics
+from eocube.profiles import get_profile
 
 DATA = Path(__file__).parent / "data"
 
@@ -202,10 +204,11 @@ def _smooth_cube(dtype: str = "float32") -> xr.Dataset:
 def test_target_bpppb_beyond_the_video_is_reached_with_the_residual(
     tmp_path: Path, target: float
 ) -> None:
-    # the video alone saturates far below these rates (x265 12-bit at crf 0): the
-    # residual's bound spends the rest, and the store reports it as its error bound
+    # the video alone saturates far below these rates (x265 12-bit at its finest, QP 0):
+    # the residual's bound spends the rest, and the store reports it as its error bound
     ds = _smooth_cube()
-    saturated = eocube.to_eocube(ds, tmp_path / "crf0.eocube", crf=0)
+    finest = get_profile().quality.min  # type: ignore[union-attr]
+    saturated = eocube.to_eocube(ds, tmp_path / "finest.eocube", crf=finest)
     assert saturated.bpppb < target / 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -214,7 +217,7 @@ def test_target_bpppb_beyond_the_video_is_reached_with_the_residual(
     assert abs(report.bpppb / target - 1) <= 0.10, report
     assert report.trials <= 2 * 7
     v = report.variables["data"]
-    assert v.quality == 0
+    assert v.quality == finest
     bound = v.error_bound
     assert isinstance(bound, float)
     assert bound > 0
@@ -279,3 +282,32 @@ def test_bound_levels_reach_lossless() -> None:
     assert level(top - 1)[0] > 0
     # bytes fall with the bound: levels are monotone
     assert level(40)[0] > level(60)[0]
+
+
+def _fake_bound_search(costs: Callable[[float], float]) -> tuple[float, list[float]]:
+    """quality_for_bound on the default profile, each trial costing ``costs(quality)``."""
+    from eocube.ratecontrol import Trial, quality_for_bound
+
+    def trial(quality: float) -> Trial:
+        return Trial(quality, int(costs(quality)), 1000, float("nan"), float("nan"))
+
+    best, trials = quality_for_bound(trial, get_profile())
+    return best, [t.quality for t in trials]
+
+
+@pytest.mark.parametrize("cheapest", [-6.0, -5.0, -3.0])
+def test_bound_search_walks_the_fine_levels_to_the_cheapest(cheapest: float) -> None:
+    # bytes fall towards a minimum on the constant-QP levels below crf 0 (as under a
+    # tight bound on a smooth field) and grow past it
+    best, tried = _fake_bound_search(lambda q: 10_000 + 500 * abs(q - cheapest) + 20 * q)
+    assert best == cheapest
+    assert all(q >= -6 and (q >= 0 or q.is_integer()) for q in tried)
+    from eocube.ratecontrol import FINE_WALK, MAX_TRIALS
+
+    assert len(tried) <= MAX_TRIALS + FINE_WALK
+
+
+def test_bound_search_on_the_crf_scale_takes_no_walk() -> None:
+    best, tried = _fake_bound_search(lambda q: 10_000 + 300 * abs(q - 12.3))
+    assert abs(best - 12.3) <= 1.5
+    assert all(q >= 0 for q in tried)
