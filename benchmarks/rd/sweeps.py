@@ -1,7 +1,8 @@
 """What benchmarks.rd measures: the quick run's cubes, crf sweeps, crops and the default.
 
-Full sweeps span each profile's range from its best quality (crf 0 where it has one) to
-past 0.1 bpppb on the corpus; quick sweeps are shorter and run on three small cubes.
+Full sweeps span each profile's range from its best quality (the x265 profiles' quality
+-6, constant QP 0; crf 0 elsewhere where a profile has one) to past 0.1 bpppb on the
+corpus; quick sweeps are shorter and run on three small cubes.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ DECODE_REPEATS_FULL = 2
 DECODE_REPEATS_QUICK = 1
 
 X265_CRFS = (0, 8, 16, 24, 32, 40)
+# eocube's x265 profiles go on below crf 0 to constant QP 0 (quality -6)
+EOCUBE_X265 = (-6, *X265_CRFS)
 SWEEPS_FULL: dict[str, tuple[float, ...]] = {
-    "hevc-12bit-444": X265_CRFS,
-    "hevc-12bit-444-gbr": X265_CRFS,
-    "hevc-12bit-420-luma": X265_CRFS,
-    "hevc-12bit-bands": X265_CRFS,
+    "hevc-12bit-444": EOCUBE_X265,
+    "hevc-12bit-444-gbr": EOCUBE_X265,
+    "hevc-12bit-420-luma": EOCUBE_X265,
+    "hevc-12bit-bands": EOCUBE_X265,
     "av1-10bit": (10, 25, 40, 52, 63),
     "h264-10bit": (0, 12, 24, 36, 48),
     "vp9-8bit-444": (4, 20, 36, 50, 63),
