@@ -311,3 +311,10 @@ def test_bound_search_on_the_crf_scale_takes_no_walk() -> None:
     best, tried = _fake_bound_search(lambda q: 10_000 + 300 * abs(q - 12.3))
     assert abs(best - 12.3) <= 1.5
     assert all(q >= 0 for q in tried)
+
+
+def test_bound_search_finds_the_finest_level_past_a_local_minimum() -> None:
+    # as on ERA-Interim at 1e-3: QP 0 (quality -6) beats QP 2 (-4), which beats QP 1 (-5)
+    fine = {-6: 10_220, -5: 10_330, -4: 10_270, -3: 10_580, -2: 10_700, -1: 10_850}
+    best, tried = _fake_bound_search(lambda q: fine.get(q, 11_000 + 50 * q))
+    assert best == -6
