@@ -460,8 +460,8 @@ def quality_for_bound(
         finest = int(quality.min)
         for level in range(-2, finest - 1, -2):
             cost(level)
-        level = min((q for q in trials if q < 0), key=lambda q: trials[q].nbytes)
-        for q in (level - 1, level + 1):
+        cheapest = min((q for q in trials if q < 0), key=lambda q: trials[q].nbytes)
+        for q in (cheapest - 1, cheapest + 1):
             if finest <= q < 0:
                 cost(q)
     best = min(trials.values(), key=lambda t: t.nbytes)

@@ -318,3 +318,6 @@ def test_bound_search_finds_the_finest_level_past_a_local_minimum() -> None:
     fine = {-6: 10_220, -5: 10_330, -4: 10_270, -3: 10_580, -2: 10_700, -1: 10_850}
     best, tried = _fake_bound_search(lambda q: fine.get(q, 11_000 + 50 * q))
     assert best == -6
+    from eocube.ratecontrol import FINE_WALK
+
+    assert len([q for q in tried if q < 0]) <= FINE_WALK
