@@ -68,7 +68,7 @@ class Quality:
         """The nearest quality the encoder honours, within ``min`` .. ``max``."""
         value = min(max(float(value), self.min), self.max)
         if self.fine_option is not None and value < 0:
-            return float(min(round(value), -1 if value <= -0.5 else 0))
+            return float(round(value)) + 0.0  # whole levels; + 0.0 turns -0.0 into 0.0
         return float(min(max(round(value / self.step) * self.step, self.min), self.max))
 
     def setting(self, value: float) -> tuple[str, str]:
