@@ -657,7 +657,12 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--profile", help="codec profile (see `eocube profiles`)")
     quality = enc.add_mutually_exclusive_group()
     quality.add_argument("--lossless", action="store_true", help="bit-exact (integer data)")
-    quality.add_argument("--crf", type=float, help="codec quality: lower is better and bigger")
+    quality.add_argument(
+        "--crf",
+        type=float,
+        help="codec quality: lower is better and bigger (x265 profiles: -6 to 44; "
+        "below 0, constant QP 0 to 5)",
+    )
     quality.add_argument("--target-bpppb", type=float, help="bits per pixel per band of the store")
     quality.add_argument("--target-psnr", type=float, help="PSNR (dB) every cube variable reaches")
     quality.add_argument(
