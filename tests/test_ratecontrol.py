@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import eocube
 from eocube import metrics
 from eocube.profiles import get_profile
+from eocube.ratecontrol import FINE_WALK, MAX_TRIALS, Trial, quality_for_bound
 
 DATA = Path(__file__).parent / "data"
 
@@ -286,7 +287,6 @@ def test_bound_levels_reach_lossless() -> None:
 
 def _fake_bound_search(costs: Callable[[float], float]) -> tuple[float, list[float]]:
     """quality_for_bound on the default profile, each trial costing ``costs(quality)``."""
-    from eocube.ratecontrol import Trial, quality_for_bound
 
     def trial(quality: float) -> Trial:
         return Trial(quality, int(costs(quality)), 1000, float("nan"), float("nan"))
@@ -296,18 +296,16 @@ def _fake_bound_search(costs: Callable[[float], float]) -> tuple[float, list[flo
 
 
 @pytest.mark.parametrize("cheapest", [-6.0, -5.0, -3.0])
-def test_bound_search_walks_the_fine_levels_to_the_cheapest(cheapest: float) -> None:
+def test_bound_search_finds_the_cheapest_fine_level(cheapest: float) -> None:
     # bytes fall towards a minimum on the constant-QP levels below crf 0 (as under a
     # tight bound on a smooth field) and grow past it
     best, tried = _fake_bound_search(lambda q: 10_000 + 500 * abs(q - cheapest) + 20 * q)
     assert best == cheapest
     assert all(q >= -6 and (q >= 0 or q.is_integer()) for q in tried)
-    from eocube.ratecontrol import FINE_WALK, MAX_TRIALS
-
     assert len(tried) <= MAX_TRIALS + FINE_WALK
 
 
-def test_bound_search_on_the_crf_scale_takes_no_walk() -> None:
+def test_bound_search_on_the_crf_scale_stays_off_the_fine_levels() -> None:
     best, tried = _fake_bound_search(lambda q: 10_000 + 300 * abs(q - 12.3))
     assert abs(best - 12.3) <= 1.5
     assert all(q >= 0 for q in tried)
@@ -318,6 +316,4 @@ def test_bound_search_finds_the_finest_level_past_a_local_minimum() -> None:
     fine = {-6: 10_220, -5: 10_330, -4: 10_270, -3: 10_580, -2: 10_700, -1: 10_850}
     best, tried = _fake_bound_search(lambda q: fine.get(q, 11_000 + 50 * q))
     assert best == -6
-    from eocube.ratecontrol import FINE_WALK
-
     assert len([q for q in tried if q < 0]) <= FINE_WALK
