@@ -18,6 +18,10 @@ Layout (little-endian)::
     u8 n_streams, each:
         str decoder | str pix_fmt | u32 height, width, frames
         varint len(extradata) | extradata | varint n_packets | varint sizes... | packets
+    -- or, with flag WAVELET (version 5), whose band maps hold each band's (min, max),
+       in place of the streams:
+    str coder | per band: u32 crc32 | varint len | bitstream
+                                          (eocube.wavelet: SPERR per band, of the values)
     u8 n_masks, each:
         u8 kind (0 NaN, 1 nodata) | varint len | zlib(packbits(mask (T, B, Y, X)))
     u8 n_residuals (0 or 1), each:
@@ -27,7 +31,9 @@ Layout (little-endian)::
 (eocube.packing.plan_layout), so it is not stored. With flag TIME_IN_FRAME (version 4)
 the streams code the coded part with its T and Y axes swapped: frame ``y`` of a band
 holds that row of every date, one date per frame row (masks and the residual layer keep
-the (T, B, Y, X) order). Version 1 (no KLT), 2 (no crop) and 3 payloads read unchanged.
+the (T, B, Y, X) order). With flag WAVELET (version 5) the coded part is a wavelet
+coder's (eocube.wavelet), not a video's; masks and the residual layer are unchanged.
+Version 1 (no KLT), 2 (no crop), 3 and 4 payloads read unchanged.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eocube import lossless, metrics, packing, residual, spectral, video
+from eocube import wavelet as wavelet_mod
 from eocube.binary import ByteReader, ByteWriter
 from eocube.errors import CodecError, CorruptChunkError, UnsupportedDataError
 from eocube.pixfmt import pixel_format
@@ -48,16 +55,22 @@ from eocube.profiles import Profile, get_profile
 
 MAGIC = b"EOCB"
 FORMAT_VERSION = 3
-"""The version written, unless a payload needs a later one's flag (TIME_IN_FRAME: 4)."""
-READABLE_VERSIONS = (1, 2, 3, 4)
+"""The version written, unless a payload needs a later one's flag (TIME_IN_FRAME: 4,
+WAVELET: 5)."""
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 
 _FLAG_NODATA = 1
 _FLAG_EXACT = 2
 _FLAG_KLT = 4
 _FLAG_CROPPED = 8
 _FLAG_TIME_IN_FRAME = 16
-_KNOWN_FLAGS = _FLAG_NODATA | _FLAG_EXACT | _FLAG_KLT | _FLAG_CROPPED | _FLAG_TIME_IN_FRAME
-_FLAGS_SINCE = {_FLAG_KLT: 2, _FLAG_CROPPED: 3, _FLAG_TIME_IN_FRAME: 4}
+_FLAG_WAVELET = 32
+_KNOWN_FLAGS = (
+    _FLAG_NODATA | _FLAG_EXACT | _FLAG_KLT | _FLAG_CROPPED | _FLAG_TIME_IN_FRAME | _FLAG_WAVELET
+)
+_FLAGS_SINCE = {_FLAG_KLT: 2, _FLAG_CROPPED: 3, _FLAG_TIME_IN_FRAME: 4, _FLAG_WAVELET: 5}
+# a wavelet payload codes values, not video planes: no band maps, rotation or row frames
+_NOT_WITH_WAVELET = _FLAG_EXACT | _FLAG_KLT | _FLAG_TIME_IN_FRAME
 
 FRAME_AXES = ("time", "y", "auto")
 """What the frames of a chunk's streams follow (:func:`encode_chunk`'s ``frames``)."""
@@ -69,7 +82,11 @@ Only long runs of closely spaced dates gain: hourly ERA5 2 m temperature, 128 da
 monthly and daily climate cubes lose 2-5 dB (benchmarks/results/frame_axis.md)."""
 DB_PER_DOUBLING = 6.0
 """The PSNR one doubling of the bytes buys, about (6.02 dB per bit per value at high
-rates): how ``frames="auto"`` weighs one candidate's dB against the other's bytes."""
+rates): how ``frames="auto"`` and ``wavelet="auto"`` weigh one candidate's dB against
+the other's bytes."""
+WAVELET_MARGIN_DB = 0.25
+"""What the wavelet coding must gain over the video's (dB at equal bytes; bytes at equal
+bound, 3 %) to be kept: its chunks decode on the CPU only, and more slowly."""
 
 _MASK_NAN = 0
 _MASK_NODATA = 1
@@ -88,6 +105,8 @@ class ChunkHeader:
     exact: bool
     nodata: float | None
     offset: np.ndarray
+    """Per band: ``value = offset + code * scale``; with ``wavelet``, the band's smallest
+    valid value (and ``scale`` its largest): the range its decode is clipped to."""
     scale: np.ndarray
     spectral: spectral.SpectralBasis | None = None
     coded: tuple[int, int, int] | None = None
@@ -95,6 +114,8 @@ class ChunkHeader:
     fill: float | None = None
     time_in_frame: bool = False
     """Whether the streams hold the coded part with T and Y swapped (frames are rows)."""
+    wavelet: bool = False
+    """Whether a wavelet coder (:mod:`eocube.wavelet`) codes the values, not a video."""
 
     @property
     def coded_shape(self) -> tuple[int, int, int, int]:
@@ -120,6 +141,7 @@ class ChunkHeader:
             | (_FLAG_KLT if self.spectral is not None else 0)
             | (_FLAG_CROPPED if self.coded is not None else 0)
             | (_FLAG_TIME_IN_FRAME if self.time_in_frame else 0)
+            | (_FLAG_WAVELET if self.wavelet else 0)
         )
 
     def to_bytes(self) -> bytes:
@@ -182,6 +204,7 @@ def encode_chunk(
     nodata: float | None = None,
     max_abs_error: float | Sequence[float] | None = None,
     frames: str = "auto",
+    wavelet: str | None = None,
     threads: int = 0,
 ) -> bytes:
     """Encode a block of shape (T, B, Y, X) (or (T, Y, X)) into a chunk payload.
@@ -206,6 +229,16 @@ def encode_chunk(
         better. ``"auto"``: ``"time"``, except for lossy profiles on blocks of at least
         :data:`AUTO_MIN_DATES` dates, which are coded both ways and keep the better by
         PSNR and bytes (:data:`DB_PER_DOUBLING`): twice the encoding time.
+    wavelet : {"off", "auto", "always"}, optional
+        Default: the profile's ``wavelet``. Whether the block may be coded by the
+        wavelet coder (:mod:`eocube.wavelet`, chunk format version 5) instead of the
+        video. ``"auto"``: lossy blocks are
+        coded both ways, the wavelet at the video's bytes (or, with ``max_abs_error``,
+        at :data:`eocube.wavelet.BOUND_SLACK` times the bound, the residual layer
+        bringing every value within it), and the wavelet coding is kept where it gains more than
+        :data:`WAVELET_MARGIN_DB` (smooth fields: +1 to +5 dB); such chunks decode on
+        the CPU only. ``"always"``: the wavelet coding wherever it applies (blocks with
+        two axes of (T, Y, X) longer than one), for tests and comparisons.
     threads : int
         Codec threads (0: the codec decides).
 
@@ -222,11 +255,18 @@ def encode_chunk(
         Unsupported dtype or shape, infinite values, or a lossless profile too shallow
         for the data's range (the message names the bits needed).
     ValueError
-        If ``frames`` is not one of :data:`FRAME_AXES`.
+        If ``frames`` is not one of :data:`FRAME_AXES`, or ``wavelet`` not one of
+        :data:`eocube.wavelet.CHOICES`.
     """
     if frames not in FRAME_AXES:
         raise ValueError(f"frames must be one of {', '.join(FRAME_AXES)}, not {frames!r}")
     prof = get_profile(profile)
+    if wavelet is None:
+        wavelet = prof.wavelet
+    if wavelet not in wavelet_mod.CHOICES:
+        raise ValueError(
+            f"wavelet must be one of {', '.join(wavelet_mod.CHOICES)}, not {wavelet!r}"
+        )
     block = np.asarray(block)
     if block.ndim == 3:
         block = block[:, None]
@@ -286,21 +326,118 @@ def encode_chunk(
         without, decoded = candidates[pick], outs[pick]
     else:
         without = without_residual(frames == "y")
-    if max_abs_error is None or exact:
-        return without
-    bounds = residual.band_bounds(np.asarray(max_abs_error, dtype=np.float64), B)
+    bounds = None
+    if max_abs_error is not None and not exact:
+        bounds = residual.band_bounds(np.asarray(max_abs_error, dtype=np.float64), B)
+    if wavelet == "off" or exact or wavelet_mod.volume_shape(T, Y, X) is None:
+        return _with_residual(without, block, decoded, nodata, bounds, threads)
+
+    values, invalid = _filled_values(block, maps, prof.bits, nodata)
+    lows, highs = _band_ranges(block, invalid)
+    masks = _masks_part(block, invalid, nodata)
+    header = ChunkHeader(
+        version=5,
+        dtype=dtype,
+        shape=full_shape,
+        bits=prof.bits,
+        layout=prof.layout,
+        profile=prof.name,
+        exact=False,
+        nodata=nodata,
+        # a wavelet payload's "maps" are each band's range, which its decode keeps to
+        offset=lows,
+        scale=highs,
+        coded=(T, Y, X) if crop is not None else None,
+        fill=fill if crop is not None else None,
+        wavelet=True,
+    )
+
+    def wavelet_payload(section: bytes) -> bytes:
+        return header.to_bytes() + section + masks + b"\x00"
+
+    if bounds is None:
+        video_payload = without
+        # the wavelet coding gets the video's bytes, less what both payloads hold
+        fixed = len(wavelet_payload(b"")) + wavelet_mod.section_overhead(B)
+        bits = 8 * (len(without) - fixed) / values.size
+        if bits <= 0:
+            return without
+        candidate = wavelet_payload(
+            wavelet_mod.encode(values, bits_per_value=min(bits, wavelet_mod.MAX_BITS_PER_VALUE))
+        )
+        if wavelet == "always":
+            return candidate
+        if decoded is None:
+            decoded = decode_chunk(without, threads=threads)[:T, :, :Y, :X]
+        gain_db = _psnr_for_choice(
+            block, decode_chunk(candidate)[:T, :, :Y, :X], nodata
+        ) - _psnr_for_choice(block, decoded, nodata)
+    else:
+        video_payload = _with_residual(without, block, decoded, nodata, bounds, threads)
+        tolerance = wavelet_mod.BOUND_SLACK * (
+            bounds if dtype.kind == "f" else wavelet_mod.integer_tolerance(bounds)
+        )
+        if not np.all(tolerance > 0):
+            return video_payload
+        coded = wavelet_payload(wavelet_mod.encode(values, tolerance=tolerance))
+        candidate = _with_residual(coded, block, None, nodata, bounds, threads)
+        if wavelet == "always":
+            return candidate
+        gain_db = 0.0
+    saved_db = DB_PER_DOUBLING * math.log2(len(video_payload) / len(candidate))
+    return candidate if gain_db + saved_db > WAVELET_MARGIN_DB else video_payload
+
+
+def _with_residual(
+    payload: bytes,
+    block: np.ndarray,
+    decoded: np.ndarray | None,
+    nodata: float | None,
+    bounds: np.ndarray | None,
+    threads: int,
+) -> bytes:
+    """``payload`` (its residual count 0) with the residual layer that brings its decode
+    within ``bounds`` of ``block`` (the coded part), if one is needed."""
+    if bounds is None:
+        return payload
+    T, _, Y, X = block.shape
     if decoded is None:
         # the residual corrects exactly what decode_chunk returns, through the same path
-        decoded = decode_chunk(without, threads=threads)[:T, :, :Y, :X]
+        decoded = decode_chunk(payload, threads=threads)[:T, :, :Y, :X]
     valid = metrics.valid_mask(block, nodata)
     layer = residual.compute(block, decoded, valid, bounds)
     if layer is None:
-        return without
+        return payload
     w = ByteWriter()
-    w.raw(without[:-1])
+    w.raw(payload[:-1])
     w.pack("B", 1)
     w.blob(residual.to_bytes(layer))
     return w.getvalue()
+
+
+def _band_ranges(block: np.ndarray, invalid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each band's smallest and largest valid value (0 and 0 for a band of none)."""
+    B = block.shape[1]
+    lows, highs = np.zeros(B), np.zeros(B)
+    for b in range(B):
+        band = block[:, b] if invalid is None else block[:, b][~invalid[:, b]]
+        if band.size:
+            lows[b], highs[b] = float(band.min()), float(band.max())
+    return lows, highs
+
+
+def _filled_values(
+    block: np.ndarray, maps: packing.BandMaps, bits: int, nodata: float | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The block as float64 with its missing values filled as the video's codes fill them
+    (smoothly, along time then in space), and where they were (None: nowhere)."""
+    Y, X = block.shape[2:]
+    values = block.astype(np.float64)
+    codes, invalid = packing.quantize(block, maps, bits, Y, X, nodata=nodata)
+    if invalid is not None:
+        filled = maps.offset[None, :, None, None] + codes * maps.scale[None, :, None, None]
+        values[invalid] = filled[invalid]
+    return values, invalid
 
 
 def _psnr_for_choice(block: np.ndarray, decoded: np.ndarray, nodata: float | None) -> float:
@@ -456,8 +593,10 @@ def _read_header(r: ByteReader) -> ChunkHeader:
             f"chunk format version {version} is not readable by this eocube "
             f"(reads versions {', '.join(map(str, READABLE_VERSIONS))}); upgrade eocube"
         )
-    if flags & ~_KNOWN_FLAGS or any(
-        flags & flag and version < since for flag, since in _FLAGS_SINCE.items()
+    if (
+        flags & ~_KNOWN_FLAGS
+        or any(flags & flag and version < since for flag, since in _FLAGS_SINCE.items())
+        or (flags & _FLAG_WAVELET and flags & _NOT_WITH_WAVELET)
     ):
         raise CorruptChunkError(f"payload header has unknown flags {flags:#04x}")
     try:
@@ -488,6 +627,8 @@ def _read_header(r: ByteReader) -> ChunkHeader:
             raise CorruptChunkError(f"payload nodata {nodata!r} is not a {dtype} value")
     B = shape[1]
     maps = np.frombuffer(r.take(16 * B), dtype="<f8").reshape(B, 2)
+    if flags & _FLAG_WAVELET and not (np.isfinite(maps).all() and (maps[:, 0] <= maps[:, 1]).all()):
+        raise CorruptChunkError("payload has a band range that is not finite or not ordered")
     basis = None
     if flags & _FLAG_KLT:
         mean = np.frombuffer(r.take(4 * B), dtype="<f4")
@@ -512,6 +653,7 @@ def _read_header(r: ByteReader) -> ChunkHeader:
         coded=coded,
         fill=fill,
         time_in_frame=bool(flags & _FLAG_TIME_IN_FRAME),
+        wavelet=bool(flags & _FLAG_WAVELET),
     )
 
 
@@ -625,6 +767,9 @@ def _read_tail(r: ByteReader, header: ChunkHeader) -> ChunkTail:
 def parse_chunk(payload: bytes) -> ChunkParts:
     """Parse a payload without decoding its video: header, streams, masks, residual layer.
 
+    A wavelet payload (``header.wavelet``) has no streams: its section is skipped, and
+    only :func:`decode_chunk` decodes it.
+
     The parts :func:`decode_chunk` works from, for decoders that unpack elsewhere
     (:mod:`eocube.device`, on a torch device). The checks and errors are
     :func:`decode_chunk`'s.
@@ -636,6 +781,9 @@ def parse_chunk(payload: bytes) -> ChunkParts:
     """
     r = ByteReader(payload)
     header = ChunkHeader.from_bytes(r)
+    if header.wavelet:
+        wavelet_mod.skip(r, header.shape[1])
+        return ChunkParts(header=header, plans=[], streams=[], tail=_read_tail(r, header))
     plans, streams = _read_streams(r, header)
     return ChunkParts(header=header, plans=plans, streams=streams, tail=_read_tail(r, header))
 
@@ -696,6 +844,14 @@ def decode_chunk(
         out.shape != header.shape or out.dtype != header.dtype or not out.flags.c_contiguous
     ):
         raise ValueError(f"out must be a C-contiguous {header.dtype} array of shape {header.shape}")
+    if header.wavelet:
+        t0 = time.perf_counter()
+        block = wavelet_mod.decode(
+            r, header.coded_shape, header.dtype, low=header.offset, high=header.scale
+        )
+        if on_codec_time is not None:
+            on_codec_time(time.perf_counter() - t0)
+        return _finish(r, header, block, out)
     plans, streams = _read_streams(r, header)
     if out is None:
         try:
@@ -749,17 +905,32 @@ def decode_chunk(
         spectral.mix(codes, shift, matrix, header.offset, top, frames_block, threads=threads)
     if header.time_in_frame:
         block[...] = frames_block.transpose(2, 1, 0, 3)
+    if on_codec_time is not None:
+        on_codec_time(codec_seconds)
+    return _finish(r, header, block, out)
+
+
+def _finish(
+    r: ByteReader, header: ChunkHeader, block: np.ndarray, out: np.ndarray | None
+) -> np.ndarray:
+    """Masks and residual layer (``r`` after the coded part) applied to the decoded coded
+    part ``block``, which then lands in ``out`` (a cropped payload's filled block)."""
     tail = _read_tail(r, header)
     for kind, bits in tail.masks:
         block[mask_of(bits, block.shape)] = np.nan if kind == _MASK_NAN else header.nodata
     if tail.residual is not None:
         block[...] = residual.restore(block, tail.residual)
-    if header.coded is not None:
-        t, _, y, x = header.coded_shape
-        out[...] = header.fill
-        out[:t, :, :y, :x] = block
-    if on_codec_time is not None:
-        on_codec_time(codec_seconds)
+    if header.coded is None:
+        if out is None:
+            return block
+        if out is not block:
+            out[...] = block
+        return out
+    if out is None:
+        out = np.empty(header.shape, header.dtype)
+    t, _, y, x = header.coded_shape
+    out[...] = header.fill
+    out[:t, :, :y, :x] = block
     return out
 
 

@@ -312,16 +312,19 @@ def _profiles(args: argparse.Namespace) -> int:
             "layout": p.layout,
             "lossless": p.lossless,
             "gpu_decodable": p.gpu_decodable,
+            "wavelet": p.wavelet,
             "description": p.description,
         }
         for p in available_profiles().values()
     ]
     lines = [
-        f"{'profile':22s} {'encoder':11s} {'pix_fmt':12s} {'bits':>4s} {'layout':16s} lossless gpu"
+        f"{'profile':22s} {'encoder':11s} {'pix_fmt':12s} {'bits':>4s} {'layout':16s} lossless gpu "
+        "wavelet"
     ]
     lines += [
         f"{r['name']:22s} {r['encoder']:11s} {r['pix_fmt']:12s} {r['bits']:4d} {r['layout']:16s} "
-        f"{'yes' if r['lossless'] else 'no':8s} {'yes' if r['gpu_decodable'] else 'no'}"
+        f"{'yes' if r['lossless'] else 'no':8s} {'yes' if r['gpu_decodable'] else 'no':3s} "
+        f"{r['wavelet']}"
         for r in rows
     ]
     _emit(args, rows, "\n".join(lines))

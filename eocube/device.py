@@ -257,6 +257,9 @@ def decode_chunk_tensor(
 
     dev = torch.device(device)
     parts = chunk.parse_chunk(payload)
+    if parts.header.wavelet:
+        # the wavelet coder (SPERR) decodes on the CPU only: its block is moved as a whole
+        return as_tensor(chunk.decode_chunk(payload, threads=threads), dev)
     decode = stream_decoder if stream_decoder is not None else cpu_stream_decoder
     frames = []
     for plan, stream in zip(parts.plans, parts.streams, strict=True):

@@ -573,12 +573,14 @@ def _payload_key(
     quality: float | None,
     nodata: float | None,
     max_abs_error: Any,
+    wavelet: str | None = None,
 ) -> tuple[Any, ...]:
     """Everything the payload of :func:`eocube.chunk.encode_chunk` depends on."""
     q = parse_quality(quality)
     bound = parse_bound(max_abs_error)
     return (
         profile,
+        wavelet,
         None if q is None else float(q),
         parse_nodata(nodata),
         bound if bound is None or isinstance(bound, float) else tuple(bound),
@@ -596,20 +598,20 @@ def encode_block(
     nodata: float | None,
     max_abs_error: Any,
     keep: bool = False,
+    wavelet: str | None = None,
 ) -> bytes:
     """:func:`eocube.chunk.encode_chunk` of a C-contiguous block, or the payload kept by
-    :func:`reuse_payloads` for the same block and settings; ``keep`` keeps this one."""
+    :func:`reuse_payloads` for the same block and settings; ``keep`` keeps this one.
+    ``wavelet`` overrides the profile's (the rate control's video-only trials)."""
     cache = _PAYLOADS
+    kwargs: dict[str, Any] = {"quality": quality, "nodata": nodata}
+    kwargs.update(max_abs_error=max_abs_error, wavelet=wavelet)
     if cache is None:
-        return encode_chunk(
-            block, profile, quality=quality, nodata=nodata, max_abs_error=max_abs_error
-        )
-    key = _payload_key(block, profile, quality, nodata, max_abs_error)
+        return encode_chunk(block, profile, **kwargs)
+    key = _payload_key(block, profile, quality, nodata, max_abs_error, wavelet)
     payload = cache.get(key)
     if payload is None:
-        payload = encode_chunk(
-            block, profile, quality=quality, nodata=nodata, max_abs_error=max_abs_error
-        )
+        payload = encode_chunk(block, profile, **kwargs)
         if keep:
             cache[key] = payload
     return payload

@@ -17,6 +17,7 @@ from typing import Any
 from eocube.errors import ProfileError
 from eocube.pixfmt import pixel_format
 from eocube.spectral import TRANSFORMS
+from eocube.wavelet import CHOICES as WAVELET_CHOICES
 
 LAYOUTS = ("planar3", "luma", "bands-as-frames")
 """Band layouts: how the bands of a block are grouped into frames (see eocube.packing)."""
@@ -111,6 +112,10 @@ class Profile:
     transform : str
         ``"none"``, or ``"klt"``: lossy profiles may rotate the bands of each chunk onto
         their principal components before packing (eocube.spectral).
+    wavelet : str
+        One of :data:`eocube.wavelet.CHOICES`: whether lossy chunks may be coded by the
+        wavelet coder instead of the video (``"auto"``: where it codes them better;
+        :func:`eocube.chunk.encode_chunk`). Such chunks decode on the CPU only.
     """
 
     name: str
@@ -126,8 +131,16 @@ class Profile:
     extra_pix_fmt: str | None = None
     quality: Quality | None = None
     transform: str = "none"
+    wavelet: str = "off"
 
     def __post_init__(self) -> None:
+        if self.wavelet not in WAVELET_CHOICES:
+            raise ProfileError(
+                f"profile {self.name!r}: unknown wavelet setting {self.wavelet!r}; "
+                f"valid: {', '.join(WAVELET_CHOICES)}"
+            )
+        if self.lossless and self.wavelet != "off":
+            raise ProfileError(f"profile {self.name!r}: a lossless profile takes no wavelet coder")
         if self.transform not in TRANSFORMS:
             raise ProfileError(
                 f"profile {self.name!r}: unknown transform {self.transform!r}; "
@@ -232,19 +245,50 @@ def parse_profile(data: Mapping[str, Any], source: str = "<dict>") -> Profile:
 
 @functools.cache
 def _load_all() -> dict[str, Profile]:
-    profiles: dict[str, Profile] = {}
+    raw: dict[str, tuple[dict[str, Any], Path]] = {}
     for folder in PROFILE_DIRS:
         if not folder.is_dir():
             continue
         for path in sorted(folder.glob("*.toml")):
             with path.open("rb") as fh:
-                profile = parse_profile(tomllib.load(fh), source=str(path))
-            if profile.name != path.stem:
-                raise ProfileError(f"{path}: name {profile.name!r} differs from the file name")
-            profiles.setdefault(profile.name, profile)
-    if not profiles:
+                raw.setdefault(path.stem, (tomllib.load(fh), path))
+    if not raw:
         raise ProfileError(f"no codec profiles found in {[str(p) for p in PROFILE_DIRS]}")
+    profiles = {}
+    for stem, (_, path) in raw.items():
+        profile = parse_profile(_resolve_extends(stem, raw), source=str(path))
+        if profile.name != stem:
+            raise ProfileError(f"{path}: name {profile.name!r} differs from the file name")
+        profiles[stem] = profile
     return profiles
+
+
+def _resolve_extends(
+    stem: str, raw: Mapping[str, tuple[dict[str, Any], Path]], seen: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A profile file's contents with ``extends = "<profile>"`` resolved: the base
+    profile's keys, tables merged key by key, overridden by the file's own."""
+    data, path = raw[stem]
+    base_name = data.get("extends")
+    if base_name is None:
+        return dict(data)
+    if base_name in (*seen, stem):
+        raise ProfileError(f"{path}: profiles extend each other in a cycle: {stem} -> {base_name}")
+    if base_name not in raw:
+        raise ProfileError(f"{path}: extends unknown profile {base_name!r}")
+    return _merged(_resolve_extends(base_name, raw, (*seen, stem)), data, drop="extends")
+
+
+def _merged(base: Mapping[str, Any], over: Mapping[str, Any], drop: str = "") -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if key == drop:
+            continue
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def available_profiles() -> dict[str, Profile]:

@@ -199,6 +199,7 @@ def _encode_sample_block(
     nodata: float | None,
     max_abs_error: float | Sequence[float] | None,
     measure: bool,
+    wavelet: str | None = None,
 ) -> tuple[int, np.ndarray | None]:
     """Payload bytes of one sample block and, when ``measure``, its decoded values
     (cropped to ``raw``, shaped (T, B, Y, X))."""
@@ -209,6 +210,7 @@ def _encode_sample_block(
         nodata=nodata,
         max_abs_error=max_abs_error,
         keep=True,
+        wavelet=wavelet,
     )
     if not measure:
         return len(payload), None
@@ -226,6 +228,7 @@ def make_trial(
     max_abs_error: float | Sequence[float] | None = None,
     coded: Sequence[np.ndarray] | None = None,
     measure: bool = True,
+    wavelet: str | None = None,
 ) -> Callable[[float], Trial]:
     """A function encoding the sample at a quality and measuring it.
 
@@ -234,6 +237,7 @@ def make_trial(
     blocks), so that within :func:`eocube.encode.reuse_payloads` the write takes the
     trial's payloads of those chunks. The blocks encode in parallel (the codec releases
     the GIL; one block per core). Without ``measure`` only the bytes are counted.
+    ``wavelet`` overrides the profile's wavelet choice (``"off"``: the video alone).
     """
     coded = list(blocks) if coded is None else list(coded)
     workers = max(1, min(len(blocks), dask.system.CPU_COUNT))
@@ -241,7 +245,7 @@ def make_trial(
     def trial(quality: float) -> Trial:
         def one(i: int) -> tuple[int, np.ndarray | None]:
             return _encode_sample_block(
-                blocks[i], coded[i], profile, quality, nodata, max_abs_error, measure
+                blocks[i], coded[i], profile, quality, nodata, max_abs_error, measure, wavelet
             )
 
         if workers > 1:
@@ -638,11 +642,17 @@ def search(
     samples, coded, share = _sample(ds, cv, prof)
     whole = share >= 1
 
-    def trial_of(bound: Any, measure: bool) -> Callable[[float], Trial]:
+    def trial_of(bound: Any, measure: bool, wavelet: str | None = None) -> Callable[[float], Trial]:
         return make_trial(
             samples, prof, nodata=cv.codec_nodata, max_abs_error=bound, coded=coded,
-            measure=measure,
+            measure=measure, wavelet=wavelet,
         )  # fmt: skip
+
+    # Under a bound the wavelet coding of a chunk does not depend on the video's quality:
+    # the search looks for the video's best alone (with the choice in every trial its
+    # bytes would be flat where the wavelet wins, and the search lost there), and the
+    # write compares that with the wavelet coding.
+    video_only = "off" if prof.wavelet != "off" else None
 
     if target_psnr is not None:
         # a sample that is the whole cube measures the cube's PSNR itself; one that
@@ -656,7 +666,7 @@ def search(
             # bound that uniform errors of that PSNR would have carries the rest
             bounds[name] = bounds_for_psnr(samples, target_psnr + PSNR_MARGIN, cv.codec_nodata)
             searched.bounds.add(name)
-            quality, more = quality_for_bound(trial_of(bounds[name], False), prof)
+            quality, more = quality_for_bound(trial_of(bounds[name], False, video_only), prof)
             made += more
     elif target_bpppb is not None:
         # the payload of a whole-cube sample is exact: the tolerance is the store's
@@ -682,7 +692,7 @@ def search(
             quality = lo
             made += more
     elif name in bounds:
-        quality, made = quality_for_bound(trial_of(bounds[name], False), prof)
+        quality, made = quality_for_bound(trial_of(bounds[name], False, video_only), prof)
     else:  # a bound given for other variables only: this one keeps the default
         return None, 0
     return quality, len(made)

@@ -468,6 +468,8 @@ def payloads() -> dict[str, bytes]:
         "hevc-444": encode_chunk(floats, "hevc-12bit-444", nodata=-9999.0),
         "hevc-luma": encode_chunk(ints, "hevc-12bit-420-luma", nodata=0),
         "rows": encode_chunk(padded, "hevc-12bit-444", nodata=0, quality=20, frames="y"),
+        "wavelet": encode_chunk(padded, "hevc-12bit-444", nodata=0, quality=20, wavelet="always"),
+        "wavelet-nan": encode_chunk(floats, "hevc-12bit-444", max_abs_error=0.1, wavelet="always"),
     }
 
 
@@ -481,7 +483,9 @@ def _cuts(n: int, header: int) -> Iterator[int]:
     yield n - 1
 
 
-@pytest.mark.parametrize("name", ["ffv1", "hevc-444", "hevc-luma", "cropped", "rows"])
+@pytest.mark.parametrize(
+    "name", ["ffv1", "hevc-444", "hevc-luma", "cropped", "rows", "wavelet", "wavelet-nan"]
+)
 def test_truncated_payloads_are_corrupt(payloads: dict[str, bytes], name: str) -> None:
     payload = payloads[name]
     for cut in _cuts(len(payload), _header_length(payload)):
@@ -514,7 +518,9 @@ def _decodes_or_raises_eocube_error(payload: bytes, shape: tuple[int, ...] | Non
         assert decoded.size == np.prod(shape)
 
 
-@pytest.mark.parametrize("name", ["ffv1", "hevc-444", "hevc-luma", "cropped", "rows"])
+@pytest.mark.parametrize(
+    "name", ["ffv1", "hevc-444", "hevc-luma", "cropped", "rows", "wavelet", "wavelet-nan"]
+)
 def test_every_header_byte_flip_raises_eocube_error_or_decodes(
     payloads: dict[str, bytes], name: str
 ) -> None:
@@ -543,7 +549,7 @@ def test_a_payload_of_another_chunk_size_is_refused_before_decoding(
 
 
 @given(
-    name=st.sampled_from(["ffv1", "hevc-444", "hevc-luma", "cropped"]),
+    name=st.sampled_from(["ffv1", "hevc-444", "hevc-luma", "cropped", "wavelet"]),
     where=st.floats(0, 1),
     mask=st.integers(1, 255),
 )

@@ -276,3 +276,14 @@ def test_device_path_with_a_dataset_in_memory_reads_the_same(tmp_path: Path) -> 
 def test_cuda_unpack_equals_decode_chunk(payloads: dict[str, bytes]) -> None:  # pragma: no cover
     for payload in payloads.values():
         _same_bits(device.decode_chunk_tensor(payload, "cuda"), chunk.decode_chunk(payload))
+
+
+def test_a_wavelet_chunk_decodes_on_the_cpu_into_the_tensor() -> None:
+    rng = np.random.default_rng(5)
+    y, x = np.meshgrid(np.arange(20), np.arange(24), indexing="ij")
+    block = np.stack([np.sin(0.1 * x + t) * 300 + 2000 + y for t in range(3)])[:, None]
+    block = (block + rng.normal(0, 2, block.shape)).astype(np.uint16)
+    block[1, 0, :3, :3] = 0
+    payload = chunk.encode_chunk(block, nodata=0, quality=20, wavelet="always")
+    assert chunk.parse_chunk(payload).header.wavelet
+    _same_bits(device.decode_chunk_tensor(payload, "cpu"), chunk.decode_chunk(payload))

@@ -42,15 +42,16 @@ def test_seeded_parts_keep_other_methods_for_a_rerun(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("quick", [True, False])
-def test_the_default_profile_is_also_written_at_target_rates(quick: bool) -> None:
+def test_the_default_and_wavelet_profiles_are_also_written_at_target_rates(quick: bool) -> None:
     class Tiny:  # cube_jobs reads only what the competitors' applies() needs
         values = np.zeros((2, 1, 8, 8), np.uint16)
         nodata = None
 
     jobs = cube_jobs(Tiny(), quick=quick, decode_repeats=1)  # type: ignore[arg-type]
     targets = [j.setting["target_bpppb"] for j in jobs if "target_bpppb" in j.setting]
-    assert targets == list(sweeps.target_rates(quick))
-    assert all(j.method == DEFAULT_METHOD for j in jobs if "target_bpppb" in j.setting)
+    assert targets == list(sweeps.target_rates(quick)) * 2
+    methods = {j.method for j in jobs if "target_bpppb" in j.setting}
+    assert methods == {DEFAULT_METHOD, "eocube:hevc-12bit-444-wavelet"}
     # above the goals' top rate, so that 1 bpppb is interpolated on both bases
     assert min(targets) > 1
 

@@ -7,7 +7,8 @@ versions (``README.md`` here lists them), each run from a git worktree::
     PYTHONPATH=/tmp/eocube-v1 python tests/data/payloads/make.py v1-zstd-residual
 
 Names after the prefix write only those cases (``make.py v4 rows-hevc-444``); the
-``rows-*`` cases need an eocube whose ``encode_chunk`` takes ``frames`` (version 4).
+``rows-*`` cases need an eocube whose ``encode_chunk`` takes ``frames`` (version 4), the
+``wavelet-*`` ones ``wavelet`` (version 5).
 
 ``tests/test_compatibility.py`` checks that today's decoder returns, bit for bit, what
 the writing commit's decoder returned. Only the public codec API is used, the same in
@@ -53,15 +54,29 @@ def blocks() -> dict[str, tuple[np.ndarray, dict]]:
             floats,
             {"profile": "hevc-12bit-444", "quality": 30, "max_abs_error": 0.002, "frames": "y"},
         ),
+        # the wavelet coder in place of the video (chunk format 5)
+        "wavelet-uint16": (s2, {"profile": "hevc-12bit-444", "quality": 24, "wavelet": "always"}),
+        "wavelet-nan-float32": (
+            floats,
+            {"profile": "hevc-12bit-444", "quality": 20, "wavelet": "always"},
+        ),
+        "wavelet-bound-float32": (
+            floats,
+            {"profile": "hevc-12bit-444", "max_abs_error": 0.002, "wavelet": "always"},
+        ),
+        "wavelet-edge-chunk": (
+            padded,
+            {"profile": "hevc-12bit-444", "quality": 24, "nodata": 0, "wavelet": "always"},
+        ),
     }
 
 
 def main(prefix: str, only: list[str]) -> None:
     import eocube
 
-    takes_frames = "frames" in inspect.signature(eocube.encode_chunk).parameters
+    takes = set(inspect.signature(eocube.encode_chunk).parameters)
     for name, (block, kwargs) in blocks().items():
-        if (only and name not in only) or ("frames" in kwargs and not takes_frames):
+        if (only and name not in only) or not {"frames", "wavelet"} & set(kwargs) <= takes:
             continue
         payload = eocube.encode_chunk(block, **kwargs)
         (HERE / f"{prefix}-{name}.eocb").write_bytes(payload)

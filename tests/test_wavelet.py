@@ -1,0 +1,348 @@
+"""The wavelet coder (eocube.wavelet, chunk format 5): round trips, bounds, the per-chunk
+choice against the video, damaged payloads, and the profile that turns it on."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eocube import chunk as chunk_module
+from eocube import decode_chunk, encode_chunk, metrics, read_header, to_eocube, wavelet
+from eocube.binary import ByteReader
+from eocube.errors import CorruptChunkError, ProfileError
+from eocube.profiles import get_profile, parse_profile
+from eocube.testing import assert_chunk_roundtrip, assert_store_roundtrip
+
+
+def _smooth(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A smooth field: a few broad waves, drifting slowly with time."""
+    rng = np.random.default_rng(seed)
+    T, B, Y, X = shape
+    t, y, x = np.meshgrid(np.arange(T), np.arange(Y), np.arange(X), indexing="ij")
+    out = np.empty(shape)
+    for b in range(B):
+        k = rng.uniform(0.02, 0.08, 3)
+        out[:, b] = (
+            250 + 20 * np.sin(k[0] * x + 0.05 * t) * np.cos(k[1] * y) + 5 * np.sin(k[2] * (x + y))
+        )
+    return out.astype(np.float32)
+
+
+def test_volume_shape_leaves_out_axes_of_one() -> None:
+    assert wavelet.volume_shape(4, 20, 24) == (4, 20, 24)
+    assert wavelet.volume_shape(1, 20, 24) == (20, 24)
+    assert wavelet.volume_shape(30, 1, 24) == (30, 24)
+    assert wavelet.volume_shape(1, 1, 24) is None
+    assert wavelet.volume_shape(1, 1, 1) is None
+
+
+@pytest.mark.parametrize(
+    "shape", [(4, 2, 20, 24), (1, 3, 33, 49), (12, 1, 1, 40), (2, 9, 16, 16)], ids=str
+)
+def test_always_round_trips_floats_with_nan(shape: tuple[int, int, int, int]) -> None:
+    block = _smooth(shape)
+    block[0, 0, :2, :3] = np.nan
+    payload, decoded = assert_chunk_roundtrip(block, "hevc-12bit-444", wavelet="always")
+    header = read_header(payload)
+    assert header.wavelet
+    assert header.version == 5
+    assert decoded.dtype == np.float32
+    assert metrics.psnr(block, decoded) > 30
+
+
+def test_integers_decode_rounded_and_clipped_with_nodata(load_cube: Callable[..., Any]) -> None:
+    s2 = np.asarray(load_cube("s2_l2a_openeo_gfmap_19x4x52x46").data[:4, :, :24, :20])
+    block = s2.astype(np.uint16)
+    block[2, :, :5, :5] = 0
+    block[1, 1, 0, 0] = 65535  # the decode must clip, not wrap
+    payload, decoded = assert_chunk_roundtrip(
+        block, "hevc-12bit-444", nodata=0, quality=10, wavelet="always"
+    )
+    assert read_header(payload).wavelet
+    assert decoded.dtype == np.uint16
+    assert (decoded[2, :, :5, :5] == 0).all()
+
+
+def test_a_padded_edge_chunk_codes_its_data_part_only() -> None:
+    padded = np.full((6, 2, 32, 32), np.nan, np.float32)
+    padded[:4, :, :24, :20] = _smooth((4, 2, 24, 20))
+    payload, decoded = assert_chunk_roundtrip(padded, "hevc-12bit-444", wavelet="always")
+    header = read_header(payload)
+    assert header.wavelet
+    assert header.coded == (4, 24, 20)
+    assert np.isnan(decoded[4:]).all()
+    assert np.isnan(decoded[:, :, 24:]).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    bound=st.sampled_from([0.5, 1.0, 3.0, 20.0, 250.0]),
+    dtype=st.sampled_from(["uint16", "int16", "float32"]),
+    seed=st.integers(0, 2**16),
+)
+def test_every_value_keeps_the_bound(bound: float, dtype: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    block = _smooth((3, 2, 17, 23), seed) * 40 - 9000
+    block += rng.normal(0, 30, block.shape)  # detail the wavelet must not smooth away
+    if dtype == "uint16":
+        block = np.clip(block + 12000, 0, 65535)
+    block = block.astype(dtype)
+    assert_chunk_roundtrip(block, "hevc-12bit-444", max_abs_error=bound, wavelet="always")
+
+
+def test_integer_tolerance_keeps_rounded_integers_within_the_bound() -> None:
+    bounds = np.array([0.5, 1.0, 2.7, 20.0])
+    tol = wavelet.integer_tolerance(bounds)
+    for bound, t in zip(bounds, tol, strict=True):
+        for error in np.linspace(-t, t, 101):
+            assert abs(math.floor(100 + error + 0.5) - 100) <= bound
+
+
+def test_auto_keeps_the_wavelet_on_a_smooth_field(load_cube: Callable[..., Any]) -> None:
+    era = np.asarray(load_cube("erainterim_uvz").data)  # 2 months x 9 levels, int16
+    payload = encode_chunk(era, "hevc-12bit-444", quality=20, wavelet="auto")
+    video = encode_chunk(era, "hevc-12bit-444", quality=20, wavelet="off")
+    assert read_header(payload).wavelet
+    gain = metrics.psnr(era, decode_chunk(payload)) - metrics.psnr(era, decode_chunk(video))
+    assert gain > 3  # 5.4 dB when measured
+    assert len(payload) <= 1.03 * len(video)
+
+
+@pytest.mark.parametrize(
+    ("name", "window"),
+    [
+        ("s2_l2a_worldcereal_118x4x64x64", np.s_[:16]),
+        ("landsat7_rgb_byte", np.s_[:]),
+        ("stars_cmip3_tos_24x1x170x180", np.s_[:]),
+    ],
+)
+def test_auto_picks_by_its_rule(load_cube: Callable[..., Any], name: str, window: Any) -> None:
+    # "auto" is the video's payload or the wavelet's, whichever the rule prefers
+    block = np.ascontiguousarray(load_cube(name).data[window])
+    kw: dict[str, Any] = {"quality": 24}
+    auto = encode_chunk(block, "hevc-12bit-444", wavelet="auto", **kw)
+    video = encode_chunk(block, "hevc-12bit-444", wavelet="off", **kw)
+    coded = encode_chunk(block, "hevc-12bit-444", wavelet="always", **kw)
+    gain = metrics.psnr(block, decode_chunk(coded)) - metrics.psnr(block, decode_chunk(video))
+    score = gain + chunk_module.DB_PER_DOUBLING * math.log2(len(video) / len(coded))
+    assert auto == (coded if score > chunk_module.WAVELET_MARGIN_DB else video)
+
+
+def test_auto_under_a_bound_keeps_the_smaller(load_cube: Callable[..., Any]) -> None:
+    era = np.asarray(load_cube("erainterim_uvz").data)
+    span = era.max(axis=(0, 2, 3)).astype(float) - era.min(axis=(0, 2, 3))
+    bound = 1e-3 * span
+    auto = encode_chunk(era, "hevc-12bit-444", quality=0, max_abs_error=bound, wavelet="auto")
+    video = encode_chunk(era, "hevc-12bit-444", quality=0, max_abs_error=bound, wavelet="off")
+    assert read_header(auto).wavelet
+    assert len(auto) < len(video)
+    assert (np.abs(decode_chunk(auto).astype(float) - era) <= bound[None, :, None, None]).all()
+
+
+def test_lossless_profiles_never_use_the_wavelet() -> None:
+    block = _smooth((3, 2, 16, 16)).astype(np.uint16)
+    payload = encode_chunk(block, "ffv1-lossless", wavelet="always")
+    assert not read_header(payload).wavelet
+    np.testing.assert_array_equal(decode_chunk(payload), block)
+
+
+def test_blocks_the_wavelet_cannot_code_stay_video() -> None:
+    block = _smooth((1, 2, 1, 40))  # one row of one date
+    assert not read_header(encode_chunk(block, wavelet="always")).wavelet
+
+
+def test_an_unknown_wavelet_choice_is_refused() -> None:
+    with pytest.raises(ValueError, match="wavelet must be one of off, auto, always"):
+        encode_chunk(_smooth((2, 1, 16, 16)), wavelet="yes")
+
+
+@pytest.fixture(scope="module")
+def coded() -> bytes:
+    block = _smooth((3, 2, 20, 24))
+    block[1, 1, 4:8] = np.nan
+    return encode_chunk(block, "hevc-12bit-444", quality=20, wavelet="always")
+
+
+def _section_start(payload: bytes) -> int:
+    return len(read_header(payload).to_bytes())
+
+
+def test_every_bitstream_byte_flip_fails_the_checksum(coded: bytes) -> None:
+    start = _section_start(coded)
+    r = ByteReader(coded, pos=start)
+    r.text()
+    first_crc = r.pos
+    r.unpack("I")
+    blob_len = r.varint()
+    for i in range(r.pos, r.pos + blob_len, max(1, blob_len // 40)):
+        damaged = bytearray(coded)
+        damaged[i] ^= 0x40
+        with pytest.raises(CorruptChunkError, match="band 0 fails its checksum"):
+            decode_chunk(bytes(damaged))
+    damaged = bytearray(coded)
+    damaged[first_crc] ^= 1
+    with pytest.raises(CorruptChunkError, match="checksum"):
+        decode_chunk(bytes(damaged))
+
+
+def test_an_unknown_coder_is_named(coded: bytes) -> None:
+    start = _section_start(coded)
+    damaged = coded[: start + 1] + b"zfp-x" + coded[start + 6 :]
+    with pytest.raises(CorruptChunkError, match=r"coded by 'zfp-x'.*upgrade eocube"):
+        decode_chunk(damaged)
+
+
+def test_wavelet_flag_with_video_only_flags_or_an_old_version_is_corrupt(coded: bytes) -> None:
+    flags_at = 5
+    for video_only in (chunk_module._FLAG_KLT, chunk_module._FLAG_TIME_IN_FRAME):
+        damaged = bytearray(coded)
+        damaged[flags_at] |= video_only
+        with pytest.raises(CorruptChunkError, match="unknown flags"):
+            decode_chunk(bytes(damaged))
+    damaged = bytearray(coded)
+    damaged[4] = 4  # version 4 knows no wavelet flag
+    with pytest.raises(CorruptChunkError, match="unknown flags"):
+        decode_chunk(bytes(damaged))
+
+
+def test_a_bitstream_of_another_shape_is_refused(coded: bytes) -> None:
+    other = encode_chunk(_smooth((3, 2, 20, 25)), quality=20, wavelet="always")
+    section = _section_start(other)
+    header = coded[: _section_start(coded)]
+    # the other payload's section (valid checksums) under this header
+    with pytest.raises(CorruptChunkError, match=r"holds \(3, 20, 25\), the header \(3, 20, 24\)"):
+        decode_chunk(header + other[section:])
+
+
+def test_parse_chunk_skips_the_section(coded: bytes) -> None:
+    parts = chunk_module.parse_chunk(coded)
+    assert parts.header.wavelet
+    assert parts.streams == []
+    assert parts.plans == []
+    assert len(parts.tail.masks) == 1
+
+
+# --- the profile ---------------------------------------------------------------------------
+
+
+def test_the_wavelet_profile_is_the_default_video_with_the_choice_on() -> None:
+    base, wav = get_profile("hevc-12bit-444"), get_profile("hevc-12bit-444-wavelet")
+    assert base.wavelet == "off"
+    assert wav.wavelet == "auto"
+    assert wav.options == base.options
+    assert wav.quality == base.quality
+    assert (wav.pix_fmt, wav.layout, wav.transform) == (base.pix_fmt, base.layout, base.transform)
+
+
+def test_profiles_extend_others_table_by_table() -> None:
+    from eocube import profiles
+
+    raw = {
+        "base": (
+            {
+                "name": "base",
+                "description": "d",
+                "encoder": "libx265",
+                "decoder": "hevc",
+                "pix_fmt": "gray12le",
+                "bits": 12,
+                "layout": "luma",
+                "lossless": False,
+                "gpu_decodable": False,
+                "quality": {"option": "crf", "default": 20, "min": 0, "max": 40},
+                "options": {"preset": "medium", "x265-params": {"ctu": 32, "info": 0}},
+            },
+            None,
+        ),
+        "child": (
+            {
+                "extends": "base",
+                "name": "child",
+                "wavelet": "auto",
+                "options": {"x265-params": {"ctu": 16}},
+            },
+            None,
+        ),
+        "loop": ({"extends": "loop2", "name": "loop"}, "loop.toml"),
+        "loop2": ({"extends": "loop", "name": "loop2"}, "loop2.toml"),
+        "orphan": ({"extends": "nowhere", "name": "orphan"}, "orphan.toml"),
+    }
+    merged = profiles._resolve_extends("child", raw)  # type: ignore[arg-type]
+    child = parse_profile(merged)
+    assert child.wavelet == "auto"
+    assert child.quality is not None
+    assert child.quality.default == 20
+    assert child.options == {"preset": "medium", "x265-params": "ctu=16:info=0"}
+    with pytest.raises(ProfileError, match="cycle"):
+        profiles._resolve_extends("loop", raw)  # type: ignore[arg-type]
+    with pytest.raises(ProfileError, match="extends unknown profile 'nowhere'"):
+        profiles._resolve_extends("orphan", raw)  # type: ignore[arg-type]
+
+
+def test_profile_wavelet_settings_are_checked() -> None:
+    base = get_profile("ffv1-lossless")
+    data = {k: getattr(base, k) for k in ("name", "description", "encoder", "decoder")}
+    data.update(pix_fmt=base.pix_fmt, bits=base.bits, layout=base.layout)
+    data.update(lossless=True, gpu_decodable=False, options={})
+    with pytest.raises(ProfileError, match="lossless profile takes no wavelet"):
+        parse_profile({**data, "wavelet": "auto"})
+    with pytest.raises(ProfileError, match="unknown wavelet setting 'maybe'"):
+        parse_profile({**data, "wavelet": "maybe"})
+
+
+def test_a_store_written_with_the_wavelet_profile_reads_back_within_its_bound(
+    load_cube: Callable[..., Any], tmp_path: Any
+) -> None:
+    data = np.asarray(load_cube("era5_t2m_uk_744h").data[:200])
+    ds = xr.Dataset({"t2m": (("time", "band", "y", "x"), data)})
+    _report, back = assert_store_roundtrip(
+        ds, tmp_path / "s.zarr", profile="hevc-12bit-444-wavelet", max_abs_error=0.05
+    )
+    import zarr
+
+    group = zarr.open_group(tmp_path / "s.zarr", mode="r")
+    codec = group["t2m"].metadata.to_dict()["codecs"]
+    assert "hevc-12bit-444-wavelet" in str(codec)
+    assert float(np.abs(back.t2m.values - data).max()) <= 0.05
+
+
+@pytest.mark.parametrize("rel", [1e-2, 3e-3])
+def test_a_bounded_write_with_the_wavelet_profile_is_never_larger_than_the_video(
+    load_cube: Callable[..., Any], tmp_path: Any, rel: float
+) -> None:
+    # the bound search looks for the video's best alone, then each chunk keeps the
+    # smaller coding: the wavelet profile's store is at most the default's, give or
+    # take the wavelet payloads' headers (ERA-Interim: 1e-2 keeps the video, 3e-3 the
+    # wavelet, 12 % smaller)
+    era = np.asarray(load_cube("erainterim_uvz").data)
+    ds = xr.Dataset({"data": (("time", "band", "y", "x"), era)})
+    span = era.max(axis=(0, 2, 3)).astype(float) - era.min(axis=(0, 2, 3))
+    bound = [float(b) for b in rel * span]
+    sizes = {}
+    for profile in ("hevc-12bit-444", "hevc-12bit-444-wavelet"):
+        report = to_eocube(
+            ds, tmp_path / f"{profile}.zarr", profile=profile, max_abs_error=bound, measure=False
+        )
+        sizes[profile] = report.variables["data"].payload_nbytes
+    assert sizes["hevc-12bit-444-wavelet"] <= sizes["hevc-12bit-444"] + 200
+
+
+def test_concurrent_encodes_give_the_same_bytes() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    block = _smooth((6, 3, 40, 48), seed=3)
+
+    def encode(_: int) -> bytes:
+        return encode_chunk(block, quality=12, wavelet="always")
+
+    with ThreadPoolExecutor(4) as pool:
+        payloads = set(pool.map(encode, range(12)))
+    assert len(payloads) == 1
+    assert read_header(payloads.pop()).wavelet
