@@ -847,7 +847,12 @@ def decode_chunk(
     if header.wavelet:
         t0 = time.perf_counter()
         block = wavelet_mod.decode(
-            r, header.coded_shape, header.dtype, low=header.offset, high=header.scale
+            r,
+            header.coded_shape,
+            header.dtype,
+            low=header.offset,
+            high=header.scale,
+            threads=threads,
         )
         if on_codec_time is not None:
             on_codec_time(time.perf_counter() - t0)
