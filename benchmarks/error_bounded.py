@@ -14,6 +14,8 @@ the absolute bound ``e_b = rel * (max_b - min_b)`` over its valid values, and
   (32 time steps); bpppb counts *every* byte of the store (metadata, coordinates), and
   the payload-only bpppb (``report.variables['data'].payload_nbytes``) is listed too;
 - **eocube-t128**: the same with ``chunks={"time": 128}`` (longer video streams);
+- **eocube-wavelet**: the same with ``profile="hevc-12bit-444-wavelet"``: each chunk also
+  coded by SPERR at the bound, the smaller kept (:mod:`eocube.wavelet`);
 - **SZ3** (pysz, ``szErrorBoundMode.ABS``, default algorithm): each band as one 3-D
   (time, y, x) field in the data's dtype (float32; integers as float32);
 - **SPERR** (imagecodecs, mode ``"pwe"``, point-wise max error): each band as one 3-D
@@ -63,11 +65,17 @@ from eocube import metrics
 CUBES = ("s2_l2a_worldcereal_118x4x64x64", "era5_t2m_uk_744h")
 BOUNDS = (1e-2, 3e-3, 1e-3)
 QUICK_TIME = {"s2_l2a_worldcereal_118x4x64x64": 32, "era5_t2m_uk_744h": 96}
-EOCUBE_METHODS = {"eocube": None, "eocube-t128": {"time": 128}}
+EOCUBE_METHODS: dict[str, dict[str, Any]] = {
+    "eocube": {},
+    "eocube-t128": {"chunks": {"time": 128}},
+    # the default's video, or SPERR for the chunks it codes in fewer bytes (CPU-decoded)
+    "eocube-wavelet": {"profile": "hevc-12bit-444-wavelet"},
+}
 SWEEP_CRF = (0, 4, 8, 12, 16, 20, 24)
 EOCUBE_STYLES = {
     "eocube": {"marker": "o", "color": "C3"},
     "eocube-t128": {"marker": "o", "color": "C1", "linestyle": "--"},
+    "eocube-wavelet": {"marker": "s", "color": "C4", "linestyle": ":"},
 }
 
 
@@ -131,13 +139,21 @@ def competitor_bound(e: float, band: np.ndarray) -> float:
 # --- the methods ------------------------------------------------------------------------
 
 
-def run_eocube(cube: Cube, rel: float, chunks: dict[str, int] | None) -> dict[str, Any]:
+def run_eocube(
+    cube: Cube, rel: float, chunks: dict[str, int] | None = None, profile: str | None = None
+) -> dict[str, Any]:
     bounds = band_bounds(cube, rel)
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "cube.eocube.zarr")
         t0 = time.perf_counter()
         report = eocube.to_eocube(
-            cube.dataset, path, max_abs_error=bounds, chunks=chunks, measure=False, mode="w"
+            cube.dataset,
+            path,
+            max_abs_error=bounds,
+            chunks=chunks,
+            profile=profile,
+            measure=False,
+            mode="w",
         )
         enc_s = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -491,12 +507,12 @@ def main(argv: list[str] | None = None) -> int:
         shapes[name] = cube.values.shape
         print(f"{name} {cube.values.shape} {cube.values.dtype} nodata={cube.nodata}", flush=True)
         for rel in BOUNDS:
-            for method, chunks in EOCUBE_METHODS.items():
+            for method, options in EOCUBE_METHODS.items():
                 rec = {
                     "cube": name,
                     "rel_bound": rel,
                     "method": method,
-                    **run_eocube(cube, rel, chunks),
+                    **run_eocube(cube, rel, **options),
                 }
                 records.append(rec)
                 print(

@@ -280,21 +280,18 @@ def cube_jobs(cube: Cube, *, quick: bool, decode_repeats: int) -> list[Job]:
                     lambda n=name, c=crf: eocube_point(cube, n, c, decode_repeats=decode_repeats),
                 )
             )
-    for rate in sweeps.target_rates(quick):
-        jobs.append(
-            Job(
-                f"eocube:{sweeps.DEFAULT_PROFILE}",
-                {"target_bpppb": rate},
-                False,
-                lambda r=rate: eocube_point(
-                    cube,
-                    sweeps.DEFAULT_PROFILE,
-                    None,
-                    decode_repeats=decode_repeats,
-                    target_bpppb=r,
-                ),
+    for name in sweeps.TARGET_PROFILES:
+        for rate in sweeps.target_rates(quick):
+            jobs.append(
+                Job(
+                    f"eocube:{name}",
+                    {"target_bpppb": rate},
+                    False,
+                    lambda n=name, r=rate: eocube_point(
+                        cube, n, None, decode_repeats=decode_repeats, target_bpppb=r
+                    ),
+                )
             )
-        )
     for name in sweeps.LOSSLESS_PROFILES:
         if name in available:
             jobs.append(

@@ -81,7 +81,7 @@ def _header(cubes: dict[str, CubeInfo], records: list[Record], meta: dict[str, A
         "bpppb are interpolated in log bpppb; n/a = not reached by the sweep; † = a video "
         "method that saturates below that rate (its crf 0 point never spends that much): "
         "its best quality stands for it, since spending more is impossible. eocube's "
-        "default profile is also written with `target_bpppb` at "
+        "default profile and `hevc-12bit-444-wavelet` are also written with `target_bpppb` at "
         f"{', '.join(f'{r:g}' for r in sweeps.TARGET_RATES_FULL)} bpppb: where its video "
         "saturates, the rate control spends the rest on the residual layer, as a user "
         "asking for that rate gets.",

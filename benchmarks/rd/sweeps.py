@@ -24,6 +24,7 @@ SWEEPS_FULL: dict[str, tuple[float, ...]] = {
     "hevc-12bit-444-gbr": EOCUBE_X265,
     "hevc-12bit-420-luma": EOCUBE_X265,
     "hevc-12bit-bands": EOCUBE_X265,
+    "hevc-12bit-444-wavelet": EOCUBE_X265,
     "av1-10bit": (10, 25, 40, 52, 63),
     "h264-10bit": (0, 12, 24, 36, 48),
     "vp9-8bit-444": (4, 20, 36, 50, 63),
@@ -32,6 +33,7 @@ SWEEPS_QUICK: dict[str, tuple[float, ...]] = {
     "hevc-12bit-444": (0, 10, 20, 30, 40),
     "hevc-12bit-420-luma": (0, 10, 20, 30, 40),
     "hevc-12bit-bands": (0, 10, 20, 30, 40),
+    "hevc-12bit-444-wavelet": (0, 10, 20, 30, 40),
     "av1-10bit": (15, 35, 55),
     "h264-10bit": (5, 20, 35),
     "vp9-8bit-444": (10, 30, 50),
@@ -40,6 +42,9 @@ LOSSLESS_PROFILES = ("ffv1-lossless", "hevc-lossless", "eocube-lossless")
 REFERENCE_CRFS_FULL = X265_CRFS
 REFERENCE_CRFS_QUICK = (0, 10, 20, 30, 40)
 DEFAULT_PROFILE = "hevc-12bit-444"
+# written with target_bpppb too: the wavelet profile's crf sweep ends where its video
+# saturates, but its SPERR chunks take any rate
+TARGET_PROFILES = (DEFAULT_PROFILE, "hevc-12bit-444-wavelet")
 
 
 def profile_sweeps(quick: bool) -> dict[str, tuple[float, ...]]:
@@ -47,7 +52,7 @@ def profile_sweeps(quick: bool) -> dict[str, tuple[float, ...]]:
     return SWEEPS_QUICK if quick else SWEEPS_FULL
 
 
-# The default profile is also written at these store rates with target_bpppb: where its
+# The TARGET_PROFILES are also written at these store rates with target_bpppb: where its
 # video saturates below a goal's rate (crf 0 spends less), the rate control spends the
 # rest on the residual layer, so the curve reaches the rate as a user asking for it would.
 # Above 1 bpppb so that 1 is interpolated, not extrapolated, on both bases.
