@@ -355,6 +355,9 @@ def encode_chunk(
     def wavelet_payload(section: bytes) -> bytes:
         return header.to_bytes() + section + masks + b"\x00"
 
+    if not wavelet_mod.codable(values):
+        return _with_residual(without, block, decoded, nodata, bounds, threads)
+
     if bounds is None:
         video_payload = without
         # the wavelet coding gets the video's bytes, less what both payloads hold
@@ -377,7 +380,7 @@ def encode_chunk(
         tolerance = wavelet_mod.BOUND_SLACK * (
             bounds if dtype.kind == "f" else wavelet_mod.integer_tolerance(bounds)
         )
-        if not np.all(tolerance > 0):
+        if not np.all(tolerance > 0) or not wavelet_mod.codable(values, tolerance):
             return video_payload
         coded = wavelet_payload(wavelet_mod.encode(values, tolerance=tolerance))
         candidate = _with_residual(coded, block, None, nodata, bounds, threads)

@@ -56,6 +56,15 @@ within it, in fewer bytes than SPERR's own outlier coding: on ERA-Interim u/v/z,
 MAX_BITS_PER_VALUE = 64.0
 """SPERR's largest size setting (a float64 verbatim)."""
 
+SAFE_MAGNITUDES = (1e-200, 1e200)
+"""The magnitudes SPERR (0.8) codes: nonzero values outside them are not given to it.
+Near float64's subnormals it aborts the process (values of 1e-310: a C++ exception
+nothing catches) or decodes garbage (1e-300: errors of 4000x the values)."""
+MAX_PRECISION = 2.0**40
+"""The largest ratio of a band's largest magnitude to its tolerance that SPERR's error
+mode is given: it holds the tolerance up to about 1e15 (float64's precision), misses
+it beyond, and crashes at 1e20."""
+
 
 def volume_shape(t: int, y: int, x: int) -> tuple[int, ...] | None:
     """The shape SPERR codes a band of a (t, y, x) block in: the axes longer than one.
@@ -65,6 +74,20 @@ def volume_shape(t: int, y: int, x: int) -> tuple[int, ...] | None:
     """
     shape = tuple(n for n in (t, y, x) if n > 1)
     return shape if len(shape) >= 2 else None
+
+
+def codable(values: np.ndarray, tolerance: np.ndarray | None = None) -> bool:
+    """Whether SPERR may code this (T, B, Y, X) block of finite float64 values (at these
+    per-band tolerances): within :data:`SAFE_MAGNITUDES`, and with each band's largest
+    magnitude at most :data:`MAX_PRECISION` times its tolerance."""
+    magnitude = np.abs(values)
+    peak = magnitude.max(axis=(0, 2, 3))
+    if peak.max() > SAFE_MAGNITUDES[1]:
+        return False
+    nonzero = magnitude[magnitude > 0]
+    if nonzero.size and nonzero.min() < SAFE_MAGNITUDES[0]:
+        return False
+    return tolerance is None or bool(np.all(peak <= MAX_PRECISION * np.asarray(tolerance)))
 
 
 def encode(
@@ -93,7 +116,7 @@ def encode(
     ------
     ValueError
         Without exactly one of ``bits_per_value`` and ``tolerance``, with one out of
-        range, or for a block SPERR cannot code (:func:`volume_shape`).
+        range, or for a block SPERR cannot code (:func:`volume_shape`, :func:`codable`).
     """
     import imagecodecs
 
@@ -103,6 +126,8 @@ def encode(
         raise ValueError(f"SPERR cannot code blocks of {T} x {Y} x {X} values per band")
     if (bits_per_value is None) == (tolerance is None):
         raise ValueError("give one of bits_per_value and tolerance")
+    if not codable(values, tolerance if tolerance is None else np.asarray(tolerance)):
+        raise ValueError("SPERR cannot code these values at this tolerance (see codable)")
     if bits_per_value is not None:
         if not 0 < bits_per_value <= MAX_BITS_PER_VALUE:
             raise ValueError(f"bits_per_value must be in (0, 64], got {bits_per_value}")

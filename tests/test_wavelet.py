@@ -346,3 +346,22 @@ def test_concurrent_encodes_give_the_same_bytes() -> None:
         payloads = set(pool.map(encode, range(12)))
     assert len(payloads) == 1
     assert read_header(payloads.pop()).wavelet
+
+
+@pytest.mark.parametrize(
+    ("scale", "kwargs"),
+    [
+        (1e-310, {"quality": 20}),  # float64 subnormals: SPERR aborts the process
+        (1e-300, {"quality": 20}),  # SPERR decodes garbage this close to them
+        (1e250, {"quality": 20}),
+        (1e30, {"max_abs_error": 1e-3}),  # a tolerance beyond float64's precision
+    ],
+)
+def test_values_sperr_cannot_take_stay_video(scale: float, kwargs: dict[str, Any]) -> None:
+    rng = np.random.default_rng(2)
+    block = rng.uniform(-1, 1, (3, 2, 9, 11)) * scale
+    payload, _ = assert_chunk_roundtrip(block, "hevc-12bit-444", wavelet="always", **kwargs)
+    assert not read_header(payload).wavelet
+    setting = {"bits_per_value": 4.0} if "quality" in kwargs else {"tolerance": [2e-3, 2e-3]}
+    with pytest.raises(ValueError, match="SPERR cannot code"):
+        wavelet.encode(block, **setting)  # type: ignore[arg-type]
