@@ -45,6 +45,10 @@ from eocube.errors import CorruptChunkError, UnsupportedDataError
 _ZSTD = Zstd(level=1)
 _INT_TYPES = (np.int8, np.int16, np.int32, np.int64)
 
+MAX_STEPS = 2.0**40
+"""The most quantisation steps a float residual is coded in; values further from their
+decode go to the exceptions, stored exactly."""
+
 _METHOD_ZSTD = 0
 _METHOD_RC = 1
 
@@ -95,6 +99,9 @@ def compute(
         diff[~valid] = 0.0  # NaN and nodata positions are restored by the masks
         with np.errstate(invalid="ignore", divide="ignore"):
             q = np.where(step.reshape(shape) > 0, np.rint(diff / step.reshape(shape)), 0.0)
+        # a value this many steps from its decode (a range of 1e30 under a bound of 1e-3)
+        # is stored verbatim with the exceptions, not as a step count int64 cannot hold
+        q[~(np.abs(q) <= MAX_STEPS)] = 0.0
         q = q.astype(np.int64)
     q[~valid] = 0
     corrected = apply(decoded, q, step)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numcodecs import Zstd
 
-from eocube import metrics, residual
+from eocube import decode_chunk, encode_chunk, metrics, residual
 from eocube.errors import CorruptChunkError
 from eocube.residual import Residual
 
@@ -325,3 +326,13 @@ def test_random_bytes_never_crash(data: bytes, shape: tuple[int, int, int, int])
             continue
         assert res.q.shape == shape
         assert res.exception_index.size == 0 or res.exception_index.max() < math.prod(shape)
+
+
+def test_values_beyond_int64_steps_are_exceptions_without_a_warning() -> None:
+    # a range of 2e30 under a bound of 1e-3: 1e33 steps, more than int64 holds
+    rng = np.random.default_rng(1)
+    block = rng.uniform(-1e30, 1e30, (3, 2, 9, 11)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decoded = decode_chunk(encode_chunk(block, max_abs_error=1e-3))
+    np.testing.assert_array_equal(decoded, block)  # every value an exception, exact
