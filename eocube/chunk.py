@@ -42,7 +42,7 @@ import math
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -290,25 +290,29 @@ def encode_chunk(
         raise UnsupportedDataError(f"profile {prof.name!r}: {exc}") from None
     T, B, Y, X = block.shape
     options = prof.encoder_options(quality)
+    base = ChunkHeader(
+        version=FORMAT_VERSION,
+        dtype=dtype,
+        shape=full_shape,
+        bits=prof.bits,
+        layout=prof.layout,
+        profile=prof.name,
+        exact=exact,
+        nodata=nodata,
+        offset=maps.offset,
+        scale=maps.scale,
+        coded=(T, Y, X) if crop is not None else None,
+        fill=fill if crop is not None else None,
+    )
 
     def without_residual(time_in_frame: bool) -> bytes:
         basis, streams, invalid = _video_part(
             block, prof, maps, options, nodata, time_in_frame, threads
         )
-        header = ChunkHeader(
+        header = replace(
+            base,
             version=4 if time_in_frame else FORMAT_VERSION,
-            dtype=dtype,
-            shape=full_shape,
-            bits=prof.bits,
-            layout=prof.layout,
-            profile=prof.name,
-            exact=exact,
-            nodata=nodata,
-            offset=maps.offset,
-            scale=maps.scale,
             spectral=basis,
-            coded=(T, Y, X) if crop is not None else None,
-            fill=fill if crop is not None else None,
             time_in_frame=time_in_frame,
         )
         return header.to_bytes() + streams + _masks_part(block, invalid, nodata) + b"\x00"
@@ -331,32 +335,37 @@ def encode_chunk(
         bounds = residual.band_bounds(np.asarray(max_abs_error, dtype=np.float64), B)
     if wavelet == "off" or exact or wavelet_mod.volume_shape(T, Y, X) is None:
         return _with_residual(without, block, decoded, nodata, bounds, threads)
-
-    values, invalid = _filled_values(block, maps, prof.bits, nodata)
-    lows, highs = _band_ranges(block, invalid)
-    masks = _masks_part(block, invalid, nodata)
-    header = ChunkHeader(
-        version=5,
-        dtype=dtype,
-        shape=full_shape,
-        bits=prof.bits,
-        layout=prof.layout,
-        profile=prof.name,
-        exact=False,
-        nodata=nodata,
-        # a wavelet payload's "maps" are each band's range, which its decode keeps to
-        offset=lows,
-        scale=highs,
-        coded=(T, Y, X) if crop is not None else None,
-        fill=fill if crop is not None else None,
-        wavelet=True,
+    return _video_or_wavelet(
+        block, without, decoded, base, maps, nodata, bounds, wavelet == "always", threads
     )
+
+
+def _video_or_wavelet(
+    block: np.ndarray,
+    without: bytes,
+    decoded: np.ndarray | None,
+    base: ChunkHeader,
+    maps: packing.BandMaps,
+    nodata: float | None,
+    bounds: np.ndarray | None,
+    always: bool,
+    threads: int,
+) -> bytes:
+    """The (cropped) block's video payload ``without`` its residual layer (``decoded``: its
+    decode, if made), or the wavelet coding where that is better (``always``: wherever
+    SPERR can code it); the residual layer added under ``bounds``. See
+    :func:`encode_chunk`'s ``wavelet``."""
+    T, B, Y, X = block.shape
+    values, invalid = _filled_values(block, maps, base.bits, nodata)
+    if not wavelet_mod.codable(values):
+        return _with_residual(without, block, decoded, nodata, bounds, threads)
+    lows, highs = _band_ranges(block, invalid)
+    # a wavelet payload's "maps" are each band's range, which its decode keeps to
+    header = replace(base, version=5, exact=False, offset=lows, scale=highs, wavelet=True)
+    masks = _masks_part(block, invalid, nodata)
 
     def wavelet_payload(section: bytes) -> bytes:
         return header.to_bytes() + section + masks + b"\x00"
-
-    if not wavelet_mod.codable(values):
-        return _with_residual(without, block, decoded, nodata, bounds, threads)
 
     if bounds is None:
         video_payload = without
@@ -368,7 +377,7 @@ def encode_chunk(
         candidate = wavelet_payload(
             wavelet_mod.encode(values, bits_per_value=min(bits, wavelet_mod.MAX_BITS_PER_VALUE))
         )
-        if wavelet == "always":
+        if always:
             return candidate
         if decoded is None:
             decoded = decode_chunk(without, threads=threads)[:T, :, :Y, :X]
@@ -378,13 +387,13 @@ def encode_chunk(
     else:
         video_payload = _with_residual(without, block, decoded, nodata, bounds, threads)
         tolerance = wavelet_mod.BOUND_SLACK * (
-            bounds if dtype.kind == "f" else wavelet_mod.integer_tolerance(bounds)
+            bounds if block.dtype.kind == "f" else wavelet_mod.integer_tolerance(bounds)
         )
         if not np.all(tolerance > 0) or not wavelet_mod.codable(values, tolerance):
             return video_payload
         coded = wavelet_payload(wavelet_mod.encode(values, tolerance=tolerance))
         candidate = _with_residual(coded, block, None, nodata, bounds, threads)
-        if wavelet == "always":
+        if always:
             return candidate
         gain_db = 0.0
     saved_db = DB_PER_DOUBLING * math.log2(len(video_payload) / len(candidate))
