@@ -294,3 +294,37 @@ def test_the_former_default_still_reads() -> None:
         decode_chunk(encode_chunk(three, "hevc-12bit-444-gbr", quality=16)),
         decode_chunk(encode_chunk(three, quality=16)),
     )
+
+
+def test_profiles_extend_others_table_by_table() -> None:
+    raw: Any = {
+        "base": (_valid(name="base"), None),
+        "child": (
+            {
+                "extends": "base",
+                "name": "child",
+                "wavelet": "auto",
+                "options": {"x265-params": {"ctu": 16}},
+            },
+            None,
+        ),
+        "loop": ({"extends": "loop2", "name": "loop"}, "loop.toml"),
+        "loop2": ({"extends": "loop", "name": "loop2"}, "loop2.toml"),
+        "orphan": ({"extends": "nowhere", "name": "orphan"}, "orphan.toml"),
+    }
+    child = parse_profile(profiles._resolve_extends("child", raw))
+    assert child.wavelet == "auto"
+    assert child.quality is not None
+    assert child.quality.default == 16
+    assert child.options == {"preset": "medium", "x265-params": "aq-mode=0:ctu=16"}
+    with pytest.raises(ProfileError, match="cycle"):
+        profiles._resolve_extends("loop", raw)
+    with pytest.raises(ProfileError, match="extends unknown profile 'nowhere'"):
+        profiles._resolve_extends("orphan", raw)
+
+
+def test_profile_wavelet_settings_are_checked() -> None:
+    with pytest.raises(ProfileError, match="lossless profile takes no wavelet"):
+        parse_profile(_valid(lossless=True, quality=None, wavelet="auto"))
+    with pytest.raises(ProfileError, match="unknown wavelet setting 'maybe'"):
+        parse_profile(_valid(wavelet="maybe"))

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from eocube import chunk as chunk_module
 from eocube import decode_chunk, encode_chunk, metrics, read_header, to_eocube, wavelet
 from eocube.binary import ByteReader
-from eocube.errors import CorruptChunkError, ProfileError
-from eocube.profiles import get_profile, parse_profile
+from eocube.errors import CorruptChunkError
+from eocube.profiles import get_profile
 from eocube.testing import assert_chunk_roundtrip, assert_store_roundtrip
 
 
@@ -239,62 +239,6 @@ def test_the_wavelet_profile_is_the_default_video_with_the_choice_on() -> None:
     assert wav.options == base.options
     assert wav.quality == base.quality
     assert (wav.pix_fmt, wav.layout, wav.transform) == (base.pix_fmt, base.layout, base.transform)
-
-
-def test_profiles_extend_others_table_by_table() -> None:
-    from eocube import profiles
-
-    raw = {
-        "base": (
-            {
-                "name": "base",
-                "description": "d",
-                "encoder": "libx265",
-                "decoder": "hevc",
-                "pix_fmt": "gray12le",
-                "bits": 12,
-                "layout": "luma",
-                "lossless": False,
-                "gpu_decodable": False,
-                "quality": {"option": "crf", "default": 20, "min": 0, "max": 40},
-                "options": {"preset": "medium", "x265-params": {"ctu": 32, "info": 0}},
-            },
-            None,
-        ),
-        "child": (
-            {
-                "extends": "base",
-                "name": "child",
-                "wavelet": "auto",
-                "options": {"x265-params": {"ctu": 16}},
-            },
-            None,
-        ),
-        "loop": ({"extends": "loop2", "name": "loop"}, "loop.toml"),
-        "loop2": ({"extends": "loop", "name": "loop2"}, "loop2.toml"),
-        "orphan": ({"extends": "nowhere", "name": "orphan"}, "orphan.toml"),
-    }
-    merged = profiles._resolve_extends("child", raw)  # type: ignore[arg-type]
-    child = parse_profile(merged)
-    assert child.wavelet == "auto"
-    assert child.quality is not None
-    assert child.quality.default == 20
-    assert child.options == {"preset": "medium", "x265-params": "ctu=16:info=0"}
-    with pytest.raises(ProfileError, match="cycle"):
-        profiles._resolve_extends("loop", raw)  # type: ignore[arg-type]
-    with pytest.raises(ProfileError, match="extends unknown profile 'nowhere'"):
-        profiles._resolve_extends("orphan", raw)  # type: ignore[arg-type]
-
-
-def test_profile_wavelet_settings_are_checked() -> None:
-    base = get_profile("ffv1-lossless")
-    data = {k: getattr(base, k) for k in ("name", "description", "encoder", "decoder")}
-    data.update(pix_fmt=base.pix_fmt, bits=base.bits, layout=base.layout)
-    data.update(lossless=True, gpu_decodable=False, options={})
-    with pytest.raises(ProfileError, match="lossless profile takes no wavelet"):
-        parse_profile({**data, "wavelet": "auto"})
-    with pytest.raises(ProfileError, match="unknown wavelet setting 'maybe'"):
-        parse_profile({**data, "wavelet": "maybe"})
 
 
 def test_a_store_written_with_the_wavelet_profile_reads_back_within_its_bound(
