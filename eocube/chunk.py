@@ -215,8 +215,10 @@ def encode_chunk(
         uint8, uint16, int16, int32, float32 or float64. NaN marks missing values.
     profile : str or Profile, optional
         Codec profile (default :data:`eocube.profiles.DEFAULT_PROFILE`).
-    quality : int, optional
-        The profile's quality option (``crf``); lossy profiles only.
+    quality : float, optional
+        The profile's quality option (``crf``); lossy profiles only. Below the profile's
+        ``video_min`` (profiles with a wavelet coder), the video stays at ``video_min``
+        and the wavelet coding gets more bytes (:meth:`eocube.profiles.Quality.wavelet_share`).
     nodata : number, optional
         A value marking missing data; it is restored exactly on decode.
     max_abs_error : float or sequence of float, optional
@@ -335,8 +337,9 @@ def encode_chunk(
         bounds = residual.band_bounds(np.asarray(max_abs_error, dtype=np.float64), B)
     if wavelet == "off" or exact or wavelet_mod.volume_shape(T, Y, X) is None:
         return _with_residual(without, block, decoded, nodata, bounds, threads)
+    share = 1.0 if prof.quality is None or quality is None else prof.quality.wavelet_share(quality)
     return _video_or_wavelet(
-        block, without, decoded, base, maps, nodata, bounds, wavelet == "always", threads
+        block, without, decoded, base, maps, nodata, bounds, wavelet == "always", threads, share
     )
 
 
@@ -350,11 +353,15 @@ def _video_or_wavelet(
     bounds: np.ndarray | None,
     always: bool,
     threads: int,
+    share: float = 1.0,
 ) -> bytes:
     """The (cropped) block's video payload ``without`` its residual layer (``decoded``: its
     decode, if made), or the wavelet coding where that is better (``always``: wherever
     SPERR can code it); the residual layer added under ``bounds``. See
-    :func:`encode_chunk`'s ``wavelet``."""
+    :func:`encode_chunk`'s ``wavelet``. Without bounds the wavelet coding gets ``share``
+    times the video's bytes; above 1 (a quality below the profile's ``video_min``: a rate
+    the video cannot spend) it is kept, at those bytes, where the wavelet coding at the
+    video's bytes is kept: the block's coding is chosen at equal bytes."""
     T, B, Y, X = block.shape
     values, invalid = _filled_values(block, maps, base.bits, nodata)
     if not wavelet_mod.codable(values):
@@ -371,19 +378,30 @@ def _video_or_wavelet(
         video_payload = without
         # the wavelet coding gets the video's bytes, less what both payloads hold
         fixed = len(wavelet_payload(b"")) + wavelet_mod.section_overhead(B)
-        bits = 8 * (len(without) - fixed) / values.size
-        if bits <= 0:
-            return without
-        candidate = wavelet_payload(
-            wavelet_mod.encode(values, bits_per_value=min(bits, wavelet_mod.MAX_BITS_PER_VALUE))
-        )
+
+        def coded_at(share: float) -> bytes | None:
+            bits = 8 * (share * len(without) - fixed) / values.size
+            if bits <= 0:
+                return None
+            bits = min(bits, wavelet_mod.MAX_BITS_PER_VALUE)
+            return wavelet_payload(wavelet_mod.encode(values, bits_per_value=bits))
+
         if always:
-            return candidate
+            return coded_at(share) or without
+        candidate = coded_at(1.0)
+        if candidate is None:
+            return without
         if decoded is None:
             decoded = decode_chunk(without, threads=threads)[:T, :, :Y, :X]
         gain_db = _psnr_for_choice(
             block, decode_chunk(candidate)[:T, :, :Y, :X], nodata
         ) - _psnr_for_choice(block, decoded, nodata)
+        if share > 1 and gain_db > WAVELET_MARGIN_DB:
+            # a rate the video cannot spend, on a block the wavelet codes better at the
+            # video's bytes: the wavelet spends it. Chosen at equal bytes, so that a
+            # block's coding does not flip as the rate grows and bytes keep rising as
+            # the quality falls (rate control searches on that)
+            return coded_at(share) or candidate
     else:
         video_payload = _with_residual(without, block, decoded, nodata, bounds, threads)
         tolerance = wavelet_mod.BOUND_SLACK * (

@@ -664,7 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--crf",
         type=float,
         help="codec quality: lower is better and bigger (x265 profiles: -6 to 44; "
-        "below 0, constant QP 0 to 5)",
+        "below 0, constant QP 0 to 5; hevc-12bit-444-wavelet down to -30: below -6, "
+        "SPERR gets twice the bytes every 6 steps)",
     )
     quality.add_argument("--target-bpppb", type=float, help="bits per pixel per band of the store")
     quality.add_argument("--target-psnr", type=float, help="PSNR (dB) every cube variable reaches")

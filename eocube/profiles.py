@@ -27,6 +27,10 @@ OWN_CODECS = frozenset({"eocube-pred"})
 
 DEFAULT_PROFILE = "hevc-12bit-444"
 DEFAULT_LOSSLESS_PROFILE = "ffv1-lossless"
+# below a profile's video_min, each this many quality steps double the wavelet coding's
+# bytes: about the rate at which x265's crf halves the video's, so that rate control's
+# secant steps on log(bytes) against quality meet a similar slope across the whole scale
+WAVELET_STEPS_PER_DOUBLING = 6
 
 _HERE = Path(__file__).resolve().parent
 # In a wheel the profiles ship inside the package; in a source checkout they live in codecs/.
@@ -44,6 +48,14 @@ class Quality:
     there: crf 0 still lets x265's rate control quantise at about QP 5 to 7, while QP
     0 is the finest step x265 takes, what tight error bounds and high rate targets need
     (benchmarks/results/error_bounded_climate).
+
+    ``video_min``, where set (profiles with a wavelet coder only), is the finest quality
+    the video takes; qualities from there down to ``min`` (in ``step`` increments) keep
+    the video at ``video_min`` and give the wavelet coding of a chunk
+    :meth:`wavelet_share` times the bytes of that video (twice every
+    :data:`WAVELET_STEPS_PER_DOUBLING` steps), so that rates beyond the video's
+    saturation are spent by the coder that can spend them (smooth fields: SPERR's
+    rate, not a residual layer over a saturated video).
     """
 
     option: str
@@ -52,6 +64,7 @@ class Quality:
     max: float
     step: float = 1.0
     fine_option: str | None = None
+    video_min: float | None = None
 
     def __post_init__(self) -> None:
         if not self.min <= self.default <= self.max or self.step <= 0:
@@ -59,26 +72,44 @@ class Quality:
                 f"quality {self.option}: needs min <= default <= max and step > 0, got "
                 f"{self.min:g} <= {self.default:g} <= {self.max:g}, step {self.step:g}"
             )
-        if self.fine_option is not None and not (self.min < 0 and float(self.min).is_integer()):
+        if self.video_min is not None and not self.min <= self.video_min <= self.default:
+            raise ProfileError(
+                f"quality {self.option}: needs min <= video_min <= default, got "
+                f"{self.min:g} <= {self.video_min:g} <= {self.default:g}"
+            )
+        floor = self.video_floor
+        if self.fine_option is not None and not (floor < 0 and float(floor).is_integer()):
             raise ProfileError(
                 f"quality {self.option}: fine_option {self.fine_option!r} needs a negative "
-                f"whole min (its levels run from min to -1), got min {self.min:g}"
+                f"whole min (video_min where set: its levels run from there to -1), got {floor:g}"
             )
+
+    @property
+    def video_floor(self) -> float:
+        """The finest quality the video itself takes (``video_min``, else ``min``)."""
+        return self.min if self.video_min is None else self.video_min
 
     def snap(self, value: float) -> float:
         """The nearest quality the encoder honours, within ``min`` .. ``max``."""
         value = min(max(float(value), self.min), self.max)
-        if self.fine_option is not None and value < 0:
+        if self.fine_option is not None and self.video_floor <= value < 0:
             return float(round(value)) + 0.0  # whole levels; + 0.0 turns -0.0 into 0.0
         return float(min(max(round(value / self.step) * self.step, self.min), self.max))
 
     def setting(self, value: float) -> tuple[str, str]:
         """The option (``option``, or ``fine_option`` below 0) and its value as the
-        encoder wants it."""
-        snapped = self.snap(value)
+        encoder wants it; below ``video_min``, those of ``video_min``."""
+        snapped = max(self.snap(value), self.video_floor)
         if self.fine_option is not None and snapped < 0:
-            return self.fine_option, str(int(snapped - self.min))
+            return self.fine_option, str(int(snapped - self.video_floor))
         return self.option, str(int(snapped)) if snapped.is_integer() else f"{snapped:.6g}"
+
+    def wavelet_share(self, value: float) -> float:
+        """How many times the bytes of the video at ``video_min`` a chunk's wavelet
+        coding gets at quality ``value``: 1 from ``video_min`` up, doubling every
+        :data:`WAVELET_STEPS_PER_DOUBLING` steps below it."""
+        below = self.video_floor - self.snap(value)
+        return 2.0 ** (below / WAVELET_STEPS_PER_DOUBLING) if below > 0 else 1.0
 
 
 @dataclass(frozen=True)
@@ -141,6 +172,12 @@ class Profile:
             )
         if self.lossless and self.wavelet != "off":
             raise ProfileError(f"profile {self.name!r}: a lossless profile takes no wavelet coder")
+        video_min = None if self.quality is None else self.quality.video_min
+        if video_min is not None and self.wavelet == "off":
+            raise ProfileError(
+                f"profile {self.name!r}: quality video_min needs a wavelet coder to spend the "
+                'qualities below it (wavelet = "auto" or "always")'
+            )
         if self.transform not in TRANSFORMS:
             raise ProfileError(
                 f"profile {self.name!r}: unknown transform {self.transform!r}; "

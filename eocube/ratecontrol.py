@@ -461,7 +461,7 @@ def quality_for_bound(
         # about 12 % of the video's bytes), where the bytes need not be unimodal (QP 0
         # beat QP 2, which beat QP 1, on ERA-Interim at 1e-3): every other level, then
         # the best one's neighbours
-        finest = int(quality.min)
+        finest = int(quality.video_floor)
         for level in range(-2, finest - 1, -2):
             cost(level)
         cheapest = min((q for q in trials if q < 0), key=lambda q: trials[q].nbytes)
@@ -678,18 +678,21 @@ def search(
         if all(t.bpppb > target_bpppb * (1 + tol) for t in made):
             searched.floored.add(name)
         finest = min(made, key=lambda t: t.quality)
-        lo, _ = _grid(prof)
-        if name not in bounds and finest.quality <= lo and finest.bpppb * (1 + tol) < target_bpppb:
-            # the video saturates at its finest quality: a residual layer spends the
-            # rest, its bound searched with the video at that quality
+        assert prof.quality is not None
+        floor = prof.quality.video_floor
+        short = finest.bpppb * (1 + tol) < target_bpppb
+        if name not in bounds and finest.quality <= floor and short:
+            # the video saturates at its finest quality (and a wavelet coder, where the
+            # profile has one, spends no more below it, or not enough): a residual layer
+            # spends the rest, its bound searched with the video at that quality
             level, top = bound_levels(samples, cv.codec_nodata)
             bound, more = bound_for_bpppb(
-                lambda b: trial_of(b, False)(lo), level, top, target_bpppb, finest, prof.bits,
+                lambda b: trial_of(b, False)(floor), level, top, target_bpppb, finest, prof.bits,
                 tol,
             )  # fmt: skip
             bounds[name] = bound[0] if len(bound) == 1 else bound
             searched.bounds.add(name)
-            quality = lo
+            quality = floor
             made += more
     elif name in bounds:
         quality, made = quality_for_bound(trial_of(bounds[name], False, video_only), prof)

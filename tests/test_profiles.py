@@ -328,3 +328,32 @@ def test_profile_wavelet_settings_are_checked() -> None:
         parse_profile(_valid(lossless=True, quality=None, wavelet="auto"))
     with pytest.raises(ProfileError, match="unknown wavelet setting 'maybe'"):
         parse_profile(_valid(wavelet="maybe"))
+
+
+def test_qualities_below_video_min_are_the_wavelets() -> None:
+    quality = {
+        "option": "crf", "default": 16, "min": -30, "max": 44, "step": 0.25,
+        "fine_option": "qp", "video_min": -6,
+    }  # fmt: skip
+    profile = parse_profile(_valid(quality=quality, wavelet="auto"))
+    q = profile.quality
+    assert q is not None
+    # the video's scale is unchanged down to video_min (QP counted from there) ...
+    assert q.setting(-6) == ("qp", "0")
+    assert q.setting(-1) == ("qp", "5")
+    assert q.snap(-2.6) == -3
+    # ... below it the video stays at its finest, in the scale's own steps, and the
+    # wavelet coding's bytes double every WAVELET_STEPS_PER_DOUBLING steps
+    assert q.snap(-12.3) == -12.25
+    assert profile.encoder_options(-30) == profile.encoder_options(-6)
+    assert [q.wavelet_share(v) for v in (16, -6, -12, -30)] == [1, 1, 2, 16]
+    assert profiles.WAVELET_STEPS_PER_DOUBLING == 6
+    with pytest.raises(ProfileError, match=r"-31 is outside -30\.\.44"):
+        profile.encoder_options(-31)
+    with pytest.raises(ProfileError, match="video_min needs a wavelet coder"):
+        parse_profile(_valid(quality=quality))
+    for bad in (-40, 20):
+        with pytest.raises(ProfileError, match="min <= video_min <= default"):
+            parse_profile(_valid(quality={**quality, "video_min": bad}, wavelet="auto"))
+    with pytest.raises(ProfileError, match="needs a negative whole min"):
+        parse_profile(_valid(quality={**quality, "video_min": -6.5}, wavelet="auto"))

@@ -18,7 +18,13 @@ from eocube import decode_chunk, encode_chunk, metrics, read_header, to_eocube, 
 from eocube.binary import ByteReader
 from eocube.errors import CorruptChunkError
 from eocube.profiles import get_profile
-from eocube.testing import assert_chunk_roundtrip, assert_store_roundtrip
+from eocube.shards import strip_checksum
+from eocube.testing import (
+    assert_chunk_roundtrip,
+    assert_store_roundtrip,
+    check_shard,
+    shard_objects,
+)
 
 
 def _smooth(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -237,8 +243,88 @@ def test_the_wavelet_profile_is_the_default_video_with_the_choice_on() -> None:
     assert base.wavelet == "off"
     assert wav.wavelet == "auto"
     assert wav.options == base.options
-    assert wav.quality == base.quality
+    assert wav.quality is not None
+    assert base.quality is not None
+    # the same scale down to the video's finest quality, then qualities for the wavelet
+    assert wav.quality.video_floor == base.quality.min == -6
+    assert wav.quality.min < wav.quality.video_floor
+    for q in (-6, -3, 0, 7.5, 16, 44):
+        assert wav.encoder_options(q) == base.encoder_options(q)
     assert (wav.pix_fmt, wav.layout, wav.transform) == (base.pix_fmt, base.layout, base.transform)
+
+
+# --- qualities below the video's finest ---------------------------------------------------
+
+
+def test_below_the_video_floor_the_wavelet_gets_more_bytes(load_cube: Callable[..., Any]) -> None:
+    # ERA-Interim's video saturates at QP 0 (quality -6); below it the video stays there
+    # and SPERR gets twice the bytes every 6 steps, kept wherever SPERR codes the block
+    era = np.asarray(load_cube("erainterim_uvz").data)
+    profile = "hevc-12bit-444-wavelet"
+    floor = encode_chunk(era, profile, quality=-6)
+    twice = encode_chunk(era, profile, quality=-12)
+    assert read_header(twice).wavelet
+    assert 1.9 < len(twice) / len(floor) < 2.1
+    gain = metrics.psnr(era, decode_chunk(twice)) - metrics.psnr(era, decode_chunk(floor))
+    assert gain > 4  # 6.2 dB when measured
+    # the video alone is the same below its floor as at it
+    video = [encode_chunk(era, profile, quality=q, wavelet="off") for q in (-6, -12)]
+    assert video[0] == video[1]
+
+
+def test_a_rate_past_the_video_on_blocks_the_wavelet_codes_worse_goes_to_the_residual(
+    tmp_path: Any,
+) -> None:
+    # tiles with a little noise: the video wins at its floor, so qualities below it add
+    # nothing, and the residual layer spends the rest, as with the default profile
+    rng = np.random.default_rng(0)
+    tiles = np.repeat(np.repeat(rng.integers(0, 4000, (8, 2, 8, 8)), 8, 2), 8, 3)
+    block = (tiles + rng.normal(0, 3, tiles.shape)).astype(np.uint16)
+    assert not read_header(encode_chunk(block, "hevc-12bit-444-wavelet", quality=-6)).wavelet
+    ds = xr.Dataset({"data": (("time", "band", "y", "x"), block)})
+    reports = [
+        to_eocube(ds, tmp_path / f"{p}.zarr", profile=p, target_bpppb=2.0)
+        for p in ("hevc-12bit-444", "hevc-12bit-444-wavelet")
+    ]
+    for report in reports:
+        assert abs(report.bpppb / 2.0 - 1) < 0.1  # 0.52 bpppb at the video's floor
+    assert reports[1].variables["data"].psnr == pytest.approx(reports[0].variables["data"].psnr)
+
+
+def test_below_the_video_floor_a_block_sperr_codes_worse_stays_video() -> None:
+    # piecewise constant 8 x 8 tiles: at twice the bytes SPERR reaches 30 dB where the
+    # video at QP 0 has 76 dB; the choice is made at equal bytes, and stands below
+    rng = np.random.default_rng(0)
+    tiles = rng.integers(0, 4000, (4, 2, 8, 8))
+    block = np.repeat(np.repeat(tiles, 8, 2), 8, 3).astype(np.uint16)
+    below = encode_chunk(block, "hevc-12bit-444-wavelet", quality=-12)
+    assert below == encode_chunk(block, "hevc-12bit-444-wavelet", quality=-6)
+    assert not read_header(below).wavelet
+    forced = encode_chunk(block, "hevc-12bit-444-wavelet", quality=-12, wavelet="always")
+    assert metrics.psnr(block, decode_chunk(forced)) < metrics.psnr(block, decode_chunk(below))
+
+
+def test_a_rate_past_the_video_goes_to_the_wavelet_not_a_residual(
+    load_cube: Callable[..., Any], tmp_path: Any
+) -> None:
+    # target_bpppb beyond the video's saturation: the default profile spends the rest on
+    # a residual layer, the wavelet profile on SPERR's own rate: the rate is met and the
+    # PSNR is higher at it (ERA-Interim at 1.25 bpppb: 74.6 against 71.0 dB)
+    era = np.asarray(load_cube("erainterim_uvz").data)
+    ds = xr.Dataset({"data": (("time", "band", "y", "x"), era)})
+    got, codings = {}, {}
+    for profile in ("hevc-12bit-444", "hevc-12bit-444-wavelet"):
+        store = tmp_path / f"{profile}.zarr"
+        report = to_eocube(ds, store, profile=profile, target_bpppb=1.25)
+        got[profile] = report.variables["data"].psnr
+        assert abs(report.bpppb / 1.25 - 1) < 0.1
+        (shard,) = shard_objects(store)  # one chunk
+        data = shard.read_bytes()
+        offset, size = check_shard(data, 1).entries[0]
+        parts = chunk_module.parse_chunk(strip_checksum(data[offset : offset + size], "chunk"))
+        codings[profile] = (parts.header.wavelet, parts.tail.residual is not None)
+    assert codings == {"hevc-12bit-444": (False, True), "hevc-12bit-444-wavelet": (True, False)}
+    assert got["hevc-12bit-444-wavelet"] > got["hevc-12bit-444"] + 2
 
 
 def test_a_store_written_with_the_wavelet_profile_reads_back_within_its_bound(

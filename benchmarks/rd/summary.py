@@ -83,8 +83,9 @@ def _header(cubes: dict[str, CubeInfo], records: list[Record], meta: dict[str, A
         "its best quality stands for it, since spending more is impossible. eocube's "
         "default profile and `hevc-12bit-444-wavelet` are also written with `target_bpppb` at "
         f"{', '.join(f'{r:g}' for r in sweeps.TARGET_RATES_FULL)} bpppb: where its video "
-        "saturates, the rate control spends the rest on the residual layer, as a user "
-        "asking for that rate gets.",
+        "saturates, the rate control spends the rest on the residual layer (the wavelet "
+        "profile: on SPERR's rate, below its video's finest quality, where SPERR codes the "
+        "chunks better), as a user asking for that rate gets.",
         "",
     ]
 

@@ -24,7 +24,8 @@ SWEEPS_FULL: dict[str, tuple[float, ...]] = {
     "hevc-12bit-444-gbr": EOCUBE_X265,
     "hevc-12bit-420-luma": EOCUBE_X265,
     "hevc-12bit-bands": EOCUBE_X265,
-    "hevc-12bit-444-wavelet": EOCUBE_X265,
+    # below the video's finest quality, SPERR at 4 and 2 times the QP 0 video's bytes
+    "hevc-12bit-444-wavelet": (-18, -12, *EOCUBE_X265),
     "av1-10bit": (10, 25, 40, 52, 63),
     "h264-10bit": (0, 12, 24, 36, 48),
     "vp9-8bit-444": (4, 20, 36, 50, 63),
@@ -42,8 +43,8 @@ LOSSLESS_PROFILES = ("ffv1-lossless", "hevc-lossless", "eocube-lossless")
 REFERENCE_CRFS_FULL = X265_CRFS
 REFERENCE_CRFS_QUICK = (0, 10, 20, 30, 40)
 DEFAULT_PROFILE = "hevc-12bit-444"
-# written with target_bpppb too: the wavelet profile's crf sweep ends where its video
-# saturates, but its SPERR chunks take any rate
+# written with target_bpppb too: the rate control's answer to a rate the video cannot
+# spend (the default: a residual layer; the wavelet profile: SPERR's own rate)
 TARGET_PROFILES = (DEFAULT_PROFILE, "hevc-12bit-444-wavelet")
 
 
