@@ -23,7 +23,8 @@ Layout (little-endian)::
     str coder | per band: u32 crc32 | varint len | bitstream
                                           (eocube.wavelet: SPERR per band, of the values)
     u8 n_masks, each:
-        u8 kind (0 NaN, 1 nodata) | varint len | zlib(packbits(mask (T, B, Y, X)))
+        u8 kind (0 NaN, 1 nodata; + 0x80: runs-coded, version 6) | varint len |
+        zlib(packbits(mask (T, B, Y, X))), or with 0x80 the mask's runs (eocube.masks)
     u8 n_residuals (0 or 1), each:
         varint len | residual layer (eocube.residual): the error-bounded correction
 
@@ -33,7 +34,8 @@ the streams code the coded part with its T and Y axes swapped: frame ``y`` of a 
 holds that row of every date, one date per frame row (masks and the residual layer keep
 the (T, B, Y, X) order). With flag WAVELET (version 5) the coded part is a wavelet
 coder's (eocube.wavelet), not a video's; masks and the residual layer are unchanged.
-Version 1 (no KLT), 2 (no crop), 3 and 4 payloads read unchanged.
+Version 6 adds masks coded by their runs (eocube.masks) to any of the above. Version 1
+(no KLT), 2 (no crop), 3, 4 and 5 payloads read unchanged.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from eocube import lossless, metrics, packing, residual, spectral, video
+from eocube import masks as masks_mod
 from eocube import wavelet as wavelet_mod
 from eocube.binary import ByteReader, ByteWriter
 from eocube.errors import CodecError, CorruptChunkError, UnsupportedDataError
@@ -56,8 +59,10 @@ from eocube.profiles import Profile, get_profile
 MAGIC = b"EOCB"
 FORMAT_VERSION = 3
 """The version written, unless a payload needs a later one's flag (TIME_IN_FRAME: 4,
-WAVELET: 5)."""
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+WAVELET: 5) or a mask coded by its runs (:data:`MASK_RUNS_VERSION`)."""
+MASK_RUNS_VERSION = 6
+"""The first version whose masks may be coded by their runs (:mod:`eocube.masks`)."""
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 
 _FLAG_NODATA = 1
 _FLAG_EXACT = 2
@@ -90,6 +95,7 @@ bound, 3 %) to be kept: its chunks decode on the CPU only, and more slowly."""
 
 _MASK_NAN = 0
 _MASK_NODATA = 1
+_MASK_RUNS = 0x80  # added to a mask's kind: coded by eocube.masks, not zlib
 
 
 @dataclass(frozen=True)
@@ -311,13 +317,14 @@ def encode_chunk(
         basis, streams, invalid = _video_part(
             block, prof, maps, options, nodata, time_in_frame, threads
         )
+        masks, needs = _masks_part(block, invalid, nodata)
         header = replace(
             base,
-            version=4 if time_in_frame else FORMAT_VERSION,
+            version=max(4 if time_in_frame else FORMAT_VERSION, needs),
             spectral=basis,
             time_in_frame=time_in_frame,
         )
-        return header.to_bytes() + streams + _masks_part(block, invalid, nodata) + b"\x00"
+        return header.to_bytes() + streams + masks + b"\x00"
 
     decoded = None
     if frames == "auto" and not exact and T >= AUTO_MIN_DATES and Y > 1:
@@ -368,8 +375,10 @@ def _video_or_wavelet(
         return _with_residual(without, block, decoded, nodata, bounds, threads)
     lows, highs = _band_ranges(block, invalid)
     # a wavelet payload's "maps" are each band's range, which its decode keeps to
-    header = replace(base, version=5, exact=False, offset=lows, scale=highs, wavelet=True)
-    masks = _masks_part(block, invalid, nodata)
+    masks, needs = _masks_part(block, invalid, nodata)
+    header = replace(
+        base, version=max(5, needs), exact=False, offset=lows, scale=highs, wavelet=True
+    )
 
     def wavelet_payload(section: bytes) -> bytes:
         return header.to_bytes() + section + masks + b"\x00"
@@ -519,8 +528,12 @@ def _video_part(
     return basis, w.getvalue(), invalid
 
 
-def _masks_part(block: np.ndarray, invalid: np.ndarray | None, nodata: float | None) -> bytes:
-    """The masks section: where the block holds NaN, and nodata (packed, zlib)."""
+def _masks_part(
+    block: np.ndarray, invalid: np.ndarray | None, nodata: float | None
+) -> tuple[bytes, int]:
+    """The masks section (where the block holds NaN, and nodata), and the least payload
+    version it needs (0: any). Each mask is coded by its runs (:mod:`eocube.masks`) or as
+    zlib of its packed bits, whichever is smaller (zlib on ties: older readers read it)."""
     masks = []
     if invalid is not None:
         if block.dtype.kind == "f":
@@ -533,10 +546,18 @@ def _masks_part(block: np.ndarray, invalid: np.ndarray | None, nodata: float | N
     masks = [(kind, m) for kind, m in masks if m.any()]
     w = ByteWriter()
     w.pack("B", len(masks))
+    needs = 0
     for kind, mask in masks:
-        w.pack("B", kind)
-        w.blob(zlib.compress(np.packbits(mask, axis=None).tobytes(), 9))
-    return w.getvalue()
+        packed = zlib.compress(np.packbits(mask, axis=None).tobytes(), 9)
+        runs = masks_mod.encode(mask)
+        if len(runs) < len(packed):
+            w.pack("B", kind | _MASK_RUNS)
+            w.blob(runs)
+            needs = MASK_RUNS_VERSION
+        else:
+            w.pack("B", kind)
+            w.blob(packed)
+    return w.getvalue(), needs
 
 
 def _encode_streams(
@@ -769,10 +790,17 @@ def _read_tail(r: ByteReader, header: ChunkHeader) -> ChunkTail:
     masks = []
     for _ in range(n_masks):
         (kind,) = r.unpack("B")
-        try:
-            bits = np.frombuffer(zlib.decompress(r.blob()), np.uint8)
-        except zlib.error as exc:
-            raise CorruptChunkError(f"mask does not decompress: {exc}") from None
+        if kind & _MASK_RUNS:
+            if header.version < MASK_RUNS_VERSION:
+                raise CorruptChunkError(f"runs-coded mask in a version-{header.version} payload")
+            kind &= ~_MASK_RUNS
+            runs = masks_mod.decode(bytes(r.blob()), shape)
+            bits = np.packbits(runs, axis=None)
+        else:
+            try:
+                bits = np.frombuffer(zlib.decompress(r.blob()), np.uint8)
+            except zlib.error as exc:
+                raise CorruptChunkError(f"mask does not decompress: {exc}") from None
         if bits.size != (size + 7) // 8:
             raise CorruptChunkError("mask size does not match the block")
         if kind == _MASK_NAN:

@@ -8,7 +8,9 @@ versions (``README.md`` here lists them), each run from a git worktree::
 
 Names after the prefix write only those cases (``make.py v4 rows-hevc-444``); the
 ``rows-*`` cases need an eocube whose ``encode_chunk`` takes ``frames`` (version 4), the
-``wavelet-*`` ones ``wavelet`` (version 5).
+``wavelet-*`` ones ``wavelet`` (version 5). Version 6 (masks coded by their runs) is
+written for the cases with a mask: ``make.py v6 ffv1-lossless hevc-luma-nan
+bound-float32 rows-bound-float32 wavelet-nan-float32``.
 
 ``tests/test_compatibility.py`` checks that today's decoder returns, bit for bit, what
 the writing commit's decoder returned. Only the public codec API is used, the same in
