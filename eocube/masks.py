@@ -22,8 +22,10 @@ Rows
 
 Every decision is a binary one of :mod:`eocube.rangecoder`'s range coder (its primitives
 and adaptive probabilities, imported), with a few contexts each. The coder works per
-transition and row, not per element, so decoding runs as fast as zlib's; zlib of the
-packed bits (the only coding of chunk format 5 and earlier) takes 2 to 4 times the bytes
+transition and row, not per element (a reference frame's rows are kept as transitions,
+not scanned again): decoding takes 0.4 to 2.7 times zlib's time, a few tenths of a
+millisecond per chunk (benchmarks/results/masks.md); zlib of the packed bits (the only
+coding of chunk format 5 and earlier) takes 2 to 4 times the bytes
 (a Landsat 7 scene footprint with scan gaps, 3 x 718 x 791: 5456 bytes against 1401; a
 sea mask of 24 dates, 1783 against 602).
 Byte layout and contexts: docs/format.md, §6.5.
@@ -96,6 +98,22 @@ def _transitions(row: np.ndarray, out: np.ndarray) -> int:  # pragma: no cover -
             n += 1
             prev = v
     return n
+
+
+@numba.njit(nogil=True, cache=True)
+def _keep(
+    kept: np.ndarray, starts: np.ndarray, row: int, transitions: np.ndarray, n: int
+) -> np.ndarray:  # pragma: no cover - compiled
+    # appends a decoded row's transitions to ``kept`` (grown as needed)
+    first = starts[row]
+    if first + n > kept.size:
+        grown = np.empty(max(2 * kept.size, first + n), np.int64)
+        grown[:first] = kept[:first]
+        kept = grown
+    for i in range(n):
+        kept[first + i] = transitions[i]
+    starts[row + 1] = first + n
+    return kept
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -313,6 +331,10 @@ def _decode(
     tref = np.zeros(X + 1, np.int64)
     slope_above = np.zeros(X + 1, np.int64)
     slope = np.zeros(X + 1, np.int64)
+    # every decoded row's transitions (row f * Y + y from starts[.] to starts[. + 1]), so
+    # that a reference frame's rows are not scanned again
+    starts = np.zeros(F * Y + 1, np.int64)
+    kept = np.zeros(1024, np.int64)
     prev_empty, prev_ref = 0, 0
     for f in range(F):
         r = _REF_NONE
@@ -327,15 +349,21 @@ def _decode(
         empty, rng, code, pos = _get(rng, code, pos, data, model, _M_EMPTY + prev_empty)
         prev_empty, prev_ref = empty, r
         if empty:
+            for y in range(Y):
+                starts[f * Y + y + 1] = starts[f * Y + y]
             continue
         frame = mask[f]
-        ref_frame = mask[f - 1] if r == _REF_PREVIOUS else mask[f - B]
+        g = f - 1 if r == _REF_PREVIOUS else f - B
+        ref_frame = mask[g]
         nabove = 0
         last_same_ref, last_same_row = 0, 0
         for y in range(Y):
             nref = 0
             if r != _REF_NONE:
-                nref = _transitions(ref_frame[y], tref)
+                first = starts[g * Y + y]
+                nref = starts[g * Y + y + 1] - first
+                for i in range(nref):
+                    tref[i] = kept[first + i]
                 same, rng, code, pos = _get(
                     rng, code, pos, data, model, _M_SAME_REF + last_same_ref
                 )
@@ -346,6 +374,7 @@ def _decode(
                         slope_above[i] = 0
                     nabove = nref
                     frame[y] = ref_frame[y]
+                    kept = _keep(kept, starts, f * Y + y, above, nabove)
                     continue
             same, rng, code, pos = _get(rng, code, pos, data, model, _M_SAME_ROW + last_same_row)
             last_same_row = same
@@ -411,6 +440,7 @@ def _decode(
             for k in range(0, n, 2):
                 stop = above[k + 1] if k + 1 < n else X
                 row[above[k] : stop] = True
+            kept = _keep(kept, starts, f * Y + y, above, n)
     if code != 0 or pos != data.size:
         return 4
     return 0
