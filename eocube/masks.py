@@ -23,7 +23,7 @@ Rows
 Every decision is a binary one of :mod:`eocube.rangecoder`'s range coder (its primitives
 and adaptive probabilities, imported), with a few contexts each. The coder works per
 transition and row, not per element (a reference frame's rows are kept as transitions,
-not scanned again): decoding takes 0.4 to 2.7 times zlib's time, a few tenths of a
+not scanned again): decoding takes 0.4 to 3.6 times zlib's time, a few tenths of a
 millisecond per chunk (benchmarks/results/masks.md); zlib of the packed bits (the only
 coding of chunk format 5 and earlier) takes 2 to 4 times the bytes
 (a Landsat 7 scene footprint with scan gaps, 3 x 718 x 791: 5456 bytes against 1401; a
