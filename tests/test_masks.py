@@ -148,3 +148,24 @@ def test_a_runs_coded_mask_in_an_older_version_is_refused() -> None:
     payload[4] = 5
     with pytest.raises(CorruptChunkError, match="runs-coded mask in a version-5 payload"):
         decode_chunk(bytes(payload))
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from(["float32", "uint16", "int16"]))
+def test_chunks_restore_nan_and_nodata_exactly(seed: int, dtype: str) -> None:
+    # both masks of a float block (NaN, then nodata where not NaN), or an integer's
+    # nodata mask, whichever coding each takes, come back element for element
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(1, 5)), int(rng.integers(1, 4)), 24, 28)
+    block = rng.integers(100, 3000, shape).astype(dtype)
+    nodata = 0
+    block[_regions(shape, seed)] = nodata
+    if dtype == "float32":
+        block[_regions(shape, seed + 1) & (rng.random(shape) < 0.9)] = np.nan
+    profile = "ffv1-lossless" if dtype != "float32" else "hevc-12bit-444"
+    payload = encode_chunk(block, profile, nodata=nodata)
+    decoded = decode_chunk(payload)
+    np.testing.assert_array_equal(np.isnan(decoded), np.isnan(block))
+    np.testing.assert_array_equal(decoded == nodata, block == nodata)
+    if dtype != "float32":
+        np.testing.assert_array_equal(decoded, block)
