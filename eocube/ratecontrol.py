@@ -29,7 +29,7 @@ import xarray as xr
 from eocube import metrics
 from eocube.chunk import decode_chunk
 from eocube.encode import chunk_as_written, encode_block, in_memory
-from eocube.profiles import Profile
+from eocube.profiles import WAVELET_STEPS_PER_DOUBLING, Profile
 from eocube.report import EncodeReport, overhead
 
 if TYPE_CHECKING:
@@ -322,6 +322,11 @@ def quality_for_psnr(
                 break
             span = a.psnr - b.psnr
             nq = a.quality + (a.psnr - aim) * (b.quality - a.quality) / span if span > 0 else 0
+            # kept off the bracket's outer quarters, so that it shrinks by a quarter at
+            # least: where PSNR bends (the video saturating, the wavelet's rate below the
+            # video's finest quality) the secant alone crept along one side
+            width = b.quality - a.quality
+            nq = min(max(nq, a.quality + width / 4), b.quality - width / 4)
             nq = min(max(_snap(profile, nq), a.quality + step), b.quality - step)
         else:
             near = sorted(trials, key=lambda x: abs(x.psnr - aim))[:2]
@@ -724,11 +729,11 @@ def correct(
                     factor = 10 ** ((v.psnr - target_psnr - PSNR_MARGIN) / 20)
                     bounds[name] = tuple(b * factor for b in bounds[name])
                 continue
-            # about 0.5 dB per crf step near the targets users ask for
+            per_db = _steps_per_db(prof, q, v.bpppb)
             if v.psnr < target_psnr:
-                new[name] = _snap(prof, q - max((target_psnr - v.psnr) * 2 + 0.25, 0.25))
+                new[name] = _snap(prof, q - max((target_psnr - v.psnr) * per_db + 0.25, 0.25))
             elif v.psnr > target_psnr + PSNR_OVERSHOOT:
-                new[name] = _snap(prof, q + (v.psnr - target_psnr - PSNR_MARGIN) * 2)
+                new[name] = _snap(prof, q + (v.psnr - target_psnr - PSNR_MARGIN) * per_db)
         return new
     if target_bpppb is not None:
         payload = sum(v.payload_nbytes for v in report.variables.values())
@@ -753,6 +758,19 @@ def correct(
                 new[key] = min(shifted, q) if key in searched.floored else shifted
         return new
     return None
+
+
+def _steps_per_db(prof: Profile, quality: float, bpppb: float | None) -> float:
+    """Quality steps per dB of PSNR near ``quality`` (payload ``bpppb`` there): about 2
+    on the video's scale near the targets users ask for; below the video's finest
+    quality, where a wavelet coding's bytes double every
+    :data:`eocube.profiles.WAVELET_STEPS_PER_DOUBLING` steps, a bit per value buying
+    :data:`DB_PER_BIT` dB, fewer the more bits a value already has."""
+    assert prof.quality is not None
+    if quality >= prof.quality.video_floor or not bpppb or bpppb <= 0:
+        return 2.0
+    db_per_step = DB_PER_BIT * bpppb * math.log(2) / WAVELET_STEPS_PER_DOUBLING
+    return min(2.0, 1 / db_per_step)
 
 
 def _scaled(bound: float | tuple[float, ...], factor: float, integer: bool) -> Any:

@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 import eocube
 from eocube import metrics
 from eocube.profiles import get_profile
-from eocube.ratecontrol import FINE_WALK, MAX_TRIALS, Trial, quality_for_bound
+from eocube.ratecontrol import (
+    FINE_WALK,
+    MAX_TRIALS,
+    Trial,
+    quality_for_bound,
+    quality_for_psnr,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -285,14 +291,46 @@ def test_bound_levels_reach_lossless() -> None:
     assert level(40)[0] > level(60)[0]
 
 
-def _fake_bound_search(costs: Callable[[float], float]) -> tuple[float, list[float]]:
-    """quality_for_bound on the default profile, each trial costing ``costs(quality)``."""
+def _fake_bound_search(
+    costs: Callable[[float], float], profile: str | None = None
+) -> tuple[float, list[float]]:
+    """quality_for_bound on a profile (the default), each trial costing ``costs(quality)``."""
 
     def trial(quality: float) -> Trial:
         return Trial(quality, int(costs(quality)), 1000, float("nan"), float("nan"))
 
-    best, trials = quality_for_bound(trial, get_profile())
+    best, trials = quality_for_bound(trial, get_profile(profile))
     return best, [t.quality for t in trials]
+
+
+def test_bound_search_of_the_wavelet_profile_stays_on_the_video_scale() -> None:
+    # under a bound the wavelet's rate is not the quality's: the search, its fine walk
+    # included, tries the video's qualities only (-6 up), as on the default profile
+    best, tried = _fake_bound_search(
+        lambda q: 10_000 + 500 * abs(q + 6) + 20 * q, "hevc-12bit-444-wavelet"
+    )
+    assert best == -6
+    assert min(tried) == -6
+
+
+def test_psnr_search_brackets_a_bent_curve() -> None:
+    # PSNR flat where the video saturates (-6 .. 0), then steep below (the wavelet's rate
+    # doubling every 6 steps), as ERA-Interim with hevc-12bit-444-wavelet: the secant
+    # alone crept along the flat side and ended 16 dB past the aim
+    def psnr(q: float) -> float:  # fitted to the measured trials
+        if q >= -6:
+            return min(58.2 + 0.55 * (16 - q), 70.4)
+        d = -6 - q
+        return 70.4 + 0.6 * d + 0.1 * d * d
+
+    def trial(quality: float) -> Trial:
+        return Trial(quality, 1000, 1000, psnr(quality), float("nan"))
+
+    quality, trials = quality_for_psnr(trial, get_profile("hevc-12bit-444-wavelet"), 75.0, 0.0)
+    assert len(trials) <= MAX_TRIALS
+    # within the trials' budget, the finest quality that reaches the aim is near it (the
+    # write's passes then correct what is left)
+    assert 75.0 <= psnr(quality) < 77.0
 
 
 @pytest.mark.parametrize("cheapest", [-6.0, -5.0, -3.0])
@@ -317,3 +355,16 @@ def test_bound_search_finds_the_finest_level_past_a_local_minimum() -> None:
     best, tried = _fake_bound_search(lambda q: fine.get(q, 11_000 + 50 * q))
     assert best == -6
     assert len([q for q in tried if q < 0]) <= FINE_WALK
+
+
+def test_psnr_corrections_below_the_video_floor_take_the_wavelets_slope() -> None:
+    # on the video's scale about 0.5 dB a step; below its finest quality a step adds
+    # 2^(1/6) of the bytes, about 0.7 dB per bit a value holds (1 dB at 1.4 bits)
+    from eocube.ratecontrol import _steps_per_db
+
+    wavelet = get_profile("hevc-12bit-444-wavelet")
+    assert _steps_per_db(get_profile(), -6, 1.4) == 2.0
+    assert _steps_per_db(wavelet, 10, 1.4) == 2.0
+    assert _steps_per_db(wavelet, -12, 1.4) == pytest.approx(1.03, abs=0.01)
+    assert _steps_per_db(wavelet, -12, 4.0) < _steps_per_db(wavelet, -12, 1.4)
+    assert _steps_per_db(wavelet, -12, 0.01) == 2.0  # never coarser steps than the video's
