@@ -1,12 +1,11 @@
 """Compiling eocube's Numba kernels ahead of their first use.
 
-The kernels of :mod:`eocube.packing`, :mod:`eocube.spectral`, :mod:`eocube.rangecoder` and
-:mod:`eocube.lossless` are compiled by Numba the first time they run with a given dtype
-(about a minute for all of them on a 2-core machine) and cached on disk, next to the
-modules or in
-``NUMBA_CACHE_DIR``: later processes load them in well under a second. ``eocube warmup``
-(which ``make setup`` runs) pays that cost once, in one place, and the command line
-says so before a command would pay it.
+The kernels of :mod:`eocube.packing`, :mod:`eocube.spectral`, :mod:`eocube.rangecoder`,
+:mod:`eocube.lossless` and :mod:`eocube.masks` are compiled by Numba the first time they
+run with a given dtype (about a minute for all of them on a 2-core machine) and cached
+on disk, next to the modules or in ``NUMBA_CACHE_DIR``: later processes load them in
+well under a second. ``eocube warmup`` (which ``make setup`` runs) pays that cost once,
+in one place, and the command line says so before a command would pay it.
 """
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ DTYPES = ("uint16", "int16", "uint8", "int32", "float32", "float64")
 
 
 def _dispatchers() -> Iterator[Any]:
-    from eocube import lossless, packing, rangecoder, spectral
+    from eocube import lossless, masks, packing, rangecoder, spectral
 
-    for module in (packing, spectral, rangecoder, lossless):
+    for module in (packing, spectral, rangecoder, lossless, masks):
         for value in vars(module).values():
             cache = getattr(value, "_cache", None)
             inlined = getattr(value, "targetoptions", {}).get("inline") == "always"
@@ -50,6 +49,7 @@ def warm_up(dtypes: Sequence[str] = DTYPES) -> float:
     band rotation included), the lossless ones (integer dtypes) and an error
     bound (the residual layer), which runs every kernel the codec core uses.
     """
+    from eocube import masks
     from eocube.chunk import decode_chunk, encode_chunk
 
     started = time.perf_counter()
@@ -68,10 +68,14 @@ def warm_up(dtypes: Sequence[str] = DTYPES) -> float:
             (values, {"max_abs_error": 2}),
         ]
         if dtype.kind in "iu":
-            runs.append((values, {"nodata": 0}))  # the valid extent of padded chunks
+            runs.append((values, {"nodata": 0}))  # the valid extent of padded chunks; masks
             runs.append((values, {"profile": "ffv1-lossless"}))
             runs.append((values, {"profile": "eocube-lossless"}))
             runs.append((resampled.astype(dtype), {"profile": "eocube-lossless"}))
         for data, kwargs in runs:
             decode_chunk(encode_chunk(data, **kwargs))
+    # the mask coder directly: a chunk keeps zlib where that codes its mask smaller
+    footprint = np.zeros((2, 2, 16, 16), bool)
+    footprint[:, :, 3:9, 2:11] = True
+    masks.decode(masks.encode(footprint), footprint.shape)
     return time.perf_counter() - started
