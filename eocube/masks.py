@@ -42,6 +42,7 @@ from eocube.errors import CorruptChunkError
 from eocube.rangecoder import (
     _FLUSH,
     _LEN_BINS,
+    _EncState,
     _finish,
     _get,
     _get_length,
@@ -117,6 +118,17 @@ def _keep(
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
+def _same(a: np.ndarray, na: int, b: np.ndarray, nb: int) -> bool:  # pragma: no cover
+    # whether two rows' transitions are the same
+    if na != nb:
+        return False
+    for i in range(na):  # noqa: SIM110 - a loop, which Numba compiles; all() of a generator it does not
+        if a[i] != b[i]:
+            return False
+    return True
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
 def _next_candidate(ref: np.ndarray, nref: int, j: int, last: int, parity: int) -> int:
     # pragma: no cover - compiled
     # the first transition of a reference row past column ``last`` in the direction of
@@ -152,7 +164,7 @@ def _put_offset(
     model: np.ndarray,
     base: int,
     d: int,
-) -> tuple[int, int, int, int, int]:  # pragma: no cover - compiled
+) -> _EncState:  # pragma: no cover - compiled
     low, rng, cache, pending, pos = _put(low, rng, cache, pending, pos, out, model, base, d != 0)
     if d != 0:
         low, rng, cache, pending, pos = _put(
@@ -233,11 +245,7 @@ def _encode(
                 nref = _transitions(ref_frame[y], tref)
             out = _room(out, pos + pending + 64 + n * 24)
             if r != _REF_NONE:
-                same = n == nref
-                for i in range(n if same else 0):
-                    if cur[i] != tref[i]:
-                        same = False
-                        break
+                same = _same(cur, n, tref, nref)
                 low, rng, cache, pending, pos = _put(
                     low, rng, cache, pending, pos, out, model, _M_SAME_REF + last_same_ref, same
                 )
@@ -248,11 +256,7 @@ def _encode(
                         slope_above[i] = 0
                     nabove = n
                     continue
-            same = n == nabove
-            for i in range(n if same else 0):
-                if cur[i] != above[i]:
-                    same = False
-                    break
+            same = _same(cur, n, above, nabove)
             low, rng, cache, pending, pos = _put(
                 low, rng, cache, pending, pos, out, model, _M_SAME_ROW + last_same_row, same
             )
