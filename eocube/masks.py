@@ -453,15 +453,15 @@ def _decode(
 def _references(frames: np.ndarray, bands: int) -> np.ndarray:
     """Each frame's reference, the one leaving the fewest changed elements (none first,
     then the previous frame, then the frame ``bands`` back, on ties)."""
-    refs = np.zeros(frames.shape[0], np.int64)
-    for f in range(frames.shape[0]):
-        costs = [np.count_nonzero(frames[f])]
-        if f > 0:
-            costs.append(np.count_nonzero(frames[f] ^ frames[f - 1]))
-        if f >= bands > 1:
-            costs.append(np.count_nonzero(frames[f] ^ frames[f - bands]))
-        refs[f] = int(np.argmin(costs))
-    return refs
+    F = frames.shape[0]
+    costs = np.full((F, 3), np.iinfo(np.int64).max, np.int64)
+    costs[:, _REF_NONE] = np.count_nonzero(frames, axis=(1, 2))
+    costs[1:, _REF_PREVIOUS] = np.count_nonzero(frames[1:] ^ frames[:-1], axis=(1, 2))
+    if bands > 1:
+        costs[bands:, _REF_BAND_BACK] = np.count_nonzero(
+            frames[bands:] ^ frames[:-bands], axis=(1, 2)
+        )
+    return np.argmin(costs, axis=1).astype(np.int64)
 
 
 def encode(mask: np.ndarray) -> bytes:
