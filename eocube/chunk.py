@@ -59,10 +59,15 @@ from eocube.profiles import Profile, get_profile
 MAGIC = b"EOCB"
 FORMAT_VERSION = 3
 """The version written, unless a payload needs a later one's flag (TIME_IN_FRAME: 4,
-WAVELET: 5) or a mask coded by its runs (:data:`MASK_RUNS_VERSION`)."""
+WAVELET: 5), a mask coded by its runs (:data:`MASK_RUNS_VERSION`) or holds an
+``eocube-pred`` stream (:data:`PRED_GAIN_VERSION`)."""
 MASK_RUNS_VERSION = 6
 """The first version whose masks may be coded by their runs (:mod:`eocube.masks`)."""
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+PRED_GAIN_VERSION = 7
+"""The first version whose ``eocube-pred`` streams may be packets of version 3 (a gain
+sub-predictor per reference, :mod:`eocube.lossless`): a reader of versions up to 6 would
+take such a packet for a damaged one."""
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 
 _FLAG_NODATA = 1
 _FLAG_EXACT = 2
@@ -318,6 +323,8 @@ def encode_chunk(
             block, prof, maps, options, nodata, time_in_frame, threads
         )
         masks, needs = _masks_part(block, invalid, nodata)
+        if prof.encoder == lossless.CODER:
+            needs = max(needs, PRED_GAIN_VERSION)
         header = replace(
             base,
             version=max(4 if time_in_frame else FORMAT_VERSION, needs),
@@ -778,6 +785,14 @@ def _read_streams(
             )
         if stream.height < Y or stream.width < X:
             raise CorruptChunkError(f"frames of {stream.height}x{stream.width} cannot hold {Y}x{X}")
+        if (
+            stream.decoder == lossless.CODER
+            and header.version < PRED_GAIN_VERSION
+            and any(p[:1] == b"\x03" for p in stream.packets)
+        ):
+            raise CorruptChunkError(
+                f"{lossless.CODER} packet of version 3 in a version-{header.version} payload"
+            )
         streams.append(stream)
     return packing.plan_layout(header.layout, T, B), streams
 

@@ -12,8 +12,10 @@ Prediction
     errors made at the neighbours. A frame may
     name up to two earlier frames of the stream as references (the encoder picks them; in
     the ``luma`` layout, typically the previous date of the band and the same date of the
-    previous band): each adds two sub-predictors, ``R + (W - R_W) + (N - R_N) - (NW - R_NW)``
-    and ``R + ((W - R_W) + (N - R_N)) / 2`` with ``R`` the co-located reference sample.
+    previous band): each adds three sub-predictors, ``R + (W - R_W) + (N - R_N) - (NW -
+    R_NW)``, ``R + ((W - R_W) + (N - R_N)) / 2`` and ``R`` times the neighbours' gain over
+    the reference's, ``(2 (W + N) + NW + NE) / (2 (R_W + R_N) + R_NW + R_NE)``, with ``R``
+    the co-located reference sample (packets of version 2, still read, lack the third).
 Value tables
     A frame whose values are sparse (at most two thirds of its span occur, as when an
     integer band is stretched onto 16-bit codes) is coded as the ranks of its values in a
@@ -39,7 +41,7 @@ Residual coding
 
 Byte layout (one packet per stream; the stream record holds the frame size and count)::
 
-    u8 version (2)
+    u8 version (3; 2 is read too)
     F x frame header:
         varint ref_a, varint ref_b      backward distances of the frame's two reference
                                         frames (0: none; at most the frame's index)
@@ -88,11 +90,13 @@ CODER = "eocube-pred"
 """The encoder and decoder name streams of this coder carry."""
 PIX_FMT = "gray16le"
 """The only pixel format the coder takes."""
-VERSION = 2
+VERSION = 3
+"""The packet version written: 3 adds a third sub-predictor per reference (its gain)."""
+READABLE_VERSIONS = (2, 3)
 
 _MAXVAL = 65535
 _NSPATIAL = 5
-_NPRED = _NSPATIAL + 4  # 2 per reference frame
+_NPRED = _NSPATIAL + 6  # up to 3 per reference frame
 _NCTX = 48
 _M_TREE = 0
 _M_SIGN = _M_TREE + _NCTX * 32
@@ -220,6 +224,7 @@ def _predict(
     ref_b: np.ndarray,
     has_a: bool,
     has_b: bool,
+    gain: bool,
     y: int,
     x: int,
     W: int,
@@ -228,7 +233,13 @@ def _predict(
     terr: np.ndarray,
     preds: np.ndarray,
 ) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
-    """(prediction, prediction in 1/8 units, activity context, sign context)."""
+    """(prediction, prediction in 1/8 units, activity context, sign context).
+
+    With ``gain`` (packet version 3), each reference adds a third sub-predictor: ``R``
+    scaled by the ratio of the neighbours to the reference's (``2 (W + N) + NW + NE``
+    over the same in the reference), for bands whose values differ from their reference's
+    by a factor rather than an offset.
+    """
     cur = y & 1
     prev = cur ^ 1
     w, n, nw, ne = _causal(img, y, x, W)
@@ -261,7 +272,7 @@ def _predict(
             if not has_b:
                 continue
             ref = ref_b
-        rw, rn, rnw, _ = _causal(ref, y, x, W)
+        rw, rn, rnw, rne = _causal(ref, y, x, W)
         r = _I64(ref[y, x])
         dw = w - rw
         dn = n - rn
@@ -272,6 +283,16 @@ def _predict(
         q = r + ((dw + dn) >> 1)
         lo = min(lo, q)
         hi = max(hi, q)
+        if gain:
+            den = 2 * (rw + rn) + rnw + rne
+            if den > 0:
+                g = min((r * (2 * (w + n) + nw + ne) * 8 + (den >> 1)) // den, maxval << 3)
+                lo = min(lo, g >> 3)
+                hi = max(hi, (g + 7) >> 3)
+            else:
+                g = r << 3
+            preds[count] = g
+            count += 1
     # weights (emin / e) ** _POWER, e the errors summed at N, NE, NW (with W and WW),
     # 1 / (e + 1) from a table (no division)
     emin = _I64(1) << 40
@@ -411,6 +432,7 @@ def _predict_frame(
     ref_b: np.ndarray,
     has_a: bool,
     has_b: bool,
+    gain: bool,
     maxval: int,
     res: np.ndarray,
     ctx: np.ndarray,
@@ -421,12 +443,12 @@ def _predict_frame(
     perr = np.zeros((2, W + 2, _NPRED), np.int64)
     terr = np.zeros((2, W + 2), np.int64)
     preds = np.zeros(2 * _NPRED, np.int64)
-    count = _NSPATIAL + 2 * (int(has_a) + int(has_b))
+    count = _NSPATIAL + (3 if gain else 2) * (int(has_a) + int(has_b))
     i = 0
     for y in range(H):
         for x in range(W):
             pred, p8, c, sc = _predict(
-                img, ref_a, ref_b, has_a, has_b, y, x, W, maxval, perr, terr, preds
+                img, ref_a, ref_b, has_a, has_b, gain, y, x, W, maxval, perr, terr, preds
             )
             v = _I64(img[y, x])
             res[i] = v - pred
@@ -473,6 +495,7 @@ def _decode_frame(
     ref_b: np.ndarray,
     has_a: bool,
     has_b: bool,
+    gain: bool,
     maxval: int,
     model: np.ndarray,
     state: np.ndarray,
@@ -485,13 +508,13 @@ def _decode_frame(
     perr = np.zeros((2, W + 2, _NPRED), np.int64)
     terr = np.zeros((2, W + 2), np.int64)
     preds = np.zeros(2 * _NPRED, np.int64)
-    count = _NSPATIAL + 2 * (int(has_a) + int(has_b))
+    count = _NSPATIAL + (3 if gain else 2) * (int(has_a) + int(has_b))
     for y in range(H):
         if pos > end:
             return 3
         for x in range(W):
             pred, p8, c, sc = _predict(
-                img, ref_a, ref_b, has_a, has_b, y, x, W, maxval, perr, terr, preds
+                img, ref_a, ref_b, has_a, has_b, gain, y, x, W, maxval, perr, terr, preds
             )
             e, rng, code, pos = _get_value(
                 rng, code, pos, data, model, _M_TREE + c * 32, _M_MANT + c * 17 * 4, _M_SIGN + sc
@@ -696,19 +719,13 @@ def _flush(out: np.ndarray, state: np.ndarray) -> np.ndarray:  # pragma: no cove
 
 @numba.njit(nogil=True, cache=True)
 def _reference_costs(frames: np.ndarray, distances: np.ndarray) -> np.ndarray:  # pragma: no cover
-    # per frame: column 0 the sum of |planar prediction error| of the frame alone, column
-    # k + 1 that of its difference from the frame distances[k] back (inf if none)
+    # per frame, column k: the sum of |planar prediction error| of its difference from the
+    # frame distances[k] back (inf if none)
     F, H, W = frames.shape
     K = distances.size
-    cost = np.full((F, K + 1), np.inf)
+    cost = np.full((F, K), np.inf)
     for f in range(F):
         img = frames[f]
-        s = _I64(0)
-        for y in range(1, H):
-            for x in range(1, W):
-                p = _I64(img[y, x - 1]) + _I64(img[y - 1, x]) - _I64(img[y - 1, x - 1])
-                s += abs(_I64(img[y, x]) - p)
-        cost[f, 0] = s
         for k in range(K):
             d = distances[k]
             if d > f:
@@ -722,7 +739,7 @@ def _reference_costs(frames: np.ndarray, distances: np.ndarray) -> np.ndarray:  
                     dn = _I64(img[y - 1, x]) - _I64(ref[y - 1, x])
                     dnw = _I64(img[y - 1, x - 1]) - _I64(ref[y - 1, x - 1])
                     s += abs(dx - dw - dn + dnw)
-            cost[f, k + 1] = s
+            cost[f, k] = s
     return cost
 
 
@@ -743,8 +760,11 @@ def candidate_distances(frames: int) -> np.ndarray:
 def choose_references(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per frame, the backward distances of up to two reference frames (0: none).
 
-    A reference is taken when predicting the frame's difference from it (planar
-    prediction) beats predicting the frame alone; the best two are kept.
+    The two candidates (:func:`candidate_distances`) whose difference from the frame is
+    predicted best (planar prediction) are taken, whenever there are two: the weighted
+    predictor gives a reference's sub-predictors weight only where they predicted well,
+    so a reference helps locally even where it loses to the frame alone overall (taking
+    one only when it won: ERA-Interim 7 % and Landsat 8 1 % more bytes).
     """
     F = frames.shape[0]
     dist_a = np.zeros(F, np.int64)
@@ -754,9 +774,8 @@ def choose_references(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return dist_a, dist_b
     cost = _reference_costs(frames, distances)
     for f in range(1, F):
-        alone = cost[f, 0]
-        order = np.argsort(cost[f, 1:], kind="stable")
-        picked = [int(distances[k]) for k in order[:2] if cost[f, k + 1] < alone]
+        order = np.argsort(cost[f], kind="stable")
+        picked = [int(distances[k]) for k in order[:2] if np.isfinite(cost[f, k])]
         if picked:
             dist_a[f] = picked[0]
         if len(picked) > 1:
@@ -1004,7 +1023,7 @@ def encode(frames: np.ndarray, *, threads: int = 0, verify: bool = False) -> byt
         ref_b = _sampled(ranks[f - b], rows, cols, full) if b else img
         res = np.empty(img.size, np.int32)
         ctx = np.empty(img.size, np.int16)
-        _predict_frame(img, ref_a, ref_b, a > 0, b > 0, maxvals[f], res, ctx)
+        _predict_frame(img, ref_a, ref_b, a > 0, b > 0, True, maxvals[f], res, ctx)
         return res, ctx
 
     model = _new_model()
@@ -1063,10 +1082,10 @@ class _Follower:
         self._frames = frames
         F, H, W = frames.shape
         try:
-            self._modes, self._crc, _ = _read_header(header, F)
+            version, self._modes, self._crc, _ = _read_header(header, F)
         except CorruptChunkError as exc:
             raise CodecError(f"{CODER} wrote a header it cannot read: {exc}") from exc
-        self._decoder = _StreamDecoder(self._modes, F, H, W)
+        self._decoder = _StreamDecoder(self._modes, F, H, W, version)
         self._lock = threading.Condition()
         self._final = np.empty(0, np.uint8)  # the bytes final so far
         self._needs: list[int] = []  # by frame: the bytes its decode reads
@@ -1219,9 +1238,9 @@ def decode(packet: bytes, frames: int, height: int, width: int) -> np.ndarray:
     CorruptChunkError
         If the packet is truncated, extended, altered or of an unknown version.
     """
-    modes, crc, start = _read_header(packet, frames)
+    version, modes, crc, start = _read_header(packet, frames)
     data = np.frombuffer(packet, np.uint8)
-    decoder = _StreamDecoder(modes, frames, height, width)
+    decoder = _StreamDecoder(modes, frames, height, width, version)
     decoder.start(data, start)
     for f in range(frames):
         decoder.frame(f, data)
@@ -1231,15 +1250,16 @@ def decode(packet: bytes, frames: int, height: int, width: int) -> np.ndarray:
 
 def _read_header(
     packet: bytes, frames: int
-) -> tuple[list[tuple[int, int, int, int, int, int, int]], int, int]:
-    """The frame modes, the frames' crc32 and where the range-coded part starts."""
+) -> tuple[int, list[tuple[int, int, int, int, int, int, int]], int, int]:
+    """The packet's version, the frame modes, the frames' crc32 and where the range-coded
+    part starts."""
     r = ByteReader(packet)
     (version,) = r.unpack("B")
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         raise CorruptChunkError(f"{CODER} packet of unknown version {version}")
     modes = _read_modes(r, frames)
     (crc,) = r.unpack("I")
-    return modes, crc, r.pos
+    return version, modes, crc, r.pos
 
 
 class _StreamDecoder:
@@ -1251,7 +1271,12 @@ class _StreamDecoder:
     """
 
     def __init__(
-        self, modes: list[tuple[int, int, int, int, int, int, int]], frames: int, H: int, W: int
+        self,
+        modes: list[tuple[int, int, int, int, int, int, int]],
+        frames: int,
+        H: int,
+        W: int,
+        version: int,
     ) -> None:
         try:
             self.ranks = np.empty((frames, H, W), np.uint16)
@@ -1261,6 +1286,7 @@ class _StreamDecoder:
             ) from None
         self.out = self.ranks
         self.modes = modes
+        self.gain = version >= 3
         self.model = _new_model()
         self.table: np.ndarray | None = None
         self.state = np.zeros(3, np.int64)
@@ -1295,7 +1321,9 @@ class _StreamDecoder:
         img = ranks[f] if full else np.empty((rows.size, cols.size), np.uint16)
         ref_a = _sampled(ranks[f - a], rows, cols, full) if a else img
         ref_b = _sampled(ranks[f - b], rows, cols, full) if b else img
-        status = _decode_frame(data, img, ref_a, ref_b, a > 0, b > 0, maxval, self.model, state)
+        status = _decode_frame(
+            data, img, ref_a, ref_b, a > 0, b > 0, self.gain, maxval, self.model, state
+        )
         if status:
             raise CorruptChunkError(f"{CODER} stream {_DECODE_ERRORS[status]}")
         if not full:

@@ -63,6 +63,50 @@ def test_smooth_series_use_references() -> None:
     assert np.array_equal(_roundtrip(frames), frames)
 
 
+def test_every_frame_takes_two_references_when_it_can() -> None:
+    # unrelated frames: each difference predicts worse than the frame alone, yet the
+    # weighted predictor only weighs a reference where it predicts well
+    frames = np.random.default_rng(3).integers(0, 4000, (5, 12, 12)).astype(np.uint16)
+    dist_a, dist_b = lossless.choose_references(frames)
+    assert np.array_equal(dist_a > 0, [False, True, True, True, True])
+    assert np.array_equal(dist_b > 0, [False, False, True, True, True])
+    assert (np.maximum(dist_a, dist_b) <= np.arange(5)).all()
+    assert set(dist_a[2:]) | set(dist_b[2:]) <= {1, 2}
+    assert np.array_equal(_roundtrip(frames), frames)
+
+
+def _predicted_errors(img: np.ndarray, ref: np.ndarray, gain: bool) -> int:
+    res = np.empty(img.size, np.int32)
+    ctx = np.empty(img.size, np.int16)
+    lossless._predict_frame(img, ref, img, True, False, gain, 65535, res, ctx)
+    return int(np.abs(res.astype(np.int64)).sum())
+
+
+def test_the_gain_sub_predictor_follows_a_scaled_band() -> None:
+    # a band that is its reference times a factor (bands of one surface differ so more
+    # than by an offset): version 3's gain sub-predictor predicts it, the offset ones not
+    rng = np.random.default_rng(4)
+    ref = (np.cumsum(rng.integers(-300, 301, (48, 48)), axis=1) + 20000).astype(np.int64)
+    img = (ref * 0.6 + rng.integers(-2, 3, ref.shape)).astype(np.uint16)
+    ref = ref.astype(np.uint16)
+    with_gain = _predicted_errors(img, ref, True)
+    assert with_gain < 0.5 * _predicted_errors(img, ref, False)
+    frames = np.stack([ref, img])
+    assert np.array_equal(_roundtrip(frames), frames)
+
+
+def test_version_2_packets_are_read_without_the_gain_sub_predictor() -> None:
+    # tests/data/payloads/v6-pred-lossless.eocb holds a version-2 packet (test_compatibility
+    # checks its values); here: a version-2 packet decodes with two sub-predictors per
+    # reference, so relabelling a version-3 packet as version 2 breaks it
+    frames = _real_frames("s2_l2a_openeo_gfmap_19x4x52x46")[:8]
+    packet = lossless.encode(frames)
+    assert packet[0] == 3
+    assert lossless.READABLE_VERSIONS == (2, 3)
+    with contextlib.suppress(CorruptChunkError):
+        assert not np.array_equal(lossless.decode(b"\x02" + packet[1:], *frames.shape), frames)
+
+
 def test_sparse_values_use_a_table() -> None:
     # an integer band stretched onto 16-bit codes: few values over a wide span
     rng = np.random.default_rng(5)
@@ -204,9 +248,9 @@ def test_the_verifying_encode_catches_a_coder_that_is_not_lossless(
     def off_by_one(res: np.ndarray, *args: object) -> np.ndarray:
         nonlocal coded
         coded += 1
-        if coded == 7:  # the 7th frame's first residual, off
+        if coded == 7:  # the 7th frame's last residual, off
             res = res.copy()
-            res[0] += change
+            res[-1] += change
         return code(res, *args)
 
     monkeypatch.setattr(lossless, "_code_residuals", off_by_one)
@@ -256,7 +300,7 @@ def test_unknown_versions_are_rejected() -> None:
     frames = np.arange(24, dtype=np.uint16).reshape(2, 3, 4)
     packet = lossless.encode(frames)
     assert packet[0] == lossless.VERSION
-    for version in (0, 1, lossless.VERSION + 1):
+    for version in (0, 1, max(lossless.READABLE_VERSIONS) + 1):
         with pytest.raises(CorruptChunkError, match="unknown version"):
             lossless.decode(bytes([version]) + packet[1:], 2, 3, 4)
 
@@ -342,6 +386,14 @@ def test_chunk_round_trip_and_damage() -> None:
     payload = chunk.encode_chunk(values, PROFILE)
     assert np.array_equal(chunk.decode_chunk(payload), values)
     assert chunk.read_header(payload).profile == PROFILE
+    # a reader of format 6 or earlier would take the version-3 packet for damage
+    assert chunk.read_header(payload).version == chunk.PRED_GAIN_VERSION == 7
+    ffv1 = chunk.encode_chunk(values, "ffv1-lossless")
+    assert chunk.read_header(ffv1).version < chunk.PRED_GAIN_VERSION
+    relabelled = bytearray(payload)
+    relabelled[4] = 6  # the version byte, after the magic
+    with pytest.raises(CorruptChunkError, match="packet of version 3 in a version-6 payload"):
+        chunk.decode_chunk(bytes(relabelled))
     for bad in (payload[:-1], payload + b"\x00", payload[: len(payload) - 100]):
         with pytest.raises(CorruptChunkError):
             chunk.decode_chunk(bad)

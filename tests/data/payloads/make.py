@@ -10,7 +10,9 @@ Names after the prefix write only those cases (``make.py v4 rows-hevc-444``); th
 ``rows-*`` cases need an eocube whose ``encode_chunk`` takes ``frames`` (version 4), the
 ``wavelet-*`` ones ``wavelet`` (version 5). Version 6 (masks coded by their runs) is
 written for the cases with a mask: ``make.py v6 ffv1-lossless hevc-luma-nan
-bound-float32 rows-bound-float32 wavelet-nan-float32``.
+bound-float32 rows-bound-float32 wavelet-nan-float32`` (and ``pred-lossless``, written by
+2c57720); version 7 (``eocube-pred`` packets of version 3) only for ``make.py v7
+pred-lossless``.
 
 ``tests/test_compatibility.py`` checks that today's decoder returns, bit for bit, what
 the writing commit's decoder returned. Only the public codec API is used, the same in
@@ -42,6 +44,8 @@ def blocks() -> dict[str, tuple[np.ndarray, dict]]:
     padded[:4, :, :24, :20] = s2
     return {
         "ffv1-lossless": (nodata, {"profile": "ffv1-lossless", "nodata": 0}),
+        # eocube's own lossless coder (eocube/lossless.py)
+        "pred-lossless": (nodata, {"profile": "eocube-lossless", "nodata": 0}),
         "hevc-444": (s2, {"profile": "hevc-12bit-444", "quality": 24}),
         "hevc-luma-nan": (floats, {"profile": "hevc-12bit-420-luma", "quality": 20}),
         "bound-uint16": (s2, {"profile": "hevc-12bit-444", "quality": 30, "max_abs_error": 20}),
