@@ -34,8 +34,9 @@ the streams code the coded part with its T and Y axes swapped: frame ``y`` of a 
 holds that row of every date, one date per frame row (masks and the residual layer keep
 the (T, B, Y, X) order). With flag WAVELET (version 5) the coded part is a wavelet
 coder's (eocube.wavelet), not a video's; masks and the residual layer are unchanged.
-Version 6 adds masks coded by their runs (eocube.masks) to any of the above. Version 1
-(no KLT), 2 (no crop), 3, 4 and 5 payloads read unchanged.
+Version 6 adds masks coded by their runs (eocube.masks) to any of the above; version 7,
+``eocube-pred`` streams of packet version 3 (eocube.lossless). Version 1 (no KLT), 2 (no
+crop), 3, 4, 5 and 6 payloads read unchanged.
 """
 
 from __future__ import annotations
