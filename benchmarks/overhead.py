@@ -12,6 +12,11 @@ Goals (issue "Compression, second wave", item 2): non-payload bytes <= 5 % of th
 Runs of several versions (``--label``; run an old checkout's package with
 ``PYTHONPATH=<checkout>`` and this file copied there) are kept side by side in
 ``benchmarks/results/overhead.json``; ``overhead.md`` has the table of every label.
+
+``--release`` measures instead releases of small tiles (each corpus cube of
+:data:`RELEASE_CUBES` cut into 2 x 2 tiles, written with :func:`eocube.write_release`)
+with and without ``share_attributes``: non-payload bytes per cube, the release's
+``cubes/zarr.json`` shared among its cubes (``overhead_release.json`` / ``.md``).
 """
 
 from __future__ import annotations
@@ -125,6 +130,100 @@ def _source_attribute_bytes(ds: xr.Dataset) -> int:
     return len(json.dumps(kept, default=str, ensure_ascii=False, separators=(",", ":")))
 
 
+RELEASE_CUBES = (
+    "s2_l2a_openeo_gfmap_19x4x52x46",
+    "s2_l2a_openeo_gfmap_12x5x66x64",
+    "s2_l2a_worldcereal_118x4x64x64",
+    "l8_ny18_014032",
+    "s2_l1c_eolearn_5x13",
+    "era5_t2m_uk_744h",
+)
+
+
+def _tiles(ds: xr.Dataset) -> dict[str, xr.Dataset]:
+    """``ds`` cut into 2 x 2 tiles over y and x."""
+    ny, nx = ds.sizes["y"] // 2, ds.sizes["x"] // 2
+    return {
+        f"tile-{i}{j}": ds.isel(y=slice(i * ny, (i + 1) * ny), x=slice(j * nx, (j + 1) * nx))
+        for i in range(2)
+        for j in range(2)
+    }
+
+
+def measure_release(name: str, ds: xr.Dataset, bpppb: float) -> dict[str, Any]:
+    """Non-payload bytes per cube of ``ds``'s tiles as a release, with and without shared
+    attributes (the shared document counted as its share per cube)."""
+    import eocube
+
+    tiles = _tiles(ds)
+    out: dict[str, Any] = {"cube": name, "tiles": len(tiles)}
+    for share in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "release"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                eocube.write_release(
+                    tiles, folder, progress=False, target_bpppb=bpppb, share_attributes=share
+                )
+            stores = [folder / f"cubes/{t}.eocube" for t in tiles]
+            total = sum(f.stat().st_size for s in stores for f in s.rglob("*") if f.is_file())
+            payload = 0
+            for store in stores:
+                with xr.open_dataset(store, engine="eocube") as opened:
+                    quality = opened.encoding["eocube"].get("quality", {})
+                    values = sum(
+                        int(np.prod(opened[v].shape)) * q["payload_bpppb"] / 8
+                        for v, q in quality.items()
+                    )
+                    payload += round(values)
+            shared_doc = folder / "cubes/zarr.json"
+            shared_bytes = shared_doc.stat().st_size if shared_doc.exists() else 0
+        key = "shared" if share else "plain"
+        out[f"{key}_other_per_cube"] = (total + shared_bytes - payload) / len(tiles)
+        out[f"{key}_store_per_cube"] = (total + shared_bytes) / len(tiles)
+        if share:
+            out["shared_document_bytes"] = shared_bytes
+    out["saved_per_cube"] = out["plain_other_per_cube"] - out["shared_other_per_cube"]
+    # with many cubes, the shared document's share per cube tends to nothing
+    out["saved_per_cube_many"] = out["saved_per_cube"] + out["shared_document_bytes"] / len(tiles)
+    out["saved_share_of_store"] = out["saved_per_cube"] / out["plain_store_per_cube"]
+    return out
+
+
+def render_release(rows: list[dict[str, Any]], bpppb: float) -> str:
+    header = [
+        "cube (2 x 2 tiles)",
+        "store B / cube",
+        "other B / cube",
+        "other B / cube, shared",
+        "cubes/zarr.json B",
+        "saved B / cube",
+        "saved, of the store",
+        "saved B / cube, many cubes",
+    ]
+    table = [
+        [
+            r["cube"],
+            f"{r['plain_store_per_cube']:.0f}",
+            f"{r['plain_other_per_cube']:.0f}",
+            f"{r['shared_other_per_cube']:.0f}",
+            r["shared_document_bytes"],
+            f"{r['saved_per_cube']:.0f}",
+            f"{100 * r['saved_share_of_store']:.1f} %",
+            f"{r['saved_per_cube_many']:.0f}",
+        ]
+        for r in rows
+    ]
+    return (
+        f"# Releases of small tiles at {bpppb} bpppb: attributes kept once\n\n"
+        "`eocube.write_release(tiles, folder, target_bpppb=..., share_attributes=...)`; "
+        "non-payload bytes per cube, the release's `cubes/zarr.json` counted as its share "
+        "per cube. Reproduce: `python -m benchmarks.overhead --release`.\n\n"
+        + md_table(header, table)
+        + "\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     corpus.add_corpus_option(p)
@@ -132,7 +231,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label", default="after")
     p.add_argument("--cubes", nargs="*", help="only these corpus cubes (file stems)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--release", action="store_true", help="releases of tiles, shared or not")
     args = p.parse_args(argv)
+    if args.release:
+        release_rows = []
+        for stem in RELEASE_CUBES:
+            nc = corpus.corpus_dir(args.corpus) / f"{stem}.nc"
+            if not nc.exists() or (args.cubes and stem not in args.cubes):
+                continue
+            row = measure_release(stem, xr.open_dataset(nc).load(), args.bpppb)
+            release_rows.append(row)
+            print(
+                f"{stem:45s} other/cube {row['plain_other_per_cube']:8.0f} -> "
+                f"{row['shared_other_per_cube']:8.0f} B",
+                flush=True,
+            )
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "overhead_release.json").write_text(
+            json.dumps({"bpppb": args.bpppb, "code": git_state(), "rows": release_rows}, indent=1)
+        )
+        text = render_release(release_rows, args.bpppb)
+        (args.out / "overhead_release.md").write_text(text)
+        print(text)
+        return 0
 
     cubes: list[tuple[str, xr.Dataset]] = [
         ("regular 1 M, no CRS", regular_cube(False)),

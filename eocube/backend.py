@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,7 +40,7 @@ import xarray as xr
 from xarray.backends import BackendEntrypoint, StoreBackendEntrypoint
 
 from eocube import metadata
-from eocube.layout import MARKER
+from eocube.layout import MARKER, METADATA
 
 if TYPE_CHECKING:
     from eocube.reader import EocubeZarrStore, FrameDecoder
@@ -256,9 +258,62 @@ def _open_cube(source: Source, group: str | None, decoding: Decoding) -> xr.Data
             ) from None
         return _open_cube(*_cube_in_release(source, cubes, group), decoding)
     ds = _decoded(store, decoding, source.named(group), cube=True)
+    if group is None:
+        _restore_shared(ds, source)
     if (where := source.source_encoding()) is not None:
         ds.encoding.setdefault("source", where)
     return ds
+
+
+def _restore_shared(ds: xr.Dataset, source: Source) -> None:
+    """Put back the attributes the store's release keeps once (its marker's ``shared``
+    list, :func:`eocube.release.move_shared_attributes`) from ``../zarr.json``; warn, naming
+    them, for those that cannot be found (the store was copied out of its release)."""
+    marker = ds.encoding.get(MARKER)
+    listed = marker.get(metadata.SHARED) if isinstance(marker, Mapping) else None
+    if not listed:
+        return
+    release, where = _release_attributes(source)
+
+    def attributes_of(node: str) -> dict[Any, Any] | None:
+        if node == "":
+            return ds.attrs
+        var = ds.variables.get(node)
+        return None if var is None else var.attrs
+
+    missing = metadata.put_back(listed, release or {}, attributes_of)
+    if missing:
+        why = "lacks them" if release is not None else "cannot be read"
+        warnings.warn(
+            f"{source.named()} keeps attributes in its release's {where}, which {why}: "
+            f"it opens without {_listed(missing)}. Open the store inside its release "
+            f"folder (cubes/<id>.eocube next to cubes/zarr.json) to get them",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _release_attributes(source: Source) -> tuple[dict[str, Any] | None, str]:
+    """The attributes of the ``zarr.json`` in the folder holding the store at ``source``
+    (None if there is none, or it cannot be read), and where it was looked for."""
+    location = source.location
+    if not isinstance(location, str):
+        return None, "zarr.json (the store was given as a zarr store, not a path or URL)"
+    location = location.rstrip("/")
+    if "://" in location:
+        folder = location.rsplit("/", 1)[0]
+    else:
+        folder = os.path.dirname(os.path.abspath(os.path.expanduser(location)))
+    where = f"{folder}/{METADATA}"
+    from eocube.hubfs import filesystem
+
+    try:
+        fs, path = filesystem(where, source.storage_options)
+        doc = json.loads(fs.cat_file(path))
+    except Exception:  # absent or unreadable: the caller warns, the data still opens
+        return None, where
+    attrs = doc.get("attributes") if isinstance(doc, dict) else None
+    return (dict(attrs) if isinstance(attrs, dict) else None), where
 
 
 def _open_groups(source: Source, group: str | None, decoding: Decoding) -> dict[str, xr.Dataset]:
@@ -287,6 +342,8 @@ def _open_groups(source: Source, group: str | None, decoding: Decoding) -> dict[
         for path, store in stores.items():
             where = source.named(_joined(group or "", path).strip("/") or None)
             groups[path] = _decoded(store, decoding, where, cube=False)
+            if path == "/" and group is None:
+                _restore_shared(groups[path], source)
         if not any(MARKER in ds.encoding for ds in groups.values()):
             from eocube.errors import IncompleteStoreError
 

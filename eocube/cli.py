@@ -384,6 +384,11 @@ def _encode(args: argparse.Namespace) -> int:
     stacked = args.dates is not None or args.date_pattern is not None
     _check_not_a_stack(args.inputs, args.output, stacked)
     if len(args.inputs) == 1 or stacked:
+        if args.share_attributes:
+            raise CommandError(
+                "--share-attributes is for a release (several inputs, not stacked): a single "
+                "store keeps its attributes"
+            )
         opened = (
             _open_geotiffs(args.inputs, args.dates, args.date_pattern)
             if stacked
@@ -407,7 +412,13 @@ def _encode(args: argparse.Namespace) -> int:
     cubes = {cube_id: _open_input(p) for cube_id, p in zip(ids, args.inputs, strict=True)}
     from eocube.catalog import items
 
-    table = write_release(cubes, args.output, progress=kwargs.pop("progress"), **kwargs)
+    table = write_release(
+        cubes,
+        args.output,
+        progress=kwargs.pop("progress"),
+        share_attributes=args.share_attributes,
+        **kwargs,
+    )
     rows = items(table)  # the catalog's STAC items
     text = "\n".join(
         f"{r['id']:30s} {p['eocube:bytes']:>12} bytes {p['eocube:bpppb']:8.4f} bpppb "
@@ -690,6 +701,12 @@ def build_parser() -> argparse.ArgumentParser:
         "pattern found in the name (e.g. %%Y%%m%%d for S2A_20240106_T31UDQ.tif)",
     )
     enc.add_argument("--chunks", type=_parse_chunks, help="e.g. time=32,y=256,x=256")
+    enc.add_argument(
+        "--share-attributes",
+        action="store_true",
+        help="release: keep the attributes every cube shares once, in OUTPUT/cubes/zarr.json "
+        "(smaller stores; a store copied out alone then lacks them)",
+    )
     enc.add_argument(
         "--dims",
         type=_parse_dims,

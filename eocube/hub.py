@@ -86,23 +86,71 @@ def _store_unit(prefix: str, files: dict[str, Path]) -> _Unit:
     return _Unit(prefix, {p: files[p] for p in ordered}, prefix)
 
 
+def _warn_if_attributes_stay_behind(path: Path) -> None:
+    """Warn when ``path`` is a store whose release keeps some of its attributes (they
+    are in the release's ``cubes/zarr.json``, which publishing the store alone leaves
+    out)."""
+    if not _is_store(path):
+        return
+    import json
+    import warnings
+
+    from eocube import metadata
+    from eocube.layout import MARKER
+
+    try:
+        marker = json.loads((path / _METADATA).read_text(encoding="utf-8"))["attributes"][MARKER]
+        listed = marker.get(metadata.SHARED) or {}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return
+    names = [f"{node}.{key}" if node else key for node, keys in listed.items() for key in keys]
+    if names:
+        warnings.warn(
+            f"{path} keeps {len(names)} attributes ({', '.join(names[:6])}"
+            f"{', ...' if len(names) > 6 else ''}) in its release's cubes/zarr.json: "
+            "published alone, it opens without them; publish the release folder instead",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _units(path: Path) -> list[_Unit]:
-    """Stores first (sorted), then the loose files; a store at ``path`` goes under its name."""
+    """The release's shared attributes first, then the stores (sorted), then the loose
+    files; a store at ``path`` goes under its name."""
     if _is_store(path):
         files = {f"{path.name}/{f.relative_to(path).as_posix()}": f for f in _walk(path)}
         return [_store_unit(path.name, files)]
+    from eocube.release import CATALOG, CUBES_DIR, SHARED_METADATA
+
+    # a release's cubes/zarr.json (the attributes its cubes share) makes cubes/ a zarr
+    # group, not a store: it goes first, so that a revision holding a store that lists
+    # shared attributes holds them too
+    shared = path / SHARED_METADATA if (path / CATALOG).is_file() else None
     stores: dict[str, dict[str, Path]] = {}
     loose: dict[str, Path] = {}
+    first: dict[str, Path] = {}
     for file in _walk(path):
         rel = file.relative_to(path)
+        if shared is not None and file == shared:
+            first[rel.as_posix()] = file
+            continue
         store = next(
-            (p for p in reversed(rel.parents) if p != Path(".") and _is_store(path / p)), None
+            (
+                p
+                for p in reversed(rel.parents)
+                if p != Path(".")
+                and not (shared is not None and p == Path(CUBES_DIR))
+                and _is_store(path / p)
+            ),
+            None,
         )
         if store is None:
             loose[rel.as_posix()] = file
         else:
             stores.setdefault(store.as_posix(), {})[rel.as_posix()] = file
     units = [_store_unit(name, files) for name, files in sorted(stores.items())]
+    if first:
+        units.insert(0, _Unit("shared attributes", first, None))
     if loose:
         units.append(_Unit("release files", loose, None))
     return units
@@ -254,6 +302,7 @@ def publish(
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"publish: path {str(path)!r} is not a folder")
+    _warn_if_attributes_stay_behind(root)
     units = _units(root)
     if not units:
         raise ValueError(f"publish: path {str(path)!r} holds no file to publish")

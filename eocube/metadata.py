@@ -30,7 +30,7 @@ import base64
 import copy
 import json
 import math
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -175,3 +175,198 @@ def restore_aliases(variables: Mapping[Any, Any], marker: Mapping[str, Any]) -> 
         for key, source in found.items():
             if key not in var.attrs and source in var.attrs:
                 var.attrs[key] = var.attrs[source]
+
+
+SHARED = "shared"
+"""Key of the marker listing the attributes a release keeps once for all its cubes (see
+:func:`common_attributes`)."""
+SHARED_VARIABLES = "eocube_shared"
+"""Attribute of a release's ``cubes/zarr.json`` holding the variables' shared attributes."""
+SHARE_MIN_CHARS = 24
+"""Shortest attribute (key and value as JSON) worth keeping once for a release."""
+KEPT_IN_EVERY_STORE = frozenset(
+    {
+        # what CF decoding and georeferencing read: a plain zarr reader of one store needs
+        # them there
+        "units",
+        "calendar",
+        "standard_name",
+        "axis",
+        "positive",
+        "bounds",
+        "coordinates",
+        "grid_mapping",
+        "_FillValue",
+        "missing_value",
+        "scale_factor",
+        "add_offset",
+        "valid_min",
+        "valid_max",
+        "valid_range",
+        "flag_values",
+        "flag_masks",
+        "flag_meanings",
+        "crs_wkt",
+        "spatial_ref",
+        "GeoTransform",
+        "Conventions",
+        "nodata",
+        "zarr_conventions",
+    }
+)
+"""Attributes never moved out of a store, whatever their size."""
+
+
+def _shareable(key: str, value: Any) -> bool:
+    if key in KEPT_IN_EVERY_STORE or ":" in key or key.startswith("_"):
+        return False  # GeoZarr's proj:/spatial: keys, xarray's and zarr's own
+    return len(key) + len(dumps({"v": value})) - 6 >= SHARE_MIN_CHARS
+
+
+def _nodes(root: Mapping[str, Any], marker_key: str) -> dict[str, dict[str, Any]]:
+    """Node ("" for the group, else an array's name) -> its attributes, less the marker."""
+    out = {"": {k: v for k, v in (root.get("attributes") or {}).items() if k != marker_key}}
+    members = (root.get("consolidated_metadata") or {}).get("metadata") or {}
+    for name, meta in members.items():
+        if isinstance(meta, Mapping) and "/" not in name:
+            out[name] = dict(meta.get("attributes") or {})
+    return out
+
+
+def common_attributes(
+    roots: Sequence[Mapping[str, Any]], marker_key: str
+) -> dict[str, dict[str, Any]]:
+    """The attributes every root document holds with the same value, worth keeping once.
+
+    Parameters
+    ----------
+    roots : list of mapping
+        The root ``zarr.json`` of each cube of a release (consolidated metadata inline),
+        with every attribute in place (:func:`with_shared`).
+    marker_key : str
+        The root attribute holding eocube's marker (never shared).
+
+    Returns
+    -------
+    dict
+        Node ("" for the root group, else an array's name) -> {attribute: value}; empty
+        for fewer than two documents. Attributes CF decoding or georeferencing read
+        (:data:`KEPT_IN_EVERY_STORE`, GeoZarr's ``proj:``/``spatial:`` keys) stay in every
+        store, and so do short ones (:data:`SHARE_MIN_CHARS`).
+    """
+    if len(roots) < 2:
+        return {}
+    nodes = [_nodes(root, marker_key) for root in roots]
+    common: dict[str, dict[str, Any]] = {}
+    for node, attrs in nodes[0].items():
+        same = {
+            key: value
+            for key, value in sorted(attrs.items())
+            if _shareable(key, value)
+            and all(node in other and key in other[node] for other in nodes[1:])
+            and all(dumps({"v": other[node][key]}) == dumps({"v": value}) for other in nodes[1:])
+        }
+        if same:
+            common[node] = same
+    return common
+
+
+def _attributes_of(doc: dict[str, Any], node: str) -> dict[str, Any] | None:
+    if node == "":
+        return doc.setdefault("attributes", {})
+    meta = ((doc.get("consolidated_metadata") or {}).get("metadata") or {}).get(node)
+    if not isinstance(meta, dict):
+        return None
+    return meta.setdefault("attributes", {})
+
+
+def without_shared(
+    root: Mapping[str, Any], shared: Mapping[str, Mapping[str, Any]], marker_key: str
+) -> dict[str, Any]:
+    """``root`` without the attributes ``shared`` keeps for the release, listed in its
+    marker (``shared``: node -> attribute names); a new document."""
+    doc = copy.deepcopy(dict(root))
+    listed: dict[str, list[str]] = {}
+    for node, attrs in shared.items():
+        own = _attributes_of(doc, node)
+        if own is None:
+            continue
+        keys = sorted(k for k in attrs if k in own)
+        for key in keys:
+            del own[key]
+        if not own and node != "":
+            members = doc["consolidated_metadata"]["metadata"]
+            del members[node]["attributes"]
+        if keys:
+            listed[node] = keys
+    marker = doc.setdefault("attributes", {}).setdefault(marker_key, {})
+    marker.pop(SHARED, None)
+    if listed:
+        marker[SHARED] = listed
+    return doc
+
+
+def release_attributes(shared: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The attributes of a release's ``cubes/zarr.json``: the root groups' shared
+    attributes as they are, the variables' under :data:`SHARED_VARIABLES`."""
+    out = dict(shared.get("", {}))
+    variables = {node: dict(attrs) for node, attrs in shared.items() if node != ""}
+    if variables:
+        out[SHARED_VARIABLES] = variables
+    return out
+
+
+def shared_values(release: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Node -> {attribute: value} of a release's ``cubes/zarr.json`` attributes (the
+    inverse of :func:`release_attributes`)."""
+    out: dict[str, dict[str, Any]] = {
+        "": {k: v for k, v in release.items() if k != SHARED_VARIABLES}
+    }
+    variables = release.get(SHARED_VARIABLES)
+    if isinstance(variables, Mapping):
+        for node, attrs in variables.items():
+            if isinstance(attrs, Mapping):
+                out[str(node)] = dict(attrs)
+    return out
+
+
+def with_shared(
+    root: Mapping[str, Any], release: Mapping[str, Any], marker_key: str
+) -> tuple[dict[str, Any], list[str]]:
+    """``root`` with the attributes its marker lists put back from the release's
+    ``cubes/zarr.json`` attributes ``release``, and the marker's list removed.
+
+    Returns
+    -------
+    (dict, list of str)
+        The new document, and ``node.attribute`` of each listed attribute ``release``
+        lacks (those stay absent).
+    """
+    doc = copy.deepcopy(dict(root))
+    marker = (doc.get("attributes") or {}).get(marker_key)
+    listed = marker.pop(SHARED, None) if isinstance(marker, dict) else None
+    missing = put_back(listed, release, lambda node: _attributes_of(doc, node))
+    return doc, missing
+
+
+def put_back(listed: Any, release: Mapping[str, Any], attributes_of: Any) -> list[str]:
+    """Put each attribute of ``listed`` (a marker's ``shared``: node -> names) back from
+    ``release`` into ``attributes_of(node)`` (a dict, or None for a node that is not
+    there); attributes already present are left alone. Returns those ``release`` lacks,
+    as ``node.attribute`` (``attribute`` for the root group)."""
+    if not isinstance(listed, Mapping):
+        return []
+    values = shared_values(release)
+    missing = []
+    for node, keys in listed.items():
+        own = attributes_of(str(node))
+        if own is None or not isinstance(keys, list):
+            continue
+        for key in keys:
+            if key in own:
+                continue
+            if key in values.get(str(node), {}):
+                own[key] = values[str(node)][key]
+            else:
+                missing.append(f"{node}.{key}" if node else str(key))
+    return missing

@@ -111,6 +111,16 @@ def test_several_inputs_make_a_release(tmp_path: Path) -> None:
         "stars_bcsd_obs_12x2x33x81",
     }
     assert (tmp_path / "release" / "catalog.parquet").exists()
+    assert not (tmp_path / "release" / "cubes" / "zarr.json").exists()  # shared: opt-in
+    done = eocube(
+        "encode", *inputs, str(tmp_path / "shared"), "--crf", "24", "--share-attributes"
+    )
+    assert done.returncode == 0, done.stderr
+    shared = json.loads((tmp_path / "shared" / "cubes" / "zarr.json").read_text())
+    assert "history" in shared["attributes"]  # the corpus builder's note, in both cubes
+    single = eocube("encode", inputs[0], str(tmp_path / "one.eocube"), "--share-attributes")
+    assert single.returncode != 0
+    assert "--share-attributes is for a release" in single.stderr
 
 
 def test_first_run_compiles_visibly_before_any_clock_starts(

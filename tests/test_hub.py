@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -544,3 +545,27 @@ def test_server_logs_and_ranges(hub: HubServer, published: str) -> None:
         ("GET", "bytes=-8", 206, 8),
         ("GET", f"bytes={size}-", 416, 0),
     ]
+
+
+def test_a_shared_release_reads_its_attributes_over_hf(hub: HubServer, tmp_path: Path) -> None:
+    # write_release(share_attributes=True): the attributes the cubes share come from the
+    # release's cubes/zarr.json, one more small read per cube opened
+    s2 = _load(CUBES["s2-gfmap"]).isel(time=slice(0, 4))
+    cubes = {"a": s2.isel(x=slice(0, 20)), "b": s2.isel(x=slice(20, 40))}
+    folder = tmp_path / "shared-release"
+    eocube.write_release(cubes, folder, progress=False, crf=30, share_attributes=True)
+    assert (folder / "cubes/zarr.json").is_file()
+    sha = publish(folder, "eocube/shared-release", endpoint=hub.url, token=TOKEN)
+    assert hub.commits("eocube/shared-release")[-2].endswith("(1/4: shared attributes)")
+    _fresh()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        remote = xr.open_dataset(
+            _url(sha, "b", "eocube/shared-release"),
+            engine="eocube",
+            storage_options=_options(hub),
+        )
+    assert remote.attrs["title"] == s2.attrs["title"]
+    assert remote.data.attrs["long_name"] == s2.data.attrs["long_name"]
+    local = eocube.open_dataset(folder / "cubes/b.eocube")
+    xr.testing.assert_identical(remote.load(), local.load())

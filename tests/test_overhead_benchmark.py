@@ -45,3 +45,17 @@ def test_a_long_attribute_repeated_under_another_name_counts_once() -> None:
     extra = overhead._source_attribute_bytes(twice) - overhead._source_attribute_bytes(once)
     assert 0 < extra < 32  # the second name and an empty value, not the WKT again
     assert overhead._source_attribute_bytes(once) > len(wkt)
+
+
+def test_a_release_of_tiles_saves_the_shared_attributes() -> None:
+    ds = _small_cube()
+    ds.attrs["description"] = "a description every tile of the release repeats, word for word"
+    row = overhead.measure_release("small", ds, 0.1)
+    assert row["tiles"] == 4
+    assert row["shared_document_bytes"] > len(ds.attrs["description"])
+    # the same payloads: what changes is the attributes, kept once
+    assert row["saved_per_cube"] == row["plain_other_per_cube"] - row["shared_other_per_cube"]
+    assert row["plain_store_per_cube"] - row["shared_store_per_cube"] == row["saved_per_cube"]
+    assert row["saved_per_cube"] > 0
+    text = overhead.render_release([row], 0.1)
+    assert f"| small | {row['plain_store_per_cube']:.0f} |" in text
