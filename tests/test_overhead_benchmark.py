@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import xarray as xr
 
@@ -59,3 +62,12 @@ def test_a_release_of_tiles_saves_the_shared_attributes() -> None:
     assert row["saved_per_cube"] > 0
     text = overhead.render_release([row], 0.1)
     assert f"| small | {row['plain_store_per_cube']:.0f} |" in text
+
+
+def test_the_release_run_writes_its_table(tmp_path: Path) -> None:
+    stem = "s2_l2a_openeo_gfmap_19x4x52x46"  # shipped in tests/data, the default corpus
+    assert overhead.main(["--release", "--cubes", stem, "--out", str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "overhead_release.json").read_text())["rows"]
+    assert row["cube"] == stem
+    assert row["saved_per_cube"] > 0  # the tiles share the source's title, licence...
+    assert f"| {stem} |" in (tmp_path / "overhead_release.md").read_text()
