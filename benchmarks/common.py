@@ -312,3 +312,50 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = 
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(sep) + "|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------- results
+
+
+def save_results(out: Path, stem: str, text: str, run: dict[str, Any]) -> None:
+    """Print the markdown ``text`` and write it as ``<stem>.md``, and ``run`` (with the
+    code's git state added) as ``<stem>.json``, under ``out``."""
+    import json
+
+    print()
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(text)
+    (out / f"{stem}.json").write_text(json.dumps({**run, "code": git_state()}, indent=1))
+
+
+def paired_bars(
+    path: Path,
+    labels: Sequence[str],
+    bars: tuple[tuple[str, Sequence[float]], tuple[str, Sequence[float]]],
+    ylabel: str,
+    *,
+    log: bool = False,
+    one: bool = False,
+) -> None:
+    """Two bars per label (e.g. before and after, per cube), saved as a PNG at ``path``;
+    ``log``: a log y axis; ``one``: a line at 1 (for ratios)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    x = np.arange(len(labels))
+    for offset, (label, values) in zip((-0.2, 0.2), bars, strict=True):
+        ax.bar(x + offset, list(values), 0.4, label=label)
+    if one:
+        ax.axhline(1, color="k", linewidth=0.8)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xticks(x, [name[:24] for name in labels], rotation=20, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

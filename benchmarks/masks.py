@@ -13,7 +13,6 @@ then the packed bits chunk payloads hand on; zlib: decompress and unpack), media
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 import zlib
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import corpus
-from benchmarks.common import git_state, machine_info, md_table
+from benchmarks.common import machine_info, md_table, paired_bars, save_results
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -126,22 +125,16 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Mask bits per value both ways, per cube (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    x = np.arange(len(rows))
-    ax.bar(x - 0.2, [r["zlib_bpppb"] for r in rows], 0.4, label="zlib of the packed bits")
-    ax.bar(x + 0.2, [r["runs_bpppb"] for r in rows], 0.4, label="runs (chunk format 6)")
-    ax.set_yscale("log")
-    ax.set_xticks(x, [r["cube"][:24] for r in rows], rotation=20, ha="right", fontsize=7)
-    ax.set_ylabel("mask bits per value")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    paired_bars(
+        path,
+        [r["cube"] for r in rows],
+        (
+            ("zlib of the packed bits", [r["zlib_bpppb"] for r in rows]),
+            ("runs (chunk format 6)", [r["runs_bpppb"] for r in rows]),
+        ),
+        "mask bits per value",
+        log=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,20 +164,15 @@ def main(argv: list[str] | None = None) -> int:
         f"({min(ratios):.2f} to {max(ratios):.2f}); decode time runs / zlib: median "
         f"{statistics.median(dec):.2f} ({min(dec):.2f} to {max(dec):.2f}).\n"
     )
-    print()
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "masks.md").write_text(text)
-    (args.out / "masks.json").write_text(
-        json.dumps(
-            {
-                "repeats": args.repeats,
-                "machine": machine_info(threads=1),
-                "code": git_state(),
-                "rows": rows,
-            },
-            indent=1,
-        )
+    save_results(
+        args.out,
+        "masks",
+        text,
+        {
+            "repeats": args.repeats,
+            "machine": machine_info(threads=1),
+            "rows": rows,
+        },
     )
     plot(rows, args.out / "masks.png")
     return 0

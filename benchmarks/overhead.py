@@ -32,7 +32,7 @@ import numpy as np
 import xarray as xr
 
 from benchmarks import corpus
-from benchmarks.common import git_state, md_table
+from benchmarks.common import git_state, md_table, save_results
 
 RESULTS = Path(__file__).parent / "results"
 _WKT_UTM31 = (
@@ -278,13 +278,8 @@ def _main_release(args: argparse.Namespace) -> int:
             f"{row['shared_other_per_cube']:8.0f} B",
             flush=True,
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "overhead_release.json").write_text(
-        json.dumps({"bpppb": args.bpppb, "code": git_state(), "rows": release_rows}, indent=1)
-    )
     text = render_release(release_rows, args.bpppb)
-    (args.out / "overhead_release.md").write_text(text)
-    print(text)
+    save_results(args.out, "overhead_release", text, {"bpppb": args.bpppb, "rows": release_rows})
     return 0
 
 

@@ -13,7 +13,6 @@ machine hits both alike); medians and their ratios are printed and written to
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import tempfile
@@ -26,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from benchmarks import corpus
-from benchmarks.common import git_state, machine_info, md_table
+from benchmarks.common import machine_info, md_table, paired_bars, save_results
 
 CUBES = (
     "s2_l2a_worldcereal_118x4x64x64",
@@ -122,22 +121,16 @@ def table(rows: list[dict[str, Any]], profile: str) -> str:
 
 def plot(rows: list[dict[str, Any]], profile: str, path: Path) -> None:
     """Write and read time ratios per cube, as bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    x = np.arange(len(rows))
-    ax.bar(x - 0.2, [r["write_ratio"] for r in rows], 0.4, label="write time ×")
-    ax.bar(x + 0.2, [r["read_ratio"] for r in rows], 0.4, label="read time ×")
-    ax.axhline(1, color="k", linewidth=0.8)
-    ax.set_xticks(x, [r["cube"][:24] for r in rows], rotation=20, ha="right", fontsize=7)
-    ax.set_ylabel(f"{profile} / {BASE}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    paired_bars(
+        path,
+        [r["cube"] for r in rows],
+        (
+            ("write time ×", [r["write_ratio"] for r in rows]),
+            ("read time ×", [r["read_ratio"] for r in rows]),
+        ),
+        f"{profile} / {BASE}",
+        one=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,23 +149,18 @@ def main(argv: list[str] | None = None) -> int:
         + table(rows, args.profile)
         + "\n"
     )
-    print()
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "profile_ab.md").write_text(text)
-    (args.out / "profile_ab.json").write_text(
-        json.dumps(
-            {
-                "profile": args.profile,
-                "base": BASE,
-                "crf": CRF,
-                "repeats": args.repeats,
-                "machine": machine_info(threads=0),
-                "code": git_state(),
-                "rows": rows,
-            },
-            indent=1,
-        )
+    save_results(
+        args.out,
+        "profile_ab",
+        text,
+        {
+            "profile": args.profile,
+            "base": BASE,
+            "crf": CRF,
+            "repeats": args.repeats,
+            "machine": machine_info(threads=0),
+            "rows": rows,
+        },
     )
     plot(rows, args.profile, args.out / "profile_ab.png")
     return 0

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import corpus
-from benchmarks.common import git_state, machine_info, md_table
+from benchmarks.common import machine_info, md_table, save_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
@@ -168,22 +168,17 @@ def main(argv: list[str] | None = None) -> int:
         + table(rows)
         + "\n"
     )
-    print()
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "version_ab.md").write_text(text)
-    (args.out / "version_ab.json").write_text(
-        json.dumps(
-            {
-                "baseline": base_commit,
-                "crf": CRF,
-                "repeats": args.repeats,
-                "machine": machine_info(threads=0),
-                "code": git_state(),
-                "rows": rows,
-            },
-            indent=1,
-        )
+    save_results(
+        args.out,
+        "version_ab",
+        text,
+        {
+            "baseline": base_commit,
+            "crf": CRF,
+            "repeats": args.repeats,
+            "machine": machine_info(threads=0),
+            "rows": rows,
+        },
     )
     return 0
 
