@@ -789,10 +789,11 @@ def _read_streams(
         if (
             stream.decoder == lossless.CODER
             and header.version < PRED_GAIN_VERSION
-            and any(p[:1] == b"\x03" for p in stream.packets)
+            and any(p[:1] and p[0] >= lossless.GAIN_VERSION for p in stream.packets)
         ):
             raise CorruptChunkError(
-                f"{lossless.CODER} packet of version 3 in a version-{header.version} payload"
+                f"{lossless.CODER} packet of version {lossless.GAIN_VERSION} in a "
+                f"version-{header.version} payload"
             )
         streams.append(stream)
     return packing.plan_layout(header.layout, T, B), streams

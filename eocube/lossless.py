@@ -90,8 +90,10 @@ CODER = "eocube-pred"
 """The encoder and decoder name streams of this coder carry."""
 PIX_FMT = "gray16le"
 """The only pixel format the coder takes."""
-VERSION = 3
-"""The packet version written: 3 adds a third sub-predictor per reference (its gain)."""
+GAIN_VERSION = 3
+"""The first packet version with a third sub-predictor per reference (its gain)."""
+VERSION = GAIN_VERSION
+"""The packet version written."""
 READABLE_VERSIONS = (2, 3)
 
 _MAXVAL = 65535
@@ -1286,7 +1288,7 @@ class _StreamDecoder:
             ) from None
         self.out = self.ranks
         self.modes = modes
-        self.gain = version >= 3
+        self.gain = version >= GAIN_VERSION
         self.model = _new_model()
         self.table: np.ndarray | None = None
         self.state = np.zeros(3, np.int64)

@@ -21,6 +21,10 @@ variable → {attribute: the attribute it equals}) and :func:`restore_aliases` p
 when eocube opens the store, so attributes round-trip exactly; plain zarr readers see
 the CF attribute only (which rioxarray and GDAL read as well).
 
+A release (:mod:`eocube.release`) may also keep once, in ``cubes/zarr.json``, the
+attributes all its cubes share (:func:`common_attributes`, :func:`without_shared`);
+each store's marker lists them (``shared``) and :func:`put_back` restores them.
+
 Every document stays one that ``zarr.open_group`` and ``xr.open_zarr`` read.
 """
 
@@ -30,7 +34,7 @@ import base64
 import copy
 import json
 import math
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -263,12 +267,16 @@ def common_attributes(
             key: value
             for key, value in sorted(attrs.items())
             if _shareable(key, value)
-            and all(node in other and key in other[node] for other in nodes[1:])
-            and all(dumps({"v": other[node][key]}) == dumps({"v": value}) for other in nodes[1:])
+            and all(_same_value(other.get(node, {}), key, value) for other in nodes[1:])
         }
         if same:
             common[node] = same
     return common
+
+
+def _same_value(attrs: Mapping[str, Any], key: str, value: Any) -> bool:
+    # as JSON: the documents' values are JSON, where 1 and 1.0 differ
+    return key in attrs and dumps({"v": attrs[key]}) == dumps({"v": value})
 
 
 def _attributes_of(doc: dict[str, Any], node: str) -> dict[str, Any] | None:
@@ -349,7 +357,11 @@ def with_shared(
     return doc, missing
 
 
-def put_back(listed: Any, release: Mapping[str, Any], attributes_of: Any) -> list[str]:
+def put_back(
+    listed: Any,
+    release: Mapping[str, Any],
+    attributes_of: Callable[[str], MutableMapping[Any, Any] | None],
+) -> list[str]:
     """Put each attribute of ``listed`` (a marker's ``shared``: node -> names) back from
     ``release`` into ``attributes_of(node)`` (a dict, or None for a node that is not
     there); attributes already present are left alone. Returns those ``release`` lacks,
