@@ -95,6 +95,11 @@ DB_PER_DOUBLING = 6.0
 """The PSNR one doubling of the bytes buys, about (6.02 dB per bit per value at high
 rates): how ``frames="auto"`` and ``wavelet="auto"`` weigh one candidate's dB against
 the other's bytes."""
+PROBE_FRAMES = 4
+"""Frames of the window a chunk's rotation candidates are tried on (:func:`spectral.candidates`)."""
+PROBE_SIDE = 192
+"""Rows and columns, at most, of that window: with 4 frames, about 1/14 of a chunk of 32
+dates of 256 x 256 px per candidate."""
 WAVELET_MARGIN_DB = 0.25
 """What the wavelet coding must gain over the video's (dB at equal bytes; bytes at equal
 bound, 3 %) to be kept: its chunks decode on the CPU only, and more slowly."""
@@ -320,19 +325,27 @@ def encode_chunk(
     )
 
     def without_residual(time_in_frame: bool) -> bytes:
-        basis, streams, invalid = _video_part(
-            block, prof, maps, options, nodata, time_in_frame, threads
+        frame = _frame_codes(block, prof, maps, options, nodata, time_in_frame)
+        found = _rotations(frame, prof)
+        if len(found) == 1:
+            return _video_payload(
+                block, base, found[0], prof, maps, options, nodata, time_in_frame, threads, frame
+            )
+        window = _probe_window(block.shape, time_in_frame)
+        probe = np.ascontiguousarray(block[window])
+        if 2 * probe.size >= block.size:
+            # a window of half the block or more costs about as much as coding the whole
+            # block with each: its best coding is then the payload
+            return _best_payload(
+                block, base, found, prof, maps, options, nodata, time_in_frame, threads
+            )[1]
+        probe_base = replace(base, shape=probe.shape, coded=None, fill=None)
+        pick, _ = _best_payload(
+            probe, probe_base, found, prof, maps, options, nodata, time_in_frame, threads
         )
-        masks, needs = _masks_part(block, invalid, nodata)
-        if prof.encoder == lossless.CODER:
-            needs = max(needs, PRED_GAIN_VERSION)
-        header = replace(
-            base,
-            version=max(4 if time_in_frame else FORMAT_VERSION, needs),
-            spectral=basis,
-            time_in_frame=time_in_frame,
+        return _video_payload(
+            block, base, found[pick], prof, maps, options, nodata, time_in_frame, threads, frame
         )
-        return header.to_bytes() + streams + masks + b"\x00"
 
     decoded = None
     if frames == "auto" and not exact and T >= AUTO_MIN_DATES and Y > 1:
@@ -493,6 +506,111 @@ def _psnr_for_choice(block: np.ndarray, decoded: np.ndarray, nodata: float | Non
     return 0.0 if math.isnan(value) else min(value, 200.0)
 
 
+FrameCodes = tuple[np.ndarray, int, int, "np.ndarray | None"]
+"""A block's band codes in padded frames, its frame height and width inside them, and
+where its values are missing, in frame order (:func:`_frame_codes`)."""
+
+
+def _probe_window(shape: tuple[int, ...], time_in_frame: bool) -> tuple[slice, ...]:
+    """The centre of a (T, B, Y, X) block that rotation candidates are tried on: at most
+    :data:`PROBE_FRAMES` frames of at most :data:`PROBE_SIDE` squared pixels."""
+    T, _, Y, X = shape
+
+    def centred(n: int, k: int) -> slice:
+        start = (n - min(n, k)) // 2
+        return slice(start, start + min(n, k))
+
+    if time_in_frame:  # frames are rows, holding every date
+        return centred(T, PROBE_SIDE), slice(None), centred(Y, PROBE_FRAMES), centred(X, PROBE_SIDE)
+    return centred(T, PROBE_FRAMES), slice(None), centred(Y, PROBE_SIDE), centred(X, PROBE_SIDE)
+
+
+def _rotations(frame: FrameCodes, prof: Profile) -> list[spectral.SpectralBasis | None]:
+    """The band rotations to code a block (its :func:`_frame_codes`) with: [None] unless
+    the profile rotates (``transform = "klt"``), else :func:`eocube.spectral.candidates`."""
+    codes, height, width, _ = frame
+    if prof.transform != "klt" or codes.shape[1] == 1 or prof.lossless:
+        return [None]
+    return spectral.candidates(codes, height, width, prof.bits)
+
+
+def _video_payload(
+    block: np.ndarray,
+    base: ChunkHeader,
+    rotation: spectral.SpectralBasis | None,
+    prof: Profile,
+    maps: packing.BandMaps,
+    options: dict[str, str],
+    nodata: float | None,
+    time_in_frame: bool,
+    threads: int,
+    frame: FrameCodes | None = None,
+) -> bytes:
+    """The payload of a (cropped) block coded by the video with ``rotation``, without a
+    residual layer; ``base`` holds the header's fields that do not depend on the coding,
+    ``frame`` the block's :func:`_frame_codes` if already made."""
+    streams, invalid = _video_part(
+        block, prof, maps, options, nodata, time_in_frame, threads, rotation, frame
+    )
+    masks, needs = _masks_part(block, invalid, nodata)
+    if prof.encoder == lossless.CODER:
+        needs = max(needs, PRED_GAIN_VERSION)
+    header = replace(
+        base,
+        version=max(4 if time_in_frame else FORMAT_VERSION, needs),
+        spectral=rotation,
+        time_in_frame=time_in_frame,
+    )
+    return header.to_bytes() + streams + masks + b"\x00"
+
+
+def _best_payload(
+    block: np.ndarray,
+    base: ChunkHeader,
+    rotations: list[spectral.SpectralBasis | None],
+    prof: Profile,
+    maps: packing.BandMaps,
+    options: dict[str, str],
+    nodata: float | None,
+    time_in_frame: bool,
+    threads: int,
+) -> tuple[int, bytes]:
+    """Which of ``rotations`` codes the block best, and that payload: each coding decoded
+    and weighed by PSNR and bytes (:data:`DB_PER_DOUBLING`); the first on ties."""
+    best, best_payload, best_score = 0, b"", -math.inf
+    for i, rotation in enumerate(rotations):
+        payload = _video_payload(
+            block, base, rotation, prof, maps, options, nodata, time_in_frame, threads
+        )
+        T, _, Y, X = block.shape
+        decoded = decode_chunk(payload, threads=threads)[:T, :, :Y, :X]
+        score = _psnr_for_choice(block, decoded, nodata) - DB_PER_DOUBLING * math.log2(len(payload))
+        if i == 0 or score > best_score:
+            best, best_payload, best_score = i, payload, score
+    return best, best_payload
+
+
+def _frame_codes(
+    block: np.ndarray,
+    prof: Profile,
+    maps: packing.BandMaps,
+    options: dict[str, str],
+    nodata: float | None,
+    time_in_frame: bool,
+) -> FrameCodes:
+    """The block's band codes in frames padded to the codec's frame size, the block's own
+    frame height and width inside them, and where values are missing (frame order)."""
+    frames_block = np.ascontiguousarray(block.transpose(2, 1, 0, 3)) if time_in_frame else block
+    _, _, R, X = frames_block.shape
+    height, width = video.frame_size(prof.encoder, prof.pix_fmt, R, X, prof.lossless, options)
+    if prof.extra_pix_fmt is not None:
+        # both streams share one frame size, so one set of codes serves them
+        h2, w2 = video.frame_size(prof.encoder, prof.extra_pix_fmt, R, X, prof.lossless, options)
+        height, width = max(height, h2), max(width, w2)
+    codes, invalid = packing.quantize(frames_block, maps, prof.bits, height, width, nodata=nodata)
+    return codes, R, X, invalid
+
+
 def _video_part(
     block: np.ndarray,
     prof: Profile,
@@ -501,22 +619,18 @@ def _video_part(
     nodata: float | None,
     time_in_frame: bool,
     threads: int,
-) -> tuple[spectral.SpectralBasis | None, bytes, np.ndarray | None]:
-    """The band rotation, the streams section and the invalid mask (in the block's
-    (T, B, Y, X) order) of a (cropped) block, with dates or rows as frames."""
-    frames_block = np.ascontiguousarray(block.transpose(2, 1, 0, 3)) if time_in_frame else block
-    F, B, R, X = frames_block.shape
-    height, width = video.frame_size(prof.encoder, prof.pix_fmt, R, X, prof.lossless, options)
-    if prof.extra_pix_fmt is not None:
-        # both streams share one frame size, so one set of codes serves them
-        h2, w2 = video.frame_size(prof.encoder, prof.extra_pix_fmt, R, X, prof.lossless, options)
-        height, width = max(height, h2), max(width, w2)
-    codes, invalid = packing.quantize(frames_block, maps, prof.bits, height, width, nodata=nodata)
-    basis = None
-    if prof.transform == "klt" and B > 1 and not prof.lossless:
-        basis = spectral.fit_if_worthwhile(codes, R, X, prof.bits)
-        if basis is not None:
-            codes = spectral.project(codes, basis, prof.bits)
+    rotation: spectral.SpectralBasis | None = None,
+    frame: FrameCodes | None = None,
+) -> tuple[bytes, np.ndarray | None]:
+    """The streams section and the invalid mask (in the block's (T, B, Y, X) order) of a
+    (cropped) block, with dates or rows as frames and its bands rotated by ``rotation``
+    (``frame``: the block's :func:`_frame_codes`, if already made)."""
+    if frame is None:
+        frame = _frame_codes(block, prof, maps, options, nodata, time_in_frame)
+    codes, _, _, invalid = frame
+    F, B, height, width = codes.shape
+    if rotation is not None:
+        codes = spectral.project(codes, rotation, prof.bits)
     planes = codes.reshape(F * B, height, width)
     w = ByteWriter()
     plans = packing.plan_layout(prof.layout, F, B)
@@ -533,7 +647,7 @@ def _video_part(
             w.raw(p)
     if invalid is not None and time_in_frame:
         invalid = invalid.transpose(2, 1, 0, 3)
-    return basis, w.getvalue(), invalid
+    return w.getvalue(), invalid
 
 
 def _masks_part(
