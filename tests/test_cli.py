@@ -112,9 +112,7 @@ def test_several_inputs_make_a_release(tmp_path: Path) -> None:
     }
     assert (tmp_path / "release" / "catalog.parquet").exists()
     assert not (tmp_path / "release" / "cubes" / "zarr.json").exists()  # shared: opt-in
-    done = eocube(
-        "encode", *inputs, str(tmp_path / "shared"), "--crf", "24", "--share-attributes"
-    )
+    done = eocube("encode", *inputs, str(tmp_path / "shared"), "--crf", "24", "--share-attributes")
     assert done.returncode == 0, done.stderr
     shared = json.loads((tmp_path / "shared" / "cubes" / "zarr.json").read_text())
     assert "history" in shared["attributes"]  # the corpus builder's note, in both cubes
