@@ -194,19 +194,21 @@ def test_encoder_keeps_the_rotation_that_codes_the_chunk_better(
 def test_a_window_of_a_long_chunk_chooses_its_rotation(
     load_cube: LoadCube, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 19 dates: the rotations are tried on 4 of them, then the chunk is coded once more
+    # 19 dates: the rotations are tried on 4 of them at x265's fastest preset, then the
+    # chunk is coded once more at the profile's
     block = load_cube("s2_l2a_openeo_gfmap_19x4x52x46").data
-    tried: list[tuple[int, ...]] = []
+    tried: list[tuple[tuple[int, ...], str]] = []
     encode = chunk._video_payload
 
     def recording(sub: np.ndarray, *args: Any, **kwargs: Any) -> bytes:
-        tried.append(sub.shape)
+        tried.append((sub.shape, args[4]["preset"]))
         return encode(sub, *args, **kwargs)
 
     monkeypatch.setattr(chunk, "_video_payload", recording)
     payload = encode_chunk(block, "hevc-12bit-444", quality=8)
     window = (chunk.PROBE_FRAMES, *block.shape[1:])
-    assert tried == [window, window, block.shape]
+    probe = (window, chunk.PROBE_PRESET)
+    assert tried == [probe, probe, (block.shape, "medium")]
     assert read_header(payload).spectral is not None
     assert metrics.psnr(block, decode_chunk(payload)) > 40
 
