@@ -600,18 +600,32 @@ def _best_payload(
     threads: int,
 ) -> tuple[int, bytes]:
     """Which of ``rotations`` codes the block best, and that payload: each coding decoded
-    and weighed by PSNR and bytes (:data:`DB_PER_DOUBLING`); the first on ties."""
-    best, best_payload, best_score = 0, b"", -math.inf
-    for i, rotation in enumerate(rotations):
+    and weighed by PSNR and bytes (:data:`DB_PER_DOUBLING`); the first on ties.
+
+    The codings run at once, one thread each (unless ``threads`` is 1), as a chunk's
+    streams do (:func:`_encode_streams`): on small frames one encoder keeps about one
+    core busy. Each payload is the one coding it alone gives."""
+    T, _, Y, X = block.shape
+
+    def scored(rotation: spectral.SpectralBasis | None) -> tuple[float, bytes]:
         payload = _video_payload(
             block, base, rotation, prof, maps, options, nodata, time_in_frame, threads
         )
-        T, _, Y, X = block.shape
         decoded = decode_chunk(payload, threads=threads)[:T, :, :Y, :X]
-        score = _psnr_for_choice(block, decoded, nodata) - DB_PER_DOUBLING * math.log2(len(payload))
-        if i == 0 or score > best_score:
-            best, best_payload, best_score = i, payload, score
-    return best, best_payload
+        psnr = _psnr_for_choice(block, decoded, nodata)
+        return psnr - DB_PER_DOUBLING * math.log2(len(payload)), payload
+
+    if threads == 1 or len(rotations) == 1:
+        results = [scored(rotation) for rotation in rotations]
+    else:
+        with ThreadPoolExecutor(len(rotations) - 1, thread_name_prefix="eocube-rotation") as pool:
+            later = [pool.submit(scored, rotation) for rotation in rotations[1:]]
+            results = [scored(rotations[0]), *(f.result() for f in later)]
+    best = 0
+    for i, (score, _) in enumerate(results):
+        if score > results[best][0]:
+            best = i
+    return best, results[best][1]
 
 
 def _frame_codes(
