@@ -104,9 +104,9 @@ PROBE_PRESET = "ultrafast"
 """The x264/x265 preset of the encodes that try the rotations on a window (a window of
 half the chunk or more is the whole chunk, tried at the profile's own preset and kept):
 on the 7 dev cubes whose chunks are tried on a window, the choices of the profile's
-preset but on one (a 13-band scene: +0.09 dB instead of +0.15), with encoding 1.0 to
-1.5 times as long as without the trial instead of 1.0 to 1.9
-(benchmarks/results/klt_basis.md)."""
+preset but on one (a 13-band scene: +0.09 dB instead of +0.15), at a fraction of its
+time (ERA-Interim, candidates coded in turn: 1.01 times the encoding without a trial,
+against 1.64 at medium; benchmarks/results/klt_basis.md)."""
 WAVELET_MARGIN_DB = 0.25
 """What the wavelet coding must gain over the video's (dB at equal bytes; bytes at equal
 bound, 3 %) to be kept: its chunks decode on the CPU only, and more slowly."""
