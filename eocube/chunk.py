@@ -332,35 +332,19 @@ def encode_chunk(
     )
 
     def without_residual(time_in_frame: bool) -> bytes:
-        frame = _frame_codes(block, prof, maps, options, nodata, time_in_frame)
+        coding = _VideoCoding(prof, maps, options, nodata, time_in_frame, threads)
+        frame = coding.frame_codes(block)
         found = _rotations(frame, prof)
         if len(found) == 1:
-            return _video_payload(
-                block, base, found[0], prof, maps, options, nodata, time_in_frame, threads, frame
-            )
-        window = _probe_window(block.shape, time_in_frame)
-        probe = np.ascontiguousarray(block[window])
+            return coding.payload(block, base, found[0], frame)
+        probe = np.ascontiguousarray(block[_probe_window(block.shape, time_in_frame)])
         if 2 * probe.size >= block.size:
             # a window of half the block or more costs about as much as coding the whole
             # block with each: its best coding is then the payload
-            return _best_payload(
-                block, base, found, prof, maps, options, nodata, time_in_frame, threads
-            )[1]
+            return coding.best(block, base, found)[1]
         probe_base = replace(base, shape=probe.shape, coded=None, fill=None)
-        pick, _ = _best_payload(
-            probe,
-            probe_base,
-            found,
-            prof,
-            maps,
-            _probe_options(prof, options),
-            nodata,
-            time_in_frame,
-            threads,
-        )
-        return _video_payload(
-            block, base, found[pick], prof, maps, options, nodata, time_in_frame, threads, frame
-        )
+        pick, _ = coding.probing().best(probe, probe_base, found)
+        return coding.payload(block, base, found[pick], frame)
 
     decoded = None
     if frames == "auto" and not exact and T >= AUTO_MIN_DATES and Y > 1:
@@ -523,7 +507,7 @@ def _psnr_for_choice(block: np.ndarray, decoded: np.ndarray, nodata: float | Non
 
 FrameCodes = tuple[np.ndarray, int, int, "np.ndarray | None"]
 """A block's band codes in padded frames, its frame height and width inside them, and
-where its values are missing, in frame order (:func:`_frame_codes`)."""
+where its values are missing, in frame order (:meth:`_VideoCoding.frame_codes`)."""
 
 
 def _probe_window(shape: tuple[int, ...], time_in_frame: bool) -> tuple[slice, ...]:
@@ -541,7 +525,7 @@ def _probe_window(shape: tuple[int, ...], time_in_frame: bool) -> tuple[slice, .
 
 
 def _rotations(frame: FrameCodes, prof: Profile) -> list[spectral.SpectralBasis | None]:
-    """The band rotations to code a block (its :func:`_frame_codes`) with: [None] unless
+    """The band rotations to code a block (its :meth:`_VideoCoding.frame_codes`) with: [None] unless
     the profile rotates (``transform = "klt"``), else :func:`eocube.spectral.candidates`."""
     codes, height, width, _ = frame
     if prof.transform != "klt" or codes.shape[1] == 1 or prof.lossless:
@@ -549,122 +533,123 @@ def _rotations(frame: FrameCodes, prof: Profile) -> list[spectral.SpectralBasis 
     return spectral.candidates(codes, height, width, prof.bits)
 
 
-def _video_payload(
-    block: np.ndarray,
-    base: ChunkHeader,
-    rotation: spectral.SpectralBasis | None,
-    prof: Profile,
-    maps: packing.BandMaps,
-    options: dict[str, str],
-    nodata: float | None,
-    time_in_frame: bool,
-    threads: int,
-    frame: FrameCodes | None = None,
-) -> bytes:
-    """The payload of a (cropped) block coded by the video with ``rotation``, without a
-    residual layer; ``base`` holds the header's fields that do not depend on the coding,
-    ``frame`` the block's :func:`_frame_codes` if already made."""
-    streams, invalid = _video_part(
-        block, prof, maps, options, nodata, time_in_frame, threads, rotation, frame
-    )
-    masks, needs = _masks_part(block, invalid, nodata)
-    if prof.encoder == lossless.CODER:
-        needs = max(needs, PRED_GAIN_VERSION)
-    header = replace(
-        base,
-        version=max(4 if time_in_frame else FORMAT_VERSION, needs),
-        spectral=rotation,
-        time_in_frame=time_in_frame,
-    )
-    return header.to_bytes() + streams + masks + b"\x00"
+@dataclass(frozen=True)
+class _VideoCoding:
+    """How a (cropped) block's video payloads are coded, but for their band rotation:
+    the profile, band maps, encoder options, nodata, frame axis and codec threads."""
 
+    prof: Profile
+    maps: packing.BandMaps
+    options: dict[str, str]
+    nodata: float | None
+    time_in_frame: bool
+    threads: int
 
-def _probe_options(prof: Profile, options: dict[str, str]) -> dict[str, str]:
-    """The encoder options a window is tried with: x264's and x265's fastest preset
-    (their own options kept), which ranks the rotations as the profile's preset does on
-    the dev corpus at a fraction of its time; other encoders' options unchanged."""
-    if prof.encoder in ("libx264", "libx265") and "preset" in options:
-        return {**options, "preset": PROBE_PRESET}
-    return options
-
-
-def _best_payload(
-    block: np.ndarray,
-    base: ChunkHeader,
-    rotations: list[spectral.SpectralBasis | None],
-    prof: Profile,
-    maps: packing.BandMaps,
-    options: dict[str, str],
-    nodata: float | None,
-    time_in_frame: bool,
-    threads: int,
-) -> tuple[int, bytes]:
-    """Which of ``rotations`` codes the block best, and that payload: each coding decoded
-    and weighed by PSNR and bytes (:data:`DB_PER_DOUBLING`); the first on ties.
-
-    The codings run at once, one thread each (unless ``threads`` is 1), as a chunk's
-    streams do (:func:`_encode_streams`): on small frames one encoder keeps about one
-    core busy. Each payload is the one coding it alone gives."""
-    T, _, Y, X = block.shape
-
-    def scored(rotation: spectral.SpectralBasis | None) -> tuple[float, bytes]:
-        payload = _video_payload(
-            block, base, rotation, prof, maps, options, nodata, time_in_frame, threads
+    def frame_codes(self, block: np.ndarray) -> FrameCodes:
+        """The block's band codes in frames padded to the codec's frame size, the block's
+        own frame height and width inside them, and where values are missing (frame
+        order)."""
+        prof = self.prof
+        frames_block = block.transpose(2, 1, 0, 3) if self.time_in_frame else block
+        frames_block = np.ascontiguousarray(frames_block)
+        _, _, R, X = frames_block.shape
+        height, width = video.frame_size(
+            prof.encoder, prof.pix_fmt, R, X, prof.lossless, self.options
         )
-        decoded = decode_chunk(payload, threads=threads)[:T, :, :Y, :X]
-        psnr = _psnr_for_choice(block, decoded, nodata)
-        return psnr - DB_PER_DOUBLING * math.log2(len(payload)), payload
+        if prof.extra_pix_fmt is not None:
+            # both streams share one frame size, so one set of codes serves them
+            h2, w2 = video.frame_size(
+                prof.encoder, prof.extra_pix_fmt, R, X, prof.lossless, self.options
+            )
+            height, width = max(height, h2), max(width, w2)
+        codes, invalid = packing.quantize(
+            frames_block, self.maps, prof.bits, height, width, nodata=self.nodata
+        )
+        return codes, R, X, invalid
 
-    if threads == 1 or len(rotations) == 1:
-        results = [scored(rotation) for rotation in rotations]
-    else:
-        with ThreadPoolExecutor(len(rotations) - 1, thread_name_prefix="eocube-rotation") as pool:
-            later = [pool.submit(scored, rotation) for rotation in rotations[1:]]
-            results = [scored(rotations[0]), *(f.result() for f in later)]
-    best = 0
-    for i, (score, _) in enumerate(results):
-        if score > results[best][0]:
-            best = i
-    return best, results[best][1]
+    def payload(
+        self,
+        block: np.ndarray,
+        base: ChunkHeader,
+        rotation: spectral.SpectralBasis | None,
+        frame: FrameCodes | None = None,
+    ) -> bytes:
+        """The block's payload with its bands rotated by ``rotation``, without a residual
+        layer; ``base`` holds the header's fields that do not depend on the coding,
+        ``frame`` the block's :meth:`frame_codes` if already made."""
+        streams, invalid = _video_part(
+            self.frame_codes(block) if frame is None else frame,
+            self.prof,
+            self.options,
+            self.time_in_frame,
+            self.threads,
+            rotation,
+        )
+        masks, needs = _masks_part(block, invalid, self.nodata)
+        if self.prof.encoder == lossless.CODER:
+            needs = max(needs, PRED_GAIN_VERSION)
+        header = replace(
+            base,
+            version=max(4 if self.time_in_frame else FORMAT_VERSION, needs),
+            spectral=rotation,
+            time_in_frame=self.time_in_frame,
+        )
+        return header.to_bytes() + streams + masks + b"\x00"
 
+    def best(
+        self,
+        block: np.ndarray,
+        base: ChunkHeader,
+        rotations: list[spectral.SpectralBasis | None],
+    ) -> tuple[int, bytes]:
+        """Which of ``rotations`` codes the block best, and that payload: each coding
+        decoded and weighed by PSNR and bytes (:data:`DB_PER_DOUBLING`); the first on ties.
 
-def _frame_codes(
-    block: np.ndarray,
-    prof: Profile,
-    maps: packing.BandMaps,
-    options: dict[str, str],
-    nodata: float | None,
-    time_in_frame: bool,
-) -> FrameCodes:
-    """The block's band codes in frames padded to the codec's frame size, the block's own
-    frame height and width inside them, and where values are missing (frame order)."""
-    frames_block = np.ascontiguousarray(block.transpose(2, 1, 0, 3)) if time_in_frame else block
-    _, _, R, X = frames_block.shape
-    height, width = video.frame_size(prof.encoder, prof.pix_fmt, R, X, prof.lossless, options)
-    if prof.extra_pix_fmt is not None:
-        # both streams share one frame size, so one set of codes serves them
-        h2, w2 = video.frame_size(prof.encoder, prof.extra_pix_fmt, R, X, prof.lossless, options)
-        height, width = max(height, h2), max(width, w2)
-    codes, invalid = packing.quantize(frames_block, maps, prof.bits, height, width, nodata=nodata)
-    return codes, R, X, invalid
+        The codings run at once, one thread each (unless ``threads`` is 1), as a chunk's
+        streams do (:func:`_encode_streams`): on small frames one encoder keeps about one
+        core busy. Each payload is the one coding it alone gives."""
+        T, _, Y, X = block.shape
+
+        def scored(rotation: spectral.SpectralBasis | None) -> tuple[float, bytes]:
+            payload = self.payload(block, base, rotation)
+            decoded = decode_chunk(payload, threads=self.threads)[:T, :, :Y, :X]
+            psnr = _psnr_for_choice(block, decoded, self.nodata)
+            return psnr - DB_PER_DOUBLING * math.log2(len(payload)), payload
+
+        if self.threads == 1 or len(rotations) == 1:
+            results = [scored(rotation) for rotation in rotations]
+        else:
+            with ThreadPoolExecutor(
+                len(rotations) - 1, thread_name_prefix="eocube-rotation"
+            ) as pool:
+                later = [pool.submit(scored, rotation) for rotation in rotations[1:]]
+                results = [scored(rotations[0]), *(f.result() for f in later)]
+        best = 0
+        for i, (score, _) in enumerate(results):
+            if score > results[best][0]:
+                best = i
+        return best, results[best][1]
+
+    def probing(self) -> _VideoCoding:
+        """The coding a window is tried with: x264's and x265's fastest preset (their
+        own options kept), which ranks the rotations as the profile's preset does on the
+        dev corpus at a fraction of its time; other encoders' options unchanged."""
+        if self.prof.encoder in ("libx264", "libx265") and "preset" in self.options:
+            return replace(self, options={**self.options, "preset": PROBE_PRESET})
+        return self
 
 
 def _video_part(
-    block: np.ndarray,
+    frame: FrameCodes,
     prof: Profile,
-    maps: packing.BandMaps,
     options: dict[str, str],
-    nodata: float | None,
     time_in_frame: bool,
     threads: int,
     rotation: spectral.SpectralBasis | None = None,
-    frame: FrameCodes | None = None,
 ) -> tuple[bytes, np.ndarray | None]:
     """The streams section and the invalid mask (in the block's (T, B, Y, X) order) of a
-    (cropped) block, with dates or rows as frames and its bands rotated by ``rotation``
-    (``frame``: the block's :func:`_frame_codes`, if already made)."""
-    if frame is None:
-        frame = _frame_codes(block, prof, maps, options, nodata, time_in_frame)
+    (cropped) block from its :meth:`_VideoCoding.frame_codes`, with dates or rows as
+    frames and its bands rotated by ``rotation``."""
     codes, _, _, invalid = frame
     F, B, height, width = codes.shape
     if rotation is not None:

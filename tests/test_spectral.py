@@ -126,9 +126,8 @@ def _chunk_codes(block: np.ndarray) -> tuple[np.ndarray, int, int]:
     """A block's band codes as the default profile's encoder fits its rotations on them."""
     profile = get_profile("hevc-12bit-444")
     maps = chunk.packing.band_maps(block, profile.bits, exact=False, nodata=None)
-    codes, height, width, _ = chunk._frame_codes(
-        block, profile, maps, profile.encoder_options(16), None, False
-    )
+    coding = chunk._VideoCoding(profile, maps, profile.encoder_options(16), None, False, 0)
+    codes, height, width, _ = coding.frame_codes(block)
     return codes, height, width
 
 
@@ -198,13 +197,13 @@ def test_a_window_of_a_long_chunk_chooses_its_rotation(
     # chunk is coded once more at the profile's
     block = load_cube("s2_l2a_openeo_gfmap_19x4x52x46").data
     tried: list[tuple[tuple[int, ...], str]] = []
-    encode = chunk._video_payload
+    encode = chunk._VideoCoding.payload
 
-    def recording(sub: np.ndarray, *args: Any, **kwargs: Any) -> bytes:
-        tried.append((sub.shape, args[4]["preset"]))
-        return encode(sub, *args, **kwargs)
+    def recording(coding: Any, sub: np.ndarray, *args: Any, **kwargs: Any) -> bytes:
+        tried.append((sub.shape, coding.options["preset"]))
+        return encode(coding, sub, *args, **kwargs)
 
-    monkeypatch.setattr(chunk, "_video_payload", recording)
+    monkeypatch.setattr(chunk._VideoCoding, "payload", recording)
     payload = encode_chunk(block, "hevc-12bit-444", quality=8)
     window = (chunk.PROBE_FRAMES, *block.shape[1:])
     probe = (window, chunk.PROBE_PRESET)
