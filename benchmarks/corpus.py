@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,35 @@ def cube_path(name: str, folder: Path | None = None) -> Path:
             f"(choose the folder with --corpus or ${CORPUS_ENV})"
         )
     return path
+
+
+def first_dates(
+    names: Sequence[str], dates: int, folder: Path | None = None
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Each named cube's first ``dates`` dates as one (T, B, Y, X) block, in its own dtype.
+
+    Cubes missing from the corpus are skipped with a line saying so, so that a benchmark
+    naming dev-corpus cubes still runs on the cubes shipped in ``tests/data``.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The cubes, in the order they are yielded.
+    dates : int
+        Time steps kept from the start of each cube.
+    folder : Path, optional
+        The corpus folder (default: :func:`corpus_dir`).
+
+    Yields
+    ------
+    tuple of (str, numpy.ndarray)
+        The cube's name and its block.
+    """
+    for name in names:
+        if not has_cube(name, folder):
+            print(f"{name}: not in {corpus_dir(folder)}, skipped", flush=True)
+            continue
+        yield name, load_cube(name, folder, max_time=dates).values
 
 
 def family(name: str) -> str:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import xarray as xr
 
 from benchmarks import corpus
 from benchmarks.common import git_state, md_table
@@ -105,12 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     candidates = CANDIDATE_SETS[args.group]
     crfs = tuple(args.crfs)
     rows: list[dict[str, Any]] = []
-    for name in args.cubes:
-        if not corpus.has_cube(name, args.corpus):
-            print(f"{name}: not in {corpus.corpus_dir(args.corpus)}, skipped", flush=True)
-            continue
-        with xr.open_dataset(corpus.cube_path(name, args.corpus)) as ds:
-            block = np.asarray(ds["data"].values[: args.dates])
+    for name, block in corpus.first_dates(args.cubes, args.dates, args.corpus):
         base, base_s = curve(block, default, crfs)
         for label, params in candidates.items():
             points, seconds = curve(block, _with(default, params=params), crfs)
