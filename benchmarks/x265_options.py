@@ -8,7 +8,7 @@ covers that rate; the table gives the mean difference and the encode time agains
 default's. It is how a candidate is judged before it is measured in full with
 ``benchmarks.rd``: an option that helps some cubes and costs others shows it here.
 
-    python -m benchmarks.x265_options [--set structure|chroma-qp|weighted-prediction]
+    python -m benchmarks.x265_options [--set structure|references|chroma-qp|weighted-prediction]
         [--cubes ...]
 
 Writes ``benchmarks/results/x265_options.{json,md}``; each set's last run is kept there.
@@ -56,6 +56,15 @@ CANDIDATE_SETS["structure"] = {
 # x265's weighted prediction (its default, weightp=1), which the profiles turn off: with
 # it a chunk's bytes depended on what the process had freed before (benchmarks.determinism)
 CANDIDATE_SETS["weighted-prediction"] = {"weightp 1 (x265's default)": {"weightp": "1"}}
+# More reference frames, searched in full: on a cloudy Sentinel-2 series the best
+# reference of a date is often an older, clear one, past the three x265's medium keeps
+# (its limit-refs=3 then prunes the search by what neighbouring blocks chose)
+CANDIDATE_SETS["references"] = {
+    "limit-refs 0": {"limit-refs": "0"},
+    "ref 4, limit-refs 0": {"ref": "4", "limit-refs": "0"},
+    "ref 6, limit-refs 0": {"ref": "6", "limit-refs": "0"},
+    "ref 6": {"ref": "6"},
+}
 # Quantiser offsets of the second and third planes: with the KLT on, they hold the minor
 # components, whose share of the error at low rates a larger step may trade for bits.
 CANDIDATE_SETS["chroma-qp"] = {
@@ -105,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     crfs = tuple(args.crfs)
     rows: list[dict[str, Any]] = []
     for name, block in corpus.first_dates(args.cubes, args.dates, args.corpus):
+        curve(block[:1], default, crfs[:1])  # compiled kernels and codecs warm: time alike
         base, base_s = curve(block, default, crfs)
         for label, params in candidates.items():
             points, seconds = curve(block, _with(default, params=params), crfs)
