@@ -8,8 +8,8 @@ covers that rate; the table gives the mean difference and the encode time agains
 default's. It is how a candidate is judged before it is measured in full with
 ``benchmarks.rd``: an option that helps some cubes and costs others shows it here.
 
-    python -m benchmarks.x265_options [--set structure|references|chroma-qp|weighted-prediction]
-        [--cubes ...]
+    python -m benchmarks.x265_options
+        [--set structure|references|search|chroma-qp|weighted-prediction] [--cubes ...]
 
 Writes ``benchmarks/results/x265_options.{json,md}``; each set's last run is kept there.
 """
@@ -64,6 +64,15 @@ CANDIDATE_SETS["references"] = {
     "ref 4, limit-refs 0": {"ref": "4", "limit-refs": "0"},
     "ref 6, limit-refs 0": {"ref": "6", "limit-refs": "0"},
     "ref 6": {"ref": "6"},
+}
+# More search per block on top of the six references (parts of the slower presets)
+CANDIDATE_SETS["search"] = {
+    "max-merge 5": {"max-merge": "5"},
+    "me star, subme 3, merange 32": {"me": "star", "subme": "3", "merange": "32"},
+    "rect, amp": {"rect": "1", "amp": "1"},
+    "b-intra": {"b-intra": "1"},
+    "bframes 6, rc-lookahead 30": {"bframes": "6", "rc-lookahead": "30"},
+    "early-skip 0": {"early-skip": "0"},
 }
 # Quantiser offsets of the second and third planes: with the KLT on, they hold the minor
 # components, whose share of the error at low rates a larger step may trade for bits.
