@@ -123,8 +123,7 @@ def first_dates(
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Each named cube's first ``dates`` dates as one (T, B, Y, X) block, in its own dtype.
 
-    Cubes missing from the corpus are skipped with a line saying so, so that a benchmark
-    naming dev-corpus cubes still runs on the cubes shipped in ``tests/data``.
+    Cubes missing from the corpus are skipped aloud (:func:`present`).
 
     Parameters
     ----------
@@ -140,11 +139,18 @@ def first_dates(
     tuple of (str, numpy.ndarray)
         The cube's name and its block.
     """
-    for name in names:
-        if not has_cube(name, folder):
-            print(f"{name}: not in {corpus_dir(folder)}, skipped", flush=True)
-            continue
+    for name in present(names, folder):
         yield name, load_cube(name, folder, max_time=dates).values
+
+
+def present(names: Sequence[str], folder: Path | None = None) -> Iterator[str]:
+    """The named cubes the corpus holds, in order; each missing one is skipped with a
+    line saying so (a benchmark naming dev-corpus cubes still runs on ``tests/data``)."""
+    for name in names:
+        if has_cube(name, folder):
+            yield name
+        else:
+            print(f"{name}: not in {corpus_dir(folder)}, skipped", flush=True)
 
 
 def family(name: str) -> str:

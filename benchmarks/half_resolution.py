@@ -172,10 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
     rows = []
-    for name in args.cubes:
-        if not corpus.has_cube(name, args.corpus):
-            print(f"{name}: not in {corpus.corpus_dir(args.corpus)}, skipped", flush=True)
-            continue
+    for name in corpus.present(args.cubes, args.corpus):
         cube = corpus.load_cube(name, args.corpus, max_time=args.dates, max_values=args.max_values)
         row = measure(name, cube, tuple(args.crfs_full), tuple(args.crfs_half))
         rows.append(row)
