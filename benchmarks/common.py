@@ -317,16 +317,24 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = 
 # ---------------------------------------------------------------------------- results
 
 
-def save_results(out: Path, stem: str, text: str, run: dict[str, Any]) -> None:
+def save_results(out: Path, stem: str, text: str, run: dict[str, Any]) -> bool:
     """Print the markdown ``text`` and write it as ``<stem>.md``, and ``run`` (with the
-    code's git state added) as ``<stem>.json``, under ``out``."""
+    code's git state added) as ``<stem>.json``, under ``out``.
+
+    A run whose ``rows`` are empty (none of the cubes it names is in the corpus) writes
+    nothing, so that it cannot replace committed results with an empty table; the
+    return value says whether the files were written."""
     import json
 
+    if "rows" in run and not run["rows"]:
+        print(f"nothing measured: {out / stem}.md and .json not written", flush=True)
+        return False
     print()
     print(text)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.md").write_text(text)
     (out / f"{stem}.json").write_text(json.dumps({**run, "code": git_state()}, indent=1))
+    return True
 
 
 def paired_bars(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import xarray as xr
 
+from benchmarks import corpus
 from benchmarks.common import git_state, md_table
 from benchmarks.defaults import _with
 
@@ -37,19 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     from eocube.chunk import decode_chunk
 
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--corpus", type=Path, default=Path(__file__).parent.parent / "tests" / "data")
+    corpus.add_corpus_option(p)
     p.add_argument("--drop", nargs="+", default=["rdoq-level"], help="x265 params to drop")
     p.add_argument("--repeats", type=int, default=7)
     args = p.parse_args(argv)
     shipped = eocube.get_profile("hevc-12bit-444")
     variant = _with(shipped, drop=tuple(args.drop))
     rows = []
-    for name in CUBES:
-        path = args.corpus / f"{name}.nc"
-        if not path.exists():
-            print(f"{name}: not in {args.corpus}, skipped")
-            continue
-        block = xr.open_dataset(path)["data"].values[:32]
+    for name in corpus.present(CUBES, args.corpus):
+        block = xr.open_dataset(corpus.cube_path(name, args.corpus))["data"].values[:32]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             payloads = {
@@ -88,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     print(f"variant: shipped without {args.drop}\n\n{table}")
+    if not rows:
+        print("no cube measured; results not written")
+        return 1
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "decode_ab.json").write_text(
         json.dumps({"drop": args.drop, "code": git_state(), "rows": rows}, indent=1)

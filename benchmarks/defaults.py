@@ -680,10 +680,7 @@ def main(argv: list[str] | None = None) -> int:
                         lambda c=cube, t=tc, q=crf: chunk_time_point(c, t, q),
                     )
     if "chunk_side" in only:
-        for name in SHORT_CUBES:
-            if not corpus.has_cube(name, args.corpus):  # not among the cubes of tests/data
-                print(f"  chunk_side: {name} is not in the corpus, skipped", file=sys.stderr)
-                continue
+        for name in corpus.present(SHORT_CUBES, args.corpus):
             cube = corpus.load_cube(name, args.corpus, max_values=SHORT_MAX_VALUES)
             for side in (256, 512, 1024):
                 for crf in (8, 16, 24) if not args.quick else (8, 24):

@@ -379,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = store.setdefault("runs", {})
     if not args.report_only:
         folder = corpus.corpus_dir(args.corpus)
-        names = args.cubes or corpus.cube_names(folder)
+        names = list(corpus.present(args.cubes or corpus.cube_names(folder), folder))
+        if not names:
+            print("no cube to measure; results not written")
+            return 1
         code = os.environ.get("EOCUBE_BENCH_CODE")
         run: dict[str, Any] = {
             "label": args.label,

@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         deltas = " ".join("n/a" if d is None else f"{d:+.1f}" for d in row["delta_db"])
         print(f"{name:38s} half - whole at {RATES}: {deltas}", flush=True)
     run = {"rates": RATES, "dates": args.dates, "rows": rows, "git": git_state()}
-    save_results(args.out, "half_resolution", render(run), run)
+    if not save_results(args.out, "half_resolution", render(run), run):
+        return 1
     if rows:
 
         def deltas(rate: float) -> list[float]:

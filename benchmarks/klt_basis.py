@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
     run = {"crfs": crfs, "dates": args.dates, "rows": rows, "git": git_state()}
-    save_results(args.out, "klt_basis", render(run), run)
+    if not save_results(args.out, "klt_basis", render(run), run):
+        return 1
     cubes = list(dict.fromkeys(r["cube"] for r in rows))
     if cubes:
 

@@ -79,13 +79,13 @@ def measure(ds: xr.Dataset, profiles: tuple[str, ...], repeats: int) -> list[dic
     ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     """Measure, print the table and write the results."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("cubes", nargs="*", default=list(QUOTED))
     parser.add_argument("--repeats", type=int, default=3)
     corpus.add_corpus_option(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     # compile the kernels outside the timings
     warm = xr.Dataset(
         {"data": (("time", "band", "y", "x"), np.zeros((2, 2, 4, 4), np.uint16))},
@@ -98,10 +98,7 @@ def main() -> None:
     )
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     print(header)
-    for name in args.cubes:
-        if not corpus.has_cube(name, args.corpus):
-            print(f"{name}: not in {corpus.corpus_dir(args.corpus)}, skipped")
-            continue
+    for name in corpus.present(args.cubes, args.corpus):
         with xr.open_dataset(corpus.cube_path(name, args.corpus)) as src:
             ds = src[["data"]].load()
         own, ffv1 = measure(ds, PROFILES, args.repeats)
@@ -126,6 +123,9 @@ def main() -> None:
         )
         lines.append(line)
         print(line, flush=True)
+    if not rows:  # keep the committed results rather than overwrite them with nothing
+        print("no cube measured; results not written")
+        return 1
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "lossless.json").write_text(json.dumps(rows, indent=1))
     note = (
@@ -142,7 +142,8 @@ def main() -> None:
     )
     print(summary)
     (RESULTS / "lossless.md").write_text(note + "\n".join(lines) + "\n" + summary)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -145,13 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     corpus.add_corpus_option(parser)
     args = parser.parse_args(argv)
     rows = []
-    for name in args.cubes or corpus.cube_names(args.corpus):
+    for name in corpus.present(args.cubes or corpus.cube_names(args.corpus), args.corpus):
         mask = cube_mask(name, args.corpus)
         if mask is None:
             continue
         row = {"cube": name, **measure(mask, args.repeats)}
         rows.append(row)
         print(f"{name}: {row['zlib_bytes']} -> {row['runs_bytes']} bytes", flush=True)
+    if not rows:
+        print("no cube with missing values measured; results not written")
+        return 1
     ratios = [r["zlib_bytes"] / r["runs_bytes"] for r in rows]
     dec = [r["dec_runs_ms"] / r["dec_zlib_ms"] for r in rows]
     text = (
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({min(ratios):.2f} to {max(ratios):.2f}); decode time runs / zlib: median "
         f"{statistics.median(dec):.2f} ({min(dec):.2f} to {max(dec):.2f}).\n"
     )
-    save_results(
+    if not save_results(
         args.out,
         "masks",
         text,
@@ -173,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine_info(threads=1),
             "rows": rows,
         },
-    )
+    ):
+        return 1
     plot(rows, args.out / "masks.png")
     return 0
 

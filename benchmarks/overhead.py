@@ -279,8 +279,10 @@ def _main_release(args: argparse.Namespace) -> int:
             flush=True,
         )
     text = render_release(release_rows, args.bpppb)
-    save_results(args.out, "overhead_release", text, {"bpppb": args.bpppb, "rows": release_rows})
-    return 0
+    written = save_results(
+        args.out, "overhead_release", text, {"bpppb": args.bpppb, "rows": release_rows}
+    )
+    return 0 if written else 1
 
 
 def render(runs: dict[str, Any]) -> str:

@@ -66,10 +66,7 @@ def measure(ds: xr.Dataset, profile: str, folder: Path) -> dict[str, float]:
 def run(names: list[str], profile: str, repeats: int, folder: Path | None) -> list[dict[str, Any]]:
     """Rows of :func:`main`'s table, one per cube found."""
     rows = []
-    for name in names:
-        if not corpus.has_cube(name, folder):
-            print(f"{name}: not in the corpus, skipped")
-            continue
+    for name in corpus.present(names, folder):
         ds = xr.open_dataset(corpus.cube_path(name, folder))[["data"]].load()
         runs: dict[str, list[dict[str, float]]] = {BASE: [], profile: []}
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
@@ -149,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         + table(rows, args.profile)
         + "\n"
     )
-    save_results(
+    if not save_results(
         args.out,
         "profile_ab",
         text,
@@ -161,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine_info(threads=0),
             "rows": rows,
         },
-    )
+    ):
+        return 1
     plot(rows, args.profile, args.out / "profile_ab.png")
     return 0
 

@@ -405,9 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     corpus.add_corpus_option(parser)
     args = parser.parse_args(argv)
     rows = []
+    found = set(corpus.present(list(CLASSES.values()), args.corpus))
     for label, name in CLASSES.items():
-        if not corpus.has_cube(name, args.corpus):
-            print(f"({label}: {name} is not in the corpus, skipped)")
+        if name not in found:
             continue
         rows.append(
             measure_cube(label, corpus.cube_path(name, args.corpus), args.repeats, args.baseline)
@@ -418,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         if corpus.has_cube(name, args.corpus):
             wpp = wavefront_rows(corpus.cube_path(name, args.corpus), args.repeats)
             break
+    if not rows:
+        print("no cube measured; results not written")
+        return 1
     text = tables(rows) + "\n\n" + wpp_table(wpp)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)

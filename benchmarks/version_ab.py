@@ -93,10 +93,7 @@ def run(
 ) -> list[dict[str, Any]]:
     """Rows of :func:`main`'s table, one per cube found."""
     rows = []
-    for name in names:
-        if not corpus.has_cube(name, folder):
-            print(f"{name}: not in the corpus, skipped")
-            continue
+    for name in corpus.present(names, folder):
         source = corpus.cube_path(name, folder)
         runs: dict[str, list[dict[str, Any]]] = {"before": [], "now": []}
         for _ in range(repeats):
@@ -168,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         + table(rows)
         + "\n"
     )
-    save_results(
+    if not save_results(
         args.out,
         "version_ab",
         text,
@@ -179,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine_info(threads=0),
             "rows": rows,
         },
-    )
+    ):
+        return 1
     return 0
 
 

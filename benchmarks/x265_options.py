@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"(time x{rows[-1]['time_ratio']:.2f})",
                 flush=True,
             )
+    if not rows:  # keep the set's committed results
+        print("no cube measured; results not written")
+        return 1
     path = RESULTS / "x265_options.json"
     runs = _load_runs(path)
     runs[args.group] = {"git": git_state(), "crfs": crfs, "dates": args.dates, "rows": rows}

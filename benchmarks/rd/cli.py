@@ -137,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
             watchdog=args.watchdog,
             meta=meta,
         )
+    # a cube the corpus lacks keeps its earlier points instead of losing them
+    names = list(corpus.present(names, folder))
+    if not names:
+        print(f"no cube to measure in {folder}; {out} left as it was", file=sys.stderr)
+        return 1
     started = time.perf_counter()
     print(f"corpus {folder}: {len(names)} cubes -> {out}", file=sys.stderr)
     for name in names:
