@@ -12,9 +12,12 @@ SPERR codes each band's (T, Y, X) values, as float64, in one 3-D volume (a 2-D i
 when the chunk has one date, or one row; axes of length 1 are left out, since SPERR
 fails on them). Missing values arrive filled smoothly by the caller. Two modes:
 
-- a size: ``bits_per_value``, the same for every band (at the high rates where the
-  choice matters, each bit buys a band about 6 dB whatever its content, so equal shares
-  serve the mean PSNR as well as any);
+- a size: ``bits_per_value`` on average over the bands. Each band of a multi-band block
+  is coded at a few rates around that share (:data:`SHARE_STEPS`) and the combination
+  with the highest mean PSNR over the bands that spends no more than equal shares is
+  kept: a bit buys one field more dB than another (ERA-Interim u/v/z: +0.1 to +0.5 dB at
+  equal bytes, 0 to 0.05 dB between 0.12 and 0.2 bits per value;
+  benchmarks/results/wavelet_gap.md);
 - an error bound: ``tolerance`` per band, SPERR's point-wise error mode.
 
 Section layout (after the chunk header, in place of the streams; docs/format.md)::
@@ -27,6 +30,7 @@ could take the process down instead of raising.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +59,20 @@ within it, in fewer bytes than SPERR's own outlier coding: on ERA-Interim u/v/z,
 
 MAX_BITS_PER_VALUE = 64.0
 """SPERR's largest size setting (a float64 verbatim)."""
+
+SHARE_STEPS = (-2, -1, 0, 1, 2)
+"""The rates each band of a multi-band block is coded at in size mode: the equal share
+times ``2 ** (k / 4)``. Two quarter-octave steps either way take most of the gain of any
+split (on ERA-Interim u/v/z, one step either way gains 0 to 0.4 dB where two gain 0.03
+to 0.47; benchmarks/results/wavelet_gap.md) for five SPERR encodes and decodes a band,
+fast beside the video's encode."""
+
+EXACT_PSNR_DB = 200.0
+"""PSNR taken for a band decoded exactly (no error to take the log of)."""
+
+_SPLIT_UNITS = 4096
+"""Byte budgets are split in at most this many units (each rate's bytes rounded up to
+whole units, so that the split never spends more than the equal shares)."""
 
 SAFE_MAGNITUDES = (1e-200, 1e200)
 """The magnitudes SPERR (0.8) codes: nonzero values outside them are not given to it.
@@ -95,6 +113,9 @@ def encode(
     *,
     bits_per_value: float | None = None,
     tolerance: Sequence[float] | np.ndarray | None = None,
+    valid: np.ndarray | None = None,
+    threads: int = 0,
+    split: bool = True,
 ) -> bytes:
     """The wavelet section of a (T, B, Y, X) block of finite float64 values.
 
@@ -103,9 +124,19 @@ def encode(
     values : ndarray
         The coded part of the block, missing values already filled.
     bits_per_value : float, optional
-        SPERR's size mode: about this many bits per value for every band.
+        SPERR's size mode: about this many bits per value on average over the bands,
+        split among them for the best mean PSNR (:func:`split_rates`).
     tolerance : sequence of float, optional
         SPERR's point-wise error mode: the largest error of each band's values (> 0).
+    valid : ndarray of bool, optional
+        Which values are data, not fill (default: all): the PSNR that splits the rate
+        is measured on these, on each band's range of them.
+    threads : int
+        Bands coded at once in size mode (0: one per usable CPU). Each SPERR call runs on
+        one thread, so the bytes are the same whatever this is.
+    split : bool
+        In size mode, split the bytes among the bands (the default); False: every band
+        at ``bits_per_value``, one SPERR encode a band.
 
     Returns
     -------
@@ -118,8 +149,6 @@ def encode(
         Without exactly one of ``bits_per_value`` and ``tolerance``, with one out of
         range, or for a block SPERR cannot code (:func:`volume_shape`, :func:`codable`).
     """
-    import imagecodecs
-
     T, B, Y, X = values.shape
     shape = volume_shape(T, Y, X)
     if shape is None:
@@ -128,24 +157,139 @@ def encode(
         raise ValueError("give one of bits_per_value and tolerance")
     if not codable(values, tolerance if tolerance is None else np.asarray(tolerance)):
         raise ValueError("SPERR cannot code these values at this tolerance (see codable)")
+    if valid is not None and valid.shape != values.shape:
+        raise ValueError(f"valid has shape {valid.shape}, values {values.shape}")
     if bits_per_value is not None:
         if not 0 < bits_per_value <= MAX_BITS_PER_VALUE:
             raise ValueError(f"bits_per_value must be in (0, 64], got {bits_per_value}")
-        settings: list[tuple[float, Literal["bpp", "pwe"]]] = [(float(bits_per_value), "bpp")] * B
+        bits = float(bits_per_value)
+        if split:
+            blobs = _sized(values, shape, bits, valid, threads)
+        else:
+            blobs = [_sperr(_band(values, b, shape), bits, "bpp") for b in range(B)]
     else:
         bounds = np.broadcast_to(np.asarray(tolerance, np.float64), (B,))
         if not np.all(bounds > 0) or not np.all(np.isfinite(bounds)):
             raise ValueError(f"tolerance must be finite and > 0, got {tolerance!r}")
-        settings = [(float(b), "pwe") for b in bounds]
+        blobs = [_sperr(_band(values, b, shape), float(t), "pwe") for b, t in enumerate(bounds)]
     w = ByteWriter()
     w.text(CODER)
-    for b, (level, mode) in enumerate(settings):
-        band = np.ascontiguousarray(values[:, b], dtype=np.float64).reshape(shape)
-        # one thread: the bitstream must not depend on the machine
-        blob = bytes(imagecodecs.sperr_encode(band, level, mode, numthreads=1))
+    for blob in blobs:
         w.pack("I", zlib.crc32(blob))
         w.blob(blob)
     return w.getvalue()
+
+
+def _band(values: np.ndarray, b: int, shape: tuple[int, ...]) -> np.ndarray:
+    return np.ascontiguousarray(values[:, b], dtype=np.float64).reshape(shape)
+
+
+def _sperr(band: np.ndarray, level: float, mode: Literal["bpp", "pwe"]) -> bytes:
+    import imagecodecs
+
+    # one thread: the bitstream must not depend on the machine
+    return bytes(imagecodecs.sperr_encode(band, level, mode, numthreads=1))
+
+
+def _sized(
+    values: np.ndarray,
+    shape: tuple[int, ...],
+    bits: float,
+    valid: np.ndarray | None,
+    threads: int,
+) -> list[bytes]:
+    """Each band's bitstream at its share of ``bits`` per value (see :func:`encode`)."""
+    B = values.shape[1]
+    if B == 1:  # nothing to share
+        return [_sperr(_band(values, 0, shape), bits, "bpp")]
+    rates = [min(bits * 2.0 ** (k / 4), MAX_BITS_PER_VALUE) for k in SHARE_STEPS]
+
+    def candidates(b: int) -> list[tuple[bytes, float]]:
+        band = _band(values, b, shape)
+        keep = None if valid is None else valid[:, b].reshape(shape)
+        return [_coded_band(band, keep, rate) for rate in rates]
+
+    workers = min(B, threads if threads > 0 else max(1, dask.system.CPU_COUNT))
+    if workers <= 1:
+        coded = [candidates(b) for b in range(B)]
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="eocube-wavelet") as pool:
+            coded = list(pool.map(candidates, range(B)))
+    nbytes = np.array([[len(blob) for blob, _ in band] for band in coded], np.int64)
+    psnr = np.array([[db for _, db in band] for band in coded])
+    pick = split_rates(nbytes, psnr, SHARE_STEPS.index(0))
+    return [coded[b][k][0] for b, k in enumerate(pick)]
+
+
+def _coded_band(band: np.ndarray, keep: np.ndarray | None, rate: float) -> tuple[bytes, float]:
+    """A band's bitstream at ``rate`` bits per value and the PSNR of its decode (on the
+    ``keep`` values, on their range, clipped to it as :func:`decode` clips)."""
+    import imagecodecs
+
+    blob = _sperr(band, rate, "bpp")
+    data = band if keep is None else band[keep]
+    if data.size == 0:
+        return blob, EXACT_PSNR_DB
+    low, high = float(data.min()), float(data.max())
+    decoded = np.clip(np.asarray(imagecodecs.sperr_decode(blob, numthreads=1)), low, high)
+    error = decoded - band if keep is None else (decoded - band)[keep]
+    mse = float(np.mean(error**2))
+    if mse == 0 or high == low:
+        return blob, EXACT_PSNR_DB
+    return blob, min(EXACT_PSNR_DB, 10 * math.log10((high - low) ** 2 / mse))
+
+
+def split_rates(nbytes: np.ndarray, psnr: np.ndarray, equal: int) -> np.ndarray:
+    """Which of its candidate codings each band keeps: the highest PSNR summed over the
+    bands that spends no more bytes than every band's candidate ``equal`` together.
+
+    Parameters
+    ----------
+    nbytes, psnr : ndarray
+        (bands, candidates): each candidate's bytes and PSNR.
+    equal : int
+        The candidate of the equal shares (the budget, and the answer when nothing
+        better fits).
+
+    Returns
+    -------
+    ndarray of int
+        The candidate chosen for each band. A multiple-choice knapsack solved exactly on
+        bytes rounded up to :data:`_SPLIT_UNITS` units of the budget.
+    """
+    B, K = nbytes.shape
+    fallback = np.full(B, equal)
+    budget = int(nbytes[:, equal].sum())
+    unit = max(1, -(-budget // _SPLIT_UNITS))
+    cost = -(-nbytes.astype(np.int64) // unit)
+    cap = budget // unit
+    # best[s]: the highest PSNR sum of the bands so far at exactly s units
+    best = np.full(cap + 1, -np.inf)
+    best[0] = 0.0
+    chosen = np.zeros((B, cap + 1), np.int64)
+    for b in range(B):
+        after = np.full(cap + 1, -np.inf)
+        for k in range(K):
+            c = int(cost[b, k])
+            if c > cap:
+                continue
+            moved = np.full(cap + 1, -np.inf)
+            moved[c:] = best[: cap + 1 - c] + psnr[b, k]
+            better = moved > after
+            after[better] = moved[better]
+            chosen[b, better] = k
+        best = after
+    if not np.isfinite(best).any():
+        return fallback
+    pick = np.empty(B, np.int64)
+    s = int(np.argmax(best))
+    for b in range(B - 1, -1, -1):
+        pick[b] = chosen[b, s]
+        s -= int(cost[b, pick[b]])
+    rows = np.arange(B)
+    if psnr[rows, pick].sum() <= psnr[rows, fallback].sum():
+        return fallback
+    return pick
 
 
 def decode(

@@ -409,3 +409,87 @@ def test_values_sperr_cannot_take_stay_video(scale: float, kwargs: dict[str, Any
     setting = {"bits_per_value": 4.0} if "quality" in kwargs else {"tolerance": [2e-3, 2e-3]}
     with pytest.raises(ValueError, match="SPERR cannot code"):
         wavelet.encode(block, **setting)  # type: ignore[arg-type]
+
+
+# --- the rate split among bands (size mode)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bands=st.integers(1, 6),
+    candidates=st.integers(1, 5),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_split_rates_never_spends_more_nor_scores_less_than_equal_shares(
+    bands: int, candidates: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    nbytes = rng.integers(1, 100_000, (bands, candidates))
+    psnr = rng.uniform(20, 80, (bands, candidates))
+    equal = int(rng.integers(0, candidates))
+    pick = wavelet.split_rates(nbytes, psnr, equal)
+    rows = np.arange(bands)
+    assert pick.shape == (bands,)
+    assert nbytes[rows, pick].sum() <= nbytes[:, equal].sum()
+    assert psnr[rows, pick].sum() >= psnr[:, equal].sum()
+
+
+def test_split_rates_moves_bytes_to_the_band_they_buy_more_for() -> None:
+    # band 0 gains 1 dB from its extra bytes, band 1 loses 5 dB without them: the
+    # best split at the same total gives band 1 more and band 0 less
+    nbytes = np.array([[50, 100, 150], [50, 100, 150]])
+    psnr = np.array([[40.0, 41.0, 41.5], [30.0, 35.0, 38.0]])
+    assert wavelet.split_rates(nbytes, psnr, 1).tolist() == [0, 2]
+    # nothing better fits: equal shares
+    flat = np.array([[40.0, 45.0, 50.0], [40.0, 45.0, 50.0]])
+    assert wavelet.split_rates(nbytes, flat, 1).tolist() == [1, 1]
+
+
+def _equal_share_section(values: np.ndarray, bits: float) -> tuple[int, float]:
+    """Bytes and mean band PSNR of every band at ``bits`` per value, as before the split."""
+    import imagecodecs
+
+    total, dbs = 0, []
+    for b in range(values.shape[1]):
+        band = np.ascontiguousarray(values[:, b])
+        blob = imagecodecs.sperr_encode(band, bits, "bpp", numthreads=1)
+        total += len(blob)
+        decoded = np.asarray(imagecodecs.sperr_decode(blob)).reshape(band.shape)
+        decoded = np.clip(decoded, band.min(), band.max())
+        dbs.append(metrics.psnr(band[:, None], decoded[:, None]))
+    return total, float(np.mean(dbs))
+
+
+@pytest.mark.parametrize("bits", [0.3, 1.0, 3.0])
+def test_size_mode_splits_the_bytes_for_a_higher_mean_psnr(bits: float) -> None:
+    # a smooth band and a rough one: equal shares are not the best split
+    rng = np.random.default_rng(5)
+    smooth = _smooth((4, 1, 40, 48)).astype(np.float64)
+    rough = smooth + rng.normal(0, 3, smooth.shape)
+    values = np.concatenate([smooth, rough, 0.5 * smooth + 100], axis=1)
+    section = wavelet.encode(values, bits_per_value=bits)
+    equal_bytes, equal_db = _equal_share_section(values, bits)
+    r = ByteReader(section)
+    decoded = wavelet.decode(
+        r, values.shape, np.dtype(np.float64), low=values.min((0, 2, 3)), high=values.max((0, 2, 3))
+    )
+    stream_bytes = len(section) - wavelet.section_overhead(values.shape[1])
+    assert stream_bytes <= equal_bytes + 3 * values.shape[1]  # varints of the lengths
+    # 0.8 to 1.3 dB here: the rough band's bytes buy the smooth ones more
+    assert metrics.psnr(values, decoded) > equal_db + 0.3
+
+
+def test_size_mode_bytes_do_not_depend_on_threads() -> None:
+    values = _smooth((3, 4, 24, 20), seed=3).astype(np.float64)
+    one = wavelet.encode(values, bits_per_value=1.5, threads=1)
+    assert wavelet.encode(values, bits_per_value=1.5, threads=3) == one
+
+
+def test_the_split_measures_only_the_valid_values() -> None:
+    values = _smooth((3, 2, 24, 20), seed=4).astype(np.float64)
+    with pytest.raises(ValueError, match="valid has shape"):
+        wavelet.encode(values, bits_per_value=1.0, valid=np.ones((3, 2, 24), bool))
+    valid = np.ones(values.shape, bool)
+    valid[:, 1] = False  # a band with no valid value: every rate decodes it "exactly"
+    section = wavelet.encode(values, bits_per_value=1.0, valid=valid)
+    assert len(section) < len(wavelet.encode(values, bits_per_value=1.0))
