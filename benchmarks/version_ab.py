@@ -1,5 +1,5 @@
 """This checkout's eocube against an earlier one, side by side: each writes its own store
-of the same cube at the default setting and reads it back whole.
+of the same cube at the default setting (or ``--profile``) and reads it back whole.
 
 A format change (a new chunk coding) is a change of both writer and reader, so an
 earlier reader cannot be timed on this checkout's stores: each version writes and
@@ -53,7 +53,7 @@ shutil.rmtree(store, ignore_errors=True)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     t0 = time.perf_counter()
-    eocube.to_eocube(ds, store, crf=%(crf)s, measure=False)
+    eocube.to_eocube(ds, store, crf=%(crf)s, measure=False%(profile)s)
     write = time.perf_counter() - t0
     t0 = time.perf_counter()
     with eocube.open_dataset(store) as back:
@@ -70,12 +70,15 @@ print(json.dumps({"write_s": write, "read_s": read, "warm_s": warm, "nbytes": nb
 """
 
 
-def run_once(checkout: Path, source: Path, store: Path) -> dict[str, Any]:
-    """One write and whole read by the eocube of ``checkout``, in a fresh process."""
+def run_once(
+    checkout: Path, source: Path, store: Path, profile: str | None = None
+) -> dict[str, Any]:
+    """One write and whole read by the eocube of ``checkout``, in a fresh process (with
+    ``profile``, or the version's default)."""
     # run from the checkout: ``python -c`` puts the working folder first on sys.path
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     done = subprocess.run(
-        [sys.executable, "-c", _WORKER % {"crf": CRF}, str(source), str(store)],
+        [sys.executable, "-c", _worker(profile), str(source), str(store)],
         env=env,
         cwd=checkout,
         capture_output=True,
@@ -88,8 +91,17 @@ def run_once(checkout: Path, source: Path, store: Path) -> dict[str, Any]:
     return result
 
 
+def _worker(profile: str | None) -> str:
+    return _WORKER % {"crf": CRF, "profile": "" if profile is None else f", profile={profile!r}"}
+
+
 def run(
-    names: list[str], baseline: Path, repeats: int, folder: Path | None, scratch: Path
+    names: list[str],
+    baseline: Path,
+    repeats: int,
+    folder: Path | None,
+    scratch: Path,
+    profile: str | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of :func:`main`'s table, one per cube found."""
     rows = []
@@ -98,7 +110,7 @@ def run(
         runs: dict[str, list[dict[str, Any]]] = {"before": [], "now": []}
         for _ in range(repeats):
             for label, checkout in (("before", baseline), ("now", ROOT)):
-                runs[label].append(run_once(checkout, source, scratch / f"{label}.zarr"))
+                runs[label].append(run_once(checkout, source, scratch / f"{label}.zarr", profile))
         keys = ("write_s", "read_s", "warm_s", "nbytes")
         med = {
             label: {k: statistics.median(r[k] for r in rs) for k in keys}
@@ -147,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, required=True, help="an earlier checkout")
     parser.add_argument("--cubes", nargs="+", default=list(CUBES), metavar="NAME")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", help="the profile both versions write (default: theirs)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/eocube-version-ab"))
     corpus.add_corpus_option(parser)
@@ -156,12 +169,15 @@ def main(argv: list[str] | None = None) -> int:
         ["git", "-C", str(args.baseline), "rev-parse", "--short", "HEAD"],
         capture_output=True, text=True, check=False,
     ).stdout.strip() or str(args.baseline)  # fmt: skip
-    rows = run(args.cubes, args.baseline, args.repeats, args.corpus, args.scratch)
+    rows = run(args.cubes, args.baseline, args.repeats, args.corpus, args.scratch, args.profile)
+    setting = f"crf {CRF}" + ("" if args.profile is None else f", profile {args.profile}")
     text = (
-        f"# This checkout against {base_commit}, crf {CRF}, side by side\n\n"
+        f"# This checkout against {base_commit}, {setting}, side by side\n\n"
         f"Each version writes and reads its own store; medians of {args.repeats} "
         "alternating repeats, each in a fresh process; × = now / before. Reproduce: "
-        f"`python -m benchmarks.version_ab --baseline <checkout of {base_commit}>`.\n\n"
+        f"`python -m benchmarks.version_ab --baseline <checkout of {base_commit}>"
+        + ("" if args.profile is None else f" --profile {args.profile}")
+        + "`.\n\n"
         + table(rows)
         + "\n"
     )
@@ -172,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         {
             "baseline": base_commit,
             "crf": CRF,
+            "profile": args.profile,
             "repeats": args.repeats,
             "machine": machine_info(threads=0),
             "rows": rows,
