@@ -6,7 +6,7 @@ then :func:`eocube.chunk.decode_chunk` decodes both payloads in turn ``--repeats
 medians and their ratio are printed and written to ``benchmarks/results/decode_ab.json``.
 Interleaving makes the ratio fair on a shared machine where absolute times drift.
 
-    python -m benchmarks.decode_ab [--corpus /work/shared/data] [--drop rdoq-level]
+    python -m benchmarks.decode_ab [--corpus DIR] [--drop rdoq-level]
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ which is what a shared, noisy machine can compare. Both sides must produce the s
 bytes: the script checks the payload sizes agree.
 
     git worktree add /tmp/base <commit>
-    python -m benchmarks.entropy_speed --baseline /tmp/base [--corpus /work/shared/data]
+    python -m benchmarks.entropy_speed --baseline /tmp/base [--corpus DIR]
 
 Writes ``benchmarks/results/entropy_speed.{json,md,png}``.
 """
@@ -133,7 +133,9 @@ def _run(checkout: Path | None, corpus: Path, repeats: int) -> dict[str, dict[st
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--baseline", type=Path, help="another checkout of eocube to compare with")
-    p.add_argument("--corpus", type=Path, default=Path("/work/shared/data"))
+    p.add_argument(
+        "--corpus", type=Path, default=None, help="the corpus folder (default: tests/data)"
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -142,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.corpus, args.repeats)))
         return 0
 
+    from benchmarks import corpus
     from benchmarks.common import git_state, md_table
+
+    args.corpus = corpus.corpus_dir(args.corpus)  # the workers get the folder itself
 
     here = Path(__file__).resolve().parent.parent
     sides: dict[str, Path] = {"this": here}

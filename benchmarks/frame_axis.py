@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from benchmarks import corpus
 from benchmarks.common import git_state, interp_log, md_table
 
 RESULTS = Path(__file__).parent / "results"
@@ -75,7 +76,7 @@ def sweep(block: np.ndarray, frames: str, crfs: list[float], repeats: int) -> li
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--corpus", type=Path, default=Path("/work/shared/data"))
+    corpus.add_corpus_option(p)
     p.add_argument("--cubes", nargs="+", default=list(CUBES), help="NAME:DATES")
     p.add_argument("--crfs", type=float, nargs="+", default=[4, 10, 16, 22, 28, 34, 40])
     p.add_argument("--repeats", type=int, default=3)
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for spec in args.cubes:
         name, dates = spec.split(":")
-        with xr.open_dataset(args.corpus / f"{name}.nc") as ds:
+        with xr.open_dataset(corpus.cube_path(name, args.corpus)) as ds:
             block = np.asarray(ds["data"].values[: int(dates)])
         curves = {way: sweep(block, way, args.crfs, args.repeats) for way in WAYS}
         results[spec] = {"shape": list(block.shape), "curves": curves}

@@ -31,6 +31,7 @@ import av
 import numpy as np
 import xarray as xr
 
+from benchmarks import corpus
 from benchmarks.common import git_state, interp_log, md_table
 
 RESULTS = Path(__file__).parent / "results"
@@ -149,7 +150,7 @@ def measure(cube: np.ndarray, crfs: tuple[float, ...]) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--corpus", type=Path, default=Path("/work/shared/data"))
+    corpus.add_corpus_option(p)
     p.add_argument("--cubes", nargs="+", default=list(CUBES))
     p.add_argument("--dates", type=int, default=32)
     p.add_argument("--crfs", type=float, nargs="+", default=[16, 24, 30, 36, 42])
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     rows = []
     for name in args.cubes:
-        with xr.open_dataset(args.corpus / f"{name}.nc") as ds:
+        with xr.open_dataset(corpus.cube_path(name, args.corpus)) as ds:
             cube = np.asarray(ds["data"].values[: args.dates, :3])
         points = measure(cube, tuple(args.crfs))
         results[name] = points
