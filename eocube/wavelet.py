@@ -15,8 +15,8 @@ fails on them). Missing values arrive filled smoothly by the caller. Two modes:
 - a size: ``bits_per_value`` on average over the bands. Each band of a multi-band block
   is coded at a few rates around that share (:data:`SHARE_STEPS`) and the combination
   with the highest mean PSNR over the bands that spends no more than equal shares is
-  kept: a bit buys one field more dB than another (ERA-Interim u/v/z: +0.1 to +0.5 dB at
-  equal bytes, 0 to 0.05 dB between 0.12 and 0.2 bits per value;
+  kept: a bit buys one field more dB than another (ERA-Interim u/v/z: +0.03 to +0.47 dB
+  at equal bytes, the least between 0.12 and 0.2 bits per value;
   benchmarks/results/wavelet_gap.md);
 - an error bound: ``tolerance`` per band, SPERR's point-wise error mode.
 
