@@ -434,19 +434,20 @@ def _video_or_wavelet(
             decoded = decode_chunk(without, threads=threads)[:T, :, :Y, :X]
         video_db = _psnr_for_choice(block, decoded, nodata)
 
-        def gain_of(payload: bytes) -> float:
-            """dB over the video at equal bytes (:data:`DB_PER_DOUBLING`)."""
+        def psnr_gain(payload: bytes) -> float:
             wavelet_db = _psnr_for_choice(block, decode_chunk(payload)[:T, :, :Y, :X], nodata)
-            return wavelet_db - video_db + DB_PER_DOUBLING * math.log2(len(without) / len(payload))
+            return wavelet_db - video_db
 
-        gain_db = gain_of(candidate)
-        if B > 1 and gain_db > WAVELET_MARGIN_DB - WAVELET_SPLIT_REACH_DB:
+        def bytes_db(payload: bytes) -> float:
+            return DB_PER_DOUBLING * math.log2(len(without) / len(payload))
+
+        gain_db = psnr_gain(candidate)
+        if B > 1 and gain_db + bytes_db(candidate) > WAVELET_MARGIN_DB - WAVELET_SPLIT_REACH_DB:
             split = coded_at(1.0)
-            split_db = -math.inf if split is None else gain_of(split)
-            if split is not None and split_db > gain_db:
-                candidate, gain_db = split, split_db
-        # the decision below adds the bytes saved
-        gain_db -= DB_PER_DOUBLING * math.log2(len(without) / len(candidate))
+            if split is not None:
+                split_gain = psnr_gain(split)
+                if split_gain + bytes_db(split) > gain_db + bytes_db(candidate):
+                    candidate, gain_db = split, split_gain
         if share > 1 and gain_db > WAVELET_MARGIN_DB:
             # a rate the video cannot spend, on a block the wavelet codes better at the
             # video's bytes: the wavelet spends it. Chosen at equal bytes, so that a
