@@ -10,7 +10,9 @@ measures where that goes, on those two cubes:
 - ``pieces`` (a dense series, ERA5 hourly 2 m temperature): SPERR alone, at equal bits
   per value, on the whole series and on time pieces of 128, 256 (the default chunk of a
   dense series on a small grid, ``eocube.layout.DENSE_TIME_MAX``) and 372 dates (half the
-  series): each piece is a separate volume, as a chunk is;
+  series): each piece is a separate volume, as a chunk is; and the 256-date pieces with
+  their bytes split among them for the least error over the series (whether what the
+  pieces lose is their shares or their edges);
 - ``stores``: the profile's stores of that series written with time chunks of 256 (the
   default), 372 and the whole series, and of the multi-band field below in its default
   chunks, at crf ``--crfs``: payload bpppb and PSNR;
@@ -49,6 +51,10 @@ SERIES = "era5_t2m_uk_744h"
 BANDS = "erainterim_uvz"
 PIECES = (128, 256, 372)
 STORE_CHUNKS = (256, 372)
+SPLIT_PIECES = 256
+"""The pieces whose bytes are also split among them (:func:`in_pieces_split`)."""
+MAX_SPLIT_PIECES = 4
+"""At most this many pieces are split (9 ** pieces combinations are tried)."""
 SPERR_BPP = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 BPP_GRID = tuple(float(0.025 * 2 ** (k / 4)) for k in range(25))
 """0.025 to 1.6 bits per value, a factor of 2 ** (1/4) apart."""
@@ -72,6 +78,28 @@ def in_pieces(values: np.ndarray, dates: int, bpp: float) -> tuple[int, np.ndarr
         nbytes += n
         parts.append(decoded)
     return nbytes, np.concatenate(parts)
+
+
+def in_pieces_split(values: np.ndarray, dates: int, bpp: float) -> tuple[int, np.ndarray]:
+    """As :func:`in_pieces`, with the bytes of equal shares split among the pieces for
+    the least squared error over all of them: each piece coded at ``bpp`` times
+    ``2 ** (k / 4)`` for k in -4 .. 4, the best combination that spends no more kept
+    (all of them tried)."""
+    pieces = [values[start : start + dates] for start in range(0, values.shape[0], dates)]
+    coded = [[sperr(p, bpp * 2 ** (k / 4)) for k in range(-4, 5)] for p in pieces]
+    budget = sum(c[4][0] for c in coded)
+    best: tuple[float, tuple[int, ...]] = (np.inf, (4,) * len(pieces))
+    for pick in np.ndindex(*(9,) * len(pieces)):
+        if sum(coded[i][k][0] for i, k in enumerate(pick)) > budget:
+            continue
+        error = sum(
+            float(np.sum((coded[i][k][1].astype(np.float64) - p) ** 2))
+            for i, (k, p) in enumerate(zip(pick, pieces, strict=True))
+        )
+        best = min(best, (error, pick))
+    pick = best[1]
+    nbytes = sum(coded[i][k][0] for i, k in enumerate(pick))
+    return nbytes, np.concatenate([coded[i][k][1] for i, k in enumerate(pick)])
 
 
 def curve(values: np.ndarray, code: Any) -> list[tuple[float, float]]:
@@ -162,6 +190,7 @@ def measure(
     pieces: tuple[int, ...] = PIECES,
     store_chunks: tuple[int, ...] = STORE_CHUNKS,
     max_values: int | None = None,
+    split_pieces: int = SPLIT_PIECES,
 ) -> dict[str, Any]:
     """The three parts, on the cubes the corpus holds (cropped to ``max_values``)."""
     run: dict[str, Any] = {"rows": []}
@@ -175,6 +204,12 @@ def measure(
             label = f"SPERR in pieces of {dates} dates"
             run["rows"].append(_row("pieces", name, label, pts, whole, f"SPERR, {dates} d"))
             print(f"pieces of {dates}: {_fmt(run['rows'][-1])}", flush=True)
+        if 1 < -(-values.shape[0] // split_pieces) <= MAX_SPLIT_PIECES:
+            pts = curve(values, lambda v, bpp: in_pieces_split(v, split_pieces, bpp))
+            label = f"SPERR in pieces of {split_pieces} dates, bytes split among them"
+            short = f"split, {split_pieces} d"
+            run["rows"].append(_row("pieces", name, label, pts, whole, short))
+            print(f"{label}: {_fmt(run['rows'][-1])}", flush=True)
         for time_chunk in (*store_chunks, values.shape[0]):
             pts = store_points(values, cube.dataset, time_chunk, crfs)
             label = f"{PROFILE}, chunks of {time_chunk} dates"
@@ -255,12 +290,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crfs", type=float, nargs="+", default=[40, 32, 24, 16, 8, 0, -6])
     p.add_argument("--pieces", type=int, nargs="+", default=list(PIECES))
     p.add_argument("--store-chunks", type=int, nargs="+", default=list(STORE_CHUNKS))
+    p.add_argument("--split-pieces", type=int, default=SPLIT_PIECES)
     p.add_argument("--max-values", type=int, help="crop each cube's y and x to this many values")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
     run = measure(
-        args.corpus, tuple(args.crfs), tuple(args.pieces), tuple(args.store_chunks), args.max_values
+        args.corpus,
+        tuple(args.crfs),
+        tuple(args.pieces),
+        tuple(args.store_chunks),
+        args.max_values,
+        args.split_pieces,
     )
     run["git"] = git_state()
     if not save_results(args.out, "wavelet_gap", render(run), run):

@@ -44,12 +44,14 @@ def test_wavelet_gap_writes_its_table_json_and_plot(tmp_path: Path) -> None:
         [
             *("--corpus", str(DATA), "--out", str(tmp_path), "--max-values", "40000"),
             *("--pieces", "200", "--store-chunks", "300", "--crfs", "24", "8"),
+            *("--split-pieces", "300"),
         ]
     )
     assert code == 0
     rows = json.loads((tmp_path / "wavelet_gap.json").read_text())["rows"]
     parts = [(r["part"], r["cube"]) for r in rows]
     assert parts == [
+        ("pieces", "era5_t2m_uk_744h"),
         ("pieces", "era5_t2m_uk_744h"),
         ("stores", "era5_t2m_uk_744h"),
         ("stores", "era5_t2m_uk_744h"),
@@ -59,9 +61,22 @@ def test_wavelet_gap_writes_its_table_json_and_plot(tmp_path: Path) -> None:
     ]
     for row in rows:
         assert all(np.isfinite(p) for _, p in row["points"])
+    # the 300-date pieces of a series rougher in its second half, their bytes split:
+    # less error than equal shares, at no more bytes
+    equal = wavelet_gap.in_pieces(_series(), 300, 0.4)
+    split = wavelet_gap.in_pieces_split(_series(), 300, 0.4)
+    assert split[0] <= equal[0]
+    assert np.sum((split[1] - _series()) ** 2) < np.sum((equal[1] - _series()) ** 2)
     # a split of the same bytes never scores below equal shares
     for row in rows[-2:]:
         assert all(d >= -1e-9 for d in row["delta_db"] if d is not None)
         assert any(d is not None and d > 0 for d in row["delta_db"])
     assert "erainterim_uvz" in (tmp_path / "wavelet_gap.md").read_text()
     assert (tmp_path / "wavelet_gap.png").stat().st_size > 0
+
+
+def _series() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    walk = np.cumsum(rng.normal(0, 1, (700, 1, 6, 7)), axis=0)
+    walk[350:] += rng.normal(0, 3, walk[350:].shape)  # a rougher second half
+    return walk
