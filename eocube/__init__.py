@@ -4,7 +4,9 @@ Write a cube with :func:`to_eocube`, open it lazily with :func:`open_dataset` or
 ``xr.open_dataset(path, engine="eocube")``. The codec core: :func:`encode_chunk` and
 :func:`decode_chunk` turn a block of shape (time, band, y, x) into a self-describing
 payload and back, through the codec profiles of :func:`available_profiles`.
-A release of many cubes: :func:`write_release` (stores, STAC catalog, dataset card),
+A finished store packs into one read-only ZIP file with :func:`pack` (or ``to_eocube``
+to a ``.zip`` path). A release of many cubes: :func:`write_release` (stores, STAC
+catalog, dataset card),
 :func:`eocube.hub.publish` to the Hugging Face hub, :func:`open_catalog` to query it.
 
 ``to_eocube`` also appends dates (``append_dim="time"``), writes regions (``region=``)
@@ -47,6 +49,7 @@ _EXPORTS = {
     "open_catalog": "eocube.catalog",
     "open_dataset": "eocube.backend",
     "open_geotiffs": "eocube.geotiff",
+    "pack": "eocube.packed",
     "to_eocube": "eocube.write",
     "write_release": "eocube.release",
 }
@@ -74,6 +77,7 @@ __all__ = [
     "open_catalog",
     "open_dataset",
     "open_geotiffs",
+    "pack",
     "read_header",
     "to_eocube",
     "write_release",
@@ -121,6 +125,7 @@ if TYPE_CHECKING:
     )
     from eocube.geotiff import open_geotiffs
     from eocube.linear import LinearCodec
+    from eocube.packed import pack
     from eocube.profiles import Profile, available_profiles, get_profile
     from eocube.release import write_release
     from eocube.report import EncodeReport, VariableReport

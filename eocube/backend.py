@@ -41,6 +41,7 @@ from xarray.backends import BackendEntrypoint, StoreBackendEntrypoint
 
 from eocube import metadata
 from eocube.layout import MARKER, METADATA
+from eocube.packed import is_packed, open_packed
 
 if TYPE_CHECKING:
     from eocube.reader import EocubeZarrStore, FrameDecoder
@@ -106,7 +107,9 @@ def _open_stores(source: Source, group: str | None, *, tree: bool) -> dict[str, 
     from eocube.reader import EocubeZarrStore
 
     location, options = source.location, source.storage_options
-    if isinstance(location, str) and location.startswith("hf://"):
+    if is_packed(location):
+        location, options = open_packed(location, options), None
+    elif isinstance(location, str) and location.startswith("hf://"):
         # hf:// reads exactly the bytes of the touched chunks (no fsspec read-ahead)
         from eocube.hubfs import hub_store
 
@@ -485,12 +488,13 @@ class EocubeBackendEntrypoint(BackendEntrypoint):
         return tree
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
-        """True for paths and URLs ending in ``.eocube``."""
+        """True for paths and URLs ending in ``.eocube`` (folder stores) or ``.eocube.zip``
+        (packed stores)."""
         try:
             path = os.fspath(filename_or_obj)
         except TypeError:
             return False
-        return str(path).rstrip("/").endswith(".eocube")
+        return str(path).rstrip("/").endswith((".eocube", ".eocube.zip"))
 
 
 # xarray turns decode_cf=False into False for each CF keyword named here, and detects the

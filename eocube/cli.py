@@ -8,6 +8,7 @@ interrupted ``encode`` (Ctrl-C) exits 130 and says how to finish it with ``--res
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -463,16 +464,21 @@ def _store_info(store: str, storage_options: dict[str, Any] | None) -> dict[str,
     from eocube.layout import MARKER
     from eocube.lifecycle import quiet_zarr
     from eocube.lifecycle import store_path as path_of
+    from eocube.packed import PackedStore, is_packed
     from eocube.shards import payload_nbytes
 
     with quiet_zarr():
         ds = open_dataset(store, storage_options=storage_options)
         # hf:// through the client open_dataset used (its listing answers the sizes, and
         # its block cache, when asked for, keeps the indexes, not 1 MiB blocks)
-        location = hub_store(store, storage_options) if is_hub_url(store) else store
+        hub = is_hub_url(store) and not is_packed(store)
+        location = hub_store(store, storage_options) if hub else store
         group = zarr.open_group(path_of(location, storage_options, read_only=True), mode="r")
         store_path = group.store_path
-        nbytes = int(zarr.core.sync.sync(store_path.store.getsize_prefix(store_path.path)))
+        if isinstance(store_path.store, PackedStore):
+            nbytes = store_path.store.archive_nbytes
+        else:
+            nbytes = int(zarr.core.sync.sync(store_path.store.getsize_prefix(store_path.path)))
         variables = {}
         values = original = 0
         for name, var in ds.data_vars.items():
@@ -598,6 +604,19 @@ def _verify(args: argparse.Namespace) -> int:
             lines.append(f"  {name}: {note}")
     _emit(args, result, "\n".join(lines))
     return 0 if result["ok"] else EXIT_FAILED
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from eocube.packed import pack
+
+    report = pack(
+        args.store,
+        args.target,
+        storage_options=_storage_options(args.storage_option),
+        overwrite=args.overwrite,
+    )
+    _emit(args, dataclasses.asdict(report), str(report))
+    return 0
 
 
 def _publish(args: argparse.Namespace) -> int:
@@ -756,6 +775,18 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--json", action="store_true", help="print JSON")
     ver.add_argument("--quiet", action="store_true", help="no progress")
     ver.set_defaults(func=_verify)
+
+    pk = sub.add_parser(
+        "pack",
+        parents=[common],
+        help="pack a finished store into one ZIP file (read-only, smaller: for publishing)",
+    )
+    pk.add_argument("store", help="the store (path or URL)")
+    pk.add_argument("target", help="the file to write, its name ending in .zip")
+    pk.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    pk.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec option")
+    pk.add_argument("--json", action="store_true", help="print JSON")
+    pk.set_defaults(func=_pack)
 
     pub = sub.add_parser(
         "publish",

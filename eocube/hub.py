@@ -34,6 +34,7 @@ from pathlib import Path, PurePosixPath
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.utils import RevisionNotFoundError
 
+from eocube.packed import is_packed
 from eocube.progress import track
 
 logger = logging.getLogger(__name__)
@@ -258,8 +259,9 @@ def publish(
     """Upload an eocube store or a release folder to a hub dataset repo.
 
     A release folder (:func:`eocube.write_release`) goes to the repo's root; a single
-    store ``<name>.eocube`` goes to ``<name>.eocube/``. Each store is committed on its
-    own (split when larger than :data:`MAX_COMMIT_FILES` files or
+    store ``<name>.eocube`` goes to ``<name>.eocube/``, a packed store
+    ``<name>.eocube.zip`` (:func:`eocube.pack`) to ``<name>.eocube.zip``. Each store is
+    committed on its own (split when larger than :data:`MAX_COMMIT_FILES` files or
     :data:`MAX_COMMIT_BYTES` bytes, its root ``zarr.json`` in the last part), with the
     remote files of that store that are no longer in it deleted; the other files
     (catalog, card) are committed last. Files the hub already holds with the same bytes
@@ -269,7 +271,7 @@ def publish(
     Parameters
     ----------
     path : str or os.PathLike
-        The release folder or store.
+        The release folder, store or packed store.
     repo_id : str
         ``<namespace>/<name>`` of the dataset repo (created when missing).
     endpoint : str, optional
@@ -295,15 +297,20 @@ def publish(
     Raises
     ------
     FileNotFoundError
-        When ``path`` is not a folder.
+        When ``path`` is neither a folder nor a packed store.
     ValueError
         When ``path`` holds no file to publish.
     """
     root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"publish: path {str(path)!r} is not a folder")
-    _warn_if_attributes_stay_behind(root)
-    units = _units(root)
+    if root.is_file() and is_packed(root):
+        units = [_Unit(root.name, {root.name: root}, None)]
+    elif not root.is_dir():
+        raise FileNotFoundError(
+            f"publish: path {str(path)!r} is neither a folder nor a packed store (.zip)"
+        )
+    else:
+        _warn_if_attributes_stay_behind(root)
+        units = _units(root)
     if not units:
         raise ValueError(f"publish: path {str(path)!r} holds no file to publish")
     api = HfApi(endpoint=endpoint, token=token)

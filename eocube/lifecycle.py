@@ -66,6 +66,15 @@ def store_path(
         store = os.fspath(store)
     if not isinstance(store, str):
         raise TypeError(f"a store is a path, an fsspec URL or a zarr store, not {store!r}")
+    from eocube import packed
+
+    if packed.is_packed(store):
+        if not read_only:
+            raise PermissionError(
+                f"{store} names a packed store (one ZIP file), which is read-only: write "
+                f"to a folder store and pack it (eocube.pack)"
+            )
+        return StorePath(packed.open_packed(store, storage_options))
     if "://" in store:
         from zarr.storage import FsspecStore
 
@@ -485,17 +494,21 @@ def inspect_target(store: Any, storage_options: Mapping[str, Any] | None = None)
         from fsspec.core import url_to_fs
 
         fs, root = url_to_fs(store, **dict(storage_options or {}))
+        from eocube import packed
+
         if not fs.exists(root):
             return TargetState("absent")
-        if fs.isfile(root):
+        if fs.isfile(root) and not packed.is_packed(store):
             return TargetState("file")
-        names = tuple(
-            sorted(str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
-        )
-        if not names:
-            return TargetState("empty")
-        if METADATA not in names:
-            return TargetState("other", entries=names)
+        names: tuple[str, ...] = ()
+        if not fs.isfile(root):  # a packed store (one file) is told by its root document
+            names = tuple(
+                sorted(str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
+            )
+            if not names:
+                return TargetState("empty")
+            if METADATA not in names:
+                return TargetState("other", entries=names)
     else:
         names = ()
     path = store_path(store, storage_options, read_only=True)

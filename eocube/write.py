@@ -29,7 +29,7 @@ import zarr
 from zarr.errors import UnstableSpecificationWarning
 from zarr.storage import StorePath
 
-from eocube import encode, lifecycle, passes, ratecontrol, update
+from eocube import encode, lifecycle, packed, passes, ratecontrol, update
 from eocube.errors import EocubeError
 from eocube.layout import MARKER
 from eocube.lifecycle import quiet_zarr
@@ -254,9 +254,18 @@ def to_eocube(
     control.check_profile(prof)
     if not compute:
         check_deferrable(control, resume)
-    ds = as_dataset(obj)
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
+    if packed.is_packed(store):
+        check_packable(store, mode, resume, compute)
+        return _to_packed(
+            obj, store, storage_options, mode,
+            profile=profile, lossless=lossless, crf=crf, target_bpppb=target_bpppb,
+            target_psnr=target_psnr, max_abs_error=max_abs_error, chunks=chunks, dims=dims,
+            variables=variables, encoding=encoding, progress=progress, measure=measure,
+            per_array_metadata=per_array_metadata,
+        )  # fmt: skip
+    ds = as_dataset(obj)
     target = lifecycle.inspect_target(store, storage_options)
     if mode in ("a", "r+") and target.kind == "eocube" and (target.complete or region):
         check_not_holding_the_input(ds, store, target)
@@ -395,7 +404,9 @@ def to_eocube(
             # the search's first trial encodes meanwhile (on the codec, outside the GIL)
             with ratecontrol.first_trials_ahead(ds, cube_vars, prof, control, bounds):
                 values = sum(ds[n].size for n in cube_vars)
-                overhead = estimate_overhead(ds, cube_vars, names, fingerprint) * 8 / values
+                packing = isinstance(store, packed.PackingStore)
+                overhead = estimate_overhead(ds, cube_vars, names, fingerprint, packing)
+                overhead *= 8 / values
         if own_controls(own) or any(p is not prof for p in profiles.values()):
             quality, psnr_bounds, trials = choose_per_variable(
                 ds, cube_vars, profiles, controls, bounds
@@ -409,6 +420,59 @@ def to_eocube(
         )
     path = lifecycle.store_path(store, storage_options)
     return final_report(path, report, started, encodes, trials, control.name)
+
+
+def check_packable(store: str, mode: str, resume: bool, compute: bool) -> None:
+    """Refuse what a packed (``.zip``) target cannot take: it is written whole, at once."""
+    refused = (
+        "an append" if mode == "a" else "a region write" if mode == "r+" else
+        "a resume" if resume else "a deferred write (compute=False)" if not compute else None
+    )  # fmt: skip
+    if refused is not None:
+        raise ValueError(
+            f"{store}: a packed store (one ZIP file) is written whole and cannot take "
+            f"{refused}; write a folder store for that, then pack it (eocube.pack)"
+        )
+
+
+def _to_packed(
+    obj: xr.Dataset | xr.DataArray,
+    store: str,
+    storage_options: Mapping[str, Any] | None,
+    mode: str,
+    **settings: Any,
+) -> EncodeReport:
+    """``to_eocube`` to a packed store: the folder store written beside the target (for a
+    remote target: in the temporary folder), packed, and removed. The folder sizes
+    itself as its packed file (:class:`~eocube.packed.PackingStore`), so that a
+    ``target_bpppb`` holds for the file."""
+    import tempfile
+
+    from eocube.hubfs import filesystem
+
+    fs, where = filesystem(store, storage_options)
+    if fs.exists(where) and (mode != "w" or fs.isdir(where)):
+        state = "a folder" if fs.isdir(where) else "a file"
+        raise FileExistsError(
+            f"{store} is {state}: pass mode='w' to replace a packed store (never a folder)"
+        )
+    local = lifecycle.local_path(store)
+    parent = os.path.dirname(local) if local is not None else None
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix=".eocube-packing-", dir=parent)
+    try:
+        report = to_eocube(obj, packed.PackingStore(folder), mode="w", **settings)
+        done = packed.pack(folder, store, target_options=storage_options, overwrite=mode == "w")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return replace(
+        report,
+        store=store,
+        nbytes=done.packed_nbytes,
+        bpppb=done.packed_nbytes * 8 / report.values,
+        compression_ratio=report.original_nbytes / done.packed_nbytes,
+    )
 
 
 def parse_mode(
@@ -511,10 +575,12 @@ def estimate_overhead(
     cube_vars: Mapping[Hashable, CubeVar],
     profiles: Mapping[Hashable, str],
     fingerprint: Mapping[str, Any],
+    packing: bool = False,
 ) -> int:
     """Bytes a store of ``ds`` holds outside its chunk payloads (metadata, coordinates,
     other variables, shard indexes, checksums): the store written without the cube
-    variables' chunks, in memory, and what those chunks add beside their payloads."""
+    variables' chunks, in memory, and what those chunks add beside their payloads.
+    ``packing``: the bytes of its packed file (:mod:`eocube.packed`)."""
     import uuid
 
     from eocube.shards import ShardIndex
@@ -525,7 +591,7 @@ def estimate_overhead(
         fingerprint, True, cube_data=False,
     ).path  # fmt: skip
     try:
-        total = store_nbytes(path)
+        total = packed.packed_size(path) if packing else store_nbytes(path)
     finally:
         lifecycle.delete(path, lifecycle.list_keys(path))
     for cv in cube_vars.values():
@@ -535,6 +601,8 @@ def estimate_overhead(
         chunks = math.prod(math.ceil(n / c) for n, c in zip(shape, cv.inner, strict=True))
         # an index per shard, a checksum per chunk, the quality recorded in the metadata
         total += shards * ShardIndex.nbytes(per) + 4 * chunks + 160
+        if packing:  # a ZIP entry per shard: two headers, each naming it
+            total += shards * packed.entry_nbytes(f"{cv.name}/c" + "/0" * len(shape))
     return total
 
 

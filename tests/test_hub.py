@@ -363,7 +363,7 @@ def test_a_store_split_over_commits_gets_its_metadata_last(
 
 
 def test_publish_refuses_a_missing_or_empty_folder(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="'nowhere' is not a folder"):
+    with pytest.raises(FileNotFoundError, match="'nowhere' is neither a folder nor a packed store"):
         publish("nowhere", "eocube/none", endpoint="http://127.0.0.1:9")
     with pytest.raises(ValueError, match="holds no file to publish"):
         publish(tmp_path, "eocube/none", endpoint="http://127.0.0.1:9")
