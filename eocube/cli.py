@@ -185,7 +185,7 @@ def _open_input(path: str, *, lazy: bool = True) -> Any:
     if "://" not in path and not os.path.exists(path):
         raise CommandError(f"input {path} does not exist")
     try:
-        if lower.endswith(".eocube"):
+        if lower.endswith((".eocube", ".eocube.zip")):
             from eocube.backend import open_dataset
 
             ds = open_dataset(path, chunks={} if lazy else None)
@@ -365,7 +365,7 @@ def _check_not_a_stack(inputs: Sequence[str], output: str, stacked: bool) -> Non
     make a release folder of one-date cubes where a time series was surely meant."""
     from eocube.geotiff import is_geotiff
 
-    if stacked or len(inputs) < 2 or not output.rstrip("/").endswith(".eocube"):
+    if stacked or len(inputs) < 2 or not output.rstrip("/").endswith((".eocube", ".zip")):
         return
     if all(is_geotiff(p) for p in inputs):
         raise CommandError(
@@ -389,6 +389,11 @@ def _encode(args: argparse.Namespace) -> int:
             raise CommandError(
                 "--share-attributes is for a release (several inputs, not stacked): a single "
                 "store keeps its attributes"
+            )
+        if args.packed:
+            raise CommandError(
+                "--packed is for a release (several inputs, not stacked): a single store is "
+                "packed by an OUTPUT ending in .zip"
             )
         opened = (
             _open_geotiffs(args.inputs, args.dates, args.date_pattern)
@@ -418,6 +423,7 @@ def _encode(args: argparse.Namespace) -> int:
         args.output,
         progress=kwargs.pop("progress"),
         share_attributes=args.share_attributes,
+        packed=args.packed,
         **kwargs,
     )
     rows = items(table)  # the catalog's STAC items
@@ -725,6 +731,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="release: keep the attributes every cube shares once, in OUTPUT/cubes/zarr.json "
         "(smaller stores; a store copied out alone then lacks them)",
+    )
+    enc.add_argument(
+        "--packed",
+        action="store_true",
+        help="release: each cube as one read-only ZIP file, OUTPUT/cubes/<id>.eocube.zip "
+        "(smaller; a single store is packed by an OUTPUT ending in .zip)",
     )
     enc.add_argument(
         "--dims",

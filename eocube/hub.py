@@ -116,8 +116,9 @@ def _warn_if_attributes_stay_behind(path: Path) -> None:
 
 
 def _units(path: Path) -> list[_Unit]:
-    """The release's shared attributes first, then the stores (sorted), then the loose
-    files; a store at ``path`` goes under its name."""
+    """The release's shared attributes first, then the stores (sorted), the packed stores
+    (one unit: a commit holds many), then the loose files; a store at ``path`` goes under
+    its name."""
     if _is_store(path):
         files = {f"{path.name}/{f.relative_to(path).as_posix()}": f for f in _walk(path)}
         return [_store_unit(path.name, files)]
@@ -130,10 +131,14 @@ def _units(path: Path) -> list[_Unit]:
     stores: dict[str, dict[str, Path]] = {}
     loose: dict[str, Path] = {}
     first: dict[str, Path] = {}
+    packed: dict[str, Path] = {}
     for file in _walk(path):
         rel = file.relative_to(path)
         if shared is not None and file == shared:
             first[rel.as_posix()] = file
+            continue
+        if is_packed(file):  # a packed store is one file: with the others, before the rest
+            packed[rel.as_posix()] = file
             continue
         store = next(
             (
@@ -150,6 +155,8 @@ def _units(path: Path) -> list[_Unit]:
         else:
             stores.setdefault(store.as_posix(), {})[rel.as_posix()] = file
     units = [_store_unit(name, files) for name, files in sorted(stores.items())]
+    if packed:
+        units.append(_Unit("packed stores", dict(sorted(packed.items())), None))
     if first:
         units.insert(0, _Unit("shared attributes", first, None))
     if loose:

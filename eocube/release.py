@@ -2,7 +2,8 @@
 
 A release folder holds::
 
-    cubes/<id>.eocube    one eocube store per cube
+    cubes/<id>.eocube    one eocube store per cube (``cubes/<id>.eocube.zip`` with
+                         ``packed=True``: one packed store, :mod:`eocube.packed`)
     cubes/zarr.json      with ``share_attributes=True``: a zarr group holding, once, the
                          attributes every cube shares (:func:`move_shared_attributes`)
     catalog.parquet      one STAC item per cube, stac-geoparquet (eocube.catalog)
@@ -29,7 +30,7 @@ from eocube.catalog import items, write_catalog
 from eocube.layout import MARKER, METADATA
 from eocube.progress import track
 from eocube.report import EncodeReport
-from eocube.stac import cube_item
+from eocube.stac import ASSET, cube_item
 from eocube.write import to_eocube
 
 logger = logging.getLogger(__name__)
@@ -44,13 +45,15 @@ DEFAULT_TAGS = ("eocube", "earth-observation", "remote-sensing", "climate", "zar
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def cube_path(cube_id: str) -> str:
-    """Where cube ``cube_id`` lives in a release: ``cubes/<id>.eocube``."""
-    if not _ID.fullmatch(cube_id) or cube_id.endswith(".eocube"):
+def cube_path(cube_id: str, packed: bool = False) -> str:
+    """Where cube ``cube_id`` lives in a release: ``cubes/<id>.eocube``, or with ``packed``
+    ``cubes/<id>.eocube.zip``."""
+    if not _ID.fullmatch(cube_id) or cube_id.endswith((".eocube", ".zip")):
         raise ValueError(
-            f"cube id {cube_id!r}: use letters, digits, '.', '_' and '-' (no '.eocube' suffix)"
+            f"cube id {cube_id!r}: use letters, digits, '.', '_' and '-' (no '.eocube' or "
+            f"'.zip' suffix)"
         )
-    return f"{CUBES_DIR}/{cube_id}.eocube"
+    return f"{CUBES_DIR}/{cube_id}.eocube" + (".zip" if packed else "")
 
 
 def _check_folder(root: Path) -> None:
@@ -81,6 +84,7 @@ def write_release(
     repo_id: str | None = None,
     row_group_size: int | None = None,
     share_attributes: bool = False,
+    packed: bool = False,
     **to_eocube_kwargs: Any,
 ) -> pa.Table:
     """Write cubes as a release folder: stores, STAC catalog and dataset card.
@@ -113,6 +117,11 @@ def write_release(
         store at low rates. The stores then need their release folder for those
         attributes: a store copied or published on its own opens without them (with a
         warning naming them). Off by default.
+    packed : bool
+        Write each cube as a packed store, ``cubes/<id>.eocube.zip`` (one read-only ZIP
+        file, :mod:`eocube.packed`): one object per cube to publish, and about half the
+        bytes beside the video of a small cube (its metadata deflated). Not with
+        ``share_attributes`` (a packed store's documents are not edited afterwards).
     **to_eocube_kwargs
         Passed to :func:`eocube.to_eocube` for every cube (``profile``, ``crf``,
         ``lossless``, ``chunks``, ``dims``, ``mode``...).
@@ -127,13 +136,17 @@ def write_release(
         raise ValueError("a release needs at least one cube")
     if "storage_options" in to_eocube_kwargs:
         raise TypeError("write_release() writes to a local folder: it takes no storage_options")
+    if packed and share_attributes:
+        raise ValueError(
+            "write_release(packed=True) cannot share attributes: a packed store's metadata "
+            "is not edited once written (it is deflated instead); pass one of the two"
+        )
     root = Path(folder)
     _check_folder(root)
-    paths = {cube_path(cube_id) for cube_id in cubes}
+    paths = {cube_path(cube_id, packed) for cube_id in cubes}
+    found = [*root.glob(f"{CUBES_DIR}/*.eocube"), *root.glob(f"{CUBES_DIR}/*.eocube.zip")]
     strangers = sorted(
-        p.relative_to(root).as_posix()
-        for p in root.glob(f"{CUBES_DIR}/*.eocube")
-        if p.relative_to(root).as_posix() not in paths
+        p.relative_to(root).as_posix() for p in found if p.relative_to(root).as_posix() not in paths
     )
     if strangers:
         raise ValueError(
@@ -145,7 +158,7 @@ def write_release(
     written = []
     with track(len(cubes), label="release", unit="cubes", show=progress) as bar:
         for i, (cube_id, cube) in enumerate(cubes.items(), start=1):
-            path = cube_path(cube_id)
+            path = cube_path(cube_id, packed)
             logger.info("[%d/%d] %s -> %s", i, len(cubes), cube_id, path)
             ds = (
                 cube.to_dataset(name=cube.name or "data")
@@ -196,7 +209,7 @@ def dataset_card(
     from huggingface_hub import DatasetCard, DatasetCardData
 
     repo = repo_id or "<org>/<release>"
-    first = catalog.column("id")[0].as_py()
+    first_store = str(items(catalog)[0]["assets"][ASSET]["href"])
     meta = DatasetCardData(
         license=license,
         pretty_name=title or "eocube release",
@@ -249,7 +262,7 @@ def dataset_card(
         "import eocube",
         "",
         f'catalog = eocube.open_catalog("hf://datasets/{repo}/{CATALOG}").to_pandas()',
-        f'url = "hf://datasets/{repo}/{cube_path(first)}"',
+        f'url = "hf://datasets/{repo}/{first_store}"',
         'cube = xr.open_dataset(url, engine="eocube", chunks={})',
         "window = cube.data.isel(time=slice(0, 8), y=slice(0, 64), x=slice(0, 64)).values",
         "```",
@@ -340,7 +353,8 @@ def move_shared_attributes(
 
 def _resized(report: EncodeReport, store: Path) -> EncodeReport:
     """``report`` with the store's size now (less what the release keeps once)."""
-    nbytes = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
+    files = [store] if store.is_file() else [f for f in store.rglob("*") if f.is_file()]
+    nbytes = sum(f.stat().st_size for f in files)
     return dataclasses.replace(
         report,
         nbytes=nbytes,

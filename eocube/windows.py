@@ -96,7 +96,7 @@ def default_id(source: Any) -> str:
         return default_id(origin) if origin else str(source.attrs.get("id", "cube"))
     name = str(os.fspath(source) if isinstance(source, os.PathLike) else source).rstrip("/")
     name = name.rsplit("/", 1)[-1]
-    for suffix in (".eocube", ".zarr", ".nc"):
+    for suffix in (".zip", ".eocube", ".zarr", ".nc"):
         name = name.removesuffix(suffix)
     return name
 

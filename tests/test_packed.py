@@ -280,3 +280,41 @@ def test_to_eocube_writes_a_packed_store_to_s3(s3: S3Server, tmp_path: Path) -> 
     ):
         assert a.namelist() == b.namelist()
         assert a.read("data/c/0/0/0/0") == b.read("data/c/0/0/0/0")
+
+
+def test_a_packed_release_writes_publishes_and_reads(tmp_path: Path) -> None:
+    from hub_server import HubServer
+
+    from eocube.catalog import items
+    from eocube.hub import publish
+    from eocube.hubfs import RangeHfFileSystem
+
+    cubes = {"gfmap": open_cube(CUBE), "bcsd": open_cube("stars_bcsd_obs_12x2x33x81")}
+    folder = tmp_path / "release"
+    table = eocube.write_release(cubes, folder, packed=True, crf=24, progress=False)
+    assert sorted(p.name for p in (folder / "cubes").iterdir()) == [
+        "bcsd.eocube.zip",
+        "gfmap.eocube.zip",
+    ]
+    # the catalog's sizes are the files'
+    listed = {item["id"]: item for item in items(table)}
+    gfmap = folder / "cubes/gfmap.eocube.zip"
+    assert listed["gfmap"]["properties"]["eocube:bytes"] == gfmap.stat().st_size
+    assert listed["gfmap"]["assets"]["data"]["href"] == "cubes/gfmap.eocube.zip"
+    assert ".eocube.zip" in (folder / "README.md").read_text()
+    with eocube.open_dataset(folder, group="gfmap") as ds:
+        np.testing.assert_array_equal(ds["x"].values, cubes["gfmap"]["x"].values)
+    with pytest.raises(ValueError, match="cannot share attributes"):
+        eocube.write_release(cubes, tmp_path / "r2", packed=True, share_attributes=True)
+    with HubServer(token="hf_test") as hub:
+        sha = publish(folder, "eocube/packed-release", endpoint=hub.url, token="hf_test")
+        files = hub.files("eocube/packed-release", sha)
+        assert files["cubes/gfmap.eocube.zip"] == (folder / "cubes/gfmap.eocube.zip").read_bytes()
+        RangeHfFileSystem.clear_instance_cache()
+        options = {"endpoint": hub.url, "token": "hf_test"}
+        url = f"hf://datasets/eocube/packed-release@{sha}"
+        with (
+            xr.open_dataset(url, engine="eocube", group="bcsd", storage_options=options) as a,
+            eocube.open_dataset(folder / "cubes/bcsd.eocube.zip") as b,
+        ):
+            xr.testing.assert_identical(a.load(), b.load())
