@@ -248,9 +248,11 @@ def test_a_published_packed_store_reads_over_hf(
             eocube.open_dataset(zipped) as local,
         ):
             xr.testing.assert_identical(remote.load(), local.load())
-        data = [r for r in hub.log_since(mark) if r.is_data]
-    if whole:  # a small cube: one request for all of it
+        requests = hub.log_since(mark)
+        data = [r for r in requests if r.is_data]
+    if whole:  # a small cube: its revision, its size, then one request for all of it
         assert [r.sent for r in data] == [size]
+        assert len(requests) == 3
     else:  # the end (central directory), then each object asked for: no byte twice
         assert len(data) > 2
         assert sum(r.sent for r in data) <= size
