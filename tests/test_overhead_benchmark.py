@@ -71,3 +71,21 @@ def test_the_release_run_writes_its_table(tmp_path: Path) -> None:
     assert row["cube"] == stem
     assert row["saved_per_cube"] > 0  # the tiles share the source's title, licence...
     assert f"| {stem} |" in (tmp_path / "overhead_release.md").read_text()
+
+
+def test_a_packed_store_splits_the_same_way_and_is_smaller() -> None:
+    ds = _small_cube()
+    folder = overhead.measure("small", ds, 0.1)
+    packed = overhead.measure("small", ds, 0.1, packed=True)
+    parts = (
+        packed["zarr_json_bytes"]
+        + packed["coordinate_bytes"]
+        + packed["other_variable_bytes"]
+        + packed["cube_framing_bytes"]
+    )
+    assert packed["other_bytes"] - parts == 22  # the ZIP file's end record
+    assert packed["payload_bytes"] + packed["other_bytes"] == packed["store_bytes"]
+    assert packed["zarr_json_bytes"] < folder["zarr_json_bytes"]  # deflated
+    assert packed["other_bytes"] < folder["other_bytes"]
+    text = overhead.render({"packed": {"bpppb": 0.1, "code": {}, "rows": [packed]}})
+    assert "Packed: each object counts with its ZIP entry's headers" in text
