@@ -243,6 +243,8 @@ def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from eocube.backend import open_dataset
+    from eocube.lifecycle import store_path
+    from eocube.packed import packed_size
     from eocube.write import to_eocube
 
     _warm(quiet=False)
@@ -263,6 +265,7 @@ def _demo(args: argparse.Namespace) -> int:
         for name, lossless, crf in settings:
             path = Path(tmp) / f"{name}-{crf}.eocube"
             report = to_eocube(ds, path, profile=name, lossless=lossless, crf=crf, measure=False)
+            packed_nbytes = packed_size(store_path(path))
             # reopen lazily: nothing is decoded until values are asked for
             lazy = open_dataset(path, chunks={})
             t0 = time.perf_counter()
@@ -272,7 +275,7 @@ def _demo(args: argparse.Namespace) -> int:
             exact = np.array_equal(original, decoded, equal_nan=original.dtype.kind == "f")
             label = name + ("" if crf is None else f" crf={crf}")
             rows.append(
-                f"{label:26s} {report.nbytes:9d} {report.bpppb:7.3f} "
+                f"{label:26s} {report.nbytes:9d} {packed_nbytes:9d} {report.bpppb:7.3f} "
                 f"{report.compression_ratio:7.1f} "
                 f"{metrics.psnr(original, decoded, nodata):8.2f} "
                 f"{metrics.max_abs_error(original, decoded, nodata):9.1f} "
@@ -281,11 +284,12 @@ def _demo(args: argparse.Namespace) -> int:
             if crf == args.crf[len(args.crf) // 2]:
                 print(f"\nreport of one write ({label}):\n{report}\n\nreopened lazily:\n{lazy}\n")
     print(
-        f"{'store':26s} {'bytes':>9s} {'bpppb':>7s} {'ratio':>7s} {'PSNR dB':>8s} "
+        f"{'store':26s} {'bytes':>9s} {'packed':>9s} {'bpppb':>7s} {'ratio':>7s} {'PSNR dB':>8s} "
         f"{'max err':>9s} {'enc s':>6s} {'dec s':>6s}"
     )
     print("\n".join(rows))
-    print("bytes and bpppb count every object of the store; PSNR is the mean over bands of")
+    print("bytes and bpppb count every object of the store; packed: the bytes of the store as")
+    print("one ZIP file (eocube pack, or to_eocube to a .zip path); PSNR is the mean over bands of")
     print("10·log10(range_b² / MSE_b) over valid pixels (docs/format.md, Metrics); max err in")
     print("data units; enc s: encoding and writing, dec s: reading the whole variable back.")
     return 0

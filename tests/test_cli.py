@@ -158,3 +158,7 @@ def test_demo_prints_its_table_and_cites_the_repository(tmp_path: Path) -> None:
     assert "bit-exact" in done.stdout
     assert "docs/format.md" in done.stdout
     assert "DESIGN" not in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("hevc-12bit")]
+    assert rows
+    for row in rows:  # "<profile> crf=24 <bytes> <packed> ...": the packed store is smaller
+        assert 0 < int(row[3]) < int(row[2])
