@@ -10,6 +10,7 @@ with ``eocube.to_eocube(ds, path)`` (defaults), measured side by side in one run
   and the share of that time inside the video decoder;
 - **end to end**: ``ds.data.values`` on an opened dataset (the decoded-chunk cache
   emptied first), and open + read from nothing (what a new user times);
+- **packed**: the same reads of the store packed into one ZIP file (``eocube.pack``);
 - **before**: the same open + read with the eocube of ``--baseline`` (a checkout of an
   earlier commit, run in a subprocess on the same store) when given;
 - where the milliseconds go for four read patterns (one date, one pixel's series, a
@@ -214,6 +215,13 @@ def measure_cube(label: str, cube: Path, repeats: int, baseline: Path | None) ->
         read_s = median_seconds(lambda: opened.data.values, repeats, cache.CHUNKS.clear)
     cache.CHUNKS.clear()
     open_read_s = open_and_read(str(store), repeats)
+    # the same store packed into one ZIP file (eocube.pack): read through PackedStore
+    zipped = tmp / "cube.eocube.zip"
+    eocube.pack(store, zipped)
+    with eocube.open_dataset(zipped, cache=False) as opened:
+        packed_read_s = median_seconds(lambda: opened.data.values, repeats, cache.CHUNKS.clear)
+    cache.CHUNKS.clear()
+    packed_open_read_s = open_and_read(str(zipped), repeats)
     before_s = baseline_seconds(baseline, store, repeats) if baseline else None
     patterns = where_time_goes(store, repeats)
     row = {
@@ -233,6 +241,8 @@ def measure_cube(label: str, cube: Path, repeats: int, baseline: Path | None) ->
         "read_s": read_s,
         "open_read_s": open_read_s,
         "before_open_read_s": before_s,
+        "packed_read_s": packed_read_s,
+        "packed_open_read_s": packed_open_read_s,
         "patterns": patterns,
     }
     for path in sorted(tmp.rglob("*"), reverse=True):
@@ -338,6 +348,25 @@ def tables(rows: list[dict[str, Any]]) -> str:
                 f"| {r['cube']} | {p['pattern']} | {p['wall_ms']:.1f} | {p['fetch_ms']:.1f} | "
                 f"{p['decode_ms']:.1f} | {p['other_ms']:.1f} |"
             )
+    packed = [r for r in rows if r.get("packed_read_s")]
+    if packed:
+        out += [
+            "",
+            "## Packed stores (the same store as one ZIP file, `eocube.pack`)",
+            "",
+            "| cube | read (opened), folder | read (opened), packed | packed / folder | "
+            "open + read, folder | open + read, packed | packed / folder |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in packed:
+            out.append(
+                f"| {r['cube']} | {r['mb'] / r['read_s']:.0f} | "
+                f"{r['mb'] / r['packed_read_s']:.0f} | {_ratio(r['read_s'], r['packed_read_s'])} "
+                f"| {r['mb'] / r['open_read_s']:.0f} | {r['mb'] / r['packed_open_read_s']:.0f} | "
+                f"{_ratio(r['open_read_s'], r['packed_open_read_s'])} |"
+            )
+        out.append("")
+        out.append("MB/s of the raw array; packed / folder > 1: the packed store reads faster.")
     return "\n".join(out)
 
 
