@@ -24,6 +24,7 @@ import os
 import struct
 import threading
 import uuid
+import weakref
 import zipfile
 import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -286,14 +287,16 @@ class _Source:
     def read(self, start: int, end: int) -> bytes:
         raise NotImplementedError
 
-    def close(self) -> None:
-        """Release what the source holds."""
-
 
 class _LocalSource(_Source):
+    """A local file read with ``pread`` by any thread. The descriptor is closed when the
+    source is collected, not when the store is closed: a dataset closed while its arrays
+    are still read must not read a descriptor number another file got meanwhile."""
+
     def __init__(self, path: str) -> None:
         self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self._lock = threading.Lock()
+        weakref.finalize(self, os.close, self._fd)
 
     def read(self, start: int, end: int) -> bytes:
         if hasattr(os, "pread"):
@@ -301,11 +304,6 @@ class _LocalSource(_Source):
         with self._lock:  # no pread (Windows): seek and read under a lock
             os.lseek(self._fd, start, os.SEEK_SET)
             return os.read(self._fd, end - start)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
 
 class _BytesSource(_Source):
@@ -443,10 +441,6 @@ class PackedStore(Store):
             raise PermissionError(self._read_only_note())
         return self
 
-    def close(self) -> None:
-        self._source.close()
-        super().close()
-
     def _read_only_note(self) -> str:
         return (
             f"{self.location} is a packed eocube store (one ZIP file) and read-only: "
@@ -576,7 +570,6 @@ def open_packed(
             infos = archive.infolist()
             ours = bool(infos) and infos[0].comment == COMMENT
     except zipfile.BadZipFile as exc:
-        source.close()
         raise ValueError(f"{location} is not a packed store (not a ZIP archive: {exc})") from exc
     entries = {i.filename: i for i in infos if not i.is_dir()}
     store = PackedStore(location, storage_options, source, entries, size)

@@ -320,3 +320,11 @@ def test_a_packed_release_writes_publishes_and_reads(tmp_path: Path) -> None:
             eocube.open_dataset(folder / "cubes/bcsd.eocube.zip") as b,
         ):
             xr.testing.assert_identical(a.load(), b.load())
+
+
+def test_a_closed_packed_dataset_still_reads_its_arrays(zipped: Path) -> None:
+    ds = eocube.open_dataset(zipped, chunks={})
+    data = ds["data"]
+    ds.close()
+    with eocube.open_dataset(zipped) as again:
+        np.testing.assert_array_equal(data.values, again["data"].values)
