@@ -69,3 +69,10 @@ def test_a_target_point_lets_the_curve_reach_a_rate_the_sweep_does_not() -> None
     assert not isinstance(reached, common.Sat)
     assert reached is not None
     assert 52.0 < reached < 54.0
+
+
+def test_a_childs_death_is_named_for_what_it_was() -> None:
+    from benchmarks.rd.runner import _death
+
+    assert "hang" in _death(1)  # faulthandler's watchdog exits with 1
+    assert "signal 11" in _death(-11)

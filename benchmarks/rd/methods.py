@@ -148,6 +148,7 @@ def eocube_point(
     import xarray as xr
 
     import eocube
+    from eocube import lifecycle, packed
 
     path = f"memory://rd-{uuid.uuid4().hex}.eocube"
     kwargs: dict[str, Any] = {"profile": profile, "measure": False}
@@ -163,6 +164,7 @@ def eocube_point(
         report = eocube.to_eocube(cube.dataset, path, **kwargs)
         encode_s = time.perf_counter() - t0
         payload = report.variables["data"].payload_nbytes
+        packed_nbytes = packed.packed_size(lifecycle.store_path(path, read_only=True))
 
         def read() -> tuple[np.ndarray, float, float]:
             t0 = time.perf_counter()
@@ -203,6 +205,9 @@ def eocube_point(
         "e2e_over_codec": codec_s / decode_s if codec_s else None,
         "chunk_over_codec": codec_s / chunk_s if codec_s and chunk_s else None,
         "store_overhead_bytes": report.nbytes - payload,
+        # the same store packed into one ZIP file (eocube.pack): its size, exactly
+        "nbytes_packed": packed_nbytes,
+        "bpppb_packed": packed_nbytes * 8 / cube.values.size,
     }
 
 
