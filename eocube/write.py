@@ -103,7 +103,13 @@ def to_eocube(
         in their own order. All other variables and every coordinate are stored
         losslessly (zstd); the report says which and why.
     store : str, os.PathLike, or zarr store
-        A path or fsspec URL (``file://``, ``memory://``, ``s3://``, ``hf://``...).
+        A path or fsspec URL (``file://``, ``memory://``, ``s3://``, ``hf://``...). A
+        name ending in ``.zip`` writes a packed store, one read-only ZIP file
+        (:mod:`eocube.packed`): the folder store is written beside it (in the temporary
+        folder for a URL), packed and removed; ``target_bpppb`` counts the file. Not with
+        appends, region writes, ``resume`` or ``compute=False``; on a cluster its workers
+        must reach that folder (write a folder store to shared storage and
+        :func:`eocube.pack` it otherwise).
     profile : str, optional
         Codec profile (``eocube profiles`` lists them). Default: ``hevc-12bit-444``,
         or ``ffv1-lossless`` with ``lossless=True``.
