@@ -10,9 +10,10 @@ SAMPLE := tests/data/s2_l2a_worldcereal_118x4x64x64.nc
 # What the smoke runs test on Python 3.12 and 3.13 and at the lowest dependency versions
 # (a few minutes each, Numba's compilation included): the public API and its import cost,
 # the packaging, every stored payload version, the video codecs, and stores written,
-# reopened lazily and read by plain zarr.
+# reopened lazily and read by plain zarr, packed into ZIP files (zipfile differs by Python).
 SMOKE_TESTS := tests/test_imports.py tests/test_packaging.py tests/test_compatibility.py \
-	tests/test_video.py tests/test_shards.py tests/test_store.py tests/test_metadata.py
+	tests/test_video.py tests/test_shards.py tests/test_store.py tests/test_metadata.py \
+	tests/test_packed.py
 SMOKE_DIR := build/smoke
 # the lowest versions pyproject.toml allows run on the lowest Python it allows
 LOWEST_PYTHON := 3.11

@@ -1,9 +1,8 @@
-"""Packed stores (eocube.packed): a finished store as one ZIP file, read locally, over S3
-and over hf://, by eocube and by zarr-python's own ZipStore."""
+"""Packed stores (eocube.packed): a finished store as one ZIP file, written, packed and
+read locally, by eocube and by zarr-python's own ZipStore (remote: test_packed_remote.py)."""
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import zipfile
@@ -15,7 +14,6 @@ import pytest
 import xarray as xr
 import zarr
 from cubes import DATA, open_cube
-from s3_server import S3Server
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
@@ -203,16 +201,6 @@ def test_to_eocube_writes_a_packed_store_at_the_rate_asked(tmp_path: Path) -> No
             eocube.to_eocube(cube, target, crf=30, **refused)
 
 
-def test_a_packed_store_reads_from_s3(s3: S3Server, zipped: Path) -> None:
-    url = f"{s3.bucket()}/gfmap.eocube.zip"
-    s3.filesystem().put_file(str(zipped), url)
-    with (
-        eocube.open_dataset(zipped) as local,
-        xr.open_dataset(url, engine="eocube", storage_options=s3.storage_options) as remote,
-    ):
-        xr.testing.assert_identical(local.load(), remote.load())
-
-
 def test_cli_pack_info_verify(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     target = tmp_path / "cli.eocube.zip"
     assert cli(["pack", str(folder), str(target)]) == 0
@@ -224,40 +212,6 @@ def test_cli_pack_info_verify(folder: Path, tmp_path: Path, capsys: pytest.Captu
     assert cli(["verify", str(target), "--against", str(DATA / f"{CUBE}.nc")]) == 0
 
 
-@pytest.mark.parametrize("whole", [True, False], ids=["read-whole", "range-reads"])
-def test_a_published_packed_store_reads_over_hf(
-    zipped: Path, whole: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from hub_server import HubServer
-
-    from eocube.hub import publish
-    from eocube.hubfs import RangeHfFileSystem
-
-    monkeypatch.setattr(packed, "WHOLE_READ_BYTES", 1 << 30 if whole else 0)
-    monkeypatch.setattr(packed, "TAIL_READ_BYTES", 1024)
-    size = zipped.stat().st_size
-    with HubServer(token="hf_test") as hub:
-        sha = publish(zipped, "eocube/packed", endpoint=hub.url, token="hf_test")
-        assert hub.files("eocube/packed", sha)["gfmap.eocube.zip"] == zipped.read_bytes()
-        RangeHfFileSystem.clear_instance_cache()
-        mark = len(hub.requests)
-        url = f"hf://datasets/eocube/packed@{sha}/gfmap.eocube.zip"
-        options = {"endpoint": hub.url, "token": "hf_test"}
-        with (
-            xr.open_dataset(url, engine="eocube", storage_options=options) as remote,
-            eocube.open_dataset(zipped) as local,
-        ):
-            xr.testing.assert_identical(remote.load(), local.load())
-        requests = hub.log_since(mark)
-        data = [r for r in requests if r.is_data]
-    if whole:  # a small cube: its revision, its size, then one request for all of it
-        assert [r.sent for r in data] == [size]
-        assert len(requests) == 3
-    else:  # the end (central directory), then each object asked for: no byte twice
-        assert len(data) > 2
-        assert sum(r.sent for r in data) <= size
-
-
 def test_a_folder_store_named_zip_stays_a_folder_store(folder: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -266,60 +220,6 @@ def test_a_folder_store_named_zip_stays_a_folder_store(folder: Path, tmp_path: P
     assert not packed.is_packed(named)
     with eocube.open_dataset(folder) as a, eocube.open_dataset(named) as b:
         xr.testing.assert_identical(a.load(), b.load())
-
-
-def test_to_eocube_writes_a_packed_store_to_s3(s3: S3Server, tmp_path: Path) -> None:
-    cube = open_cube(CUBE)
-    url = f"{s3.bucket()}/gfmap.eocube.zip"
-    report = eocube.to_eocube(cube, url, crf=30, storage_options=s3.storage_options)
-    eocube.to_eocube(cube, tmp_path / "gfmap.eocube.zip", crf=30)
-    stored = s3.filesystem().cat_file(url)
-    assert report.nbytes == len(stored)
-    # the same objects (the root document differs by the encode time it records)
-    with (
-        zipfile.ZipFile(tmp_path / "gfmap.eocube.zip") as a,
-        zipfile.ZipFile(io.BytesIO(stored)) as b,
-    ):
-        assert a.namelist() == b.namelist()
-        assert a.read("data/c/0/0/0/0") == b.read("data/c/0/0/0/0")
-
-
-def test_a_packed_release_writes_publishes_and_reads(tmp_path: Path) -> None:
-    from hub_server import HubServer
-
-    from eocube.catalog import items
-    from eocube.hub import publish
-    from eocube.hubfs import RangeHfFileSystem
-
-    cubes = {"gfmap": open_cube(CUBE), "bcsd": open_cube("stars_bcsd_obs_12x2x33x81")}
-    folder = tmp_path / "release"
-    table = eocube.write_release(cubes, folder, packed=True, crf=24, progress=False)
-    assert sorted(p.name for p in (folder / "cubes").iterdir()) == [
-        "bcsd.eocube.zip",
-        "gfmap.eocube.zip",
-    ]
-    # the catalog's sizes are the files'
-    listed = {item["id"]: item for item in items(table)}
-    gfmap = folder / "cubes/gfmap.eocube.zip"
-    assert listed["gfmap"]["properties"]["eocube:bytes"] == gfmap.stat().st_size
-    assert listed["gfmap"]["assets"]["data"]["href"] == "cubes/gfmap.eocube.zip"
-    assert ".eocube.zip" in (folder / "README.md").read_text()
-    with eocube.open_dataset(folder, group="gfmap") as ds:
-        np.testing.assert_array_equal(ds["x"].values, cubes["gfmap"]["x"].values)
-    with pytest.raises(ValueError, match="cannot share attributes"):
-        eocube.write_release(cubes, tmp_path / "r2", packed=True, share_attributes=True)
-    with HubServer(token="hf_test") as hub:
-        sha = publish(folder, "eocube/packed-release", endpoint=hub.url, token="hf_test")
-        files = hub.files("eocube/packed-release", sha)
-        assert files["cubes/gfmap.eocube.zip"] == (folder / "cubes/gfmap.eocube.zip").read_bytes()
-        RangeHfFileSystem.clear_instance_cache()
-        options = {"endpoint": hub.url, "token": "hf_test"}
-        url = f"hf://datasets/eocube/packed-release@{sha}"
-        with (
-            xr.open_dataset(url, engine="eocube", group="bcsd", storage_options=options) as a,
-            eocube.open_dataset(folder / "cubes/bcsd.eocube.zip") as b,
-        ):
-            xr.testing.assert_identical(a.load(), b.load())
 
 
 def test_a_closed_packed_dataset_still_reads_its_arrays(zipped: Path) -> None:
