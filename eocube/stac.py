@@ -40,6 +40,8 @@ DATACUBE = "https://stac-extensions.github.io/datacube/v2.3.0/schema.json"
 ASSET = "data"
 """Key of the store's asset in every item."""
 ZARR_MEDIA_TYPE = "application/vnd.zarr; version=3"
+PACKED_MEDIA_TYPE = "application/zip"
+"""The media type of a packed store's asset (a zarr v3 store in one ZIP file)."""
 PREFIX = "eocube:"
 MAX_LABELS = 1000
 """Labels listed for a dimension (``values``); longer ones get their index range."""
@@ -224,6 +226,7 @@ class CubeSummary:
             **({"cube:variables": self._variables()} if self.variables else {}),
             **self.figures.properties(),
         }
+        packed = self.href.rstrip("/").lower().endswith(".zip")
         item: dict[str, Any] = {
             "type": "Feature",
             "stac_version": STAC_VERSION,
@@ -239,9 +242,10 @@ class CubeSummary:
             "assets": {
                 ASSET: {
                     "href": self.href,
-                    "type": ZARR_MEDIA_TYPE,
-                    "title": f"eocube store of {self.id}",
-                    "description": "zarr v3 with eocube's video codecs: "
+                    "type": PACKED_MEDIA_TYPE if packed else ZARR_MEDIA_TYPE,
+                    "title": f"eocube {'packed ' if packed else ''}store of {self.id}",
+                    "description": ("a zarr v3 store in one ZIP file, " if packed else "")
+                    + "zarr v3 with eocube's video codecs: "
                     "xr.open_dataset(href, engine='eocube') once eocube is installed",
                     "roles": ["data"],
                 }

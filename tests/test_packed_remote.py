@@ -106,6 +106,7 @@ def test_a_packed_release_writes_publishes_and_reads(tmp_path: Path) -> None:
     gfmap = folder / "cubes/gfmap.eocube.zip"
     assert listed["gfmap"]["properties"]["eocube:bytes"] == gfmap.stat().st_size
     assert listed["gfmap"]["assets"]["data"]["href"] == "cubes/gfmap.eocube.zip"
+    assert listed["gfmap"]["assets"]["data"]["type"] == "application/zip"
     assert ".eocube.zip" in (folder / "README.md").read_text()
     with eocube.open_dataset(folder, group="gfmap") as ds:
         np.testing.assert_array_equal(ds["x"].values, cubes["gfmap"]["x"].values)
