@@ -11,6 +11,12 @@ The same real time-series cubes of the corpus are published twice with
   read with ``xr.open_zarr(store, chunks=None)`` through the exact-range store of
   ``eocube.hubfs.hub_store`` (no fsspec read-ahead).
 
+- **eocube, packed**: the same release written with ``packed=True`` (each cube one ZIP
+  file, ``eocube.packed``), read the same way (a reference row, no goal). Requests and
+  kB per sample count the stream once every cube is open: a packed store of up to
+  1 MiB is read whole when it is opened, so its stream makes no request; the time to
+  first sample includes that read.
+
 A sample is a window of ``--window`` (8 dates × 64 × 64 px by default, cropped to the
 cube where it is smaller) over all bands of the ``data`` variable of a random cube, at
 a random origin; the windows are drawn once (``--seed``) and read in the same order by
@@ -94,10 +100,11 @@ GOALS = {"loopback": 0.7, "emulated": 3.0}
 """eocube / zarr+zstd samples/s the issue asks for, per condition."""
 EOCUBE, ZARR, UNCACHED = "eocube", "zarr+zstd", "eocube, chunk cache off"
 QUARTER = "eocube, cache 1/4 of the release"
-METHODS = (EOCUBE, ZARR, QUARTER, UNCACHED)
-"""Rows, in order; the last two are references (no goal), measured when eocube has a
-cache: a release four times larger than the cache (its budget set to a quarter of the
-decoded cubes), and no cache at all."""
+PACKED = "eocube, packed"
+METHODS = (EOCUBE, ZARR, PACKED, QUARTER, UNCACHED)
+"""Rows, in order; the last three are references (no goal): the release packed (each cube
+one ZIP file), and, when eocube has a cache, a release four times larger than the cache
+(its budget set to a quarter of the decoded cubes) and no cache at all."""
 
 Sample = tuple[str, dict[str, slice]]
 
@@ -277,7 +284,13 @@ def plot(results: dict[str, dict[str, Any]], labels: dict[str, str], path: Path)
     methods = [m for m in METHODS if m in results[conditions[0]]]
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
     width = 0.8 / len(methods)
-    colors = {EOCUBE: "#1f77b4", ZARR: "#ff7f0e", QUARTER: "#6baed6", UNCACHED: "#9ecae1"}
+    colors = {
+        EOCUBE: "#1f77b4",
+        ZARR: "#ff7f0e",
+        PACKED: "#2ca02c",
+        QUARTER: "#6baed6",
+        UNCACHED: "#9ecae1",
+    }
     for j, method in enumerate(methods):
         xs = [i + (j - (len(methods) - 1) / 2) * width for i in range(len(conditions))]
         ys = [results[c][method]["samples_per_s"] for c in conditions]
@@ -322,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     corpus.add_corpus_option(parser)
     args = parser.parse_args(argv)
-    methods = [EOCUBE, ZARR]
+    methods = [EOCUBE, ZARR, PACKED]
     if chunk_cache() is not None and not args.skip_uncached:
         methods += [QUARTER, UNCACHED]
 
@@ -339,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results: dict[str, dict[str, Any]] = {}  # condition -> method -> figures, and ratio
     with tempfile.TemporaryDirectory() as tmp, HubServer(token=TOKEN) as hub:
-        eo, zs = Path(tmp) / "eocube", Path(tmp) / "zarr"
+        eo, zs, pk = Path(tmp) / "eocube", Path(tmp) / "zarr", Path(tmp) / "packed"
         t0 = time.perf_counter()
         catalog = eocube.write_release(cubes, eo, progress=False)  # eocube's defaults
         encode_s = time.perf_counter() - t0
@@ -349,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
             warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
             warnings.filterwarnings("ignore", message="Consolidated metadata")
             write_zarr_release(cubes, zs)
+        eocube.write_release(cubes, pk, progress=False, packed=True)
         sha_eo = publish(eo, "bench/eocube", endpoint=hub.url, token=TOKEN)
+        sha_pk = publish(pk, "bench/eocube-packed", endpoint=hub.url, token=TOKEN)
         sha_zs = publish(zs, "bench/zarr-zstd", endpoint=hub.url, token=TOKEN)
         options = {"endpoint": hub.url, "token": TOKEN}
 
@@ -361,7 +376,12 @@ def main(argv: list[str] | None = None) -> int:
             url = f"hf://datasets/bench/zarr-zstd@{sha_zs}/cubes/{cube_id}.zarr"
             return xr.open_zarr(hub_store(url, options), chunks=None, zarr_format=3)
 
+        def packed_open(cube_id: str) -> xr.Dataset:
+            url = f"hf://datasets/bench/eocube-packed@{sha_pk}/cubes/{cube_id}.eocube.zip"
+            return xr.open_dataset(url, engine="eocube", storage_options=options)
+
         openers = {EOCUBE: eocube_open, ZARR: zarr_open, UNCACHED: eocube_open}
+        openers[PACKED] = packed_open
         openers[QUARTER] = eocube_open
         decoded = sum(int(ds["data"].nbytes) for ds in cubes.values())
         # the others: the cache as eocube sets it up
@@ -379,13 +399,13 @@ def main(argv: list[str] | None = None) -> int:
                 results[condition] = {m: summarize(runs[m]) for m in methods}
                 zs_rate = results[condition][ZARR]["samples_per_s"]
                 results[condition]["ratio"] = results[condition][EOCUBE]["samples_per_s"] / zs_rate
-                for reference in (QUARTER, UNCACHED):
+                for reference in (PACKED, QUARTER, UNCACHED):
                     if reference in methods:
                         rate = results[condition][reference]["samples_per_s"]
                         results[condition][f"ratio {reference}"] = rate / zs_rate
             hub.emulate()
         layout = {EOCUBE: store_layout(eo), ZARR: store_layout(zs)}
-        release_bytes = {EOCUBE: folder_bytes(eo), ZARR: folder_bytes(zs)}
+        release_bytes = {EOCUBE: folder_bytes(eo), ZARR: folder_bytes(zs), PACKED: folder_bytes(pk)}
     cache = chunk_cache()
 
     window = "×".join(map(str, args.window))
@@ -410,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             if method == EOCUBE:
                 verdict = "goal met" if ratio >= goal else "not met"
                 ratio_cell, goal_cell = f"{ratio:.2f}×", f"≥ {goal}×: {verdict}"
-            elif method in (QUARTER, UNCACHED):
+            elif method in (PACKED, QUARTER, UNCACHED):
                 ratio_cell, goal_cell = f"{rows[f'ratio {method}']:.2f}×", "(reference)"
             else:
                 ratio_cell = goal_cell = ""
