@@ -228,3 +228,16 @@ def test_a_closed_packed_dataset_still_reads_its_arrays(zipped: Path) -> None:
     ds.close()
     with eocube.open_dataset(zipped) as again:
         np.testing.assert_array_equal(data.values, again["data"].values)
+
+
+def test_unzipped_a_packed_store_is_the_folder_store(
+    folder: Path, zipped: Path, tmp_path: Path
+) -> None:
+    with zipfile.ZipFile(zipped) as archive:  # what `unzip` does
+        archive.extractall(tmp_path / "again.eocube")
+    assert _objects(tmp_path / "again.eocube") == _objects(folder)
+    more = open_cube(CUBE).isel(time=slice(0, 2))
+    more = more.assign_coords(time=more.time + np.timedelta64(365, "D"))
+    eocube.to_eocube(more, tmp_path / "again.eocube", append_dim="time")  # a folder again
+    with eocube.open_dataset(tmp_path / "again.eocube") as ds:
+        assert ds.sizes["time"] == open_cube(CUBE).sizes["time"] + 2
