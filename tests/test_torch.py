@@ -762,3 +762,20 @@ def test_streaming_skips_cubes_smaller_than_the_window(stores: list[str]) -> Non
     # one cube: the window must fit it
     with pytest.raises(ValueError, match=r"window y=64 is larger than the cube \(52\)"):
         CubeDataset(stores[0], window=window)
+
+
+def test_packed_stores_stream_the_same_samples(stores: list[str], tmp_path: Path) -> None:
+    zipped = []
+    for store in stores:
+        target = tmp_path / (Path(store).name + ".zip")
+        eocube.pack(store, target)
+        zipped.append(str(target))
+    folder = list(StreamingCubeDataset(stores, window=WINDOW, seed=3, shuffle_buffer=8))
+    packed = list(StreamingCubeDataset(zipped, window=WINDOW, seed=3, shuffle_buffer=8))
+    assert [(s["cube"], s["offset"]) for s in packed] == [(s["cube"], s["offset"]) for s in folder]
+    for a, b in zip(folder, packed, strict=True):
+        np.testing.assert_array_equal(a["data"].numpy(), b["data"].numpy())
+    mapped = CubeDataset(zipped[0], window=WINDOW)
+    np.testing.assert_array_equal(
+        mapped[0]["data"].numpy(), CubeDataset(stores[0], window=WINDOW)[0]["data"].numpy()
+    )
