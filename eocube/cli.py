@@ -824,7 +824,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _interrupted(args: argparse.Namespace) -> str:
     if args.command != "encode":
         return "eocube: interrupted"
-    from eocube import lifecycle
+    from eocube import lifecycle, packed
+
+    if packed.is_packed(args.output):
+        return (
+            f"eocube: interrupted: nothing was written to {args.output} (a packed store is "
+            f"written whole); run the same command again"
+        )
 
     try:
         state = lifecycle.inspect_target(args.output, _storage_options(args.storage_option))

@@ -241,3 +241,15 @@ def test_unzipped_a_packed_store_is_the_folder_store(
     eocube.to_eocube(more, tmp_path / "again.eocube", append_dim="time")  # a folder again
     with eocube.open_dataset(tmp_path / "again.eocube") as ds:
         assert ds.sizes["time"] == open_cube(CUBE).sizes["time"] + 2
+
+
+def test_an_interrupted_packed_encode_says_nothing_was_written(tmp_path: Path) -> None:
+    import argparse
+
+    from eocube.cli import _interrupted
+
+    args = argparse.Namespace(
+        command="encode", output=str(tmp_path / "x.eocube.zip"), storage_option=None
+    )
+    assert "written whole" in _interrupted(args)
+    assert "--resume" not in _interrupted(args)
