@@ -61,6 +61,9 @@ TAIL_READ_BYTES = 1 << 16
 """The last bytes of a remote archive read when it is opened (its central directory, in
 one request for stores of up to about a thousand objects)."""
 
+PACKING_PREFIX = ".eocube-packing-"
+"""Name prefix of the folder a packed store is written in before it is packed."""
+
 WHOLE_READ_BYTES = 1 << 20
 """A remote packed store up to this size is read in one request when opened: a small
 cube's every object then costs no further request."""

@@ -29,6 +29,7 @@ import xarray as xr
 from eocube import metrics
 from eocube.chunk import decode_chunk
 from eocube.encode import chunk_as_written, encode_block, in_memory
+from eocube.packed import PACKING_PREFIX
 from eocube.profiles import WAVELET_STEPS_PER_DOUBLING, Profile
 from eocube.report import EncodeReport, overhead
 
@@ -991,10 +992,16 @@ def missed_rate(
             f"{head}: {who} stored losslessly (error bound 0 on every value), nothing more to spend"
         )
     if report.bpppb > target and outside >= target:
+        hint = (
+            ""
+            if PACKING_PREFIX in report.store
+            else " (a packed store, written to a path ending in .zip, keeps about half as "
+            "much outside the payloads: eocube.packed)"
+        )
         return (
             f"{head}, of which {outside:.4f} is the store's overhead alone (metadata, "
             f"coordinates, chunk indexes), more than the target: the video payloads take "
-            f"{payload:.4f} at {at}, where they no longer shrink meaningfully"
+            f"{payload:.4f} at {at}, where they no longer shrink meaningfully{hint}"
         )
     if report.bpppb > target and searched.floored:
         return (

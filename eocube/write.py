@@ -466,7 +466,7 @@ def _to_packed(
     parent = os.path.dirname(local) if local is not None else None
     if parent:
         os.makedirs(parent, exist_ok=True)
-    folder = tempfile.mkdtemp(prefix=".eocube-packing-", dir=parent)
+    folder = tempfile.mkdtemp(prefix=packed.PACKING_PREFIX, dir=parent)
     try:
         report = to_eocube(obj, packed.PackingStore(folder), mode="w", **settings)
         done = packed.pack(folder, store, target_options=storage_options, overwrite=mode == "w")

@@ -267,13 +267,19 @@ def test_target_bpppb_below_the_overhead_stops_at_the_knee(tmp_path: Path) -> No
     # payload stops where it no longer shrinks meaningfully (x265 12-bit collapses to
     # ~11 dB past crf 45 on this cube for a few % fewer bytes)
     ds = open_cube("s2_l2a_openeo_gfmap_12x5x66x64")[["data"]]
-    with pytest.warns(UserWarning, match="overhead alone .* no longer shrink meaningfully"):
+    with pytest.warns(UserWarning, match="overhead alone .* no longer shrink meaningfully") as w:
         report = eocube.to_eocube(ds, tmp_path / "c.eocube", target_bpppb=0.1)
+    assert "ending in .zip" in str(w[0].message)  # the way to half the overhead
     v = report.variables["data"]
     assert v.quality is not None
     assert v.quality < 45
     assert v.psnr is not None
     assert v.psnr > 30
+    # packed, its overhead (0.088 bpppb) is under the target; the video no longer shrinks
+    with pytest.warns(UserWarning, match="no longer shrink meaningfully") as w:
+        packed = eocube.to_eocube(ds, tmp_path / "c.eocube.zip", target_bpppb=0.1)
+    assert "ending in .zip" not in str(w[0].message)
+    assert packed.nbytes < report.nbytes
 
 
 def test_bound_levels_reach_lossless() -> None:
