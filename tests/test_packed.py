@@ -253,3 +253,9 @@ def test_an_interrupted_packed_encode_says_nothing_was_written(tmp_path: Path) -
     )
     assert "written whole" in _interrupted(args)
     assert "--resume" not in _interrupted(args)
+
+
+def test_a_packed_target_below_its_overhead_gives_no_packing_hint(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="overhead alone") as caught:
+        eocube.to_eocube(open_cube(CUBE), tmp_path / "c.eocube.zip", target_bpppb=0.1)
+    assert all("ending in .zip" not in str(w.message) for w in caught)
