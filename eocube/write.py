@@ -457,11 +457,12 @@ def _to_packed(
     from eocube.hubfs import filesystem
 
     fs, where = filesystem(store, storage_options)
-    if fs.exists(where) and (mode != "w" or fs.isdir(where)):
-        state = "a folder" if fs.isdir(where) else "a file"
+    if fs.exists(where) and fs.isdir(where):
         raise FileExistsError(
-            f"{store} is {state}: pass mode='w' to replace a packed store (never a folder)"
+            f"{store} is a folder: a packed store is one file, and eocube writes none over a folder"
         )
+    if fs.exists(where) and mode != "w":
+        raise FileExistsError(f"{store} is a file: pass mode='w' to replace a packed store")
     local = lifecycle.local_path(store)
     parent = os.path.dirname(local) if local is not None else None
     if parent:
