@@ -98,7 +98,7 @@ def goal_1_reference(cubes: dict[str, CubeInfo], by_cube: dict[str, list[Record]
         "eocube is shown with its current default profile (`" + DEFAULT_PROFILE + "`) and "
         "as the best eocube profile at each rate; strict = eocube's whole folder store against "
         "the reference's video bytes only; packed = the same store packed into one ZIP file "
-        "(`eocube.pack`, measured for the profiles re-run since it exists); payload = "
+        "(`eocube.pack`); payload = "
         "eocube's chunk payloads against the same. "
         "Δ = eocube − reference (dB).",
     )
