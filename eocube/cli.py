@@ -807,9 +807,13 @@ def build_parser() -> argparse.ArgumentParser:
     pub = sub.add_parser(
         "publish",
         parents=[common],
-        help="upload a release folder or store to a hub dataset repo, print the commit sha",
+        help="upload a release folder, store or packed store to a hub dataset repo, print the "
+        "commit sha",
     )
-    pub.add_argument("folder", help="a release folder (eocube.write_release) or an .eocube store")
+    pub.add_argument(
+        "folder",
+        help="a release folder (eocube.write_release), an .eocube store or a packed .eocube.zip",
+    )
     pub.add_argument("repo_id", help="<namespace>/<name> of the dataset repo (created if missing)")
     pub.add_argument("--endpoint", help="the hub's URL (default: HF_ENDPOINT or huggingface.co)")
     pub.add_argument("--token", help="a write token (default: the saved one, or HF_TOKEN)")
