@@ -9,7 +9,8 @@ default's. It is how a candidate is judged before it is measured in full with
 ``benchmarks.rd``: an option that helps some cubes and costs others shows it here.
 
     python -m benchmarks.x265_options
-        [--set structure|references|search|chroma-qp|weighted-prediction] [--cubes ...]
+        [--set structure|references|search|chroma-qp|weighted-prediction|effort]
+        [--cubes ...]
 
 Writes ``benchmarks/results/x265_options.{json,md}``; each set's last run is kept there.
 """
@@ -82,6 +83,17 @@ CANDIDATE_SETS["chroma-qp"] = {
     "cb/cr qp +8": {"cbqpoffs": "8", "crqpoffs": "8"},
     "cb/cr qp -2": {"cbqpoffs": "-2", "crqpoffs": "-2"},
 }
+# More effort per block where the goal-1 cubes still trail: x265's mode decision at its
+# slower presets' rd levels, and the slow preset itself ("preset" is an encoder option,
+# not an x265 parameter). On single-date and small cubes the encode is short either way.
+CANDIDATE_SETS["effort"] = {
+    "rd 4": {"rd": "4"},
+    "rd 5": {"rd": "5"},
+    "rd 6": {"rd": "6"},
+    "preset slow": {"preset": "slow"},
+    "preset slower": {"preset": "slower"},
+}
+ENCODER_OPTIONS = ("preset",)
 
 
 def curve(block: np.ndarray, profile: Any, crfs: tuple[float, ...]) -> tuple[np.ndarray, float]:
@@ -126,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         curve(block[:1], default, crfs[:1])  # compiled kernels and codecs warm: time alike
         base, base_s = curve(block, default, crfs)
         for label, params in candidates.items():
-            points, seconds = curve(block, _with(default, params=params), crfs)
+            options = {k: v for k, v in params.items() if k in ENCODER_OPTIONS}
+            x265 = {k: v for k, v in params.items() if k not in ENCODER_OPTIONS}
+            points, seconds = curve(block, _with(default, params=x265, **options), crfs)
             diffs = versus(points, base)
             rows.append(
                 {
