@@ -35,8 +35,9 @@ holds that row of every date, one date per frame row (masks and the residual lay
 the (T, B, Y, X) order). With flag WAVELET (version 5) the coded part is a wavelet
 coder's (eocube.wavelet), not a video's; masks and the residual layer are unchanged.
 Version 6 adds masks coded by their runs (eocube.masks) to any of the above; version 7,
-``eocube-pred`` streams of packet version 3 (eocube.lossless). Version 1 (no KLT), 2 (no
-crop), 3, 4, 5 and 6 payloads read unchanged.
+``eocube-pred`` streams of packet version 3 (eocube.lossless); version 8, layout
+``planar3-pair`` (two leftover bands in a 4:4:4 frame of the main stream). Version 1 (no
+KLT), 2 (no crop), 3, 4, 5, 6 and 7 payloads read unchanged.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ PRED_GAIN_VERSION = 7
 """The first version whose ``eocube-pred`` streams may be packets of version 3 (a gain
 sub-predictor per reference, :mod:`eocube.lossless`): a reader of versions up to 6 would
 take such a packet for a damaged one."""
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+PAIR_VERSION = 8
+"""The first version whose layout may be ``planar3-pair`` (eocube.packing.plan_layout)."""
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 _FLAG_NODATA = 1
 _FLAG_EXACT = 2
@@ -107,6 +110,15 @@ on the 7 dev cubes whose chunks are tried on a window, the choices of the profil
 preset but on one (a 13-band scene: +0.09 dB instead of +0.15), at a fraction of its
 time (ERA-Interim, candidates coded in turn: 1.01 times the encoding without a trial,
 against 1.64 at medium; benchmarks/results/klt_basis.md)."""
+LEFTOVER_PAIR = ("auto", "always", "off")
+"""How a lossy ``planar3`` block of 2, 5, 8, ... bands codes its two leftover bands
+(:func:`encode_chunk`'s ``leftover_pair``).
+
+In a 4:4:4 frame of their own (``planar3-pair``) they share one coding tree, modes and
+motion; as luma frames each band is coded on its own. At equal rate on 2- and 5-band
+dev cubes (benchmarks/results/leftover_pair.md) the shared frame gains 0.4 to 2.9 dB
+below 0.3 bpppb, about nothing at 0.5 to 1.5 bpppb on Sentinel-2 bands, and loses 0.4
+to 0.8 dB at 1 to 2 bpppb on two unrelated climate fields: ``"auto"`` tries both."""
 WAVELET_MARGIN_DB = 0.25
 """What the wavelet coding must gain over the video's (dB at equal bytes; bytes at equal
 bound, 3 %) to be kept: its chunks decode on the CPU only, and more slowly."""
@@ -234,6 +246,7 @@ def encode_chunk(
     max_abs_error: float | Sequence[float] | None = None,
     frames: str = "auto",
     wavelet: str | None = None,
+    leftover_pair: str = "auto",
     threads: int = 0,
 ) -> bytes:
     """Encode a block of shape (T, B, Y, X) (or (T, Y, X)) into a chunk payload.
@@ -270,6 +283,13 @@ def encode_chunk(
         :data:`WAVELET_MARGIN_DB` (smooth fields: +1 to +5 dB); such chunks decode on
         the CPU only. ``"always"``: the wavelet coding wherever it applies (blocks with
         two axes of (T, Y, X) longer than one), for tests and comparisons.
+    leftover_pair : {"auto", "always", "off"}
+        Where a lossy ``planar3`` profile codes a block of 2, 5, 8, ... bands (after
+        any rotation), whose last two bands fill no 4:4:4 frame: ``"off"``, one per
+        frame of a second, single-plane stream; ``"always"``, together in 4:4:4 frames
+        of the main stream (layout ``planar3-pair``, chunk format version 8);
+        ``"auto"`` tries both, as rotations are tried (on a window of the block), and
+        keeps the better by PSNR and bytes (:data:`LEFTOVER_PAIR`).
     threads : int
         Codec threads (0: the codec decides).
 
@@ -286,11 +306,16 @@ def encode_chunk(
         Unsupported dtype or shape, infinite values, or a lossless profile too shallow
         for the data's range (the message names the bits needed).
     ValueError
-        If ``frames`` is not one of :data:`FRAME_AXES`, or ``wavelet`` not one of
-        :data:`eocube.wavelet.CHOICES`.
+        If ``frames`` is not one of :data:`FRAME_AXES`, ``wavelet`` not one of
+        :data:`eocube.wavelet.CHOICES` or ``leftover_pair`` not one of
+        :data:`LEFTOVER_PAIR`.
     """
     if frames not in FRAME_AXES:
         raise ValueError(f"frames must be one of {', '.join(FRAME_AXES)}, not {frames!r}")
+    if leftover_pair not in LEFTOVER_PAIR:
+        raise ValueError(
+            f"leftover_pair must be one of {', '.join(LEFTOVER_PAIR)}, not {leftover_pair!r}"
+        )
     prof = get_profile(profile)
     if wavelet is None:
         wavelet = prof.wavelet
@@ -339,7 +364,11 @@ def encode_chunk(
     def without_residual(time_in_frame: bool) -> bytes:
         coding = _VideoCoding(prof, maps, options, nodata, time_in_frame, threads)
         frame = coding.frame_codes(block)
-        found = _rotations(frame, prof)
+        found = [
+            (rotation, layout)
+            for rotation in _rotations(frame, prof)
+            for layout in _layouts(prof, B, leftover_pair)
+        ]
         if len(found) == 1:
             return coding.payload(block, base, found[0], frame)
         probe = np.ascontiguousarray(block[_probe_window(block.shape, time_in_frame)])
@@ -547,6 +576,19 @@ def _probe_window(shape: tuple[int, ...], time_in_frame: bool) -> tuple[slice, .
     return centred(T, PROBE_FRAMES), slice(None), centred(Y, PROBE_SIDE), centred(X, PROBE_SIDE)
 
 
+def _layouts(prof: Profile, bands: int, leftover_pair: str) -> list[str]:
+    """The layouts to code a lossy block of ``bands`` bands with (:data:`LEFTOVER_PAIR`)."""
+    if prof.layout != "planar3" or prof.lossless or bands % 3 != 2 or leftover_pair == "off":
+        return [prof.layout]
+    if leftover_pair == "always":
+        return ["planar3-pair"]
+    return [prof.layout, "planar3-pair"]
+
+
+Coding = tuple[spectral.SpectralBasis | None, str]
+"""How a block's bands go into its streams: their rotation (None: none) and the layout."""
+
+
 def _rotations(frame: FrameCodes, prof: Profile) -> list[spectral.SpectralBasis | None]:
     """The band rotations to code a block (its :meth:`_VideoCoding.frame_codes`) with: [None] unless
     the profile rotates (``transform = "klt"``), else :func:`eocube.spectral.candidates`."""
@@ -594,12 +636,13 @@ class _VideoCoding:
         self,
         block: np.ndarray,
         base: ChunkHeader,
-        rotation: spectral.SpectralBasis | None,
+        coding: Coding,
         frame: FrameCodes | None = None,
     ) -> bytes:
-        """The block's payload with its bands rotated by ``rotation``, without a residual
-        layer; ``base`` holds the header's fields that do not depend on the coding,
-        ``frame`` the block's :meth:`frame_codes` if already made."""
+        """The block's payload with its bands rotated and laid out as ``coding`` says,
+        without a residual layer; ``base`` holds the header's fields that do not depend
+        on the coding, ``frame`` the block's :meth:`frame_codes` if already made."""
+        rotation, layout = coding
         streams, invalid = _video_part(
             self.frame_codes(block) if frame is None else frame,
             self.prof,
@@ -607,13 +650,17 @@ class _VideoCoding:
             self.time_in_frame,
             self.threads,
             rotation,
+            layout,
         )
         masks, needs = _masks_part(block, invalid, self.nodata)
         if self.prof.encoder == lossless.CODER:
             needs = max(needs, PRED_GAIN_VERSION)
+        if layout == "planar3-pair":
+            needs = max(needs, PAIR_VERSION)
         header = replace(
             base,
             version=max(4 if self.time_in_frame else FORMAT_VERSION, needs),
+            layout=layout,
             spectral=rotation,
             time_in_frame=self.time_in_frame,
         )
@@ -623,9 +670,9 @@ class _VideoCoding:
         self,
         block: np.ndarray,
         base: ChunkHeader,
-        rotations: list[spectral.SpectralBasis | None],
+        codings: list[Coding],
     ) -> tuple[int, bytes]:
-        """Which of ``rotations`` codes the block best, and that payload: each coding
+        """Which of ``codings`` codes the block best, and that payload: each coding
         decoded and weighed by PSNR and bytes (:data:`DB_PER_DOUBLING`); the first on ties.
 
         The codings run at once, one thread each (unless ``threads`` is 1), as a chunk's
@@ -633,20 +680,18 @@ class _VideoCoding:
         core busy. Each payload is the one coding it alone gives."""
         T, _, Y, X = block.shape
 
-        def scored(rotation: spectral.SpectralBasis | None) -> tuple[float, bytes]:
-            payload = self.payload(block, base, rotation)
+        def scored(coding: Coding) -> tuple[float, bytes]:
+            payload = self.payload(block, base, coding)
             decoded = decode_chunk(payload, threads=self.threads)[:T, :, :Y, :X]
             psnr = _psnr_for_choice(block, decoded, self.nodata)
             return psnr - DB_PER_DOUBLING * math.log2(len(payload)), payload
 
-        if self.threads == 1 or len(rotations) == 1:
-            results = [scored(rotation) for rotation in rotations]
+        if self.threads == 1 or len(codings) == 1:
+            results = [scored(coding) for coding in codings]
         else:
-            with ThreadPoolExecutor(
-                len(rotations) - 1, thread_name_prefix="eocube-rotation"
-            ) as pool:
-                later = [pool.submit(scored, rotation) for rotation in rotations[1:]]
-                results = [scored(rotations[0]), *(f.result() for f in later)]
+            with ThreadPoolExecutor(len(codings) - 1, thread_name_prefix="eocube-coding") as pool:
+                later = [pool.submit(scored, coding) for coding in codings[1:]]
+                results = [scored(codings[0]), *(f.result() for f in later)]
         best = 0
         for i, (score, _) in enumerate(results):
             if score > results[best][0]:
@@ -669,17 +714,19 @@ def _video_part(
     time_in_frame: bool,
     threads: int,
     rotation: spectral.SpectralBasis | None = None,
+    layout: str | None = None,
 ) -> tuple[bytes, np.ndarray | None]:
     """The streams section and the invalid mask (in the block's (T, B, Y, X) order) of a
     (cropped) block from its :meth:`_VideoCoding.frame_codes`, with dates or rows as
-    frames and its bands rotated by ``rotation``."""
+    frames, its bands rotated by ``rotation`` and laid out by ``layout`` (default: the
+    profile's)."""
     codes, _, _, invalid = frame
     F, B, height, width = codes.shape
     if rotation is not None:
         codes = spectral.project(codes, rotation, prof.bits)
     planes = codes.reshape(F * B, height, width)
     w = ByteWriter()
-    plans = packing.plan_layout(prof.layout, F, B)
+    plans = packing.plan_layout(layout or prof.layout, F, B)
     w.pack("B", len(plans))
     for stream in _encode_streams(plans, planes, prof, height, width, options, threads):
         w.text(stream.decoder)
@@ -745,11 +792,16 @@ def _encode_streams(
     is offered (s2_l2a_openeo_gfmap_19x4x52x46: 62 -> 46 ms, benchmarks/results/
     encode_speed.md). The bitstreams are those of encoding them one after the other."""
 
+    constant = np.zeros_like(planes[0])
+
     def encode(plan: packing.StreamPlan) -> video.EncodedStream:
         pix_fmt = prof.pix_fmt if plan.role == "main" else prof.extra_pix_fmt
         assert pix_fmt is not None
         stream = video.encode_frames(
-            ([planes[i] for i in row] for row in plan.sources),
+            (
+                [constant if i == packing.CONSTANT_PLANE else planes[i] for i in row]
+                for row in plan.sources
+            ),
             encoder=prof.encoder,
             decoder=prof.decoder,
             pix_fmt=pix_fmt,
@@ -796,7 +848,7 @@ def _verify_lossless(
     # Lossless must mean bit-exact: an encoder/decoder mismatch is caught here, not by a user.
     for row, decoded in zip(plan.sources, video.decode_frames(stream), strict=True):
         for index, got in zip(row, decoded, strict=True):
-            if not np.array_equal(got, planes[index]):
+            if index != packing.CONSTANT_PLANE and not np.array_equal(got, planes[index]):
                 raise CodecError(
                     f"profile {profile!r}: the decoded stream differs from the input of the "
                     f"lossless encoder (plane {index}); please report this with the data"
@@ -838,6 +890,8 @@ def _read_header(r: ByteReader) -> ChunkHeader:
             raise CorruptChunkError(f"payload fill {fill!r} is not a {dtype} value")
     (bits,) = r.unpack("B")
     layout = r.text()
+    if layout == "planar3-pair" and version < PAIR_VERSION:
+        raise CorruptChunkError(f"layout {layout} in a version-{version} payload")
     profile = r.text()
     nodata = r.unpack("d")[0] if flags & _FLAG_NODATA else None
     if nodata is not None and dtype.kind in "iu":
@@ -1133,7 +1187,8 @@ def decode_chunk(
             planes = next(frames)
             codec_seconds += time.perf_counter() - t0
             for src, index in zip(planes, row, strict=True):
-                put(src, index)
+                if index != packing.CONSTANT_PLANE:
+                    put(src, index)
         t0 = time.perf_counter()
         for _ in frames:  # let the generator check the frame count
             pass

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eocube import chunk, spectral, video
+from eocube import chunk, packing, spectral, video
 from eocube.pixfmt import pixel_format
 
 if TYPE_CHECKING:
@@ -136,8 +136,13 @@ def gather_codes(
                 f"of {per_frame} planes of {stream.height}x{stream.width} of the stream"
             )
         planes = decoded[:, :, :Y, :X].to(device=device, dtype=torch.int32)
-        index = torch.as_tensor(plan.sources.reshape(-1).astype(np.int64), device=device)
-        codes.index_copy_(0, index, planes.reshape(n * per_frame, Y, X))
+        flat = plan.sources.reshape(-1).astype(np.int64)
+        planes = planes.reshape(n * per_frame, Y, X)
+        holds = flat != packing.CONSTANT_PLANE
+        if not holds.all():  # a leftover pair's constant third planes hold no band
+            planes = planes[torch.as_tensor(np.flatnonzero(holds), device=device)]
+            flat = flat[holds]
+        codes.index_copy_(0, torch.as_tensor(flat, device=device), planes)
     return codes
 
 

@@ -11,6 +11,11 @@ Layouts say which (time, band) plane goes to which frame and plane of which stre
 ``planar3``
     three bands as the planes of a 4:4:4 frame, each group's time series in sequence;
     a leftover band or two go, one per frame, to a second single-plane stream.
+``planar3-pair``
+    as ``planar3``, but two leftover bands share a 4:4:4 frame of the main stream, after
+    the groups, its third plane constant (:data:`CONSTANT_PLANE`): chosen per chunk by
+    the encoder (eocube.chunk), for blocks of 2, 5, 8, ... bands. With one leftover band
+    or none it is ``planar3``.
 ``luma``
     one band per frame (the luma plane of 4:2:0, or gray), each band's time series in
     sequence: temporal prediction inside a band.
@@ -37,6 +42,15 @@ SUPPORTED_DTYPES = tuple(
 )
 
 
+CONSTANT_PLANE = -1
+"""The source index of a plane that holds no band: the third plane of a leftover pair's
+frames (``planar3-pair``), coded as zeros and ignored on decoding."""
+
+CHUNK_LAYOUTS = ("planar3", "planar3-pair", "luma", "bands-as-frames")
+"""The layouts a chunk payload may name: a profile's (eocube.profiles.LAYOUTS) and the
+variants the encoder picks per chunk."""
+
+
 @dataclass(frozen=True)
 class StreamPlan:
     """Which (time, band) plane each data plane of each frame of one stream holds.
@@ -46,7 +60,7 @@ class StreamPlan:
     role : str
         ``"main"`` or ``"extra"`` (the leftover bands of ``planar3``).
     sources : ndarray of int32, shape (frames, planes)
-        Flat index ``t * B + b`` of the source plane.
+        Flat index ``t * B + b`` of the source plane, or :data:`CONSTANT_PLANE`.
     """
 
     role: str
@@ -66,15 +80,18 @@ def plan_layout(layout: str, times: int, bands: int) -> list[StreamPlan]:
         return [StreamPlan("main", src)]
     if layout == "bands-as-frames":
         return [StreamPlan("main", np.arange(times * bands, dtype=np.int32).reshape(-1, 1))]
-    if layout == "planar3":
+    if layout in ("planar3", "planar3-pair"):
         groups, left = divmod(bands, 3)
+        pair = layout == "planar3-pair" and left == 2
         plans = []
-        if groups:
-            g = np.arange(groups, dtype=np.int32)
+        if groups or pair:
+            g = np.arange(groups + pair, dtype=np.int32)
             # frame g*T + t holds bands 3g, 3g+1, 3g+2 of date t
             grouped = t[None, :, None] * bands + 3 * g[:, None, None] + np.arange(3, dtype=np.int32)
+            if pair:
+                grouped[-1, :, 2] = CONSTANT_PLANE
             plans.append(StreamPlan("main", grouped.reshape(-1, 3)))
-        if left:
+        if left and not pair:
             e = np.arange(3 * groups, bands, dtype=np.int32)
             plans.append(StreamPlan("extra", (t[None, :] * bands + e[:, None]).reshape(-1, 1)))
         return plans

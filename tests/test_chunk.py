@@ -357,7 +357,7 @@ def test_any_finite_float64_decodes_finite_or_is_refused(block: np.ndarray) -> N
 
 def test_read_header_reports_what_was_encoded() -> None:
     block = np.arange(2 * 5 * 9 * 11, dtype=np.int16).reshape(2, 5, 9, 11) - 300
-    payload = encode_chunk(block, "hevc-12bit-444", nodata=-300)
+    payload = encode_chunk(block, "hevc-12bit-444", nodata=-300, leftover_pair="off")
     header = read_header(payload)
     # its nodata mask (one element) is coded by its runs, which version 6 added
     assert header.version == chunk_module.MASK_RUNS_VERSION
@@ -782,3 +782,89 @@ def test_rows_flag_is_unknown_before_version_4(payloads: dict[str, bytes]) -> No
     as_v3 = payload[:4] + b"\x03" + payload[5:]
     with pytest.raises(CorruptChunkError, match="unknown flags"):
         decode_chunk(as_v3)
+
+
+# ------------------------------------------------------------------- leftover pair
+
+
+def _two_band_series(dates: int = 6, bands: int = 2) -> np.ndarray:
+    """Correlated smooth bands over drifting texture, 40 x 48 px: a small optical series."""
+    rng = np.random.default_rng(11)
+    t = np.arange(dates)[:, None, None]
+    y = np.arange(40)[None, :, None]
+    x = np.arange(48)[None, None, :]
+    base = 2000 + 400 * np.sin((x + 2 * t) / 7) * np.cos(y / 9) + rng.normal(0, 30, (dates, 40, 48))
+    out = [base * (1 + 0.3 * b) + 150 * b * np.sin(y / 5 + b) for b in range(bands)]
+    return np.stack(out, axis=1).clip(0, 10000).astype(np.uint16)
+
+
+@pytest.mark.parametrize("bands", [2, 5])
+def test_leftover_pair_shares_a_444_frame_of_the_main_stream(bands: int) -> None:
+    block = _two_band_series(bands=bands)
+    off = encode_chunk(block, quality=20, leftover_pair="off")
+    pair = encode_chunk(block, quality=20, leftover_pair="always")
+    parts_off, parts_pair = chunk_module.parse_chunk(off), chunk_module.parse_chunk(pair)
+    assert parts_off.header.layout == "planar3"
+    assert [s.pix_fmt for s in parts_off.streams][-1] == "yuv420p12le"
+    assert parts_pair.header.layout == "planar3-pair"
+    assert parts_pair.header.version == chunk_module.PAIR_VERSION
+    # one 4:4:4 stream: a frame per date for each group of three, and one for the pair
+    [stream] = parts_pair.streams
+    assert stream.pix_fmt == "yuv444p12le"
+    assert stream.frames == (bands // 3 + 1) * block.shape[0]
+    quality = []
+    for payload in (off, pair):
+        decoded = decode_chunk(payload)
+        assert decoded.shape == block.shape
+        quality.append(metrics.psnr(block, decoded))
+    # a band in the wrong place would cost tens of dB; the two codings differ by little
+    assert min(quality) > 35
+    assert abs(quality[0] - quality[1]) < 2
+
+
+def test_leftover_pair_auto_keeps_the_better_coding() -> None:
+    block = _two_band_series()
+    for quality in (8, 36):
+        ways = {
+            way: encode_chunk(block, quality=quality, leftover_pair=way)
+            for way in ("off", "always")
+        }
+        score = {
+            way: metrics.psnr(block, decode_chunk(p))
+            - chunk_module.DB_PER_DOUBLING * math.log2(len(p))
+            for way, p in ways.items()
+        }
+        auto = encode_chunk(block, quality=quality)  # "auto" is the default
+        # the block is small: both codings are made whole, and the better one is the payload
+        assert auto == ways[max(score, key=score.__getitem__)]
+
+
+@pytest.mark.parametrize("bands", [1, 3, 4])
+def test_leftover_pair_changes_nothing_without_two_leftover_bands(bands: int) -> None:
+    block = _two_band_series(bands=bands)
+    always = encode_chunk(block, quality=20, leftover_pair="always")
+    assert always == encode_chunk(block, quality=20, leftover_pair="off")
+    assert read_header(always).layout == "planar3"
+
+
+def test_leftover_pair_leaves_lossless_and_other_layouts_alone() -> None:
+    block = _two_band_series(dates=2)
+    for profile, layout in (("ffv1-lossless", "luma"), ("hevc-12bit-420-luma", "luma")):
+        payload = encode_chunk(block, profile, leftover_pair="always")
+        assert read_header(payload).layout == layout
+    exact = encode_chunk(block, "ffv1-lossless", leftover_pair="always")
+    np.testing.assert_array_equal(decode_chunk(exact), block)
+
+
+def test_leftover_pair_must_be_a_known_choice() -> None:
+    with pytest.raises(ValueError, match="leftover_pair must be one of"):
+        encode_chunk(np.zeros((2, 2, 8, 8), np.uint16), leftover_pair="sometimes")
+
+
+def test_pair_layout_is_damage_before_version_8() -> None:
+    block = _two_band_series()
+    payload = encode_chunk(block, quality=20, leftover_pair="always")
+    assert payload[4] == chunk_module.PAIR_VERSION
+    as_v7 = payload[:4] + b"\x07" + payload[5:]
+    with pytest.raises(CorruptChunkError, match="layout planar3-pair in a version-7 payload"):
+        decode_chunk(as_v7)

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from cubes import open_cube  # noqa: E402
 
 import eocube  # noqa: E402
-from eocube import chunk, device  # noqa: E402
+from eocube import chunk, device, packing  # noqa: E402
 from eocube.errors import CorruptChunkError  # noqa: E402
 
 
@@ -33,7 +33,17 @@ def _cropped() -> np.ndarray:
 
 CASES = {
     # uint16, KLT over 11 bands: three planar3 groups and two leftover bands in a gray stream
-    "uint16 klt planar3 + leftovers": (lambda: _block("l8_ny18_014031"), {}),
+    "uint16 klt planar3 + leftovers": (
+        lambda: _block("l8_ny18_014031"),
+        {"leftover_pair": "off"},
+    ),
+    # the same with the two leftover bands in a 4:4:4 frame whose third plane is constant
+    "uint16 klt leftover pair": (lambda: _block("l8_ny18_014031"), {"leftover_pair": "always"}),
+    # two bands only: one 4:4:4 stream, a constant plane in every frame
+    "uint16 two bands as a pair": (
+        lambda: _block("s2_l2a_openeo_gfmap_19x4x52x46", (slice(0, 6), slice(2, 4))),
+        {"leftover_pair": "always"},
+    ),
     # float32, KLT, NaN mask (clouds)
     "float32 nan mask": (lambda: _block("s2_l2a_fusets_field_33x3x57x56", (slice(0, 8),)), {}),
     # uint8 with a nodata mask, no KLT
@@ -87,6 +97,12 @@ def test_payload_kinds_are_covered(payloads: dict[str, bytes]) -> None:
     assert klt.header.spectral is not None
     assert klt.header.dtype == np.uint16
     assert [p.role for p in klt.plans] == ["main", "extra"]
+    pair = parts["uint16 klt leftover pair"]
+    assert pair.header.layout == "planar3-pair"
+    assert pair.header.spectral is not None
+    assert [p.role for p in pair.plans] == ["main"]
+    assert (pair.plans[0].sources == packing.CONSTANT_PLANE).any()
+    assert parts["uint16 two bands as a pair"].header.layout == "planar3-pair"
     assert any(k == 0 for k, _ in parts["float32 nan mask"].tail.masks)
     assert any(k == 1 for k, _ in parts["uint8 nodata mask"].tail.masks)
     assert parts["cropped edge chunk"].header.coded is not None

@@ -10,6 +10,8 @@ from hypothesis.extra import numpy as hnp
 
 from eocube import UnsupportedDataError
 from eocube.packing import (
+    CHUNK_LAYOUTS,
+    CONSTANT_PLANE,
     SUPPORTED_DTYPES,
     band_maps,
     check_dtype,
@@ -22,18 +24,31 @@ from eocube.profiles import LAYOUTS
 # ----------------------------------------------------------------------------- layouts
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("bands", range(1, 8))
+@pytest.mark.parametrize("layout", CHUNK_LAYOUTS)
+@pytest.mark.parametrize("bands", range(1, 9))
 @pytest.mark.parametrize("times", [1, 2, 5])
 def test_plan_layout_covers_every_plane_once(layout: str, bands: int, times: int) -> None:
     plans = plan_layout(layout, times, bands)
     flat = np.concatenate([p.sources.ravel() for p in plans])
-    np.testing.assert_array_equal(np.sort(flat), np.arange(times * bands))
+    constant = flat == CONSTANT_PLANE
+    np.testing.assert_array_equal(np.sort(flat[~constant]), np.arange(times * bands))
     for plan in plans:
         assert plan.sources.dtype == np.int32
         assert plan.frames == plan.sources.shape[0]
     roles = [p.role for p in plans]
-    if layout == "planar3":
+    if layout == "planar3-pair" and bands % 3 == 2:
+        # the two leftover bands share a frame of the main stream, after the groups
+        groups = bands // 3
+        assert roles == ["main"]
+        sources = plans[0].sources
+        assert sources.shape == ((groups + 1) * times, 3)
+        pair = sources[groups * times :]
+        np.testing.assert_array_equal(pair[:, 2], CONSTANT_PLANE)
+        np.testing.assert_array_equal(pair[:, :2] % bands, [[bands - 2, bands - 1]] * times)
+        assert constant.sum() == times
+        return
+    assert not constant.any()
+    if layout.startswith("planar3"):
         groups, left = divmod(bands, 3)
         assert roles == ["main"] * (groups > 0) + ["extra"] * (left > 0)
         if groups:
@@ -61,6 +76,10 @@ def test_plan_layout_frame_orders() -> None:
         planar[0].sources, [[t * B, t * B + 1, t * B + 2] for t in range(T)]
     )
     np.testing.assert_array_equal(planar[1].sources[:, 0], [t * B + 3 for t in range(T)])
+
+
+def test_every_profile_layout_is_a_chunk_layout() -> None:
+    assert set(LAYOUTS) <= set(CHUNK_LAYOUTS)
 
 
 def test_plan_layout_unknown() -> None:

@@ -12,7 +12,8 @@ Names after the prefix write only those cases (``make.py v4 rows-hevc-444``); th
 written for the cases with a mask: ``make.py v6 ffv1-lossless hevc-luma-nan
 bound-float32 rows-bound-float32 wavelet-nan-float32`` (and ``pred-lossless``, written by
 2c57720); version 7 (``eocube-pred`` packets of version 3) only for ``make.py v7
-pred-lossless``.
+pred-lossless``; version 8 (layout ``planar3-pair``) for ``make.py v8 pair-hevc-444
+pair-rows-nan-float32``, the cases that need ``leftover_pair``.
 
 ``tests/test_compatibility.py`` checks that today's decoder returns, bit for bit, what
 the writing commit's decoder returned. Only the public codec API is used, the same in
@@ -74,6 +75,15 @@ def blocks() -> dict[str, tuple[np.ndarray, dict]]:
             padded,
             {"profile": "hevc-12bit-444", "quality": 24, "nodata": 0, "wavelet": "always"},
         ),
+        # two bands in 4:4:4 frames with a constant third plane (chunk format 8)
+        "pair-hevc-444": (
+            np.ascontiguousarray(s2[:, 2:]),
+            {"profile": "hevc-12bit-444", "quality": 24, "leftover_pair": "always"},
+        ),
+        "pair-rows-nan-float32": (
+            np.ascontiguousarray(floats[:, 1:3]),
+            {"profile": "hevc-12bit-444", "quality": 20, "frames": "y", "leftover_pair": "always"},
+        ),
     }
 
 
@@ -82,7 +92,8 @@ def main(prefix: str, only: list[str]) -> None:
 
     takes = set(inspect.signature(eocube.encode_chunk).parameters)
     for name, (block, kwargs) in blocks().items():
-        if (only and name not in only) or not {"frames", "wavelet"} & set(kwargs) <= takes:
+        needs = {"frames", "wavelet", "leftover_pair"} & set(kwargs)
+        if (only and name not in only) or not needs <= takes:
             continue
         payload = eocube.encode_chunk(block, **kwargs)
         (HERE / f"{prefix}-{name}.eocb").write_bytes(payload)
