@@ -41,6 +41,26 @@ def test_seeded_parts_keep_other_methods_for_a_rerun(tmp_path: Path) -> None:
     assert not (tmp_path / "c.jsonl").exists()
 
 
+def test_a_run_of_some_cubes_keeps_every_other_cubes_points(tmp_path: Path) -> None:
+    # a fresh checkout: committed results, no points/ yet
+    results = tmp_path / "results.jsonl"
+    lines = [
+        _record("a", DEFAULT_METHOD, "crf 0", psnr=50.0),
+        _record("b", DEFAULT_METHOD, "crf 0", psnr=40.0),
+        _record("c", "reference", "crf 0", psnr=30.0),
+    ]
+    results.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    points = tmp_path / "points"
+    points.mkdir()
+    (points / "b.jsonl").write_text(json.dumps({"cube": "b", "cube_info": {}}) + "\n")
+    assert parts.seed_missing(results, points) == ["a", "c"]  # b's part is left as it is
+    cubes, records, _ = parts.load_parts(points)
+    assert sorted(cubes) == ["a", "b", "c"]
+    assert sorted(r["cube"] for r in records) == ["a", "c"]
+    assert parts.seed_missing(results, points) == []  # nothing left to seed
+    assert parts.seed_missing(tmp_path / "absent.jsonl", points) == []
+
+
 @pytest.mark.parametrize("quick", [True, False])
 def test_the_default_and_wavelet_profiles_are_also_written_at_target_rates(quick: bool) -> None:
     class Tiny:  # cube_jobs reads only what the competitors' applies() needs

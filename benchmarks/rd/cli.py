@@ -144,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     started = time.perf_counter()
     print(f"corpus {folder}: {len(names)} cubes -> {out}", file=sys.stderr)
+    # the cubes this run leaves alone keep their committed points in the merged reports
+    kept = parts.seed_missing(out / "results.jsonl", points)
+    if kept:
+        print(f"{len(kept)} cubes' points seeded from results.jsonl", file=sys.stderr)
     for name in names:
         part = points / f"{name}.jsonl"
         if args.resume and parts.is_complete(part):

@@ -133,3 +133,20 @@ def seed_from_results(results: Path, cube: str, part: Path) -> bool:
         fh.write(dumps({"cube": cube, "cube_info": info}))
         fh.writelines(dumps(x) for x in records)
     return True
+
+
+def seed_missing(results: Path, points: Path) -> list[str]:
+    """Seed the part of every cube of ``results`` that ``points`` lacks; the cubes seeded.
+
+    The reports are merged from the parts: in a fresh checkout a run of some cubes would
+    otherwise leave every other cube out of the new ``results.jsonl``.
+    """
+    if not results.exists():
+        return []
+    cubes = sorted({x["cube"] for x in part_lines(results) if "method" in x and "cube" in x})
+    seeded = []
+    for cube in cubes:
+        part = points / f"{cube}.jsonl"
+        if not part.exists() and seed_from_results(results, cube, part):
+            seeded.append(cube)
+    return seeded
