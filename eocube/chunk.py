@@ -364,21 +364,29 @@ def encode_chunk(
     def without_residual(time_in_frame: bool) -> bytes:
         coding = _VideoCoding(prof, maps, options, nodata, time_in_frame, threads)
         frame = coding.frame_codes(block)
-        found = [
-            (rotation, layout)
-            for rotation in _rotations(frame, prof)
-            for layout in _layouts(prof, B, leftover_pair)
-        ]
-        if len(found) == 1:
-            return coding.payload(block, base, found[0], frame)
+        rotations = _rotations(frame, prof)
+        layouts = _layouts(prof, B, leftover_pair)
+        if len(rotations) == 1 and len(layouts) == 1:
+            return coding.payload(block, base, (rotations[0], layouts[0]), frame)
         probe = np.ascontiguousarray(block[_probe_window(block.shape, time_in_frame)])
-        if 2 * probe.size >= block.size:
-            # a window of half the block or more costs about as much as coding the whole
-            # block with each: its best coding is then the payload
-            return coding.best(block, base, found)[1]
-        probe_base = replace(base, shape=probe.shape, coded=None, fill=None)
-        pick, _ = coding.probing().best(probe, probe_base, found)
-        return coding.payload(block, base, found[pick], frame)
+        # a window of half the block or more costs about as much as coding the whole
+        # block with each: its best coding is then the payload
+        whole = 2 * probe.size >= block.size
+        if whole:
+            trial, trial_block, trial_base = coding, block, base
+        else:
+            trial, trial_block = coding.probing(), probe
+            trial_base = replace(base, shape=probe.shape, coded=None, fill=None)
+        # the rotation first, in the profile's layout; then that rotation in the others
+        pick, scored = trial.best(trial_block, trial_base, [(r, layouts[0]) for r in rotations])
+        rotation, layout = rotations[pick], layouts[0]
+        if len(layouts) > 1:
+            others = [(rotation, other) for other in layouts[1:]]
+            pick, scored = trial.best(trial_block, trial_base, others, against=scored)
+            layout = layouts[pick]
+        if whole:
+            return scored[1]
+        return coding.payload(block, base, (rotation, layout), frame)
 
     decoded = None
     if frames == "auto" and not exact and T >= AUTO_MIN_DATES and Y > 1:
@@ -600,8 +608,9 @@ def _rotations(frame: FrameCodes, prof: Profile) -> list[spectral.SpectralBasis 
 
 @dataclass(frozen=True)
 class _VideoCoding:
-    """How a (cropped) block's video payloads are coded, but for their band rotation:
-    the profile, band maps, encoder options, nodata, frame axis and codec threads."""
+    """How a (cropped) block's video payloads are coded, but for their band rotation and
+    layout (a :data:`Coding`): the profile, band maps, encoder options, nodata, frame axis
+    and codec threads."""
 
     prof: Profile
     maps: packing.BandMaps
@@ -671,9 +680,12 @@ class _VideoCoding:
         block: np.ndarray,
         base: ChunkHeader,
         codings: list[Coding],
-    ) -> tuple[int, bytes]:
-        """Which of ``codings`` codes the block best, and that payload: each coding
-        decoded and weighed by PSNR and bytes (:data:`DB_PER_DOUBLING`); the first on ties.
+        against: tuple[float, bytes] | None = None,
+    ) -> tuple[int, tuple[float, bytes]]:
+        """Which coding codes the block best, and its score and payload: each of
+        ``codings`` decoded and weighed by PSNR and bytes (:data:`DB_PER_DOUBLING`), the
+        first on ties. ``against``: the score and payload of a coding already made, which
+        comes first (index 0, ``codings`` from 1 on).
 
         The codings run at once, one thread each (unless ``threads`` is 1), as a chunk's
         streams do (:func:`_encode_streams`): on small frames one encoder keeps about one
@@ -692,11 +704,13 @@ class _VideoCoding:
             with ThreadPoolExecutor(len(codings) - 1, thread_name_prefix="eocube-coding") as pool:
                 later = [pool.submit(scored, coding) for coding in codings[1:]]
                 results = [scored(codings[0]), *(f.result() for f in later)]
+        if against is not None:
+            results.insert(0, against)
         best = 0
         for i, (score, _) in enumerate(results):
             if score > results[best][0]:
                 best = i
-        return best, results[best][1]
+        return best, results[best]
 
     def probing(self) -> _VideoCoding:
         """The coding a window is tried with: x264's and x265's fastest preset (their
