@@ -116,9 +116,11 @@ LEFTOVER_PAIR = ("auto", "always", "off")
 
 In a 4:4:4 frame of their own (``planar3-pair``) they share one coding tree, modes and
 motion; as luma frames each band is coded on its own. At equal rate on 2- and 5-band
-dev cubes (benchmarks/results/leftover_pair.md) the shared frame gains 0.4 to 2.9 dB
-below 0.3 bpppb, about nothing at 0.5 to 1.5 bpppb on Sentinel-2 bands, and loses 0.4
-to 0.8 dB at 1 to 2 bpppb on two unrelated climate fields: ``"auto"`` tries both."""
+dev cubes and band pairs of Sentinel-2 series (benchmarks/results/leftover_pair.md) the
+shared frame gains 0.3 to 1.05 dB at 0.1 bpppb and up to 0.9 dB at 0.3, 0.05 to 0.16 dB
+at 1 bpppb on Sentinel-2 bands, and loses at high rates on fields with little in common
+(two climate variables: 0.5 dB at 1 bpppb; a 5-band ocean-colour scene: 0.4 dB at 0.3,
+1.1 dB at 1): ``"auto"`` tries both."""
 WAVELET_MARGIN_DB = 0.25
 """What the wavelet coding must gain over the video's (dB at equal bytes; bytes at equal
 bound, 3 %) to be kept: its chunks decode on the CPU only, and more slowly."""
