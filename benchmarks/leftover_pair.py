@@ -32,6 +32,7 @@ import numpy as np
 
 from benchmarks import corpus
 from benchmarks.common import git_state, interp_log, md_table, paired_bars
+from benchmarks.x265_options import versus
 
 RESULTS = Path(__file__).parent / "results"
 # NAME:DATES[:BANDS[:SIDE]]: the 2- and 5-band dev cubes, and two-band series cut from
@@ -127,10 +128,7 @@ def alternative(block: np.ndarray, way: str, crfs: list[float]) -> tuple[float, 
 
     base = curve(block, lambda d: d[:T])
     points = curve(coded, back)
-    order = np.argsort(base[:, 0])
-    inside = (points[:, 0] >= base[:, 0].min()) & (points[:, 0] <= base[:, 0].max())
-    at = np.interp(points[inside, 0], base[order, 0], base[order, 1])
-    diffs = [float(d) for d in points[inside, 1] - at]
+    diffs = versus(points, base)
     return (float(np.mean(diffs)) if diffs else float("nan")), diffs
 
 
