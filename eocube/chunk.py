@@ -54,7 +54,7 @@ from eocube import lossless, metrics, packing, residual, spectral, video
 from eocube import masks as masks_mod
 from eocube import wavelet as wavelet_mod
 from eocube.binary import ByteReader, ByteWriter
-from eocube.errors import CodecError, CorruptChunkError, UnsupportedDataError
+from eocube.errors import CodecError, CorruptChunkError, ProfileError, UnsupportedDataError
 from eocube.pixfmt import pixel_format
 from eocube.profiles import Profile, get_profile
 
@@ -239,6 +239,28 @@ def _resolve_nodata(dtype: np.dtype, nodata: float | None) -> float | None:
     return value
 
 
+def check_encoder_options(prof: Profile) -> None:
+    """Refuse a profile whose encoder would skip one of its options.
+
+    FFmpeg leaves an AVOption it does not know unused, and x265, x264 and SVT-AV1 skip a
+    name in their parameter string they do not know, with a log line at most: a misspelt
+    option in a profile file would change nothing, silently. Checked once per profile and
+    process (:func:`eocube.video.unknown_options`).
+
+    Raises
+    ------
+    ProfileError
+        Naming the options the encoder would skip.
+    """
+    unknown = video.unknown_options(prof.encoder, prof.pix_fmt, prof.encoder_options())
+    if unknown:
+        raise ProfileError(
+            f"profile {prof.name!r}: encoder {prof.encoder} would skip "
+            f"{', '.join(unknown)} (FFmpeg ignores what an encoder does not know); "
+            "check the names and values in the profile's [options]"
+        )
+
+
 def encode_chunk(
     block: np.ndarray,
     profile: str | Profile | None = None,
@@ -307,6 +329,8 @@ def encode_chunk(
     UnsupportedDataError
         Unsupported dtype or shape, infinite values, or a lossless profile too shallow
         for the data's range (the message names the bits needed).
+    ProfileError
+        If the profile's encoder would skip one of its options (:func:`check_encoder_options`).
     ValueError
         If ``frames`` is not one of :data:`FRAME_AXES`, ``wavelet`` not one of
         :data:`eocube.wavelet.CHOICES` or ``leftover_pair`` not one of
@@ -319,6 +343,7 @@ def encode_chunk(
             f"leftover_pair must be one of {', '.join(LEFTOVER_PAIR)}, not {leftover_pair!r}"
         )
     prof = get_profile(profile)
+    check_encoder_options(prof)
     if wavelet is None:
         wavelet = prof.wavelet
     if wavelet not in wavelet_mod.CHOICES:

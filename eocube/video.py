@@ -7,13 +7,17 @@ own pixel format, so no colour conversion ever touches the data.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import cast
 
 import av
+import av.logging
 import numpy as np
 from av.video.codeccontext import VideoCodecContext
 
@@ -112,6 +116,95 @@ def frame_size(
     if fmt.chroma_subsampled:
         h, w = h + h % 2, w + w % 2
     return h, w
+
+
+# FFmpeg skips what an encoder does not know with at most a warning: avcodec_open2 leaves
+# unknown AVOptions unused, and the wrappers hand their parameter strings (x265-params,
+# x264-params, svtav1-params) to the library name by name, logging the names it refuses
+# (libx265.c, libx264.c, libsvtav1.c). A misspelt option would change nothing, silently.
+_REFUSED_PARAMETER = (
+    re.compile(r"Unknown option: (?P<name>.+?)\.?$"),
+    re.compile(r"Invalid value for (?P<name>.+?): (?P<value>.*?)\.?$"),
+    re.compile(r"Error parsing option '?(?P<name>.+?)(?: = |: )(?P<value>.*?)'?\.?$"),
+)
+# PyAV's log level is process-wide: one thread at a time raises it to read the warnings
+_LOG_LEVEL_LOCK = threading.Lock()
+
+
+def unknown_options(encoder: str, pix_fmt: str, options: Mapping[str, str]) -> tuple[str, ...]:
+    """The options ``encoder`` would skip: AVOptions it does not have, and names (or
+    values) in its parameter string (``x265-params``, ``x264-params``, ``svtav1-params``)
+    the library refuses.
+
+    FFmpeg skips both with at most a log line, so a misspelt option would silently
+    change nothing. The encoder is opened once (on a frame of the smallest size it
+    takes) per distinct set of arguments in a process.
+
+    Parameters
+    ----------
+    encoder : str
+        FFmpeg encoder name.
+    pix_fmt : str
+        Pixel format the encoder is opened with.
+    options : mapping
+        Encoder options (AVOptions), as :func:`encode_frames` takes them.
+
+    Returns
+    -------
+    tuple of str
+        One entry per skipped option, e.g. ``"presett"`` or ``"x265-params: bogus"``;
+        empty when the encoder takes every option.
+
+    Raises
+    ------
+    CodecError
+        If the encoder does not open with these options at all.
+    """
+    return _unknown_options(encoder, pix_fmt, tuple(sorted(options.items())))
+
+
+@functools.lru_cache(maxsize=64)
+def _unknown_options(
+    encoder: str, pix_fmt: str, items: tuple[tuple[str, str], ...]
+) -> tuple[str, ...]:
+    if encoder == lossless.CODER:
+        return tuple(name for name, _ in items)  # eocube's own coder takes no options
+    options = dict(items)
+    height, width = frame_size(encoder, pix_fmt, 1, 1, lossless=False, options=options)
+    logs: list[tuple[int, str, str]] = []
+    failure: Exception | None = None
+    try:
+        ctx = cast(VideoCodecContext, av.codec.CodecContext.create(encoder, "w"))
+        ctx.width, ctx.height, ctx.pix_fmt = width, height, pix_fmt
+        ctx.time_base = Fraction(1, 25)
+        ctx.framerate = Fraction(25, 1)
+        ctx.options = _frame_options(encoder, options, pixel_format(pix_fmt), height, width)
+        with _LOG_LEVEL_LOCK:
+            level = av.logging.get_level()
+            av.logging.set_level(av.logging.WARNING)
+            try:
+                with av.logging.Capture() as logs:
+                    ctx.open()
+            finally:
+                av.logging.set_level(level)
+    except (av.FFmpegError, ValueError) as exc:
+        failure = exc
+    parameters = next((k for k in options if k.endswith("-params")), "parameters")
+    refused = []
+    for _level, _name, message in logs:
+        for pattern in _REFUSED_PARAMETER:
+            found = pattern.match(message.strip())
+            if found:
+                value = found.groupdict().get("value")
+                detail = found["name"] if value is None else f"{found['name']}={value}"
+                refused.append(f"{parameters}: {detail}")
+                break
+    if failure is not None:
+        also = f" (it also refused {', '.join(refused)})" if refused else ""
+        raise CodecError(
+            f"cannot open encoder {encoder} ({pix_fmt}, {width}x{height}): {failure}{also}"
+        ) from failure
+    return (*ctx.options, *refused)  # ctx.options: what avcodec_open2 left unused
 
 
 def _frame_options(

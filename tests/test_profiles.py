@@ -10,7 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from eocube import ProfileError, encode_chunk, profiles
+from eocube import ProfileError, encode_chunk, profiles, video
+from eocube.errors import CodecError
 from eocube.pixfmt import pixel_format
 from eocube.profiles import (
     DEFAULT_LOSSLESS_PROFILE,
@@ -251,6 +252,64 @@ def test_encode_chunk_enforces_quality_bounds() -> None:
         encode_chunk(block, "ffv1-lossless", quality=0)
     with pytest.raises(ProfileError, match="valid profiles"):
         encode_chunk(block, "no-such-profile")
+
+
+@pytest.mark.parametrize("name", sorted(available_profiles()))
+def test_every_profile_option_is_taken_by_its_encoder(name: str) -> None:
+    prof = get_profile(name)
+    assert video.unknown_options(prof.encoder, prof.pix_fmt, prof.encoder_options()) == ()
+
+
+@pytest.mark.parametrize(
+    ("encoder", "pix_fmt", "options", "skipped"),
+    [
+        ("libx265", "yuv444p12le", {"presett": "slow"}, ("presett",)),
+        (
+            "libx265",
+            "yuv444p12le",
+            {"x265-params": "rdoq-levl=2:ref=3"},
+            ("x265-params: rdoq-levl",),
+        ),
+        (
+            "libx265",
+            "yuv420p12le",
+            {"x265-params": "weightp=maybe"},
+            ("x265-params: weightp=maybe",),
+        ),
+        ("libx264", "yuv420p10le", {"x264-params": "bogus=1:ref=3"}, ("x264-params: bogus=1",)),
+        ("libsvtav1", "yuv420p10le", {"svtav1-params": "bogus=1"}, ("svtav1-params: bogus=1",)),
+        ("ffv1", "gray16le", {"level": "3", "contextt": "1"}, ("contextt",)),
+        ("libx265", "yuv444p12le", {"preset": "fast", "x265-params": "ref=3"}, ()),
+    ],
+)
+def test_unknown_options_names_what_the_encoder_would_skip(
+    encoder: str, pix_fmt: str, options: dict[str, str], skipped: tuple[str, ...]
+) -> None:
+    assert video.unknown_options(encoder, pix_fmt, options) == skipped
+
+
+def test_unknown_options_leaves_pyav_logging_as_it_was() -> None:
+    import av.logging
+
+    before = av.logging.get_level()
+    video.unknown_options("libx265", "yuv420p12le", {"x265-params": "nope=1"})
+    assert av.logging.get_level() == before
+
+
+def test_an_encoder_that_will_not_open_names_the_refused_parameters_too() -> None:
+    with pytest.raises(CodecError, match="refused x265-params: nope"):
+        video.unknown_options("libx265", "yuv420p12le", {"x265-params": "nope=1:rd=99"})
+
+
+def test_encode_chunk_refuses_a_profile_option_the_encoder_would_skip() -> None:
+    block = np.arange(2 * 16 * 16, dtype=np.uint16).reshape(2, 1, 16, 16)
+    typo = parse_profile(
+        _valid(options={"preset": "medium", "x265-params": {"aq-mod": 0, "ctu": 32}})
+    )
+    with pytest.raises(ProfileError, match=r"'test'.*would skip x265-params: aq-mod"):
+        encode_chunk(block, typo)
+    fine = parse_profile(_valid())
+    assert encode_chunk(block, fine)
 
 
 # What NVDEC decodes (HEVC, Turing and later): 4:2:0 and YUV 4:4:4, 8 to 12 bits; not
