@@ -9,7 +9,7 @@ default's. It is how a candidate is judged before it is measured in full with
 ``benchmarks.rd``: an option that helps some cubes and costs others shows it here.
 
     python -m benchmarks.x265_options
-        [--set structure|references|search|chroma-qp|weighted-prediction|effort]
+        [--set structure|references|search|chroma-qp|weighted-prediction|effort|rate-control]
         [--cubes ...]
 
 Writes ``benchmarks/results/x265_options.{json,md}``; each set's last run is kept there.
@@ -92,6 +92,17 @@ CANDIDATE_SETS["effort"] = {
     "rd 6": {"rd": "6"},
     "preset slow": {"preset": "slow"},
     "preset slower": {"preset": "slower"},
+}
+# x265's rate control inside a chunk: cutree lowers the quantiser of blocks later dates
+# predict from (on by default, through adaptive quantisation at strength 0 when aq-mode is
+# 0); qcomp sets how far crf lets a frame's quantiser follow its complexity (0.6; 1 keeps
+# it constant). A time series whose dates are all read alike may want either otherwise.
+CANDIDATE_SETS["rate-control"] = {
+    "cutree 0": {"cutree": "0"},
+    "qcomp 0.8": {"qcomp": "0.8"},
+    "qcomp 1": {"qcomp": "1"},
+    "qcomp 0.5": {"qcomp": "0.5"},
+    "rc-lookahead 40": {"rc-lookahead": "40"},
 }
 ENCODER_OPTIONS = ("preset",)
 
