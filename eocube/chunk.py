@@ -543,15 +543,22 @@ def _with_residual(
     threads: int,
 ) -> bytes:
     """``payload`` (its residual count 0) with the residual layer that brings its decode
-    within ``bounds`` of ``block`` (the coded part), if one is needed."""
-    if bounds is None:
+    within ``bounds`` of ``block`` (the coded part), if one is needed.
+
+    Without bounds a layer is still needed where a valid value may decode to ``nodata``,
+    which would read as missing: a lossy decode stays within each band's valid range, so
+    only where nodata lies inside one (:func:`_nodata_inside_a_band`). The layer then
+    holds those values exactly (its exceptions)."""
+    if bounds is None and not _nodata_inside_a_band(block, nodata):
+        return payload
+    if bounds is None and read_header(payload).exact:
         return payload
     T, _, Y, X = block.shape
     if decoded is None:
         # the residual corrects exactly what decode_chunk returns, through the same path
         decoded = decode_chunk(payload, threads=threads)[:T, :, :Y, :X]
     valid = metrics.valid_mask(block, nodata)
-    layer = residual.compute(block, decoded, valid, bounds)
+    layer = residual.compute(block, decoded, valid, bounds, nodata)
     if layer is None:
         return payload
     w = ByteWriter()
@@ -559,6 +566,19 @@ def _with_residual(
     w.pack("B", 1)
     w.blob(residual.to_bytes(layer))
     return w.getvalue()
+
+
+def _nodata_inside_a_band(block: np.ndarray, nodata: float | None) -> bool:
+    """Whether ``nodata`` lies strictly between the smallest and largest valid value of
+    a band of ``block``, where a lossy decode of a valid value may land on it."""
+    if nodata is None:
+        return False
+    valid = metrics.valid_mask(block, nodata)
+    for b in range(block.shape[1]):
+        band = block[:, b][valid[:, b]]
+        if band.size and float(band.min()) < nodata < float(band.max()):
+            return True
+    return False
 
 
 def _band_ranges(block: np.ndarray, invalid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

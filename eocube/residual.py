@@ -80,34 +80,53 @@ def _steps(dtype: np.dtype, bounds: np.ndarray) -> np.ndarray:
 
 
 def compute(
-    original: np.ndarray, decoded: np.ndarray, valid: np.ndarray, bounds: np.ndarray
+    original: np.ndarray,
+    decoded: np.ndarray,
+    valid: np.ndarray,
+    bounds: np.ndarray | None,
+    nodata: float | None = None,
 ) -> Residual | None:
     """The residual bringing ``decoded`` within ``bounds`` of ``original`` (None if not needed).
 
-    ``valid`` marks the values the bound applies to (not NaN, not nodata).
+    ``valid`` marks the values the bound applies to (not NaN, not nodata). ``bounds``
+    None: no bound, no steps; only the exceptions below are made.
+
+    A valid value whose restored value equals ``nodata`` would read as missing: the
+    restore clamps integers to the dtype's range (a dark pixel of a cube whose nodata
+    is 0), and a nodata inside a band's range can be decoded to. Such values are kept
+    exactly, with the exceptions, whatever the bound.
     """
     dtype = original.dtype
     B = original.shape[1]
-    step = _steps(dtype, bounds)
     shape = (1, B, 1, 1)
-    if dtype.kind in "iu":
-        r = original.astype(np.int64) - decoded.astype(np.int64)
-        half = np.floor(bounds).astype(np.int64).reshape(shape)
-        q = np.floor_divide(r + half, step.astype(np.int64).reshape(shape))
+    if bounds is None:
+        step = np.zeros(B)
+        q = np.zeros(original.shape, np.int64)
+        corrected = decoded
+        bad = np.zeros(original.shape, bool)
     else:
-        diff = original.astype(np.float64) - decoded.astype(np.float64)
-        diff[~valid] = 0.0  # NaN and nodata positions are restored by the masks
-        with np.errstate(invalid="ignore", divide="ignore"):
-            q = np.where(step.reshape(shape) > 0, np.rint(diff / step.reshape(shape)), 0.0)
-        # a value this many steps from its decode (a range of 1e30 under a bound of 1e-3)
-        # is stored verbatim with the exceptions, not as a step count int64 cannot hold
-        q[~(np.abs(q) <= MAX_STEPS)] = 0.0
-        q = q.astype(np.int64)
-    q[~valid] = 0
-    corrected = apply(decoded, q, step)
-    with np.errstate(invalid="ignore"):
-        err = np.abs(corrected.astype(np.float64) - original.astype(np.float64))
-    bad = valid & ~(err <= bounds.reshape(shape))
+        step = _steps(dtype, bounds)
+        if dtype.kind in "iu":
+            r = original.astype(np.int64) - decoded.astype(np.int64)
+            half = np.floor(bounds).astype(np.int64).reshape(shape)
+            q = np.floor_divide(r + half, step.astype(np.int64).reshape(shape))
+        else:
+            diff = original.astype(np.float64) - decoded.astype(np.float64)
+            diff[~valid] = 0.0  # NaN and nodata positions are restored by the masks
+            with np.errstate(invalid="ignore", divide="ignore"):
+                q = np.where(step.reshape(shape) > 0, np.rint(diff / step.reshape(shape)), 0.0)
+            # a value this many steps from its decode (a range of 1e30 under a bound of
+            # 1e-3) is stored verbatim with the exceptions, not as a step count int64
+            # cannot hold
+            q[~(np.abs(q) <= MAX_STEPS)] = 0.0
+            q = q.astype(np.int64)
+        q[~valid] = 0
+        corrected = apply(decoded, q, step)
+        with np.errstate(invalid="ignore"):
+            err = np.abs(corrected.astype(np.float64) - original.astype(np.float64))
+        bad = valid & ~(err <= bounds.reshape(shape))
+    if nodata is not None:
+        bad |= valid & (corrected.astype(np.float64) == float(nodata))
     exception_index = np.flatnonzero(bad)
     if not q.any() and exception_index.size == 0:
         return None

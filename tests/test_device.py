@@ -31,6 +31,17 @@ def _cropped() -> np.ndarray:
     return block
 
 
+def _nodata_inside() -> np.ndarray:
+    # a smooth field around its nodata value: many valid values decode onto it
+    rng = np.random.default_rng(3)
+    yy, xx = np.meshgrid(np.arange(40), np.arange(48), indexing="ij")
+    field = np.stack([np.sin(yy / 6 + b) * np.cos(xx / 9) for b in range(3)])
+    block = (2000 + 1500 * field + rng.normal(0, 20, (6, 3, 40, 48))).astype(np.uint16)
+    block[block == 2000] = 2001
+    block[rng.random(block.shape) < 0.05] = 2000
+    return block
+
+
 CASES = {
     # uint16, KLT over 11 bands: three planar3 groups and two leftover bands in a gray stream
     "uint16 klt planar3 + leftovers": (
@@ -76,6 +87,9 @@ CASES = {
         ),
         {"profile": "hevc-lossless"},
     ),
+    # nodata inside the bands' range: the values decoded onto it kept exactly, by a
+    # residual layer of exceptions only (no bound, steps 0)
+    "uint16 nodata inside the range": (_nodata_inside, {"nodata": 2000, "quality": 30}),
 }
 
 
@@ -113,6 +127,10 @@ def test_payload_kinds_are_covered(payloads: dict[str, bytes]) -> None:
     assert parts["uint16 rows as frames"].header.time_in_frame
     assert parts["uint16 rows as frames"].header.spectral is not None
     assert parts["float32 rows as frames, residual"].tail.residual is not None
+    inside = parts["uint16 nodata inside the range"].tail.residual
+    assert inside is not None
+    assert inside.exception_index.size
+    assert not inside.q.any()
 
 
 @pytest.mark.parametrize("name", list(CASES))
