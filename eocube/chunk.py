@@ -472,6 +472,10 @@ def _video_or_wavelet(
     def wavelet_payload(section: bytes) -> bytes:
         return header.to_bytes() + section + masks + b"\x00"
 
+    def unbounded(payload: bytes) -> bytes:
+        # the layer that keeps valid values off nodata, where one is needed
+        return _with_residual(payload, block, None, nodata, None, threads)
+
     if bounds is None:
         video_payload = without
         # the wavelet coding gets the video's bytes, less what both payloads hold
@@ -489,11 +493,11 @@ def _video_or_wavelet(
             return wavelet_payload(section)
 
         if always:
-            return coded_at(share) or without
+            return unbounded(coded_at(share) or without)
         # equal shares first: one SPERR coding a band tells whether a split could matter
         candidate = coded_at(1.0, split=False)
         if candidate is None:
-            return without
+            return unbounded(without)
         if decoded is None:
             decoded = decode_chunk(without, threads=threads)[:T, :, :Y, :X]
         video_db = _psnr_for_choice(block, decoded, nodata)
@@ -517,7 +521,7 @@ def _video_or_wavelet(
             # video's bytes: the wavelet spends it. Chosen at equal bytes, so that a
             # block's coding does not flip as the rate grows and bytes keep rising as
             # the quality falls (rate control searches on that)
-            return coded_at(share) or candidate
+            return unbounded(coded_at(share) or candidate)
     else:
         video_payload = _with_residual(without, block, decoded, nodata, bounds, threads)
         tolerance = wavelet_mod.BOUND_SLACK * (
@@ -531,7 +535,8 @@ def _video_or_wavelet(
             return candidate
         gain_db = 0.0
     saved_db = DB_PER_DOUBLING * math.log2(len(video_payload) / len(candidate))
-    return candidate if gain_db + saved_db > WAVELET_MARGIN_DB else video_payload
+    chosen = candidate if gain_db + saved_db > WAVELET_MARGIN_DB else video_payload
+    return chosen if bounds is not None else unbounded(chosen)
 
 
 def _with_residual(

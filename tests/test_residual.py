@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 from numcodecs import Zstd
 
 from eocube import decode_chunk, encode_chunk, metrics, residual
+from eocube.chunk import read_header
 from eocube.errors import CorruptChunkError
 from eocube.residual import Residual
 
@@ -416,6 +417,17 @@ def test_valid_values_never_decode_to_a_nodata_inside_their_range(
         if bound is not None:
             err = np.abs(out.astype(np.float64) - block.astype(np.float64))[~missing]
             assert err.max() <= bound
+
+
+@pytest.mark.parametrize("quality", [16, -30])
+def test_wavelet_coded_values_never_decode_to_a_nodata_inside_their_range(quality: int) -> None:
+    block = _nodata_inside("int32", 2000.0)
+    missing = block == 2000
+    payload = encode_chunk(
+        block, "hevc-12bit-444-wavelet", quality=quality, nodata=2000, wavelet="always"
+    )
+    assert read_header(payload).wavelet
+    np.testing.assert_array_equal(decode_chunk(payload) == 2000, missing)
 
 
 def test_dark_valid_values_of_a_nodata_0_cube_stay_valid_under_a_bound(load_cube) -> None:
