@@ -771,7 +771,8 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         parents=[common],
         help="compare a store with its source: shapes, coordinates, PSNR against the one "
-        "recorded, bounds, checksums (exit 1 when they do not match)",
+        "recorded, bounds, missing values (NaN, nodata) where they were, checksums (exit 1 "
+        "when they do not match)",
     )
     ver.add_argument("store", help="store path or URL")
     ver.add_argument("--against", required=True, help="the original (anything xarray opens)")

@@ -2,8 +2,8 @@
 
 :func:`verify_store` fails a variable when the source does not match the store: another
 shape or dims, other coordinates, a PSNR more than a margin below the one measured when
-the store was written (for a lossless store: any difference), a broken error bound, or
-a damaged chunk. It never calls a mismatch OK because the error happens to be small.
+the store was written (for a lossless store: any difference), a broken error bound,
+values missing (NaN or nodata) in one and valid in the other, or a damaged chunk. It never calls a mismatch OK because the error happens to be small.
 With ``progress=True`` it counts the stored chunks compared (:mod:`eocube.progress`),
 and it logs each variable's outcome on the ``eocube.verify`` logger at INFO.
 """
@@ -62,23 +62,30 @@ def _stats(
     source: xr.DataArray,
     nodata: float | None,
     advance: Callable[[int], None] | None,
-) -> metrics.ErrorStats:
-    """Error statistics, a slab of stored time chunks at a time (bounded memory)."""
+) -> tuple[metrics.ErrorStats, int, int]:
+    """Error statistics, a slab of stored time chunks at a time (bounded memory), and
+    how many values are valid in the source but missing (NaN or nodata) in the store,
+    and the other way round."""
     dim = stored.dims[0]
     preferred = stored.encoding.get("preferred_chunks") or {}
     step = int(preferred.get(dim, stored.sizes[dim]))
     per_slab = math.prod(n for d, n in _chunk_counts(stored).items() if d != dim)
     stats = None
+    lost = invented = 0
     for start in range(0, stored.sizes[dim], step):
         region = {dim: slice(start, start + step)}
-        piece = metrics.ErrorStats.of(
-            np.asarray(source.isel(region).values), np.asarray(stored.isel(region).values), nodata
-        )
+        original = np.asarray(source.isel(region).values)
+        decoded = np.asarray(stored.isel(region).values)
+        piece = metrics.ErrorStats.of(original, decoded, nodata)
         stats = piece if stats is None else stats.merge(piece)
+        was = metrics.valid_mask(original, nodata)
+        now = metrics.valid_mask(decoded, nodata)
+        lost += int(np.count_nonzero(was & ~now))
+        invented += int(np.count_nonzero(now & ~was))
         if advance is not None:
             advance(per_slab)
     assert stats is not None
-    return stats
+    return stats, lost, invented
 
 
 def verify_variable(
@@ -119,13 +126,26 @@ def verify_variable(
     if roles is not None:  # the metrics take (time, band, y, x)
         order = tuple(roles.values())
         stored, source = stored.transpose(*order), source.transpose(*order)
+    nodata = nodata_of(source)
     try:
-        stats = _stats(stored, source, nodata_of(source), advance)
+        stats, lost, invented = _stats(stored, source, nodata, advance)
         entry["checksums"] = "ok"
     except CorruptChunkError as exc:
         entry["checksums"] = "failed"
         problems.append(f"a chunk is damaged: {exc}")
         return entry
+    missing = "NaN" if nodata is None else f"NaN or nodata {nodata:g}"
+    if lost:
+        # within any error bound, yet lost to the reader: writers before commit 200b469
+        # could decode a valid value onto nodata (under a bound, or with a nodata inside a
+        # band's range)
+        problems.append(
+            f"{lost} values valid in the source read as missing ({missing}) in the store"
+        )
+    if invented:
+        problems.append(
+            f"{invented} values missing in the source ({missing}) are valid in the store"
+        )
     entry.update(
         psnr=stats.psnr(),
         psnr_per_band=stats.psnr_per_band().tolist(),

@@ -330,6 +330,30 @@ def test_verify_fails_when_the_source_is_not_the_input(tmp_path: Path) -> None:
     assert "the store is lossless, but its values differ" in bad.stdout
 
 
+def test_verify_fails_where_a_valid_value_reads_as_nodata(tmp_path: Path) -> None:
+    # stores written before the writer kept valid values off nodata could hold such
+    # values: within any bound, but missing to the reader; verify names them
+    from eocube.verify import verify_store
+
+    rng = np.random.default_rng(0)
+    values = rng.integers(1, 4000, (2, 3, 16, 24)).astype(np.uint16)
+    values[0, 0, :2] = 0
+    ds = xr.Dataset({"data": (("time", "band", "y", "x"), values, {"nodata": 0})})
+    store = tmp_path / "c.eocube"
+    eocube.to_eocube(ds, store, lossless=True)
+    stored = xr.open_dataset(store, engine="eocube")
+    assert verify_store(stored, ds)["ok"]
+
+    source = ds.copy(deep=True)
+    source["data"][0, 0, 0, :5] = 7  # valid in the source, nodata in the store
+    source["data"][1, 2, 9, 9] = 0  # nodata in the source, valid in the store
+    result = verify_store(stored, source)
+    assert not result["ok"]
+    problems = result["variables"]["data"]["problems"]
+    assert "5 values valid in the source read as missing (NaN or nodata 0) in the store" in problems
+    assert "1 values missing in the source (NaN or nodata 0) are valid in the store" in problems
+
+
 # --- 5. a refused encode left a store behind ---------------------------------------------------
 
 
