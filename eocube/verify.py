@@ -3,7 +3,8 @@
 :func:`verify_store` fails a variable when the source does not match the store: another
 shape or dims, other coordinates, a PSNR more than a margin below the one measured when
 the store was written (for a lossless store: any difference), a broken error bound,
-values missing (NaN or nodata) in one and valid in the other, or a damaged chunk. It never calls a mismatch OK because the error happens to be small.
+values missing (NaN or nodata) in one and valid in the other, or a damaged chunk. It
+never calls a mismatch OK because the error happens to be small.
 With ``progress=True`` it counts the stored chunks compared (:mod:`eocube.progress`),
 and it logs each variable's outcome on the ``eocube.verify`` logger at INFO.
 """
