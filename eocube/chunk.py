@@ -578,6 +578,10 @@ def _nodata_inside_a_band(block: np.ndarray, nodata: float | None) -> bool:
     a band of ``block``, where a lossy decode of a valid value may land on it."""
     if nodata is None:
         return False
+    if block.dtype.kind in "iu":
+        info = np.iinfo(block.dtype)
+        if not info.min < nodata < info.max:
+            return False  # an integer variable's default nodata, its dtype's maximum
     valid = metrics.valid_mask(block, nodata)
     for b in range(block.shape[1]):
         band = block[:, b][valid[:, b]]
