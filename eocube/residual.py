@@ -126,7 +126,14 @@ def compute(
             err = np.abs(corrected.astype(np.float64) - original.astype(np.float64))
         bad = valid & ~(err <= bounds.reshape(shape))
     if nodata is not None:
-        bad |= valid & (corrected.astype(np.float64) == float(nodata))
+        # integers compared in their dtype (a nodata that is no value of it matches
+        # nothing); floats as float64, as the valid mask compares them
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if info.min <= nodata <= info.max and float(nodata).is_integer():
+                bad |= valid & (corrected == dtype.type(int(nodata)))
+        else:
+            bad |= valid & (corrected.astype(np.float64) == float(nodata))
     exception_index = np.flatnonzero(bad)
     if not q.any() and exception_index.size == 0:
         return None
