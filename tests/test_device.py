@@ -12,7 +12,10 @@ import xarray as xr
 
 torch = pytest.importorskip("torch")
 
+from blocks import PROFILES, blocks  # noqa: E402  (tests/blocks.py)
 from cubes import open_cube  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 import eocube  # noqa: E402
 from eocube import chunk, device, packing  # noqa: E402
@@ -145,6 +148,34 @@ def test_torch_unpack_equals_decode_chunk_bit_for_bit(
     frames = [device.cpu_stream_decoder(s, torch.device("cpu")) for s in parts.streams]
     codes = device.gather_codes(parts, frames, torch.device("cpu"))
     _same_bits(device.unpack(parts, codes), want)
+
+
+@settings(max_examples=5 * settings.default.max_examples)
+@given(drawn=blocks(), profile=st.sampled_from(PROFILES), data=st.data())
+def test_torch_unpack_of_any_payload_equals_decode_chunk(
+    drawn: tuple[np.ndarray, float | None], profile: str, data: st.DataObject
+) -> None:
+    # the payload kinds above, and whatever else the property hunt of test_invariants
+    # draws: every profile, dtype, shape, mask, bound and nodata position
+    block, nodata = drawn
+    prof = eocube.get_profile(profile)
+    quality = bound = None
+    if prof.quality is not None:
+        quality = data.draw(
+            st.sampled_from([prof.quality.min, prof.quality.default, prof.quality.max])
+        )
+        finite = block[np.isfinite(block)] if block.dtype.kind == "f" else block
+        if data.draw(st.booleans()) and finite.size:
+            bound = 0.01 * float(np.abs(finite.astype(np.float64)).max())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            payload = chunk.encode_chunk(
+                block, prof, quality=quality, nodata=nodata, max_abs_error=bound
+            )
+    except eocube.UnsupportedDataError:
+        return  # lossless profiles refuse floats and ranges wider than their bits
+    _same_bits(device.decode_chunk_tensor(payload, "cpu"), chunk.decode_chunk(payload))
 
 
 def test_lossless_tensor_equals_the_original(payloads: dict[str, bytes]) -> None:
