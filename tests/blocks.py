@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from hypothesis import strategies as st
 
 import eocube
+from eocube import encode_chunk
+from eocube.errors import UnsupportedDataError
+from eocube.profiles import Profile
 
 PROFILES = sorted(eocube.available_profiles())
 DTYPES = ("uint8", "uint16", "int16", "int32", "float32", "float64")
@@ -73,3 +78,41 @@ def missing_mask(block: np.ndarray, nodata: float | None) -> np.ndarray:
     if nodata is not None:
         missing |= block == nodata
     return missing
+
+
+def draw_coding(
+    data: st.DataObject, prof: Profile, block: np.ndarray, nodata: float | None
+) -> tuple[float | None, list[float] | None]:
+    """A quality (lossy profiles: their finest, default or coarsest) and, half the time,
+    a bound per band: 0, 0.1 % or 5 % of the band's valid range."""
+    if prof.quality is None:
+        return None, None
+    quality = data.draw(st.sampled_from([prof.quality.min, prof.quality.default, prof.quality.max]))
+    if not data.draw(st.booleans()):
+        return quality, None
+    share = data.draw(st.sampled_from([0.0, 0.001, 0.05]))
+    valid = ~missing_mask(block, nodata)
+    f = block.astype(np.float64)
+    bounds = [
+        share * float(np.ptp(f[:, b][valid[:, b]])) if valid[:, b].any() else 0.0
+        for b in range(block.shape[1])
+    ]
+    return quality, bounds
+
+
+def encode_drawn(
+    block: np.ndarray,
+    prof: Profile,
+    quality: float | None,
+    nodata: float | None,
+    bounds: list[float] | None,
+) -> tuple[bytes | None, str | None]:
+    """The payload, or None and why the profile refused the block."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return encode_chunk(
+                block, prof, quality=quality, nodata=nodata, max_abs_error=bounds
+            ), None
+    except UnsupportedDataError as exc:
+        return None, str(exc)

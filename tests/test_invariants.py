@@ -10,17 +10,14 @@ below, above or inside the bands' ranges); lossless profiles return every value 
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
-from blocks import PROFILES, blocks, missing_mask  # tests/blocks.py
+from blocks import PROFILES, blocks, draw_coding, encode_drawn, missing_mask  # tests/blocks.py
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import eocube
 from eocube import decode_chunk, encode_chunk
-from eocube.errors import UnsupportedDataError
 
 
 # ten times the profile's examples (300 by default, about 10 s): a valid value decoded onto a
@@ -34,33 +31,14 @@ def test_every_payload_keeps_what_it_promises(
     prof = eocube.get_profile(profile)
     missing = missing_mask(block, nodata)
     valid = ~missing
-    quality = None
-    bounds = None
-    if prof.quality is not None:
-        quality = data.draw(
-            st.sampled_from([prof.quality.min, prof.quality.default, prof.quality.max])
-        )
-        if data.draw(st.booleans()):
-            share = data.draw(st.sampled_from([0.0, 0.001, 0.05]))
-            f = block.astype(np.float64)
-            bounds = [
-                share * float(np.ptp(f[:, b][valid[:, b]])) if valid[:, b].any() else 0.0
-                for b in range(block.shape[1])
-            ]
-    refused = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            payload = encode_chunk(
-                block, prof, quality=quality, nodata=nodata, max_abs_error=bounds
-            )
-    except UnsupportedDataError as exc:
-        refused = str(exc)
+    quality, bounds = draw_coding(data, prof, block, nodata)
+    payload, refused = encode_drawn(block, prof, quality, nodata, bounds)
     if refused is not None:
         # only lossless profiles refuse data: floats, or a range wider than their bits
         assert prof.lossless, refused
         assert "lossless" in refused
         return
+    assert payload is not None
     out = decode_chunk(payload)
     assert out.dtype == block.dtype
     assert out.shape == block.shape
