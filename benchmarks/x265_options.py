@@ -9,7 +9,8 @@ default's. It is how a candidate is judged before it is measured in full with
 ``benchmarks.rd``: an option that helps some cubes and costs others shows it here.
 
     python -m benchmarks.x265_options
-        [--set structure|references|search|chroma-qp|weighted-prediction|effort|rate-control]
+        [--set structure|references|search|chroma-qp|weighted-prediction|effort|rate-control|tools|
+         transform-skip]
         [--cubes ...]
 
 Writes ``benchmarks/results/x265_options.{json,md}``; each set's last run is kept there.
@@ -103,6 +104,29 @@ CANDIDATE_SETS["rate-control"] = {
     "qcomp 1": {"qcomp": "1"},
     "qcomp 0.5": {"qcomp": "0.5"},
     "rc-lookahead 40": {"rc-lookahead": "40"},
+}
+# coding tools medium leaves as they are: sample-adaptive offset (on; after deblocking or
+# not, on every CTU or only some), transform skip of 4 x 4 blocks (off), sign-bit hiding
+# (on), recursion skip (on), B-frame pyramid and B-frames, and 16-pixel CTUs for small
+# frames.
+CANDIDATE_SETS["tools"] = {
+    "sao 0": {"sao": "0"},
+    "sao-non-deblock": {"sao-non-deblock": "1"},
+    "tskip": {"tskip": "1"},
+    "signhide 0": {"signhide": "0"},
+    "rskip 0": {"rskip": "0"},
+    "b-pyramid 0": {"b-pyramid": "0"},
+    "bframes 0": {"bframes": "0"},
+    "ctu 16": {"ctu": "16"},
+}
+# transform skip (the tools set's one clear gain, on Landsat cubes) with what could let it
+# act on more blocks: deeper transform trees (more 4 x 4 transforms), recursion skip off;
+# and its fast mode (tried on 4 x 4 intra partitions only)
+CANDIDATE_SETS["transform-skip"] = {
+    "tskip": {"tskip": "1"},
+    "tskip, tskip-fast": {"tskip": "1", "tskip-fast": "1"},
+    "tskip, tu depth 2": {"tskip": "1", "tu-intra-depth": "2", "tu-inter-depth": "2"},
+    "tskip, rskip 0": {"tskip": "1", "rskip": "0"},
 }
 ENCODER_OPTIONS = ("preset",)
 
