@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -416,3 +417,34 @@ def test_qualities_below_video_min_are_the_wavelets() -> None:
             parse_profile(_valid(quality={**quality, "video_min": bad}, wavelet="auto"))
     with pytest.raises(ProfileError, match="needs a negative whole min"):
         parse_profile(_valid(quality={**quality, "video_min": -6.5}, wavelet="auto"))
+
+
+def _documented_options() -> dict[str, str]:
+    """The 'main options' cell of each row of docs/format.md's table of shipped profiles."""
+    text = (CODECS.parent / "docs" / "format.md").read_text(encoding="utf-8")
+    rows: dict[str, str] = {}
+    for line in text.split("The profiles shipped:", 1)[1].splitlines():
+        if line.startswith("| `"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            rows[cells[0].split("`")[1]] = cells[-1]
+        elif rows and not line.startswith("|"):
+            break
+    return rows
+
+
+def _parsed_options(cell: str) -> dict[str, str]:
+    """``k=v; k=v (a remark)`` as a dict, remarks in brackets dropped."""
+    pairs = [re.sub(r"\s*\(.*?\)", "", part).strip() for part in cell.split(";")]
+    return dict(pair.split("=", 1) for pair in pairs if pair)
+
+
+def test_the_format_documents_every_profiles_encoder_options() -> None:
+    documented = _documented_options()
+    shipped = available_profiles()
+    assert {n for n, p in shipped.items() if p.encoder not in OWN_CODECS} <= set(documented)
+    for name, cell in documented.items():
+        options = shipped[name].options
+        if cell.startswith("as "):
+            assert options == shipped[cell.removeprefix("as ").strip("`")].options, name
+        else:
+            assert options == _parsed_options(cell), f"docs/format.md, profile {name}"
