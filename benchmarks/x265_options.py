@@ -10,7 +10,7 @@ default's. It is how a candidate is judged before it is measured in full with
 
     python -m benchmarks.x265_options
         [--set structure|references|search|chroma-qp|weighted-prediction|effort|rate-control|tools|
-         transform-skip]
+         transform-skip|b-frames]
         [--cubes ...]
 
 Writes ``benchmarks/results/x265_options.{json,md}``; each set's last run is kept there.
@@ -127,6 +127,15 @@ CANDIDATE_SETS["transform-skip"] = {
     "tskip, tskip-fast": {"tskip": "1", "tskip-fast": "1"},
     "tskip, tu depth 2": {"tskip": "1", "tu-intra-depth": "2", "tu-inter-depth": "2"},
     "tskip, rskip 0": {"tskip": "1", "rskip": "0"},
+}
+# how x265 places B-frames (medium: b-adapt 2, the trellis decision, up to 4 B-frames):
+# placed without or with the fast decision, at most 2, or biased for and against
+CANDIDATE_SETS["b-frames"] = {
+    "b-adapt 0": {"b-adapt": "0"},
+    "b-adapt 1": {"b-adapt": "1"},
+    "bframes 2": {"bframes": "2"},
+    "bframe-bias 20": {"bframe-bias": "20"},
+    "bframe-bias -20": {"bframe-bias": "-20"},
 }
 ENCODER_OPTIONS = ("preset",)
 
