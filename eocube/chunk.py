@@ -15,6 +15,8 @@ Layout (little-endian)::
     [f32 mean[B] | f32 basis[B, B] | f32 low[B] | f64 step]
                                           (flag KLT, version 2) the planes hold principal
                                           components of the band codes (eocube.spectral)
+    [varint order[T']]                    (flag DATE_ORDER, version 9) the streams code
+                                          the dates in this order (eocube.dateorder)
     u8 n_streams, each:
         str decoder | str pix_fmt | u32 height, width, frames
         varint len(extradata) | extradata | varint n_packets | varint sizes... | packets
@@ -36,8 +38,9 @@ the (T, B, Y, X) order). With flag WAVELET (version 5) the coded part is a wavel
 coder's (eocube.wavelet), not a video's; masks and the residual layer are unchanged.
 Version 6 adds masks coded by their runs (eocube.masks) to any of the above; version 7,
 ``eocube-pred`` streams of packet version 3 (eocube.lossless); version 8, layout
-``planar3-pair`` (two leftover bands in a 4:4:4 frame of the main stream). Version 1 (no
-KLT), 2 (no crop), 3, 4, 5, 6 and 7 payloads read unchanged.
+``planar3-pair`` (two leftover bands in a 4:4:4 frame of the main stream); version 9,
+flag DATE_ORDER (the streams code the dates in a stored order, not in time order).
+Version 1 (no KLT), 2 (no crop), 3, 4, 5, 6, 7 and 8 payloads read unchanged.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from eocube import lossless, metrics, packing, residual, spectral, video
+from eocube import dateorder, lossless, metrics, packing, residual, spectral, video
 from eocube import masks as masks_mod
 from eocube import wavelet as wavelet_mod
 from eocube.binary import ByteReader, ByteWriter
@@ -71,7 +74,9 @@ sub-predictor per reference, :mod:`eocube.lossless`): a reader of versions up to
 take such a packet for a damaged one."""
 PAIR_VERSION = 8
 """The first version whose layout may be ``planar3-pair`` (eocube.packing.plan_layout)."""
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
+DATE_ORDER_VERSION = 9
+"""The first version whose streams may code the dates in a stored order (flag DATE_ORDER)."""
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 
 _FLAG_NODATA = 1
 _FLAG_EXACT = 2
@@ -79,12 +84,26 @@ _FLAG_KLT = 4
 _FLAG_CROPPED = 8
 _FLAG_TIME_IN_FRAME = 16
 _FLAG_WAVELET = 32
+_FLAG_DATE_ORDER = 64
 _KNOWN_FLAGS = (
-    _FLAG_NODATA | _FLAG_EXACT | _FLAG_KLT | _FLAG_CROPPED | _FLAG_TIME_IN_FRAME | _FLAG_WAVELET
+    _FLAG_NODATA
+    | _FLAG_EXACT
+    | _FLAG_KLT
+    | _FLAG_CROPPED
+    | _FLAG_TIME_IN_FRAME
+    | _FLAG_WAVELET
+    | _FLAG_DATE_ORDER
 )
-_FLAGS_SINCE = {_FLAG_KLT: 2, _FLAG_CROPPED: 3, _FLAG_TIME_IN_FRAME: 4, _FLAG_WAVELET: 5}
-# a wavelet payload codes values, not video planes: no band maps, rotation or row frames
-_NOT_WITH_WAVELET = _FLAG_EXACT | _FLAG_KLT | _FLAG_TIME_IN_FRAME
+_FLAGS_SINCE = {
+    _FLAG_KLT: 2,
+    _FLAG_CROPPED: 3,
+    _FLAG_TIME_IN_FRAME: 4,
+    _FLAG_WAVELET: 5,
+    _FLAG_DATE_ORDER: DATE_ORDER_VERSION,
+}
+# a wavelet payload codes values, not video planes: no band maps, rotation, row frames
+# or frame order
+_NOT_WITH_WAVELET = _FLAG_EXACT | _FLAG_KLT | _FLAG_TIME_IN_FRAME | _FLAG_DATE_ORDER
 
 FRAME_AXES = ("time", "y", "auto")
 """What the frames of a chunk's streams follow (:func:`encode_chunk`'s ``frames``)."""
@@ -110,6 +129,19 @@ on the 7 dev cubes whose chunks are tried on a window, the choices of the profil
 preset but on one (a 13-band scene: +0.09 dB instead of +0.15), at a fraction of its
 time (ERA-Interim, candidates coded in turn: 1.01 times the encoding without a trial,
 against 1.64 at medium; benchmarks/results/klt_basis.md)."""
+ORDER_PROBE_SIDE = 64
+"""Rows and columns, at most, of the window date orders are tried on: every date of the
+block, so a chunk of 32 dates of 256 x 256 px is tried on two windows of 1/16 of it."""
+ORDER_PROBE_PRESET: str | None = None
+"""The x264/x265 preset date orders are tried at; None: the profile's own, whose trial
+coding of a whole block is then its payload. The fastest preset ranked the orders worse
+on the dev cubes (0.07 to 0.2 dB less on four of ten Sentinel-2 series) for little less
+time (benchmarks/results/date_order.md)."""
+ORDER_CANDIDATES = 1
+"""How many of :func:`eocube.dateorder.candidates` (the shortest paths first) are tried
+against time order. On the dev cubes (benchmarks/results/date_order.md) the shortest
+alone takes most of what the best of three gains (+0.12 dB against +0.16 on average over
+ten Sentinel-2 series) for two window encodes instead of four."""
 LEFTOVER_PAIR = ("auto", "always", "off")
 """How a lossy ``planar3`` block of 2, 5, 8, ... bands codes its two leftover bands
 (:func:`encode_chunk`'s ``leftover_pair``).
@@ -159,6 +191,9 @@ class ChunkHeader:
     """Whether the streams hold the coded part with T and Y swapped (frames are rows)."""
     wavelet: bool = False
     """Whether a wavelet coder (:mod:`eocube.wavelet`) codes the values, not a video."""
+    date_order: np.ndarray | None = None
+    """The coded part's dates in the order the streams code them (int64, a permutation
+    of ``range(T')``); None: time order."""
 
     @property
     def coded_shape(self) -> tuple[int, int, int, int]:
@@ -185,6 +220,7 @@ class ChunkHeader:
             | (_FLAG_CROPPED if self.coded is not None else 0)
             | (_FLAG_TIME_IN_FRAME if self.time_in_frame else 0)
             | (_FLAG_WAVELET if self.wavelet else 0)
+            | (_FLAG_DATE_ORDER if self.date_order is not None else 0)
         )
 
     def to_bytes(self) -> bytes:
@@ -210,6 +246,9 @@ class ChunkHeader:
             w.raw(basis.basis.astype("<f4").tobytes())
             w.raw(basis.low.astype("<f4").tobytes())
             w.pack("d", basis.step)
+        if self.date_order is not None:
+            for date in self.date_order.tolist():
+                w.varint(date)
         return w.getvalue()
 
     @classmethod
@@ -271,6 +310,7 @@ def encode_chunk(
     frames: str = "auto",
     wavelet: str | None = None,
     leftover_pair: str = "auto",
+    date_order: str | Sequence[int] = "auto",
     threads: int = 0,
 ) -> bytes:
     """Encode a block of shape (T, B, Y, X) (or (T, Y, X)) into a chunk payload.
@@ -314,6 +354,15 @@ def encode_chunk(
         of the main stream (layout ``planar3-pair``, chunk format version 8);
         ``"auto"`` tries both, as rotations are tried (on a window of the block), and
         keeps the better by PSNR and bytes (:data:`LEFTOVER_PAIR`).
+    date_order : {"auto", "time"} or sequence of int
+        The order the video codes the block's dates in (dates as frames only). ``"time"``:
+        time order. ``"auto"``: a lossy block of :data:`eocube.dateorder.MIN_DATES` to
+        :data:`eocube.dateorder.MAX_DATES` dates is also tried along the paths of
+        :func:`eocube.dateorder.candidates` (on a window of all dates and at most
+        :data:`ORDER_PROBE_SIDE` squared pixels, or whole when that window would be half
+        of it) and the best by PSNR and bytes is kept. A permutation of ``range(T)``: that
+        order (dates of zarr's padding beyond the coded part left out). An order other
+        than time order is stored (chunk format version 9).
     threads : int
         Codec threads (0: the codec decides).
 
@@ -333,11 +382,23 @@ def encode_chunk(
         If the profile's encoder would skip one of its options (:func:`check_encoder_options`).
     ValueError
         If ``frames`` is not one of :data:`FRAME_AXES`, ``wavelet`` not one of
-        :data:`eocube.wavelet.CHOICES` or ``leftover_pair`` not one of
-        :data:`LEFTOVER_PAIR`.
+        :data:`eocube.wavelet.CHOICES`, ``leftover_pair`` not one of
+        :data:`LEFTOVER_PAIR`, or ``date_order`` not one of :data:`eocube.dateorder.CHOICES`
+        nor a permutation of the block's dates (or given with ``frames="y"``).
     """
     if frames not in FRAME_AXES:
         raise ValueError(f"frames must be one of {', '.join(FRAME_AXES)}, not {frames!r}")
+    given_order = None
+    if isinstance(date_order, str):
+        if date_order not in dateorder.CHOICES:
+            raise ValueError(
+                f"date_order must be one of {', '.join(dateorder.CHOICES)} or a permutation "
+                f"of the block's dates, not {date_order!r}"
+            )
+    else:
+        given_order = np.asarray(date_order)
+        if frames == "y":
+            raise ValueError("date_order: a date order needs dates as frames, not frames='y'")
     if leftover_pair not in LEFTOVER_PAIR:
         raise ValueError(
             f"leftover_pair must be one of {', '.join(LEFTOVER_PAIR)}, not {leftover_pair!r}"
@@ -372,6 +433,17 @@ def encode_chunk(
     except UnsupportedDataError as exc:
         raise UnsupportedDataError(f"profile {prof.name!r}: {exc}") from None
     T, B, Y, X = block.shape
+    if given_order is not None:
+        if given_order.dtype.kind not in "iu" or not dateorder.is_permutation(
+            given_order, full_shape[0]
+        ):
+            raise ValueError(
+                f"date_order must be a permutation of range({full_shape[0]}), the block's "
+                f"dates; got {np.asarray(date_order).tolist()!r}"
+            )
+        # zarr's padding beyond the coded part is not coded: its dates leave the order
+        kept = given_order[given_order < T].astype(np.int64)
+        given_order = None if np.array_equal(kept, np.arange(T)) else kept
     options = prof.encoder_options(quality)
     base = ChunkHeader(
         version=FORMAT_VERSION,
@@ -393,8 +465,16 @@ def encode_chunk(
         frame = coding.frame_codes(block)
         rotations = _rotations(frame, prof)
         layouts = _layouts(prof, B, leftover_pair)
+        first: Coding = (rotations[0], layouts[0])
+        ordered: tuple[float, bytes] | None = None
+        if given_order is not None and not time_in_frame:
+            coding = replace(coding, date_order=given_order)
+        elif isinstance(date_order, str):
+            # the date order first, in the first rotation and layout (whole: that payload)
+            orders = _date_orders(frame, prof, date_order, time_in_frame)[:ORDER_CANDIDATES]
+            coding, ordered = _best_date_order(coding, block, base, frame, orders, first)
         if len(rotations) == 1 and len(layouts) == 1:
-            return coding.payload(block, base, (rotations[0], layouts[0]), frame)
+            return ordered[1] if ordered else coding.payload(block, base, first, frame)
         probe = np.ascontiguousarray(block[_probe_window(block.shape, time_in_frame)])
         # a window of half the block or more costs about as much as coding the whole
         # block with each: its best coding is then the payload
@@ -402,10 +482,18 @@ def encode_chunk(
         if whole:
             trial, trial_block, trial_base = coding, block, base
         else:
-            trial, trial_block = coding.probing(), probe
+            # a window of a few dates: in time order (the order is the block's)
+            trial, trial_block = replace(coding.probing(), date_order=None), probe
             trial_base = replace(base, shape=probe.shape, coded=None, fill=None)
         # the rotation first, in the profile's layout; then that rotation in the others
-        pick, scored = trial.best(trial_block, trial_base, [(r, layouts[0]) for r in rotations])
+        if whole and ordered and len(rotations) == 1:
+            pick, scored = 0, ordered
+        elif whole and ordered:
+            others = [(r, layouts[0]) for r in rotations[1:]]
+            pick, scored = trial.best(trial_block, trial_base, others, against=ordered)
+        else:
+            candidates = [(r, layouts[0]) for r in rotations]
+            pick, scored = trial.best(trial_block, trial_base, candidates)
         rotation, layout = rotations[pick], layouts[0]
         if len(layouts) > 1:
             others = [(rotation, other) for other in layouts[1:]]
@@ -413,6 +501,8 @@ def encode_chunk(
             layout = layouts[pick]
         if whole:
             return scored[1]
+        if ordered and rotation is first[0] and layout == first[1]:
+            return ordered[1]
         return coding.payload(block, base, (rotation, layout), frame)
 
     decoded = None
@@ -640,6 +730,69 @@ def _probe_window(shape: tuple[int, ...], time_in_frame: bool) -> tuple[slice, .
     return centred(T, PROBE_FRAMES), slice(None), centred(Y, PROBE_SIDE), centred(X, PROBE_SIDE)
 
 
+def _date_orders(
+    frame: FrameCodes, prof: Profile, choice: str, time_in_frame: bool
+) -> list[np.ndarray]:
+    """The date orders besides time order to try on a block (its
+    :meth:`_VideoCoding.frame_codes`): :func:`eocube.dateorder.candidates`, for lossy
+    profiles with dates as frames and ``choice`` ``"auto"``; else none."""
+    codes, height, width, _ = frame
+    if choice != "auto" or time_in_frame or prof.lossless:
+        return []
+    if not dateorder.MIN_DATES <= codes.shape[0] <= dateorder.MAX_DATES:
+        return []
+    return dateorder.candidates(dateorder.distances(codes, height, width))
+
+
+def _best_date_order(
+    coding: _VideoCoding,
+    block: np.ndarray,
+    base: ChunkHeader,
+    frame: FrameCodes,
+    orders: list[np.ndarray],
+    first: Coding,
+) -> tuple[_VideoCoding, tuple[float, bytes] | None]:
+    """``coding`` with the best of time order and ``orders`` for ``block``, tried in the
+    ``first`` rotation and layout on a window of all dates (:func:`_order_window`), or on
+    the whole block when the window would be half of it or more; then also the score and
+    payload of the block so coded (else None)."""
+    if not orders:
+        return coding, None
+    codings = [coding] + [replace(coding, date_order=order) for order in orders]
+    window = np.ascontiguousarray(block[_order_window(block.shape)])
+    if ORDER_PROBE_PRESET is None:
+        whole, trials = 2 * window.size >= block.size, codings
+    else:  # a trial coding is not the payload
+        whole, trials = False, [c.probing(ORDER_PROBE_PRESET) for c in codings]
+    trial_block = block if whole else window
+    trial_base = base if whole else replace(base, shape=window.shape, coded=None, fill=None)
+
+    def scored(trial: _VideoCoding) -> tuple[float, bytes]:
+        _, results = trial.best(trial_block, trial_base, [first])
+        return results
+
+    if coding.threads == 1:
+        results = [scored(c) for c in trials]
+    else:
+        with ThreadPoolExecutor(len(trials) - 1, thread_name_prefix="eocube-order") as pool:
+            later = [pool.submit(scored, c) for c in trials[1:]]
+            results = [scored(trials[0]), *(f.result() for f in later)]
+    best = max(range(len(results)), key=lambda i: (results[i][0], -i))
+    return codings[best], (results[best] if whole else None)
+
+
+def _order_window(shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """The centre of a (T, B, Y, X) block that date orders are tried on: every date, at
+    most :data:`ORDER_PROBE_SIDE` squared pixels."""
+    _, _, Y, X = shape
+
+    def centred(n: int) -> slice:
+        start = (n - min(n, ORDER_PROBE_SIDE)) // 2
+        return slice(start, start + min(n, ORDER_PROBE_SIDE))
+
+    return slice(None), slice(None), centred(Y), centred(X)
+
+
 def _layouts(prof: Profile, bands: int, leftover_pair: str) -> list[str]:
     """The layouts to code a lossy block of ``bands`` bands with (:data:`LEFTOVER_PAIR`)."""
     if prof.layout != "planar3" or prof.lossless or bands % 3 != 2 or leftover_pair == "off":
@@ -674,6 +827,8 @@ class _VideoCoding:
     nodata: float | None
     time_in_frame: bool
     threads: int
+    date_order: np.ndarray | None = None
+    """The order the streams code the block's dates in (None: time order)."""
 
     def frame_codes(self, block: np.ndarray) -> FrameCodes:
         """The block's band codes in frames padded to the codec's frame size, the block's
@@ -716,18 +871,22 @@ class _VideoCoding:
             self.threads,
             rotation,
             layout,
+            self.date_order,
         )
         masks, needs = _masks_part(block, invalid, self.nodata)
         if self.prof.encoder == lossless.CODER:
             needs = max(needs, PRED_GAIN_VERSION)
         if layout == "planar3-pair":
             needs = max(needs, PAIR_VERSION)
+        if self.date_order is not None:
+            needs = max(needs, DATE_ORDER_VERSION)
         header = replace(
             base,
             version=max(4 if self.time_in_frame else FORMAT_VERSION, needs),
             layout=layout,
             spectral=rotation,
             time_in_frame=self.time_in_frame,
+            date_order=self.date_order,
         )
         return header.to_bytes() + streams + masks + b"\x00"
 
@@ -768,12 +927,13 @@ class _VideoCoding:
                 best = i
         return best, results[best]
 
-    def probing(self) -> _VideoCoding:
-        """The coding a window is tried with: x264's and x265's fastest preset (their
-        own options kept), which ranks the rotations as the profile's preset does on the
-        dev corpus at a fraction of its time; other encoders' options unchanged."""
+    def probing(self, preset: str = PROBE_PRESET) -> _VideoCoding:
+        """The coding a window is tried with: x264's and x265's ``preset`` (default their
+        fastest; their own options kept), which ranks the rotations as the profile's
+        preset does on the dev corpus at a fraction of its time; other encoders' options
+        unchanged."""
         if self.prof.encoder in ("libx264", "libx265") and "preset" in self.options:
-            return replace(self, options={**self.options, "preset": PROBE_PRESET})
+            return replace(self, options={**self.options, "preset": preset})
         return self
 
 
@@ -785,18 +945,19 @@ def _video_part(
     threads: int,
     rotation: spectral.SpectralBasis | None = None,
     layout: str | None = None,
+    date_order: np.ndarray | None = None,
 ) -> tuple[bytes, np.ndarray | None]:
     """The streams section and the invalid mask (in the block's (T, B, Y, X) order) of a
     (cropped) block from its :meth:`_VideoCoding.frame_codes`, with dates or rows as
-    frames, its bands rotated by ``rotation`` and laid out by ``layout`` (default: the
-    profile's)."""
+    frames, its bands rotated by ``rotation``, laid out by ``layout`` (default: the
+    profile's) and its dates coded in ``date_order`` (default: time order)."""
     codes, _, _, invalid = frame
     F, B, height, width = codes.shape
     if rotation is not None:
         codes = spectral.project(codes, rotation, prof.bits)
     planes = codes.reshape(F * B, height, width)
     w = ByteWriter()
-    plans = packing.plan_layout(layout or prof.layout, F, B)
+    plans = packing.plan_layout(layout or prof.layout, F, B, date_order)
     w.pack("B", len(plans))
     for stream in _encode_streams(plans, planes, prof, height, width, options, threads):
         w.text(stream.decoder)
@@ -981,6 +1142,14 @@ def _read_header(r: ByteReader) -> ChunkHeader:
         if not (np.isfinite(step) and step > 0):
             raise CorruptChunkError(f"payload has a bad component step {step!r}")
         basis = spectral.SpectralBasis(mean=mean, basis=vectors, low=low, step=step)
+    order = None
+    if flags & _FLAG_DATE_ORDER:
+        if flags & _FLAG_TIME_IN_FRAME:
+            raise CorruptChunkError("payload has flags DATE_ORDER and TIME_IN_FRAME together")
+        dates = coded[0] if coded is not None else shape[0]
+        order = np.array([r.varint() for _ in range(dates)], dtype=np.int64)
+        if not dateorder.is_permutation(order, dates):
+            raise CorruptChunkError(f"payload's date order is not an order of {dates} dates")
     return ChunkHeader(
         version=version,
         dtype=dtype,
@@ -997,6 +1166,7 @@ def _read_header(r: ByteReader) -> ChunkHeader:
         fill=fill,
         time_in_frame=bool(flags & _FLAG_TIME_IN_FRAME),
         wavelet=bool(flags & _FLAG_WAVELET),
+        date_order=order,
     )
 
 
@@ -1080,7 +1250,7 @@ def _read_streams(
                 f"version-{header.version} payload"
             )
         streams.append(stream)
-    return packing.plan_layout(header.layout, T, B), streams
+    return packing.plan_layout(header.layout, T, B, header.date_order), streams
 
 
 def _read_tail(r: ByteReader, header: ChunkHeader) -> ChunkTail:

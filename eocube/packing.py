@@ -72,9 +72,19 @@ class StreamPlan:
         return int(self.sources.shape[0])
 
 
-def plan_layout(layout: str, times: int, bands: int) -> list[StreamPlan]:
-    """The streams a block of ``times`` × ``bands`` planes is split into by ``layout``."""
-    t = np.arange(times, dtype=np.int32)
+def plan_layout(
+    layout: str, times: int, bands: int, order: np.ndarray | None = None
+) -> list[StreamPlan]:
+    """The streams a block of ``times`` × ``bands`` planes is split into by ``layout``.
+
+    ``order`` (a permutation of the dates, :mod:`eocube.dateorder`): the dates in the
+    order the streams code them, in place of time order; ``None``: time order."""
+    if order is None:
+        t = np.arange(times, dtype=np.int32)
+    else:
+        t = np.asarray(order, dtype=np.int32)
+        if t.shape != (times,):
+            raise ValueError(f"a date order of {t.shape} for {times} dates")
     if layout == "luma":
         src = (t[None, :] * bands + np.arange(bands, dtype=np.int32)[:, None]).reshape(-1, 1)
         return [StreamPlan("main", src)]

@@ -1,11 +1,12 @@
 """Compiling eocube's Numba kernels ahead of their first use.
 
 The kernels of :mod:`eocube.packing`, :mod:`eocube.spectral`, :mod:`eocube.rangecoder`,
-:mod:`eocube.lossless` and :mod:`eocube.masks` are compiled by Numba the first time they
-run with a given dtype (about a minute for all of them on a 2-core machine) and cached
-on disk, next to the modules or in ``NUMBA_CACHE_DIR``: later processes load them in
-well under a second. ``eocube warmup`` (which ``make setup`` runs) pays that cost once,
-in one place, and the command line says so before a command would pay it.
+:mod:`eocube.lossless`, :mod:`eocube.masks` and :mod:`eocube.dateorder` are compiled by
+Numba the first time they run with a given dtype (about a minute for all of them on a
+2-core machine) and cached on disk, next to the modules or in ``NUMBA_CACHE_DIR``: later
+processes load them in well under a second. ``eocube warmup`` (which ``make setup``
+runs) pays that cost once, in one place, and the command line says so before a command
+would pay it.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ DTYPES = ("uint16", "int16", "uint8", "int32", "float32", "float64")
 
 
 def _dispatchers() -> Iterator[Any]:
-    from eocube import lossless, masks, packing, rangecoder, spectral
+    from eocube import dateorder, lossless, masks, packing, rangecoder, spectral
 
-    for module in (packing, spectral, rangecoder, lossless, masks):
+    for module in (packing, spectral, rangecoder, lossless, masks, dateorder):
         for value in vars(module).values():
             cache = getattr(value, "_cache", None)
             inlined = getattr(value, "targetoptions", {}).get("inline") == "always"
@@ -47,7 +48,8 @@ def warm_up(dtypes: Sequence[str] = DTYPES) -> float:
 
     Encodes and decodes a tiny block of each dtype with the default lossy profile (the
     band rotation included), the lossless ones (integer dtypes) and an error
-    bound (the residual layer), which runs every kernel the codec core uses.
+    bound (the residual layer), and one of four dates (the date order's paths), which
+    runs every kernel the codec core uses.
     """
     from eocube import masks
     from eocube.chunk import decode_chunk, encode_chunk
@@ -74,6 +76,9 @@ def warm_up(dtypes: Sequence[str] = DTYPES) -> float:
             runs.append((resampled.astype(dtype), {"profile": "eocube-lossless"}))
         for data, kwargs in runs:
             decode_chunk(encode_chunk(data, **kwargs))
+    # four dates: the date order's distances and paths (their kernels take no data dtype)
+    dates = np.concatenate([block, block[:, ::-1]]).astype(np.uint16)
+    decode_chunk(encode_chunk(dates))
     # the mask coder directly: a chunk keeps zlib where that codes its mask smaller
     footprint = np.zeros((2, 2, 16, 16), bool)
     footprint[:, :, 3:9, 2:11] = True

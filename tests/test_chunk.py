@@ -745,8 +745,11 @@ def test_rows_as_frames_of_integers_with_nodata_and_lossless() -> None:
 
 def test_auto_keeps_dates_as_frames_below_the_threshold_byte_for_byte() -> None:
     block = _hourly(chunk_module.AUTO_MIN_DATES - 1)
-    auto = encode_chunk(block, "hevc-12bit-444", quality=20)
-    assert auto == encode_chunk(block, "hevc-12bit-444", quality=20, frames="time")
+    # in time order: which order the dates go in is the date order's choice (test_dateorder)
+    auto = encode_chunk(block, "hevc-12bit-444", quality=20, date_order="time")
+    assert auto == encode_chunk(
+        block, "hevc-12bit-444", quality=20, frames="time", date_order="time"
+    )
     assert read_header(auto).version == 3
 
 

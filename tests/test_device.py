@@ -90,6 +90,15 @@ CASES = {
         ),
         {"profile": "hevc-lossless"},
     ),
+    # dates coded in a stored order (chunk format 9): KLT, leftover bands; NaN, luma
+    "uint16 klt dates in a stored order": (
+        lambda: _block("l8_ny18_014031"),
+        {"date_order": [3, 0, 4, 2, 1]},
+    ),
+    "float32 luma nan, dates in a stored order": (
+        lambda: _block("s2_l2a_fusets_field_33x3x57x56", (slice(0, 8),)),
+        {"profile": "hevc-12bit-420-luma", "date_order": [0, 5, 2, 7, 1, 3, 6, 4]},
+    ),
     # nodata inside the bands' range: the values decoded onto it kept exactly, by a
     # residual layer of exceptions only (no bound, steps 0)
     "uint16 nodata inside the range": (_nodata_inside, {"nodata": 2000, "quality": 30}),
@@ -130,6 +139,10 @@ def test_payload_kinds_are_covered(payloads: dict[str, bytes]) -> None:
     assert parts["uint16 rows as frames"].header.time_in_frame
     assert parts["uint16 rows as frames"].header.spectral is not None
     assert parts["float32 rows as frames, residual"].tail.residual is not None
+    ordered = parts["uint16 klt dates in a stored order"].header
+    assert ordered.date_order is not None
+    assert ordered.spectral is not None
+    assert parts["float32 luma nan, dates in a stored order"].header.date_order is not None
     inside = parts["uint16 nodata inside the range"].tail.residual
     assert inside is not None
     assert inside.exception_index.size

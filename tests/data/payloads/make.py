@@ -13,7 +13,9 @@ written for the cases with a mask: ``make.py v6 ffv1-lossless hevc-luma-nan
 bound-float32 rows-bound-float32 wavelet-nan-float32`` (and ``pred-lossless``, written by
 2c57720); version 7 (``eocube-pred`` packets of version 3) only for ``make.py v7
 pred-lossless``; version 8 (layout ``planar3-pair``) for ``make.py v8 pair-hevc-444
-pair-rows-nan-float32``, the cases that need ``leftover_pair``.
+pair-rows-nan-float32``, the cases that need ``leftover_pair``; version 9 (dates in a
+stored order) for ``make.py v9 order-hevc-444 order-luma-nan order-edge-chunk
+order-pred-lossless``, the cases that need ``date_order``.
 
 ``tests/test_compatibility.py`` checks that today's decoder returns, bit for bit, what
 the writing commit's decoder returned. Only the public codec API is used, the same in
@@ -84,6 +86,28 @@ def blocks() -> dict[str, tuple[np.ndarray, dict]]:
             np.ascontiguousarray(floats[:, 1:3]),
             {"profile": "hevc-12bit-444", "quality": 20, "frames": "y", "leftover_pair": "always"},
         ),
+        # dates coded in a stored order (chunk format 9)
+        "order-hevc-444": (
+            s2,
+            {"profile": "hevc-12bit-444", "quality": 24, "date_order": [2, 0, 3, 1]},
+        ),
+        "order-luma-nan": (
+            floats,
+            {"profile": "hevc-12bit-420-luma", "quality": 20, "date_order": [0, 3, 1, 2]},
+        ),
+        "order-edge-chunk": (
+            padded,
+            {
+                "profile": "hevc-12bit-444",
+                "quality": 24,
+                "nodata": 0,
+                "date_order": [5, 1, 0, 4, 2, 3],
+            },
+        ),
+        "order-pred-lossless": (
+            nodata,
+            {"profile": "eocube-lossless", "nodata": 0, "date_order": [3, 2, 1, 0]},
+        ),
     }
 
 
@@ -92,7 +116,7 @@ def main(prefix: str, only: list[str]) -> None:
 
     takes = set(inspect.signature(eocube.encode_chunk).parameters)
     for name, (block, kwargs) in blocks().items():
-        needs = {"frames", "wavelet", "leftover_pair"} & set(kwargs)
+        needs = {"frames", "wavelet", "leftover_pair", "date_order"} & set(kwargs)
         if (only and name not in only) or not needs <= takes:
             continue
         payload = eocube.encode_chunk(block, **kwargs)
