@@ -135,13 +135,14 @@ block, so a chunk of 32 dates of 256 x 256 px is tried on two windows of 1/16 of
 ORDER_PROBE_PRESET: str | None = None
 """The x264/x265 preset date orders are tried at; None: the profile's own, whose trial
 coding of a whole block is then its payload. The fastest preset ranked the orders worse
-on the dev cubes (0.07 to 0.2 dB less on four of ten Sentinel-2 series) for little less
-time (benchmarks/results/date_order.md)."""
+on the dev cubes (three paths tried on ten Sentinel-2 series: 0.07 to 0.2 dB less on
+four, 0.02 more on two) for little less time (benchmarks/results/date_order.md)."""
 ORDER_CANDIDATES = 1
 """How many of :func:`eocube.dateorder.candidates` (the shortest paths first) are tried
-against time order. On the dev cubes (benchmarks/results/date_order.md) the shortest
-alone takes most of what the best of three gains (+0.12 dB against +0.16 on average over
-ten Sentinel-2 series) for two window encodes instead of four."""
+against time order, where the shortest is not far shorter than it. On the dev cubes
+(benchmarks/results/date_order.md), every path tried: the shortest alone takes most of
+what the best of three gains (+0.12 dB against +0.16 on average over ten Sentinel-2
+series) for two window encodes instead of four."""
 LEFTOVER_PAIR = ("auto", "always", "off")
 """How a lossy ``planar3`` block of 2, 5, 8, ... bands codes its two leftover bands
 (:func:`encode_chunk`'s ``leftover_pair``).
@@ -356,13 +357,14 @@ def encode_chunk(
         keeps the better by PSNR and bytes (:data:`LEFTOVER_PAIR`).
     date_order : {"auto", "time"} or sequence of int
         The order the video codes the block's dates in (dates as frames only). ``"time"``:
-        time order. ``"auto"``: a lossy block of :data:`eocube.dateorder.MIN_DATES` to
-        :data:`eocube.dateorder.MAX_DATES` dates is also tried along the paths of
-        :func:`eocube.dateorder.candidates` (on a window of all dates and at most
-        :data:`ORDER_PROBE_SIDE` squared pixels, or whole when that window would be half
-        of it) and the best by PSNR and bytes is kept. A permutation of ``range(T)``: that
-        order (dates of zarr's padding beyond the coded part left out). An order other
-        than time order is stored (chunk format version 9).
+        time order. ``"auto"``: for a lossy block of :data:`eocube.dateorder.MIN_DATES`
+        to :data:`eocube.dateorder.MAX_DATES` dates, the shortest path of
+        :func:`eocube.dateorder.candidates`: as it is where it is far shorter than time
+        order (:data:`eocube.dateorder.CLEAR`), else tried against time order (on a
+        window of all dates and at most :data:`ORDER_PROBE_SIDE` squared pixels, or whole
+        when that window would be half of it) and the better by PSNR and bytes kept. A
+        permutation of ``range(T)``: that order (dates of zarr's padding beyond the coded
+        part left out). An order other than time order is stored (chunk format 9).
     threads : int
         Codec threads (0: the codec decides).
 
@@ -471,8 +473,12 @@ def encode_chunk(
             coding = replace(coding, date_order=given_order)
         elif isinstance(date_order, str):
             # the date order first, in the first rotation and layout (whole: that payload)
-            orders = _date_orders(frame, prof, date_order, time_in_frame)[:ORDER_CANDIDATES]
-            coding, ordered = _best_date_order(coding, block, base, frame, orders, first)
+            orders, clear = _date_orders(frame, prof, date_order, time_in_frame)
+            if clear:  # a path far shorter than time order: no trial
+                coding = replace(coding, date_order=orders[0])
+            else:
+                orders = orders[:ORDER_CANDIDATES]
+                coding, ordered = _best_date_order(coding, block, base, frame, orders, first)
         if len(rotations) == 1 and len(layouts) == 1:
             return ordered[1] if ordered else coding.payload(block, base, first, frame)
         probe = np.ascontiguousarray(block[_probe_window(block.shape, time_in_frame)])
@@ -732,16 +738,19 @@ def _probe_window(shape: tuple[int, ...], time_in_frame: bool) -> tuple[slice, .
 
 def _date_orders(
     frame: FrameCodes, prof: Profile, choice: str, time_in_frame: bool
-) -> list[np.ndarray]:
-    """The date orders besides time order to try on a block (its
+) -> tuple[list[np.ndarray], bool]:
+    """The date orders besides time order for a block (its
     :meth:`_VideoCoding.frame_codes`): :func:`eocube.dateorder.candidates`, for lossy
-    profiles with dates as frames and ``choice`` ``"auto"``; else none."""
+    profiles with dates as frames and ``choice`` ``"auto"`` (else none), and whether the
+    first is :func:`eocube.dateorder.clearly_shorter` than time order."""
     codes, height, width, _ = frame
     if choice != "auto" or time_in_frame or prof.lossless:
-        return []
+        return [], False
     if not dateorder.MIN_DATES <= codes.shape[0] <= dateorder.MAX_DATES:
-        return []
-    return dateorder.candidates(dateorder.distances(codes, height, width))
+        return [], False
+    D = dateorder.distances(codes, height, width)
+    orders = dateorder.candidates(D)
+    return orders, bool(orders) and dateorder.clearly_shorter(D, orders[0])
 
 
 def _best_date_order(

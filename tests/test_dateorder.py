@@ -146,7 +146,26 @@ def test_time_order_writes_no_order() -> None:
         assert header.version < chunk_module.DATE_ORDER_VERSION
 
 
-def test_auto_keeps_the_better_of_time_order_and_the_shortest_path() -> None:
+def test_auto_takes_a_far_shorter_path_as_it_is() -> None:
+    block = _alternating(8)
+    D = dateorder.distances(block, 48, 56)
+    path = dateorder.candidates(D)[0]
+    assert dateorder.clearly_shorter(D, path)
+    auto = encode_chunk(block, quality=20)  # "auto" is the default
+    assert auto == encode_chunk(block, quality=20, date_order=path.tolist())
+    # dates in turn from two scenes: the path codes them in fewer bytes, as well
+    time_order = encode_chunk(block, quality=20, date_order="time")
+    assert len(auto) < len(time_order)
+    assert (
+        metrics.psnr(block, decode_chunk(auto))
+        > metrics.psnr(block, decode_chunk(time_order)) - 0.3
+    )
+
+
+def test_auto_tries_a_path_not_far_shorter_against_time_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dateorder, "CLEAR", 0.0)  # no path is far shorter: each is tried
     block = _alternating(8)
     for quality in (10, 30):
         D = dateorder.distances(block, 48, 56)
@@ -160,11 +179,28 @@ def test_auto_keeps_the_better_of_time_order_and_the_shortest_path() -> None:
             - chunk_module.DB_PER_DOUBLING * math.log2(len(p))
             for way, p in ways.items()
         }
-        auto = encode_chunk(block, quality=quality)  # "auto" is the default
+        auto = encode_chunk(block, quality=quality)
         # the block is small: both orders are coded whole, and the better one is the payload
         assert auto == ways[max(score, key=score.__getitem__)]
-    # dates in turn from two scenes: the path codes them in fewer bytes
-    assert read_header(encode_chunk(block, quality=20)).date_order is not None
+
+
+def test_a_window_tries_the_orders_of_a_larger_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dateorder, "CLEAR", 0.0)
+    block = np.tile(_alternating(6), (1, 1, 3, 3))  # 144 x 168 px: a 64 x 64 window
+    tried: list[tuple[tuple[int, ...], bool]] = []
+    payload = chunk_module._VideoCoding.payload
+
+    def recording(coding: chunk_module._VideoCoding, sub: np.ndarray, *args, **kwargs) -> bytes:
+        tried.append((sub.shape, coding.date_order is not None))
+        return payload(coding, sub, *args, **kwargs)
+
+    monkeypatch.setattr(chunk_module._VideoCoding, "payload", recording)
+    out = encode_chunk(block, quality=20)
+    window = (6, 3, chunk_module.ORDER_PROBE_SIDE, chunk_module.ORDER_PROBE_SIDE)
+    # time order and the shortest path on the window, then the block in the order kept
+    assert sorted(tried[:2]) == [(window, False), (window, True)]
+    assert tried[-1][0] == block.shape
+    assert tried[-1][1] == (read_header(out).date_order is not None)
 
 
 def test_a_cropped_block_leaves_the_padded_dates_out_of_the_order() -> None:
