@@ -1,7 +1,8 @@
 """The order a chunk's dates are coded in: time order against paths through the dates.
 
-For each cube (the first ``--dates`` dates, all bands, as one chunk, default profile), at
-the crf values of ``--crfs``, :func:`eocube.encode_chunk` codes the chunk
+For each cube (the first ``--dates`` dates, all bands, as one chunk with the cube's nodata,
+default profile), at the crf values of ``--crfs``, :func:`eocube.encode_chunk` codes the
+chunk
 
 - in time order (``date_order="time"``, the baseline);
 - along each candidate path of :func:`eocube.dateorder.candidates` (the nearest date next,
@@ -63,7 +64,7 @@ PATHS = ("nearest date next", "nearest, 2-opt", "time order, 2-opt")
 
 
 def curve(
-    block: np.ndarray, crfs: tuple[float, ...], date_order: Any
+    block: np.ndarray, crfs: tuple[float, ...], date_order: Any, nodata: float | None = None
 ) -> tuple[np.ndarray, float, list[Any]]:
     """(log bpppb, PSNR) per crf, the seconds the encodes took, and the order each
     payload holds (None: time order)."""
@@ -73,10 +74,10 @@ def curve(
     points, seconds, orders = [], 0.0, []
     for crf in crfs:
         t0 = time.perf_counter()
-        payload = encode_chunk(block, quality=crf, date_order=date_order)
+        payload = encode_chunk(block, quality=crf, nodata=nodata, date_order=date_order)
         seconds += time.perf_counter() - t0
         decoded = decode_chunk(payload)
-        points.append((np.log(len(payload) * 8 / block.size), psnr(block, decoded)))
+        points.append((np.log(len(payload) * 8 / block.size), psnr(block, decoded, nodata)))
         order = read_header(payload).date_order
         orders.append(None if order is None else order.tolist())
     return np.array(points), seconds, orders
@@ -90,7 +91,9 @@ def versus(points: np.ndarray, base: np.ndarray) -> list[float]:
     return [float(d) for d in points[inside, 1] - reference]
 
 
-def paths(block: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def paths(
+    block: np.ndarray, nodata: float | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The block's date distances and each candidate path, as the writer makes them (the
     paths equal to time order included, which the writer leaves out)."""
     import eocube
@@ -99,8 +102,8 @@ def paths(block: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     from eocube.packing import band_maps
 
     prof = eocube.get_profile()
-    maps = band_maps(block, prof.bits, exact=False, nodata=None)
-    coding = _VideoCoding(prof, maps, prof.encoder_options(None), None, False, 0)
+    maps = band_maps(block, prof.bits, exact=False, nodata=nodata)
+    coding = _VideoCoding(prof, maps, prof.encoder_options(None), nodata, False, 0)
     codes, height, width, _ = coding.frame_codes(block)
     D = dateorder.distances(codes, height, width)
     T = D.shape[0]
@@ -113,21 +116,28 @@ def paths(block: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return D, found
 
 
-def measure(name: str, block: np.ndarray, crfs: tuple[float, ...]) -> dict[str, Any]:
+def measure(
+    name: str, block: np.ndarray, crfs: tuple[float, ...], nodata: float | None = None
+) -> dict[str, Any]:
     from eocube import dateorder
 
     T = block.shape[0]
     time_order = np.arange(T)
-    base, base_s, _ = curve(block, crfs, "time")
-    D, found = paths(block)
+    base, base_s, _ = curve(block, crfs, "time", nodata)
+    D, found = paths(block, nodata)
     time_length = dateorder.path_length(D, time_order)
-    row: dict[str, Any] = {"cube": name, "shape": list(block.shape), "paths": {}}
+    row: dict[str, Any] = {
+        "cube": name,
+        "shape": list(block.shape),
+        "nodata": nodata,
+        "paths": {},
+    }
     for label, order in found.items():
         length = dateorder.path_length(D, order) / time_length if time_length else 1.0
         if np.array_equal(order, time_order):
             row["paths"][label] = {"length": length, "mean_db": 0.0, "same_as_time": True}
             continue
-        points, _, _ = curve(block, crfs, order.tolist())
+        points, _, _ = curve(block, crfs, order.tolist(), nodata)
         diffs = versus(points, base)
         row["paths"][label] = {
             "length": length,
@@ -138,7 +148,7 @@ def measure(name: str, block: np.ndarray, crfs: tuple[float, ...]) -> dict[str, 
     row["shortest"] = {"path": shortest, **row["paths"][shortest]}
     for key, settings in VARIANTS.items():
         with _writer_settings(**settings):
-            points, seconds, orders = curve(block, crfs, "auto")
+            points, seconds, orders = curve(block, crfs, "auto", nodata)
         diffs = versus(points, base)
         row[key] = {
             "mean_db": float(np.mean(diffs)) if diffs else float("nan"),
@@ -216,7 +226,7 @@ def render(run: dict[str, Any]) -> str:
     return (
         "# Date order: paths through a chunk's dates against time order\n\n"
         f"Mean PSNR difference (dB) to time order at the same payload rate; first "
-        f"{run['dates']} dates of each cube as one chunk, default profile, crf "
+        f"{run['dates']} dates of each cube as one chunk with its nodata, default profile, crf "
         f"{', '.join(f'{c:g}' for c in run['crfs'])}. In brackets: the path's length over "
         "time order's (sum of the mean absolute code differences between consecutive "
         "dates); '= time': the path is time order. 'writer (auto)': `date_order=\"auto\"`, "
@@ -246,12 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")
     crfs = tuple(args.crfs)
     rows = []
-    for name, block in corpus.first_dates(args.cubes, args.dates, args.corpus):
+    for name in corpus.present(args.cubes, args.corpus):
+        cube = corpus.load_cube(name, args.corpus, max_time=args.dates)
+        block, nodata = cube.values, cube.nodata
         if block.shape[0] < 3:
             print(f"{name}: {block.shape[0]} dates, nothing to order")
             continue
-        curve(block[:4], crfs[:1], "auto")  # compiled kernels and codecs warm: time alike
-        row = measure(name, block, crfs)
+        curve(block[:4], crfs[:1], "auto", nodata)  # kernels and codecs warm: time alike
+        row = measure(name, block, crfs, nodata)
         rows.append(row)
         print(
             f"{name:34s} "

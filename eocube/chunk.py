@@ -136,12 +136,13 @@ ORDER_PROBE_PRESET: str | None = None
 """The x264/x265 preset date orders are tried at; None: the profile's own, whose trial
 coding of a whole block is then its payload. The fastest preset ranked the orders worse
 on the dev cubes (three paths tried on ten Sentinel-2 series: 0.07 to 0.2 dB less on
-four, 0.02 more on two) for little less time (benchmarks/results/date_order.md)."""
+four, within 0.02 dB on the others) for little less time
+(benchmarks/results/date_order.md)."""
 ORDER_CANDIDATES = 1
 """How many of :func:`eocube.dateorder.candidates` (the shortest paths first) are tried
 against time order, where the shortest is not far shorter than it. On the dev cubes
 (benchmarks/results/date_order.md), every path tried: the shortest alone takes most of
-what the best of three gains (+0.12 dB against +0.16 on average over ten Sentinel-2
+what the best of three gains (+0.10 dB against +0.14 on average over ten Sentinel-2
 series) for two window encodes instead of four."""
 LEFTOVER_PAIR = ("auto", "always", "off")
 """How a lossy ``planar3`` block of 2, 5, 8, ... bands codes its two leftover bands

@@ -5,8 +5,8 @@ than like a clear one weeks away, and a snowy one like the other snowy ones; a v
 codec predicts each frame from the few frames coded just before it. Coding a chunk's
 dates along a short path through them (each date next to the dates it looks most like)
 gives the codec better references: at equal rate, on the first 32 dates of the dev
-cubes, up to +0.39 dB on ten Sentinel-2 series (+0.14 on average) and +0.36 on the
-NDVI series; hourly fields keep their time order, already the shortest path
+cubes, up to +0.39 dB on ten Sentinel-2 series (+0.12 on average; the NDVI series
++0.36); hourly fields keep their time order, already the shortest path
 (``benchmarks/results/date_order.md``). A path only a little shorter than time order
 can lose (monthly model SST: -0.6 to -0.7 dB; Landsat 8: up to -0.2), so the writer
 takes the shortest path of :func:`candidates` as it is only where it is far shorter
@@ -49,10 +49,10 @@ a candidate path must be to be tried: paths about as long as it change little.""
 CLEAR = 0.55
 """How much shorter than the time order a path must be to be coded without a trial
 (:func:`clearly_shorter`). On the dev cubes (benchmarks/results/date_order.md) every
-shortest path under 0.55 of time order's length gained, by +0.01 to +0.39 dB (seven
-Sentinel-2 and NDVI series, 0.26 to 0.51), and every one that lost was 0.75 of it or
+shortest path under 0.55 of time order's length gained, by +0.01 to +0.39 dB (six
+Sentinel-2 and NDVI series, 0.26 to 0.48), and every one that lost was 0.75 of it or
 longer (Landsat 8, model SST, gridded observations), where the writer tries the path
-against time order, which kept all but 0.02 dB."""
+against time order, which kept all but 0.01 dB."""
 
 
 @numba.njit(nogil=True, parallel=True, cache=True)
