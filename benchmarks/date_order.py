@@ -38,6 +38,7 @@ import numpy as np
 
 from benchmarks import corpus
 from benchmarks.common import git_state, md_table
+from benchmarks.x265_options import versus
 
 RESULTS = Path(__file__).parent / "results"
 CUBES = (
@@ -81,14 +82,6 @@ def curve(
         order = read_header(payload).date_order
         orders.append(None if order is None else order.tolist())
     return np.array(points), seconds, orders
-
-
-def versus(points: np.ndarray, base: np.ndarray) -> list[float]:
-    """PSNR differences of ``points`` to ``base`` at the same rate, where base covers it."""
-    order = np.argsort(base[:, 0])
-    inside = (points[:, 0] >= base[:, 0].min()) & (points[:, 0] <= base[:, 0].max())
-    reference = np.interp(points[inside, 0], base[order, 0], base[order, 1])
-    return [float(d) for d in points[inside, 1] - reference]
 
 
 def paths(
