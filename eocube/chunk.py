@@ -727,14 +727,14 @@ def _probe_window(shape: tuple[int, ...], time_in_frame: bool) -> tuple[slice, .
     """The centre of a (T, B, Y, X) block that rotation candidates are tried on: at most
     :data:`PROBE_FRAMES` frames of at most :data:`PROBE_SIDE` squared pixels."""
     T, _, Y, X = shape
-
-    def centred(n: int, k: int) -> slice:
-        start = (n - min(n, k)) // 2
-        return slice(start, start + min(n, k))
-
     if time_in_frame:  # frames are rows, holding every date
-        return centred(T, PROBE_SIDE), slice(None), centred(Y, PROBE_FRAMES), centred(X, PROBE_SIDE)
-    return centred(T, PROBE_FRAMES), slice(None), centred(Y, PROBE_SIDE), centred(X, PROBE_SIDE)
+        return (
+            _centred(T, PROBE_SIDE),
+            slice(None),
+            _centred(Y, PROBE_FRAMES),
+            _centred(X, PROBE_SIDE),
+        )
+    return _centred(T, PROBE_FRAMES), slice(None), _centred(Y, PROBE_SIDE), _centred(X, PROBE_SIDE)
 
 
 def _date_orders(
@@ -795,12 +795,13 @@ def _order_window(shape: tuple[int, ...]) -> tuple[slice, ...]:
     """The centre of a (T, B, Y, X) block that date orders are tried on: every date, at
     most :data:`ORDER_PROBE_SIDE` squared pixels."""
     _, _, Y, X = shape
+    return slice(None), slice(None), _centred(Y, ORDER_PROBE_SIDE), _centred(X, ORDER_PROBE_SIDE)
 
-    def centred(n: int) -> slice:
-        start = (n - min(n, ORDER_PROBE_SIDE)) // 2
-        return slice(start, start + min(n, ORDER_PROBE_SIDE))
 
-    return slice(None), slice(None), centred(Y), centred(X)
+def _centred(n: int, k: int) -> slice:
+    """The middle ``k`` of ``n`` positions (all of them when ``n <= k``)."""
+    start = (n - min(n, k)) // 2
+    return slice(start, start + min(n, k))
 
 
 def _layouts(prof: Profile, bands: int, leftover_pair: str) -> list[str]:
