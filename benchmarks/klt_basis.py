@@ -4,7 +4,7 @@ differences), and the choice eocube ships (:func:`eocube.spectral.candidates`, a
 a window of the chunk where both are candidates).
 
 For each cube, its first ``--dates`` dates as one chunk are coded by
-``encode_chunk(block, "hevc-12bit-444", quality=crf)`` at each ``--crfs`` with each
+``encode_chunk(block, "hevc-12bit-444", quality=crf, nodata=...)`` at each ``--crfs`` with each
 variant; the table gives the mean PSNR difference (dB) to the values' axes at the same
 payload rate (interpolated in log bpppb, where the values' curve covers the point), the
 differences at each point, and the encode time against the values' axes. Results go to
@@ -82,17 +82,19 @@ def rotations(variant: str) -> Iterator[None]:
         spectral.candidates = shipped
 
 
-def measure(block: np.ndarray, crfs: tuple[float, ...]) -> list[dict[str, Any]]:
+def measure(
+    block: np.ndarray, crfs: tuple[float, ...], nodata: float | None = None
+) -> list[dict[str, Any]]:
     """Each variant's PSNR differences to the values' axes and encode time ratio."""
     import eocube
 
     profile = eocube.get_profile("hevc-12bit-444")
     with rotations(VALUES):
-        base, base_s = curve(block, profile, crfs)
+        base, base_s = curve(block, profile, crfs, nodata)
     rows = []
     for variant in (DETAIL, CHOICE):
         with rotations(variant):
-            points, seconds = curve(block, profile, crfs)
+            points, seconds = curve(block, profile, crfs, nodata)
         diffs = versus(points, base)
         rows.append(
             {
@@ -149,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")
     crfs = tuple(args.crfs)
     rows: list[dict[str, Any]] = []
-    for name, block in corpus.first_dates(args.cubes, args.dates, args.corpus):
+    for name, block, nodata in corpus.first_dates(args.cubes, args.dates, args.corpus):
         t0 = time.perf_counter()
-        for row in measure(block, crfs):
+        for row in measure(block, crfs, nodata):
             rows.append({"cube": name, **row})
             print(
                 f"{name:34s} {row['variant']:18s} {row['mean_db']:+.3f} dB "

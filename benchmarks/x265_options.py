@@ -10,7 +10,7 @@ default's. It is how a candidate is judged before it is measured in full with
 
     python -m benchmarks.x265_options
         [--set structure|references|search|chroma-qp|weighted-prediction|effort|rate-control|tools|
-         transform-skip|b-frames]
+         transform-skip|b-frames|shipped]
         [--cubes ...]
 
 Writes ``benchmarks/results/x265_options.{json,md}``; each set's last run is kept there.
@@ -128,6 +128,15 @@ CANDIDATE_SETS["transform-skip"] = {
     "tskip, tu depth 2": {"tskip": "1", "tu-intra-depth": "2", "tu-inter-depth": "2"},
     "tskip, rskip 0": {"tskip": "1", "rskip": "0"},
 }
+# the default's own choices, each taken back, and the deeper transform trees a screen
+# once turned down, measured with each cube's nodata (the earlier sets coded the fill of
+# the Landsat and WorldCereal cubes as data)
+CANDIDATE_SETS["shipped"] = {
+    "tskip 0": {"tskip": "0"},
+    "rdoq-level 0": {"rdoq-level": "0"},
+    "ref 3, limit-refs 3": {"ref": "3", "limit-refs": "3"},
+    "tu depth 2": {"tu-intra-depth": "2", "tu-inter-depth": "2"},
+}
 # how x265 places B-frames (medium: b-adapt 2, the trellis decision, up to 4 B-frames):
 # placed without or with the fast decision, at most 2, or biased for and against
 CANDIDATE_SETS["b-frames"] = {
@@ -140,18 +149,20 @@ CANDIDATE_SETS["b-frames"] = {
 ENCODER_OPTIONS = ("preset",)
 
 
-def curve(block: np.ndarray, profile: Any, crfs: tuple[float, ...]) -> tuple[np.ndarray, float]:
-    """(log bpppb, PSNR) per crf and the seconds the encodes took."""
+def curve(
+    block: np.ndarray, profile: Any, crfs: tuple[float, ...], nodata: float | None = None
+) -> tuple[np.ndarray, float]:
+    """(log bpppb, PSNR over the valid values) per crf and the seconds the encodes took."""
     from eocube.chunk import decode_chunk, encode_chunk
     from eocube.metrics import psnr
 
     points, seconds = [], 0.0
     for crf in crfs:
         t0 = time.perf_counter()
-        payload = encode_chunk(block, profile, quality=crf)
+        payload = encode_chunk(block, profile, quality=crf, nodata=nodata)
         seconds += time.perf_counter() - t0
         decoded = decode_chunk(payload)[: block.shape[0]]
-        points.append((np.log(len(payload) * 8 / block.size), psnr(block, decoded)))
+        points.append((np.log(len(payload) * 8 / block.size), psnr(block, decoded, nodata)))
     return np.array(points), seconds
 
 
@@ -178,13 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     candidates = CANDIDATE_SETS[args.group]
     crfs = tuple(args.crfs)
     rows: list[dict[str, Any]] = []
-    for name, block in corpus.first_dates(args.cubes, args.dates, args.corpus):
-        curve(block[:1], default, crfs[:1])  # compiled kernels and codecs warm: time alike
-        base, base_s = curve(block, default, crfs)
+    for name, block, nodata in corpus.first_dates(args.cubes, args.dates, args.corpus):
+        curve(block[:1], default, crfs[:1], nodata)  # kernels and codecs warm: time alike
+        base, base_s = curve(block, default, crfs, nodata)
         for label, params in candidates.items():
             options = {k: v for k, v in params.items() if k in ENCODER_OPTIONS}
             x265 = {k: v for k, v in params.items() if k not in ENCODER_OPTIONS}
-            points, seconds = curve(block, _with(default, params=x265, **options), crfs)
+            points, seconds = curve(block, _with(default, params=x265, **options), crfs, nodata)
             diffs = versus(points, base)
             rows.append(
                 {

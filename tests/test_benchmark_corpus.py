@@ -17,13 +17,29 @@ def test_first_dates_reads_the_first_dates_and_skips_missing_cubes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     got = list(corpus.first_dates(["no_such_cube", "s2_l1c_eolearn_5x13"], 3, DATA))
-    assert [name for name, _ in got] == ["s2_l1c_eolearn_5x13"]
+    assert [name for name, _, _ in got] == ["s2_l1c_eolearn_5x13"]
     with xr.open_dataset(DATA / "s2_l1c_eolearn_5x13.nc", mask_and_scale=False) as ds:
         expected = ds["data"].values[:3]
     block = got[0][1]
     assert block.dtype == expected.dtype
     np.testing.assert_array_equal(block, expected)
     assert "no_such_cube: not in" in capsys.readouterr().out
+
+
+def test_first_dates_carries_each_cubes_nodata() -> None:
+    got = {
+        name: nodata
+        for name, _, nodata in corpus.first_dates(
+            ["s2_l2a_worldcereal_12x9x100x100", "landsat7_rgb_byte", "s2_l1c_eolearn_5x13"],
+            2,
+            DATA,
+        )
+    }
+    assert got == {
+        "s2_l2a_worldcereal_12x9x100x100": 65535.0,
+        "landsat7_rgb_byte": 0.0,
+        "s2_l1c_eolearn_5x13": None,
+    }
 
 
 def test_save_results_writes_nothing_for_a_run_that_measured_nothing(tmp_path: Path) -> None:
