@@ -10,7 +10,7 @@ default's. It is how a candidate is judged before it is measured in full with
 
     python -m benchmarks.x265_options
         [--set structure|references|search|chroma-qp|weighted-prediction|effort|rate-control|tools|
-         transform-skip|b-frames|shipped]
+         transform-skip|b-frames|shipped|references-ordered]
         [--cubes ...]
 
 Writes ``benchmarks/results/x265_options.{json,md}``; each set's last run is kept there.
@@ -136,6 +136,14 @@ CANDIDATE_SETS["shipped"] = {
     "rdoq-level 0": {"rdoq-level": "0"},
     "ref 3, limit-refs 3": {"ref": "3", "limit-refs": "3"},
     "tu depth 2": {"tu-intra-depth": "2", "tu-inter-depth": "2"},
+}
+# fewer references where the date order pays: on the series whose chunks it reorders,
+# each date follows the dates most like it, which medium's pruned three may then reach
+CANDIDATE_SETS["references-ordered"] = {
+    "ref 3, limit-refs 3": {"ref": "3", "limit-refs": "3"},
+    "ref 3": {"ref": "3"},
+    "ref 2, limit-refs 3": {"ref": "2", "limit-refs": "3"},
+    "ref 4, limit-refs 3": {"ref": "4", "limit-refs": "3"},
 }
 # how x265 places B-frames (medium: b-adapt 2, the trellis decision, up to 4 B-frames):
 # placed without or with the fast decision, at most 2, or biased for and against
