@@ -340,14 +340,14 @@ def save_results(out: Path, stem: str, text: str, run: dict[str, Any]) -> bool:
 def paired_bars(
     path: Path,
     labels: Sequence[str],
-    bars: tuple[tuple[str, Sequence[float]], tuple[str, Sequence[float]]],
+    bars: Sequence[tuple[str, Sequence[float]]],
     ylabel: str,
     *,
     log: bool = False,
     one: bool = False,
 ) -> None:
-    """Two bars per label (e.g. before and after, per cube), saved as a PNG at ``path``;
-    ``log``: a log y axis; ``one``: a line at 1 (for ratios)."""
+    """A bar per series and label (e.g. before and after, per cube), saved as a PNG at
+    ``path``; ``log``: a log y axis; ``one``: a line at 1 (for ratios)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -355,8 +355,9 @@ def paired_bars(
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
     x = np.arange(len(labels))
-    for offset, (label, values) in zip((-0.2, 0.2), bars, strict=True):
-        ax.bar(x + offset, list(values), 0.4, label=label)
+    width = 0.8 / len(bars)
+    for i, (label, values) in enumerate(bars):
+        ax.bar(x + (i - (len(bars) - 1) / 2) * width, list(values), width, label=label)
     if one:
         ax.axhline(1, color="k", linewidth=0.8)
     if log:

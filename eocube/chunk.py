@@ -702,7 +702,8 @@ def _filled_values(
     block: np.ndarray, maps: packing.BandMaps, bits: int, nodata: float | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The block as float64 with its missing values filled as the video's codes fill them
-    (smoothly, along time then in space), and where they were (None: nowhere)."""
+    (smoothly, along time then in space, for a lossy coder), and where they were (None:
+    nowhere)."""
     Y, X = block.shape[2:]
     values = block.astype(np.float64)
     codes, invalid = packing.quantize(block, maps, bits, Y, X, nodata=nodata)
@@ -859,7 +860,13 @@ class _VideoCoding:
             )
             height, width = max(height, h2), max(width, w2)
         codes, invalid = packing.quantize(
-            frames_block, self.maps, prof.bits, height, width, nodata=self.nodata
+            frames_block,
+            self.maps,
+            prof.bits,
+            height,
+            width,
+            nodata=self.nodata,
+            fill="rows" if prof.lossless else "pyramid",
         )
         return codes, R, X, invalid
 

@@ -237,19 +237,57 @@ def test_quantize_fills_along_time_first() -> None:
     np.testing.assert_array_equal(codes[:, 0, 0, 2], [4095, 4095, 4095, 4095])
 
 
-def test_quantize_fills_never_valid_pixels_linearly_in_space() -> None:
+def test_quantize_fills_never_valid_pixels_from_a_constant_neighbourhood_exactly() -> None:
+    block = np.full((2, 1, 9, 11), 700, np.uint16)
+    block[:, 0, 2:6, 3:9] = 0  # 0 = nodata, inside
+    block[:, 0, :, :2] = 0  # and at the edge
+    block[1, 0, 8, 10] = 900  # elsewhere in the band, far from the holes
+    maps = band_maps(block, 12, exact=True, nodata=0)
+    codes, invalid = quantize(block, maps, 12, 9, 11, nodata=0)
+    assert invalid is not None
+    np.testing.assert_array_equal(invalid, block == 0)
+    values = codes[:, 0].astype(int) + int(maps.offset[0])
+    assert (values[0] == 700).all()
+    assert (values[1][block[1, 0] == 0] == 700).all()
+
+
+def test_quantize_fills_a_collar_smoothly_in_both_directions() -> None:
+    # a noisy scene whose left third is never valid (a footprint's collar): the fill must
+    # not copy the edge's noise along rows, which leaves stripes a codec pays for
+    rng = np.random.default_rng(1)
+    block = rng.integers(1000, 3000, (3, 1, 48, 60)).astype(np.uint16)
+    block[:, :, :, :20] = 0
+    maps = band_maps(block, 12, exact=True, nodata=0)
+    codes, _ = quantize(block, maps, 12, 48, 60, nodata=0)
+    for t in range(3):
+        plane = codes[t, 0].astype(float)
+        scene_dy = np.abs(np.diff(plane[:, 20:], axis=0)).mean()
+        collar_dy = np.abs(np.diff(plane[:, :20], axis=0)).mean()
+        collar_dx = np.abs(np.diff(plane[:, :20], axis=1)).mean()
+        assert collar_dy < 0.2 * scene_dy
+        assert collar_dx < 0.2 * scene_dy
+        np.testing.assert_array_equal(codes[t, 0, :, 20:], block[t, 0, :, 20:] - maps.offset[0])
+
+
+def test_quantize_fills_never_valid_pixels_along_rows_for_lossless_coders() -> None:
     block = np.zeros((2, 1, 3, 5), np.uint16)
     block[:, 0, 0] = [10, 0, 0, 0, 50]  # 0 = nodata: interpolated along the row
     block[:, 0, 1] = 0  # a row without data: interpolated along columns
     block[:, 0, 2] = [30, 30, 30, 30, 70]
     maps = band_maps(block, 12, exact=True, nodata=0)
-    codes, invalid = quantize(block, maps, 12, 3, 5, nodata=0)
+    codes, invalid = quantize(block, maps, 12, 3, 5, nodata=0, fill="rows")
     assert invalid is not None
     np.testing.assert_array_equal(invalid, block == 0)
     values = codes[:, 0].astype(int) + int(maps.offset[0])
     for t in range(2):
         np.testing.assert_array_equal(values[t, 0], [10, 20, 30, 40, 50])
         np.testing.assert_array_equal(values[t, 1], [20, 25, 30, 35, 60])
+
+
+def test_quantize_refuses_an_unknown_fill() -> None:
+    block = np.zeros((1, 1, 2, 2), np.uint16)
+    with pytest.raises(ValueError, match="fill must be one of pyramid, rows"):
+        quantize(block, band_maps(block, 12, exact=True), 12, 2, 2, fill="zeros")
 
 
 def test_quantize_all_missing_band_gets_mid_code() -> None:
@@ -289,14 +327,14 @@ def blocks_with_holes(draw: st.DrawFn) -> tuple[np.ndarray, float | None, int, i
     )
 
 
-@given(blocks_with_holes())
+@given(blocks_with_holes(), st.sampled_from(["pyramid", "rows"]))
 def test_quantize_fills_within_band_range_and_pads_by_edge(
-    case: tuple[np.ndarray, float | None, int, int, int],
+    case: tuple[np.ndarray, float | None, int, int, int], fill: str
 ) -> None:
     block, nodata, bits, height, width = case
     T, B, Y, X = block.shape
     maps = band_maps(block, bits, exact=False, nodata=nodata)
-    codes, invalid = quantize(block, maps, bits, height, width, nodata=nodata)
+    codes, invalid = quantize(block, maps, bits, height, width, nodata=nodata, fill=fill)
     assert codes.shape == (T, B, height, width)
     assert codes.dtype == (np.uint8 if bits <= 8 else np.uint16)
     missing = np.isnan(block) if block.dtype.kind == "f" else np.zeros(block.shape, bool)
