@@ -234,7 +234,9 @@ def band_maps(
 FILLS = ("pyramid", "rows")
 """How :func:`quantize` fills the pixels a block never has a valid value at:
 ``"pyramid"``, smooth in both directions (pull-push), which lossy transform codecs code
-cheapest; ``"rows"``, runs along rows, then columns, between their neighbours, which
+cheapest, together with each date's missing pixels that reach them (a footprint edge
+that moves from date to date); ``"rows"``, runs along rows, then columns, between their
+neighbours, which
 lossless coders that predict a pixel from its left neighbour code cheapest (the pyramid
 fill cost them 5 to 28 % more bytes on the Landsat cubes; benchmarks/results/fill_ab)."""
 
@@ -273,11 +275,39 @@ def _fill_band(codes, invalid, b, Y, X, fill_code, pyramid):  # pragma: no cover
                 for x in range(X):
                     codes[t, b, y, x] = fill_code
         return
+    unknown = np.empty((Y, X), np.uint8)
+    stack = np.empty(Y * X, np.int64)
     for t in range(T):
         if pyramid:
-            _fill_pyramid(codes[t, b], never, Y, X)
+            # a date's missing pixels that touch the never-valid ones (a footprint's
+            # edge that moves from date to date) join them: carried from another date,
+            # they were that date's edge inside this date's smooth collar
+            _reaching(invalid, t, b, never, Y, X, unknown, stack)
+            _fill_pyramid(codes[t, b], unknown, Y, X)
         else:
             _fill_rows(codes[t, b], never, Y, X)
+
+
+@numba.njit(nogil=True, cache=True)
+def _reaching(invalid, t, b, never, Y, X, unknown, stack):  # pragma: no cover - compiled
+    """Set ``unknown`` to the ``never`` pixels and the pixels missing at date ``t`` that
+    reach them through missing pixels (4-neighbours)."""
+    n = 0
+    for y in range(Y):
+        for x in range(X):
+            unknown[y, x] = never[y, x]
+            if never[y, x]:
+                stack[n] = y * X + x
+                n += 1
+    while n > 0:
+        n -= 1
+        y, x = stack[n] // X, stack[n] % X
+        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            yy, xx = y + dy, x + dx
+            if 0 <= yy < Y and 0 <= xx < X and not unknown[yy, xx] and invalid[t, b, yy, xx]:
+                unknown[yy, xx] = 1
+                stack[n] = yy * X + xx
+                n += 1
 
 
 @numba.njit(nogil=True, cache=True)
@@ -335,8 +365,8 @@ def _fill_rows(plane, never, Y, X):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _fill_pyramid(plane, never, Y, X):  # pragma: no cover - compiled
-    """Fill the ``never`` pixels of ``plane`` (its top-left Y x X) from the others by
+def _fill_pyramid(plane, unknown, Y, X):  # pragma: no cover - compiled
+    """Fill the ``unknown`` pixels of ``plane`` (its top-left Y x X) from the others by
     pull-push: the valid values averaged over a pyramid of 2 x 2 cells, then each level's
     empty cells taken from the coarser one, upsampled and smoothed (3 x 3 box). The fill
     is smooth in both directions, so a transform codec spends little on it; the rows fill
@@ -356,7 +386,7 @@ def _fill_pyramid(plane, never, Y, X):  # pragma: no cover - compiled
     weight = np.zeros(starts[levels])  # valid pixels in each cell
     for y in range(Y):
         for x in range(X):
-            if not never[y, x]:
+            if not unknown[y, x]:
                 total[y * X + x] = plane[y, x]
                 weight[y * X + x] = 1.0
     for k in range(1, levels):
@@ -394,7 +424,7 @@ def _fill_pyramid(plane, never, Y, X):  # pragma: no cover - compiled
                 estimate[i] = acc / 9.0
     for y in range(Y):
         for x in range(X):
-            if never[y, x]:
+            if unknown[y, x]:
                 plane[y, x] = np.uint16(estimate[y * X + x] + 0.5)
 
 
@@ -453,8 +483,9 @@ def quantize(
 
     Missing values are filled along time first (per pixel, the last valid code carried
     forward, then the first one backward); pixels never valid in the block as ``fill``
-    says (one of :data:`FILLS`: ``"pyramid"`` for lossy codecs, ``"rows"`` for lossless
-    ones); a band without a valid value gets the middle code.
+    says (one of :data:`FILLS`: ``"pyramid"`` for lossy codecs, with each date's missing
+    pixels that reach the never-valid ones through missing pixels; ``"rows"`` for
+    lossless ones); a band without a valid value gets the middle code.
 
     Returns
     -------

@@ -269,6 +269,25 @@ def test_quantize_fills_a_collar_smoothly_in_both_directions() -> None:
         np.testing.assert_array_equal(codes[t, 0, :, 20:], block[t, 0, :, 20:] - maps.offset[0])
 
 
+def test_quantize_fills_a_moving_edge_smoothly_and_carries_interior_holes() -> None:
+    # date 1 misses a strip along the collar (its footprint's edge moved) and an interior
+    # hole (a cloud): the strip joins the smooth collar, the hole takes date 0's codes
+    rng = np.random.default_rng(2)
+    block = rng.integers(1000, 3000, (2, 1, 40, 50)).astype(np.uint16)
+    block[:, :, :, :10] = 0
+    block[1, 0, :, 10:13] = 0
+    block[1, 0, 20:24, 30:34] = 0
+    maps = band_maps(block, 12, exact=True, nodata=0)
+    codes, _ = quantize(block, maps, 12, 40, 50, nodata=0)
+    np.testing.assert_array_equal(codes[1, 0, 20:24, 30:34], codes[0, 0, 20:24, 30:34])
+    noise_dy = np.abs(np.diff(codes[0, 0, :, 13:].astype(float), axis=0)).mean()
+    strip_dy = np.abs(np.diff(codes[1, 0, :, 10:13].astype(float), axis=0)).mean()
+    assert strip_dy < 0.3 * noise_dy
+    # lossless coders keep the strip carried from date 0
+    rows, _ = quantize(block, maps, 12, 40, 50, nodata=0, fill="rows")
+    np.testing.assert_array_equal(rows[1, 0, :, 10:13], rows[0, 0, :, 10:13])
+
+
 def test_quantize_fills_never_valid_pixels_along_rows_for_lossless_coders() -> None:
     block = np.zeros((2, 1, 3, 5), np.uint16)
     block[:, 0, 0] = [10, 0, 0, 0, 50]  # 0 = nodata: interpolated along the row
