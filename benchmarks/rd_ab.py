@@ -52,6 +52,9 @@ CUBES = (
     "stars_cmip3_tos_24x1x170x180",
 )
 
+ATTEMPTS = 3
+"""Runs of a worker before a cube's measurement fails (a native crash costs one run)."""
+
 # the worker: public API only, the same in every version measured
 _WORKER = """
 import json, sys, time, warnings
@@ -79,22 +82,30 @@ def encode_points(
 ) -> tuple[list[bytes], float]:
     """The payloads the eocube of ``checkout`` writes at ``crfs`` and their encode seconds."""
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _WORKER,
-            str(block_file),
-            "none" if nodata is None else repr(nodata),
-            str(out),
-            ",".join(f"{c:g}" for c in crfs),
-        ],
-        env=env,
-        cwd=checkout,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    argv = [
+        sys.executable,
+        "-X",
+        "faulthandler",
+        "-c",
+        _WORKER,
+        str(block_file),
+        "none" if nodata is None else repr(nodata),
+        str(out),
+        ",".join(f"{c:g}" for c in crfs),
+    ]
+    for attempt in range(1, ATTEMPTS + 1):
+        done = subprocess.run(argv, env=env, cwd=checkout, capture_output=True, text=True)
+        if done.returncode == 0:
+            break
+        # a native crash costs one attempt, not the run; it is reported, never hidden
+        print(
+            f"{checkout}: the worker died (exit status {done.returncode}, attempt {attempt} of "
+            f"{ATTEMPTS}):\n{done.stderr[-2000:]}",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        raise RuntimeError(f"{checkout}: the worker died {ATTEMPTS} times on {block_file}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if not Path(result["module"]).resolve().is_relative_to(checkout.resolve()):
         raise RuntimeError(f"{checkout}: the worker imported eocube from {result['module']}")
