@@ -333,16 +333,7 @@ def _fill_rows(plane, never, Y, X):  # pragma: no cover - compiled
             start = x
             while x < X and never[y, x]:
                 x += 1
-            left = np.float64(plane[y, start - 1]) if start > 0 else -1.0
-            right = np.float64(plane[y, x]) if x < X else -1.0
-            if left < 0:
-                left = right
-            if right < 0:
-                right = left
-            n = x - start + 1
-            for k in range(start, x):
-                w = (k - start + 1) / n
-                plane[y, k] = np.uint16(left + (right - left) * w + 0.5)
+            _between(plane[y], start, x, X)
     for xx in range(X):
         y = 0
         while y < Y:
@@ -352,16 +343,24 @@ def _fill_rows(plane, never, Y, X):  # pragma: no cover - compiled
             start = y
             while y < Y and not row_has[y]:
                 y += 1
-            top = np.float64(plane[start - 1, xx]) if start > 0 else -1.0
-            bottom = np.float64(plane[y, xx]) if y < Y else -1.0
-            if top < 0:
-                top = bottom
-            if bottom < 0:
-                bottom = top
-            n = y - start + 1
-            for k in range(start, y):
-                w = (k - start + 1) / n
-                plane[k, xx] = np.uint16(top + (bottom - top) * w + 0.5)
+            _between(plane[:, xx], start, y, Y)
+
+
+@numba.njit(nogil=True, cache=True)
+def _between(line, start, end, size):  # pragma: no cover - compiled
+    """Fill ``line[start:end]`` linearly between its neighbours ``line[start - 1]`` and
+    ``line[end]`` (round half up; one of them outside ``line[:size]``, the block's part
+    of a padded frame: the other's value)."""
+    before = np.float64(line[start - 1]) if start > 0 else -1.0
+    after = np.float64(line[end]) if end < size else -1.0
+    if before < 0:
+        before = after
+    if after < 0:
+        after = before
+    n = end - start + 1
+    for k in range(start, end):
+        w = (k - start + 1) / n
+        line[k] = np.uint16(before + (after - before) * w + 0.5)
 
 
 @numba.njit(nogil=True, cache=True)
