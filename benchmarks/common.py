@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import math
 import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -190,6 +192,38 @@ def speed_at(
 
 
 # ---------------------------------------------------------------------------- reporting
+
+
+def run_in_checkout(
+    checkout: Path, script: str, args: Sequence[str], attempts: int = 1
+) -> dict[str, Any]:
+    """Run ``script`` (Python source whose last printed line is a JSON object holding
+    ``"module": eocube.__file__``) with ``args`` in a fresh process that imports the
+    eocube of ``checkout``; that object.
+
+    A process that dies (a native crash) is run again, up to ``attempts`` runs in all,
+    each death printed with its faulthandler trace; then RuntimeError. So is a worker
+    that imported eocube from anywhere but ``checkout``.
+    """
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    argv = [sys.executable, "-X", "faulthandler", "-c", script, *args]
+    for attempt in range(1, attempts + 1):
+        # run from the checkout: ``python -c`` puts the working folder first on sys.path
+        done = subprocess.run(argv, env=env, cwd=checkout, capture_output=True, text=True)
+        if done.returncode == 0:
+            break
+        print(
+            f"{checkout}: the worker died (exit status {done.returncode}, run {attempt} of "
+            f"{attempts}):\n{done.stderr[-2000:]}",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        raise RuntimeError(f"{checkout}: the worker died {attempts} times (args {list(args)})")
+    result = dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    if not Path(result["module"]).resolve().is_relative_to(checkout.resolve()):
+        raise RuntimeError(f"{checkout}: the worker imported eocube from {result['module']}")
+    return result
 
 
 def git_state() -> dict[str, Any]:

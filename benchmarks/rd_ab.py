@@ -18,10 +18,7 @@ Make the baseline with ``git worktree add /tmp/eocube-before <commit>``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import corpus
-from benchmarks.common import git_state, md_table, paired_bars, save_results
+from benchmarks.common import git_state, md_table, paired_bars, run_in_checkout, save_results
 from benchmarks.x265_options import versus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,34 +78,17 @@ def encode_points(
     checkout: Path, block_file: Path, nodata: float | None, crfs: tuple[float, ...], out: Path
 ) -> tuple[list[bytes], float]:
     """The payloads the eocube of ``checkout`` writes at ``crfs`` and their encode seconds."""
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
-    argv = [
-        sys.executable,
-        "-X",
-        "faulthandler",
-        "-c",
+    result = run_in_checkout(
+        checkout,
         _WORKER,
-        str(block_file),
-        "none" if nodata is None else repr(nodata),
-        str(out),
-        ",".join(f"{c:g}" for c in crfs),
-    ]
-    for attempt in range(1, ATTEMPTS + 1):
-        done = subprocess.run(argv, env=env, cwd=checkout, capture_output=True, text=True)
-        if done.returncode == 0:
-            break
-        # a native crash costs one attempt, not the run; it is reported, never hidden
-        print(
-            f"{checkout}: the worker died (exit status {done.returncode}, attempt {attempt} of "
-            f"{ATTEMPTS}):\n{done.stderr[-2000:]}",
-            file=sys.stderr,
-            flush=True,
-        )
-    else:
-        raise RuntimeError(f"{checkout}: the worker died {ATTEMPTS} times on {block_file}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if not Path(result["module"]).resolve().is_relative_to(checkout.resolve()):
-        raise RuntimeError(f"{checkout}: the worker imported eocube from {result['module']}")
+        [
+            str(block_file),
+            "none" if nodata is None else repr(nodata),
+            str(out),
+            ",".join(f"{c:g}" for c in crfs),
+        ],
+        attempts=ATTEMPTS,
+    )
     payloads = [Path(f"{out}-{i}.bin").read_bytes() for i in range(len(crfs))]
     return payloads, float(sum(result["seconds"]))
 

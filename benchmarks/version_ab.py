@@ -20,16 +20,13 @@ Make the baseline with ``git worktree add /tmp/eocube-before <commit>``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from benchmarks import corpus
-from benchmarks.common import machine_info, md_table, save_results
+from benchmarks.common import machine_info, md_table, run_in_checkout, save_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
@@ -75,20 +72,7 @@ def run_once(
 ) -> dict[str, Any]:
     """One write and whole read by the eocube of ``checkout``, in a fresh process (with
     ``profile``, or the version's default)."""
-    # run from the checkout: ``python -c`` puts the working folder first on sys.path
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
-    done = subprocess.run(
-        [sys.executable, "-c", _worker(profile), str(source), str(store)],
-        env=env,
-        cwd=checkout,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result = dict(json.loads(done.stdout.strip().splitlines()[-1]))
-    if not Path(result["module"]).resolve().is_relative_to(checkout.resolve()):
-        raise RuntimeError(f"{checkout}: the worker imported eocube from {result['module']}")
-    return result
+    return run_in_checkout(checkout, _worker(profile), [str(source), str(store)])
 
 
 def _worker(profile: str | None) -> str:
