@@ -249,9 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")
     crfs = tuple(args.crfs)
     rows = []
-    for name in corpus.present(args.cubes, args.corpus):
-        cube = corpus.load_cube(name, args.corpus, max_time=args.dates)
-        block, nodata = cube.values, cube.nodata
+    for name, block, nodata in corpus.first_dates(args.cubes, args.dates, args.corpus):
         if block.shape[0] < 3:
             print(f"{name}: {block.shape[0]} dates, nothing to order")
             continue
