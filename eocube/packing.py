@@ -282,8 +282,12 @@ def _fill_band(codes, invalid, b, Y, X, fill_code, pyramid):  # pragma: no cover
             # a date's missing pixels that touch the never-valid ones (a footprint's
             # edge that moves from date to date) join them: carried from another date,
             # they were that date's edge inside this date's smooth collar
-            _reaching(invalid, t, b, never, Y, X, unknown, stack)
-            _fill_pyramid(codes[t, b], unknown, Y, X)
+            if _reaching(invalid, t, b, never, Y, X, unknown, stack) == Y * X:
+                # a date missing everywhere keeps the codes carried to it: a copy of the
+                # date before costs the codec nothing; the fill alone has no value to use
+                _fill_pyramid(codes[t, b], never, Y, X)
+            else:
+                _fill_pyramid(codes[t, b], unknown, Y, X)
         else:
             _fill_rows(codes[t, b], never, Y, X)
 
@@ -291,7 +295,7 @@ def _fill_band(codes, invalid, b, Y, X, fill_code, pyramid):  # pragma: no cover
 @numba.njit(nogil=True, cache=True)
 def _reaching(invalid, t, b, never, Y, X, unknown, stack):  # pragma: no cover - compiled
     """Set ``unknown`` to the ``never`` pixels and the pixels missing at date ``t`` that
-    reach them through missing pixels (4-neighbours)."""
+    reach them through missing pixels (4-neighbours); how many they are."""
     n = 0
     for y in range(Y):
         for x in range(X):
@@ -299,6 +303,7 @@ def _reaching(invalid, t, b, never, Y, X, unknown, stack):  # pragma: no cover -
             if never[y, x]:
                 stack[n] = y * X + x
                 n += 1
+    count = n
     while n > 0:
         n -= 1
         y, x = stack[n] // X, stack[n] % X
@@ -308,6 +313,8 @@ def _reaching(invalid, t, b, never, Y, X, unknown, stack):  # pragma: no cover -
                 unknown[yy, xx] = 1
                 stack[n] = yy * X + xx
                 n += 1
+                count += 1
+    return count
 
 
 @numba.njit(nogil=True, cache=True)
@@ -381,8 +388,8 @@ def _fill_pyramid(plane, unknown, Y, X):  # pragma: no cover - compiled
     starts = np.zeros(levels + 1, np.int64)
     for k in range(levels):
         starts[k + 1] = starts[k] + heights[k] * widths[k]
-    total = np.zeros(starts[levels])  # sum of valid values in each cell
-    weight = np.zeros(starts[levels])  # valid pixels in each cell
+    total = np.zeros(starts[levels])  # each cell's mean of known values (0: none)
+    weight = np.zeros(starts[levels])  # known pixels in each cell
     for y in range(Y):
         for x in range(X):
             if not unknown[y, x]:
@@ -406,7 +413,7 @@ def _fill_pyramid(plane, unknown, Y, X):  # pragma: no cover - compiled
     estimate[last] = total[last]
     for k in range(levels - 2, -1, -1):
         h, w = heights[k], widths[k]
-        ch, cw = heights[k + 1], widths[k + 1]
+        cw = widths[k + 1]
         here, coarse = starts[k], starts[k + 1]
         for y in range(h):
             for x in range(w):
@@ -419,7 +426,7 @@ def _fill_pyramid(plane, unknown, Y, X):  # pragma: no cover - compiled
                     yy = min(max(y + dy, 0), h - 1) // 2
                     for dx in range(-1, 2):
                         xx = min(max(x + dx, 0), w - 1) // 2
-                        acc += estimate[coarse + min(yy, ch - 1) * cw + min(xx, cw - 1)]
+                        acc += estimate[coarse + yy * cw + xx]
                 estimate[i] = acc / 9.0
     for y in range(Y):
         for x in range(X):

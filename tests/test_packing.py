@@ -288,6 +288,18 @@ def test_quantize_fills_a_moving_edge_smoothly_and_carries_interior_holes() -> N
     np.testing.assert_array_equal(rows[1, 0, :, 10:13], rows[0, 0, :, 10:13])
 
 
+def test_quantize_keeps_the_carried_codes_of_a_date_missing_everywhere() -> None:
+    # with a collar, every pixel of such a date reaches it: the fill would have no value
+    # left to spread, so the date keeps the copy of the date before
+    rng = np.random.default_rng(3)
+    block = rng.integers(1000, 3000, (2, 1, 20, 24)).astype(np.uint16)
+    block[:, :, :, :6] = 0
+    block[1] = 0
+    maps = band_maps(block, 12, exact=True, nodata=0)
+    codes, _ = quantize(block, maps, 12, 20, 24, nodata=0)
+    np.testing.assert_array_equal(codes[1, 0], codes[0, 0])
+
+
 def test_quantize_fills_never_valid_pixels_along_rows_for_lossless_coders() -> None:
     block = np.zeros((2, 1, 3, 5), np.uint16)
     block[:, 0, 0] = [10, 0, 0, 0, 50]  # 0 = nodata: interpolated along the row
