@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks import common
 from benchmarks.rd import parts, sweeps
-from benchmarks.rd.methods import cube_jobs
+from benchmarks.rd.methods import cube_jobs, is_selected
 from benchmarks.rd.records import DEFAULT_METHOD
 
 
@@ -96,3 +96,17 @@ def test_a_childs_death_is_named_for_what_it_was() -> None:
 
     assert "hang" in _death(1)  # faulthandler's watchdog exits with 1
     assert "signal 11" in _death(-11)
+
+
+def test_methods_are_selected_by_name_or_by_family() -> None:
+    chosen = {"eocube:hevc-12bit-444", "reference"}
+    assert is_selected("eocube:hevc-12bit-444", chosen)
+    assert is_selected("reference", chosen)
+    # a profile's name does not select the profiles it is a prefix of
+    assert not is_selected("eocube:hevc-12bit-444-gbr", chosen)
+    assert not is_selected("eocube:hevc-12bit-444-wavelet", chosen)
+    assert not is_selected("SZ3", chosen)
+    # a family by its prefix and colon
+    assert is_selected("eocube:hevc-12bit-444-gbr", {"eocube:"})
+    assert is_selected("eocube:av1-10bit", {"eocube:"})
+    assert not is_selected("reference", {"eocube:"})

@@ -62,7 +62,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cubes", nargs="+", help="cube names (default: the whole corpus)")
     corpus.add_corpus_option(p, "--data")
     p.add_argument(
-        "--methods", nargs="+", help="only these methods (prefixes: eocube:, reference, SZ3, ...)"
+        "--methods",
+        nargs="+",
+        help="only these methods (eocube:hevc-12bit-444, reference, SZ3, ...; eocube: for all)",
     )
     p.add_argument(
         "--max-values",

@@ -53,8 +53,10 @@ def setting_label(setting: dict[str, Any]) -> str:
 
 
 def is_selected(method: str, chosen: set[str]) -> bool:
-    """Whether ``method`` is one of ``chosen`` or starts with one of them (``eocube:``)."""
-    return any(method == x or method.startswith(x) for x in chosen)
+    """Whether ``method`` is one of ``chosen``, or of a family named there by its prefix
+    ending in a colon (``eocube:`` selects every eocube profile; ``eocube:hevc-12bit-444``
+    that profile alone, not ``eocube:hevc-12bit-444-gbr``)."""
+    return any(method == x or (x.endswith(":") and method.startswith(x)) for x in chosen)
 
 
 def method_kind(method: str) -> str:

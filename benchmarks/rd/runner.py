@@ -115,7 +115,7 @@ def run_cube(
     quick : bool
         The quick sweeps.
     methods : set of str, optional
-        Only these methods (or method prefixes).
+        Only these methods (``eocube:`` for every eocube profile).
     decode_repeats : int
         Decodes timed per point.
     watchdog : float

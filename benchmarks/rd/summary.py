@@ -43,7 +43,7 @@ def _partial_run(meta: dict[str, Any]) -> str:
     if "--methods" not in command and "--cubes" not in command:
         return ""
     return (
-        f" This run (`{command}`) measured only the methods (and the methods they prefix) "
+        f" This run (`{command}`) measured only the methods "
         "or cubes it names; every other point is that of an earlier run, kept in "
         "`results.jsonl`."
     )
