@@ -16,25 +16,25 @@ MAX_VALUES_QUICK = 300_000
 DECODE_REPEATS_FULL = 2
 DECODE_REPEATS_QUICK = 1
 
-X265_CRFS = (0, 8, 16, 24, 32, 40)
-# The default profile and the reference, which goal 1 compares at 0.1 and 1 bpppb, are
-# swept twice as densely: PSNR between two points is interpolated in log bpppb, and over
-# the factor of 2 to 2.5 in rate that 8 crf steps span at 1 bpppb the chord missed the
-# curve by up to 0.2 dB (the NDVI series' default and hevc-12bit-420-luma, which code
-# the same streams, read 39.5 and 39.7 dB at 1 bpppb from different points).
-X265_CRFS_DENSE = tuple(range(0, 41, 4))
+# Every video method is swept about every 4 crf steps (x265, x264) or 6 (SVT-AV1, VP9):
+# PSNR at a goal's rate is interpolated in log bpppb between two points, and over the
+# factor of 2 to 2.5 in rate that 8 x265 crf steps span at 1 bpppb the chord missed the
+# curve by up to 0.4 dB (the NDVI series' default and hevc-12bit-420-luma, which code
+# the same streams, read 39.5 and 39.7 dB at 1 bpppb; swept every 4 steps, the default
+# read 39.4).
+X265_CRFS = tuple(range(0, 41, 4))
 # eocube's x265 profiles go on below crf 0 to constant QP 0 (quality -6)
 EOCUBE_X265 = (-6, *X265_CRFS)
 SWEEPS_FULL: dict[str, tuple[float, ...]] = {
-    "hevc-12bit-444": (-6, *X265_CRFS_DENSE),
+    "hevc-12bit-444": EOCUBE_X265,
     "hevc-12bit-444-gbr": EOCUBE_X265,
     "hevc-12bit-420-luma": EOCUBE_X265,
     "hevc-12bit-bands": EOCUBE_X265,
     # below the video's finest quality, SPERR at 4 and 2 times the QP 0 video's bytes
     "hevc-12bit-444-wavelet": (-18, -12, *EOCUBE_X265),
-    "av1-10bit": (10, 25, 40, 52, 63),
-    "h264-10bit": (0, 12, 24, 36, 48),
-    "vp9-8bit-444": (4, 20, 36, 50, 63),
+    "av1-10bit": (10, 16, 22, 28, 34, 40, 46, 52, 57, 63),
+    "h264-10bit": tuple(range(0, 49, 4)),
+    "vp9-8bit-444": (4, 10, 16, 22, 28, 34, 40, 45, 50, 56, 63),
 }
 SWEEPS_QUICK: dict[str, tuple[float, ...]] = {
     "hevc-12bit-444": (0, 10, 20, 30, 40),
@@ -46,7 +46,7 @@ SWEEPS_QUICK: dict[str, tuple[float, ...]] = {
     "vp9-8bit-444": (10, 30, 50),
 }
 LOSSLESS_PROFILES = ("ffv1-lossless", "hevc-lossless", "eocube-lossless")
-REFERENCE_CRFS_FULL = X265_CRFS_DENSE
+REFERENCE_CRFS_FULL = X265_CRFS
 REFERENCE_CRFS_QUICK = (0, 10, 20, 30, 40)
 DEFAULT_PROFILE = "hevc-12bit-444"
 # written with target_bpppb too: the rate control's answer to a rate the video cannot
