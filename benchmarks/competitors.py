@@ -614,7 +614,8 @@ METHODS: list[Method] = [
     Method(
         "SPERR",
         False,
-        [{"bpp": b} for b in (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)],
+        # rates a factor of sqrt(2) apart, as dense as eocube's sweeps (benchmarks.rd.sweeps)
+        [{"bpp": round(0.05 * 2 ** (k / 2), 4)} for k in range(11)],
         [{"bpp": b} for b in (0.1, 0.5)],
         sperr_encode,
         sperr_decode,
@@ -662,7 +663,7 @@ METHODS: list[Method] = [
     Method(
         "JPEG-XL",
         False,
-        [{"distance": d} for d in (0.3, 1.0, 2.5, 6.0, 16.0)],
+        [{"distance": d} for d in (0.3, 0.55, 1.0, 1.6, 2.5, 3.9, 6.0, 10.0, 16.0)],
         [{"distance": d} for d in (0.5, 4.0)],
         _image_encoder(_jxl),
         _image_decoder(_jxl_dec),
@@ -673,7 +674,7 @@ METHODS: list[Method] = [
     Method(
         "JPEG2000",
         False,
-        [{"psnr_target": p} for p in (32, 40, 48, 56, 64)],
+        [{"psnr_target": p} for p in range(32, 65, 4)],
         [{"psnr_target": p} for p in (40, 55)],
         _image_encoder(_j2k),
         _image_decoder(_j2k_dec),
