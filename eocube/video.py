@@ -43,9 +43,10 @@ _X265_DEFAULT_CTU = 64
 # libx265 (3.x/4.x in the PyAV wheels) corrupts its heap when encoding lossy frames whose
 # width lies in this range (found by scanning widths 16..304; adaptive quantisation and
 # cutree on the quarter-resolution lookahead): such frames are padded to 64 columns, two
-# whole CTUs at ctu=32. (valgrind: invalid writes at width 40, none at 49 to 64. Padding
-# to 56 instead, a partial second CTU, measured at equal rate on 44- and 46-pixel-wide
-# series: +0.05 to +0.17 dB at crf 6 to 22, but -0.51 dB at crf 38; docs/benchmarks.md.)
+# whole CTUs at ctu=32. (valgrind: invalid writes at widths 33, 40 and 48, none at 49, 50,
+# 52, 56 or 64. Padding to 56 instead, a partial second CTU, measured at equal rate on 44-
+# and 46-pixel-wide series: +0.05 to +0.17 dB at crf 6 to 22, but -0.51 dB at crf 38;
+# docs/benchmarks.md.)
 _X265_UNSAFE_WIDTHS = range(33, 49)
 
 # Frames of fewer pixels decode on one codec thread whatever the caller offers.
