@@ -33,6 +33,15 @@ TARGETS = (0.1, 0.3, 1.0)
 # ---------------------------------------------------------------------------- measuring
 
 
+def to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float values in ``dtype``, as a reader returns them: integers rounded and clipped
+    to the dtype's range."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
 def timed(fn: Callable[[], Any], repeats: int = 1) -> tuple[Any, float, list[float]]:
     """Run ``fn`` ``repeats`` times: (last result, median seconds, all seconds)."""
     times, out = [], None

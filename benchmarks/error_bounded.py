@@ -58,7 +58,7 @@ import numpy as np
 
 import eocube
 from benchmarks import competitors, corpus
-from benchmarks.common import RESULTS, machine_info, mask_bytes
+from benchmarks.common import RESULTS, machine_info, mask_bytes, to_dtype
 from benchmarks.corpus import Cube
 from eocube import metrics
 
@@ -118,14 +118,6 @@ def check(cube: Cube, decoded: np.ndarray, bounds: list[float]) -> dict[str, Any
         "max_err_rel": max(err / e for err, e in zip(per_band_err, bounds, strict=True) if e > 0),
         "violations": violations,
     }
-
-
-def to_dtype(decoded: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """A competitor's float decode in the original dtype (integers rounded and clipped)."""
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(decoded), info.min, info.max).astype(dtype)
-    return decoded.astype(dtype)
 
 
 def competitor_bound(e: float, band: np.ndarray) -> float:

@@ -28,7 +28,14 @@ from typing import Any
 import numpy as np
 
 from benchmarks import corpus
-from benchmarks.common import git_state, interp_log, md_table, paired_bars, save_results
+from benchmarks.common import (
+    git_state,
+    interp_log,
+    md_table,
+    paired_bars,
+    save_results,
+    to_dtype,
+)
 
 RESULTS = Path(__file__).parent / "results"
 CUBES = (
@@ -78,13 +85,6 @@ def upsample(small: np.ndarray, height: int, width: int) -> np.ndarray:
     return _upsample_axis(_upsample_axis(small, 2), 3)[:, :, :height, :width]
 
 
-def _as_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    return values.astype(dtype)
-
-
 def curve(
     block: np.ndarray, nodata: float | None, crfs: tuple[float, ...], half: bool
 ) -> list[tuple[float, float]]:
@@ -105,13 +105,13 @@ def curve(
         ]
         for b, mean in enumerate(means):
             filled[:, b][~valid[:, b]] = mean
-        source = _as_dtype(downsample(filled), block.dtype)
+        source = to_dtype(downsample(filled), block.dtype)
     points = []
     for crf in crfs:
         payload = encode_chunk(np.ascontiguousarray(source), profile, quality=crf)
         decoded = decode_chunk(payload)[:T]
         if half:
-            decoded = _as_dtype(upsample(decoded.astype(np.float64), Y, X), block.dtype)
+            decoded = to_dtype(upsample(decoded.astype(np.float64), Y, X), block.dtype)
             if block.dtype.kind == "f":
                 decoded[~valid] = block[~valid]
         points.append((len(payload) * 8 / block.size, psnr(block, decoded, nodata)))

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import corpus
-from benchmarks.common import md_table, paired_bars, save_results
+from benchmarks.common import md_table, paired_bars, save_results, to_dtype
 
 RESULTS = Path(__file__).parent / "results"
 CUBES = (
@@ -102,14 +102,6 @@ def filtered(
     return out
 
 
-def _as_stored(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Filtered values as the reader would return them in ``dtype``."""
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    return values.astype(dtype)
-
-
 def measure(
     block: np.ndarray, nodata: float | None, crfs: tuple[float, ...]
 ) -> list[dict[str, Any]]:
@@ -124,9 +116,7 @@ def measure(
         decoded = decode_chunk(payload)[: block.shape[0]]
         base = psnr(block, decoded, nodata)
         gains = {
-            name: psnr(
-                block, _as_stored(filtered(block, decoded, valid, *spec), block.dtype), nodata
-            )
+            name: psnr(block, to_dtype(filtered(block, decoded, valid, *spec), block.dtype), nodata)
             - base
             for name, spec in FILTERS.items()
         }
