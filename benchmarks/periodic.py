@@ -9,7 +9,7 @@ the cycle at a ``fraction`` of the bytes. The cycle costs ``period / dates`` of 
 volume, so the split pays on chunks of many days.
 
 For each cube whose time axis steps regularly by a divisor of a day (at least two days
-long), each chunk length (the eocube default for the cube, and the whole series), each
+long), each chunk length (the eocube default for the cube, half the series and the whole), each
 rate and each fraction, the cube is coded chunk by chunk and PSNR (over the whole cube,
 on its range) taken at the bytes spent; ``best`` keeps, per chunk, the fraction with the
 least squared error (0: SPERR alone). Whole-cube SPERR is the competitor goal 3 of issue
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             whole = {str(r): measure(band, period, T, [r], (0.0,))[0] for r in args.rates}
             chunks = {
                 str(length): measure(band, period, length, args.rates)
-                for length in sorted({min(default, T), T})
+                for length in sorted({min(default, T), -(-T // 2), T})
             }
             results[label] = {
                 "shape": [T, Y, X],
