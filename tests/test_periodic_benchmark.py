@@ -63,3 +63,15 @@ def test_measure_keeps_the_best_fraction_per_chunk() -> None:
     (point,) = periodic.measure(band, 24, 72, [0.3], (0.0, 0.1))
     assert len(point["best"]["chosen"]) == 2
     assert point["best"]["psnr"] >= max(q["psnr"] for q in point["fractions"].values()) - 1e-9
+
+
+def test_a_shared_cycle_gains_on_short_chunks_and_stays_at_its_budget() -> None:
+    band = _cycling_field(12)
+    plain_bytes, plain = 0, np.empty_like(band)
+    for start in range(0, len(band), 96):
+        nbytes, plain[start : start + 96] = periodic.sperr(band[start : start + 96], 0.3)
+        plain_bytes += nbytes
+    shared_bytes, shared = periodic.shared_cycle_coded(band, 0.3, 24, 0.1, chunk_dates=96)
+    assert shared.shape == band.shape
+    assert shared_bytes <= 1.02 * plain_bytes
+    assert np.mean((shared - band) ** 2) < np.mean((plain - band) ** 2)
