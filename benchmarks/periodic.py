@@ -14,7 +14,9 @@ rate and each fraction, the cube is coded chunk by chunk and PSNR (over the whol
 on its range) taken at the bytes spent; ``best`` keeps, per chunk, the fraction with the
 least squared error (0: SPERR alone). ``shared`` codes the mean cycle of the whole series
 once and every chunk less it: a store would keep that cycle beside the variable, read
-once by every chunk's decode. Whole-cube SPERR is the competitor goal 3 of issue 18
+once by every chunk's decode. ``eocube`` is what the wavelet coder does (docs/format.md,
+section 6.10): per chunk, the period of its mean over space and per-pixel sinusoids of
+that period, kept where they pay. Whole-cube SPERR is the competitor goal 3 of issue 18
 measures against. Payload bytes only.
 
     python -m benchmarks.periodic [--cubes ...] [--rates ...]
@@ -108,6 +110,28 @@ def shared_cycle_coded(
     return spent, decoded
 
 
+def sinusoids_coded(
+    band: np.ndarray, bits_per_value: float, chunk_dates: int
+) -> tuple[int, np.ndarray]:
+    """A (T, Y, X) band coded in chunks of ``chunk_dates`` dates by eocube's wavelet coder
+    in size mode, as a chunk of the wavelet profile is (:func:`eocube.wavelet.encode`:
+    each chunk's period found and its sinusoids modelled where they pay); the bytes of
+    the sections and the decode."""
+    from eocube import wavelet
+    from eocube.binary import ByteReader
+
+    spent, decoded = 0, np.empty_like(band)
+    for start in range(0, len(band), chunk_dates):
+        chunk = band[start : start + chunk_dates, None]
+        section = wavelet.encode(chunk, bits_per_value=bits_per_value, threads=1)
+        spent += len(section)
+        low, high = chunk.min(axis=(0, 2, 3)), chunk.max(axis=(0, 2, 3))
+        decoded[start : start + len(chunk)] = wavelet.decode(
+            ByteReader(section), chunk.shape, np.dtype(np.float64), low=low, high=high
+        )[:, 0]
+    return spent, decoded
+
+
 def measure(
     band: np.ndarray,
     period: int,
@@ -153,9 +177,12 @@ def measure(
             nbytes, out = shared_cycle_coded(band, rate, period, f, chunk_dates)
             if shared is None or psnr(out) > shared["psnr"]:
                 shared = {"bpv": 8 * nbytes / band.size, "psnr": psnr(out), "fraction": f}
+        nbytes, out = sinusoids_coded(band, rate, chunk_dates)
+        model = {"bpv": 8 * nbytes / band.size, "psnr": psnr(out)}
         points.append(
             {
                 "rate": rate,
+                "sinusoids": model,
                 "fractions": per_fraction,
                 "best": {"bpv": 8 * best_spent / band.size, "psnr": psnr(best), "chosen": chosen},
                 "shared": shared,
@@ -185,6 +212,8 @@ def render(results: dict[str, dict[str, Any]]) -> str:
                         f"{shared['psnr']:.2f} ({shared['bpv']:.3f})",
                         f"{shared['psnr'] - whole:+.2f}",
                         f"{shared['fraction']:g}",
+                        f"{q['sinusoids']['psnr']:.2f} ({q['sinusoids']['bpv']:.3f})",
+                        f"{q['sinusoids']['psnr'] - whole:+.2f}",
                     ]
                 )
     return (
@@ -192,7 +221,9 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "Each chunk coded with SPERR alone, or as its mean daily cycle (a fraction of the "
         "bytes) and the rest; `per chunk, best` keeps per chunk the fraction with the least "
         "error. `shared`: the mean cycle of the whole series coded once (a fraction of all "
-        "the bytes, the best of those tried) and each chunk less it. PSNR over the whole "
+        "the bytes, the best of those tried) and each chunk less it. `eocube`: each chunk "
+        "coded by eocube's wavelet coder (its period found, its per-pixel sinusoids "
+        "modelled where they pay, docs/format.md section 6.10). PSNR over the whole "
         "cube on its range, payload bytes (bits per value in brackets); `vs whole` is the "
         "difference to whole-cube SPERR, goal 3's competitor. Reproduce: "
         "`python -m benchmarks.periodic --corpus <dev corpus>`.\n\n"
@@ -209,9 +240,11 @@ def render(results: dict[str, dict[str, Any]]) -> str:
                 "shared cycle dB",
                 "vs whole",
                 "its fraction",
+                "eocube: sinusoids per chunk dB",
+                "vs whole",
             ],
             rows,
-            "lllrrrrlrrr",
+            "lllrrrrlrrrrr",
         )
         + "\n"
     )
@@ -264,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(results)
     rows = [[name, run] for name, run in results.items()]
     if save_results(args.out, "periodic", text, {"rates": args.rates, "rows": rows}):
-        labels, plain, split, shared = [], [], [], []
+        labels, plain, split, shared, modelled = [], [], [], [], []
         for name, run in results.items():
             for length, points in run["chunks"].items():
                 for q in points:
@@ -274,10 +307,16 @@ def main(argv: list[str] | None = None) -> int:
                     plain.append(q["fractions"]["0.0"]["psnr"] - whole)
                     split.append(q["best"]["psnr"] - whole)
                     shared.append(q["shared"]["psnr"] - whole)
+                    modelled.append(q["sinusoids"]["psnr"] - whole)
         paired_bars(
             args.out / "periodic.png",
             labels,
-            [("SPERR per chunk", plain), ("cycle per chunk", split), ("shared cycle", shared)],
+            [
+                ("SPERR per chunk", plain),
+                ("cycle per chunk", split),
+                ("shared cycle", shared),
+                ("eocube: sinusoids per chunk", modelled),
+            ],
             "dB vs whole-cube SPERR",
         )
     return 0

@@ -23,7 +23,9 @@ Layout (little-endian)::
     -- or, with flag WAVELET (version 5), whose band maps hold each band's (min, max),
        in place of the streams:
     str coder | per band: u32 crc32 | varint len | bitstream
-                                          (eocube.wavelet: SPERR per band, of the values)
+                                          (eocube.wavelet: SPERR per band, of the values;
+                                          coder sperr-periodic, version 10: each band
+                                          led by its period and sinusoid maps)
     u8 n_masks, each:
         u8 kind (0 NaN, 1 nodata; + 0x80: runs-coded, version 6) | varint len |
         zlib(packbits(mask (T, B, Y, X))), or with 0x80 the mask's runs (eocube.masks)
@@ -39,8 +41,10 @@ coder's (eocube.wavelet), not a video's; masks and the residual layer are unchan
 Version 6 adds masks coded by their runs (eocube.masks) to any of the above; version 7,
 ``eocube-pred`` streams of packet version 3 (eocube.lossless); version 8, layout
 ``planar3-pair`` (two leftover bands in a 4:4:4 frame of the main stream); version 9,
-flag DATE_ORDER (the streams code the dates in a stored order, not in time order).
-Version 1 (no KLT), 2 (no crop), 3, 4, 5, 6, 7 and 8 payloads read unchanged.
+flag DATE_ORDER (the streams code the dates in a stored order, not in time order);
+version 10, a wavelet section that models a periodic component along time (coder
+``sperr-periodic``). Version 1 (no KLT), 2 (no crop), 3, 4, 5, 6, 7, 8 and 9 payloads
+read unchanged.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from eocube import masks as masks_mod
 from eocube import wavelet as wavelet_mod
 from eocube.binary import ByteReader, ByteWriter
 from eocube.errors import CodecError, CorruptChunkError, ProfileError, UnsupportedDataError
+from eocube.metrics import DB_PER_DOUBLING
 from eocube.pixfmt import pixel_format
 from eocube.profiles import Profile, get_profile
 
@@ -76,7 +81,10 @@ PAIR_VERSION = 8
 """The first version whose layout may be ``planar3-pair`` (eocube.packing.plan_layout)."""
 DATE_ORDER_VERSION = 9
 """The first version whose streams may code the dates in a stored order (flag DATE_ORDER)."""
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+PERIODIC_VERSION = 10
+"""The first version whose wavelet section may model a periodic component along time
+(coder ``sperr-periodic``, :mod:`eocube.wavelet`)."""
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 
 _FLAG_NODATA = 1
 _FLAG_EXACT = 2
@@ -113,10 +121,6 @@ AUTO_MIN_DATES = 64
 Only long runs of closely spaced dates gain: hourly ERA5 2 m temperature, 128 dates of
 33 x 49 px, gains 2.8 dB at 0.3 bpppb and 1.8 dB at 1 bpppb; 23-32-date Sentinel-2,
 monthly and daily climate cubes lose 2-5 dB (benchmarks/results/frame_axis.md)."""
-DB_PER_DOUBLING = 6.0
-"""The PSNR one doubling of the bytes buys, about (6.02 dB per bit per value at high
-rates): how ``frames="auto"`` and ``wavelet="auto"`` weigh one candidate's dB against
-the other's bytes."""
 PROBE_FRAMES = 4
 """Frames of the window a chunk's rotation candidates are tried on (:func:`spectral.candidates`)."""
 PROBE_SIDE = 192
@@ -338,7 +342,7 @@ def encode_chunk(
         version 4), which codes long runs of closely spaced dates of smooth fields
         better. ``"auto"``: ``"time"``, except for lossy profiles on blocks of at least
         :data:`AUTO_MIN_DATES` dates, which are coded both ways and keep the better by
-        PSNR and bytes (:data:`DB_PER_DOUBLING`): twice the encoding time.
+        PSNR and bytes (:data:`eocube.metrics.DB_PER_DOUBLING`): twice the encoding time.
     wavelet : {"off", "auto", "always"}, optional
         Default: the profile's ``wavelet``. Whether the block may be coded by the
         wavelet coder (:mod:`eocube.wavelet`, chunk format version 5) instead of the
@@ -567,6 +571,10 @@ def _video_or_wavelet(
     )
 
     def wavelet_payload(section: bytes) -> bytes:
+        if wavelet_mod.is_periodic(section):
+            return replace(header, version=max(header.version, PERIODIC_VERSION)).to_bytes() + (
+                section + masks + b"\x00"
+            )
         return header.to_bytes() + section + masks + b"\x00"
 
     def unbounded(payload: bytes) -> bytes:
@@ -916,9 +924,10 @@ class _VideoCoding:
         against: tuple[float, bytes] | None = None,
     ) -> tuple[int, tuple[float, bytes]]:
         """Which coding codes the block best, and its score and payload: each of
-        ``codings`` decoded and weighed by PSNR and bytes (:data:`DB_PER_DOUBLING`), the
-        first on ties. ``against``: the score and payload of a coding already made, which
-        comes first (index 0, ``codings`` from 1 on).
+        ``codings`` decoded and weighed by PSNR and bytes
+        (:data:`eocube.metrics.DB_PER_DOUBLING`), the first on ties. ``against``: the
+        score and payload of a coding already made, which comes first (index 0,
+        ``codings`` from 1 on).
 
         The codings run at once, one thread each (unless ``threads`` is 1), as a chunk's
         streams do (:func:`_encode_streams`): on small frames one encoder keeps about one
@@ -1329,7 +1338,7 @@ def parse_chunk(payload: bytes) -> ChunkParts:
     r = ByteReader(payload)
     header = ChunkHeader.from_bytes(r)
     if header.wavelet:
-        wavelet_mod.skip(r, header.shape[1])
+        wavelet_mod.skip(r, header.shape[1], header.version >= PERIODIC_VERSION)
         return ChunkParts(header=header, plans=[], streams=[], tail=_read_tail(r, header))
     plans, streams = _read_streams(r, header)
     return ChunkParts(header=header, plans=plans, streams=streams, tail=_read_tail(r, header))
@@ -1400,6 +1409,7 @@ def decode_chunk(
             low=header.offset,
             high=header.scale,
             threads=threads,
+            periodic_allowed=header.version >= PERIODIC_VERSION,
         )
         if on_codec_time is not None:
             on_codec_time(time.perf_counter() - t0)

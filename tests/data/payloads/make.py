@@ -15,7 +15,9 @@ bound-float32 rows-bound-float32 wavelet-nan-float32`` (and ``pred-lossless``, w
 pred-lossless``; version 8 (layout ``planar3-pair``) for ``make.py v8 pair-hevc-444
 pair-rows-nan-float32``, the cases that need ``leftover_pair``; version 9 (dates in a
 stored order) for ``make.py v9 order-hevc-444 order-luma-nan order-edge-chunk
-order-pred-lossless``, the cases that need ``date_order``.
+order-pred-lossless``, the cases that need ``date_order``; version 10 (the wavelet
+coder's periodic model) for ``make.py v10 periodic-float32 periodic-nan-float32``,
+hourly ERA5 2 m temperature (earlier versions write these as version 5 or 6).
 
 ``tests/test_compatibility.py`` checks that today's decoder returns, bit for bit, what
 the writing commit's decoder returned. Only the public codec API is used, the same in
@@ -33,6 +35,7 @@ import xarray as xr
 
 HERE = Path(__file__).resolve().parent
 CUBE = HERE.parent / "s2_l2a_openeo_gfmap_19x4x52x46.nc"
+HOURLY = HERE.parent / "era5_t2m_uk_744h.nc"
 
 
 def blocks() -> dict[str, tuple[np.ndarray, dict]]:
@@ -45,6 +48,10 @@ def blocks() -> dict[str, tuple[np.ndarray, dict]]:
     nodata[2, :, :5, :5] = 0
     padded = np.zeros((6, 4, 32, 32), np.uint16)  # zarr's padding of an edge chunk
     padded[:4, :, :24, :20] = s2
+    with xr.open_dataset(HOURLY) as ds:  # 144 hours of 2 m temperature, 24 x 40 px
+        t2m = ds.data.values[:144, :, :24, :40].astype(np.float32)
+    t2m_nan = t2m.copy()
+    t2m_nan[10:14, 0, 2:6, 3:9] = np.nan
     return {
         "ffv1-lossless": (nodata, {"profile": "ffv1-lossless", "nodata": 0}),
         # eocube's own lossless coder (eocube/lossless.py)
@@ -107,6 +114,15 @@ def blocks() -> dict[str, tuple[np.ndarray, dict]]:
         "order-pred-lossless": (
             nodata,
             {"profile": "eocube-lossless", "nodata": 0, "date_order": [3, 2, 1, 0]},
+        ),
+        # the wavelet coder with the daily cycle modelled apart (chunk format 10)
+        "periodic-float32": (
+            t2m,
+            {"profile": "hevc-12bit-444", "quality": 24, "wavelet": "always"},
+        ),
+        "periodic-nan-float32": (
+            t2m_nan,
+            {"profile": "hevc-12bit-444", "quality": 30, "wavelet": "always"},
         ),
     }
 
