@@ -57,14 +57,16 @@ def test_find_periods_finds_none_in_noise_a_trend_or_a_short_series() -> None:
     assert wavelet.find_periods(rng.normal(size=256)) == ()
     assert wavelet.find_periods(np.arange(100.0)) == ()  # a trend, nothing left
     assert wavelet.find_periods(np.full(100, 3.0)) == ()
-    t = np.arange(2 * wavelet.MIN_CYCLES - 1)
-    assert wavelet.find_periods(np.sin(np.pi * t)) == ()
-    assert wavelet.find_periods(np.array([1.0, np.nan] * 20)) == ()
+    t = np.arange(wavelet.MIN_DATES - 1)
+    assert wavelet.find_periods(np.sin(2 * np.pi * t / 4)) == ()
+    assert wavelet.find_periods(np.sin(2 * np.pi * np.arange(wavelet.MIN_DATES) / 4)) == (4,)
+    assert wavelet.find_periods(np.array([1.0, np.nan] * 40)) == ()
 
 
 def test_a_period_needs_min_cycles_whole_periods() -> None:
-    t = np.arange(90)  # 3.75 periods of 24
+    t = np.arange(90)  # 3.75 periods of 24, 5.6 of 16
     assert 24 not in wavelet.find_periods(np.sin(2 * np.pi * t / 24))
+    assert wavelet.find_periods(np.sin(2 * np.pi * t / 16)) == (16,)
 
 
 def test_a_slow_wave_does_not_hide_the_day() -> None:
