@@ -437,15 +437,15 @@ def find_periods(series: np.ndarray) -> tuple[int, ...]:
     if T < MIN_DATES or not np.all(np.isfinite(x)):
         return ()
     t = np.arange(T, dtype=np.float64)
-    trend = np.stack([np.ones(T), t - t.mean()], axis=1)
-    left = x - trend @ np.linalg.lstsq(trend, x, rcond=None)[0]
-    energy = float(left @ left)
-    if energy <= 1e-12 * max(float(x @ x), 1e-300):
+    trend = np.stack([np.ones(T), (t - t.mean()) / T], axis=1)
+    left = x - least_squares_fit(trend, x[:, None])[:, 0]
+    energy = float(np.sum(left**2))
+    if energy <= 1e-12 * max(float(np.sum(x**2)), 1e-300):
         return ()
     shares = {}
     for period in range(2, T // MIN_CYCLES + 1):
         design = np.concatenate([trend, harmonic_basis(T, period, 1)], axis=1)
-        fit = design @ np.linalg.lstsq(design, x, rcond=None)[0]
+        fit = least_squares_fit(design, x[:, None])[:, 0]
         shares[period] = 1 - float(np.sum((x - fit) ** 2)) / energy
     found: list[int] = []
     for most in (T // MIN_CYCLES, T // (2 * MIN_CYCLES)):
@@ -481,7 +481,7 @@ def fit_maps(band: np.ndarray, period: int, harmonics: int) -> np.ndarray:
     beside them and left out: (2 * harmonics, Y, X) maps for :func:`sinusoids`."""
     T, Y, X = band.shape
     design = np.concatenate([np.ones((T, 1)), harmonic_basis(T, period, harmonics)], axis=1)
-    coef = np.linalg.lstsq(design, band.reshape(T, Y * X), rcond=None)[0]
+    coef = least_squares(design, band.reshape(T, Y * X))
     return coef[1:].reshape(2 * harmonics, Y, X)
 
 
@@ -489,7 +489,41 @@ def sinusoids(dates: int, period: int, maps: np.ndarray) -> np.ndarray:
     """The (dates, Y, X) values of the sinusoids whose (2 * harmonics, Y, X) ``maps``
     weigh :func:`harmonic_basis`'s columns."""
     basis = harmonic_basis(dates, period, maps.shape[0] // 2)
-    return np.tensordot(basis, maps, axes=(1, 0))
+    return np.einsum("tk,kyx->tyx", basis, maps)
+
+
+# The fits run in eocube's threads (bands at once) and must not call BLAS or LAPACK:
+# two threads in np.linalg.lstsq at once hung in OpenBLAS in the test suite. The
+# designs are a few well-scaled columns, so the normal equations, solved by hand in
+# numpy's own loops (np.einsum without optimize uses no BLAS), lose nothing that matters.
+
+
+def least_squares(design: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(K, N) least-squares coefficients of the (T, N) ``values`` on the (T, K) ``design``
+    (a column that is all zero gets 0), without BLAS or LAPACK."""
+    gram = np.einsum("tk,tj->kj", design, design)
+    rhs = np.einsum("tk,tn->kn", design, values)
+    K = len(gram)
+    # a ridge of 1e-12 of the mean diagonal: columns that are zero (sin at period 2)
+    gram = gram + np.eye(K) * 1e-12 * max(float(np.trace(gram)) / K, 1e-300)
+    for i in range(K):  # Gaussian elimination with partial pivoting
+        pivot = i + int(np.argmax(np.abs(gram[i:, i])))
+        if pivot != i:
+            gram[[i, pivot]] = gram[[pivot, i]]
+            rhs[[i, pivot]] = rhs[[pivot, i]]
+        factors = gram[i + 1 :, i] / gram[i, i]
+        gram[i + 1 :] -= factors[:, None] * gram[i]
+        rhs[i + 1 :] -= factors[:, None] * rhs[i]
+    coef = np.empty_like(rhs)
+    for i in range(K - 1, -1, -1):
+        done = np.einsum("k,kn->n", gram[i, i + 1 :], coef[i + 1 :])
+        coef[i] = (rhs[i] - done) / gram[i, i]
+    return coef
+
+
+def least_squares_fit(design: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The (T, N) fitted values of :func:`least_squares`."""
+    return np.einsum("tk,kn->tn", design, least_squares(design, values))
 
 
 def _maps_shape(Y: int, X: int, harmonics: int = HARMONICS) -> tuple[int, ...] | None:
