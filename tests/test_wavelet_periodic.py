@@ -243,3 +243,15 @@ def test_the_wavelet_profile_codes_an_hourly_series_with_its_cycle() -> None:
     assert header.wavelet
     assert header.version == chunk_module.PERIODIC_VERSION
     assert math.isfinite(metrics.psnr(block, decode_chunk(payload)))
+
+
+def test_least_squares_matches_lapack_and_takes_a_zero_column() -> None:
+    rng = np.random.default_rng(5)
+    design = np.concatenate([np.ones((80, 1)), wavelet.harmonic_basis(80, 24, 2)], axis=1)
+    values = rng.normal(size=(80, 9))
+    expected = np.linalg.lstsq(design, values, rcond=None)[0]
+    np.testing.assert_allclose(wavelet.least_squares(design, values), expected, atol=1e-10)
+    with_zero = np.concatenate([design, np.zeros((80, 1))], axis=1)
+    coef = wavelet.least_squares(with_zero, values)
+    np.testing.assert_allclose(coef[:-1], expected, atol=1e-10)
+    np.testing.assert_array_equal(coef[-1], 0.0)
