@@ -334,9 +334,14 @@ def _sized(
 
 
 def _plain_band(
-    values: np.ndarray, b: int, shape: tuple[int, ...], rate: float, keep: np.ndarray | None
+    values: np.ndarray,
+    b: int,
+    shape: tuple[int, ...],
+    rate: float,
+    keep: np.ndarray | None,
+    measure: bool = True,
 ) -> _CodedBand:
-    coded = _coded_band(values, b, shape, rate, keep)
+    coded = _coded_band(values, b, shape, rate, keep, measure=measure)
     assert coded is not None  # SPERR alone always codes
     return coded
 
@@ -355,8 +360,7 @@ def _best_band(
     :data:`PERIOD_FRACTIONS` of the bytes) and the rest, by PSNR for the bytes
     (:data:`eocube.metrics.DB_PER_DOUBLING`). ``measure``: the PSNR even without
     periods."""
-    plain = _coded_band(values, b, shape, rate, keep, measure=measure or bool(periods))
-    assert plain is not None  # SPERR alone always codes
+    plain = _plain_band(values, b, shape, rate, keep, measure=measure or bool(periods))
     best, best_score = plain, plain.psnr
     for period, fraction in itertools.product(periods, PERIOD_FRACTIONS):
         coded = _coded_band(values, b, shape, rate, keep, period, fraction)
