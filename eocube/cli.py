@@ -475,6 +475,7 @@ def _store_info(store: str, storage_options: dict[str, Any] | None) -> dict[str,
     from eocube.lifecycle import quiet_zarr
     from eocube.lifecycle import store_path as path_of
     from eocube.packed import PackedStore, is_packed
+    from eocube.report import lossless_codec
     from eocube.shards import payload_nbytes
 
     with quiet_zarr():
@@ -513,6 +514,8 @@ def _store_info(store: str, storage_options: dict[str, Any] | None) -> dict[str,
                 )
                 values += var.size
                 original += var.size * var.dtype.itemsize
+            else:
+                entry["codec"] = lossless_codec(arr)
             variables[str(name)] = entry
     marker = ds.encoding.get(MARKER, {})
     return {
@@ -566,7 +569,7 @@ def _info(args: argparse.Namespace) -> int:
             if v["max_abs_error"] is not None:
                 line += f" max_abs_error={v['max_abs_error']}"
         else:
-            line += "  stored losslessly (zstd)"
+            line += f"  stored losslessly ({v['codec']})"
         lines.append(line)
     recorded = info.get("recorded_quality")
     if recorded:

@@ -92,7 +92,7 @@ write loses at most the chunks being encoded, whatever the shard size."""
 
 
 OTHER_CHUNK_BYTES = 16 * 2**20
-"""Largest chunk of a variable stored losslessly (zstd) that shares no dims with a cube."""
+"""Largest chunk of a variable stored losslessly that shares no dims with a cube."""
 
 
 def is_dense_series(var: xr.DataArray, dim: Hashable) -> bool:

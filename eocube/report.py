@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -79,8 +79,11 @@ class EncodeReport:
     trials : int
         Trial encodes of the sample made by the search.
     stored_losslessly : dict of str to str
-        The other data variables, stored losslessly with zstd, and why each is not
-        coded as video (not a cube by its dims, or a categorical layer).
+        The other data variables, stored losslessly, and why each is not coded as video
+        (not a cube by its dims, or a categorical layer).
+    lossless_codecs : dict of str to str
+        The codec that stores each of them (``eocube.labels`` for a categorical layer,
+        else ``zstd``, or what the store names), as :func:`lossless_codec` reads it.
     """
 
     store: str
@@ -95,6 +98,7 @@ class EncodeReport:
     passes: int = 1
     trials: int = 0
     stored_losslessly: dict[str, str] = field(default_factory=dict)
+    lossless_codecs: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [
@@ -113,12 +117,34 @@ class EncodeReport:
                 f"{v.bpppb:8.4f} {psnr:>8s} {err:>10s}"
             )
         for name, why in self.stored_losslessly.items():
-            lines.append(f"  {name:16s} stored losslessly (zstd): {why}")
+            codec = self.lossless_codecs.get(name, "zstd")
+            lines.append(f"  {name:16s} stored losslessly ({codec}): {why}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data (for JSON)."""
         return asdict(self)
+
+
+def lossless_codec(arr: zarr.Array) -> str:
+    """The name of the codec that compresses a losslessly stored array: its serializer
+    when that is not plain ``bytes`` (``eocube.labels``, ``eocube.linear``), else its
+    first compressor (``zstd``), else ``bytes`` (stored as they are)."""
+    codecs: list[dict[str, Any]] = list(arr.metadata.to_dict().get("codecs", []))  # type: ignore[arg-type]
+    while codecs and codecs[0]["name"] == "sharding_indexed":
+        codecs = list(codecs[0]["configuration"]["codecs"])
+    names = [str(c["name"]) for c in codecs if c["name"] not in ("bytes", "crc32c")]
+    return names[0] if names else "bytes"
+
+
+def lossless_codecs(group: zarr.Group, names: Iterable[str]) -> dict[str, str]:
+    """:func:`lossless_codec` of each of ``names`` in ``group``."""
+    out = {}
+    for name in names:
+        arr = group[name]
+        assert isinstance(arr, zarr.Array)
+        out[name] = lossless_codec(arr)
+    return out
 
 
 def overhead(report: EncodeReport) -> int:
@@ -200,6 +226,7 @@ def make_report(
         variables=reports,
         seconds=seconds,
         stored_losslessly=dict(others),
+        lossless_codecs=lossless_codecs(group, others),
     )
 
 

@@ -46,7 +46,13 @@ from eocube.codec import VideoCodec
 from eocube.layout import MARKER, STAGING, is_temporary
 from eocube.profiles import get_profile
 from eocube.ratecontrol import Control
-from eocube.report import EncodeReport, VariableReport, measure_errors, store_nbytes
+from eocube.report import (
+    EncodeReport,
+    VariableReport,
+    lossless_codecs,
+    measure_errors,
+    store_nbytes,
+)
 from eocube.resume import check_same_input, fingerprint_of, shard_intact
 from eocube.rewrite import Box, rewrite_tasks
 from eocube.variables import CubeVar, VariableEncoding, nodata_of
@@ -664,4 +670,5 @@ def _report(
         seconds=time.perf_counter() - started,
         control=control,
         stored_losslessly=others,
+        lossless_codecs=lossless_codecs(group, others),
     )

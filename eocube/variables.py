@@ -391,7 +391,7 @@ def check_cube_dtype(name: Hashable, dtype: np.dtype) -> None:
         f"variable {name!r} has dtype {dtype}, which eocube cannot encode as video "
         f"(it encodes {', '.join(map(str, packing.SUPPORTED_DTYPES))}): cast it first, "
         f"e.g. ds[{name!r}] = ds[{name!r}].astype({to!r}) ({why}), or leave it out of "
-        f"variables= to store it losslessly with zstd"
+        f"variables= to store it losslessly"
     )
 
 

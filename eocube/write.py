@@ -101,7 +101,9 @@ def to_eocube(
         date...), or recognised by their coordinates' CF ``axis`` or ``standard_name``
         (see :mod:`eocube.dims`). They are stored as (time, band, y, x) and read back
         in their own order. All other variables and every coordinate are stored
-        losslessly (zstd); the report says which and why.
+        losslessly (class maps with ``eocube.labels``, other fields with
+        ``eocube.lorenzo``, coordinates with ``eocube.linear``, the rest with zstd); the
+        report says which, why and with what.
     store : str, os.PathLike, or zarr store
         A path or fsspec URL (``file://``, ``memory://``, ``s3://``, ``hf://``...). A
         name ending in ``.zip`` writes a packed store, one read-only ZIP file

@@ -124,6 +124,11 @@ def test_dims_in_another_order_are_coded_as_video_and_read_back_in_their_order(
     assert report["variables"]["data"]["profile"] == "ffv1-lossless"
     assert report["bpppb"] < 10  # video-coded: zstd took 48 bpppb here
     assert report["stored_losslessly"] == {"mask": "categorical (CF flag attributes)"}
+    # the report names the codec that stores it, not zstd for every lossless variable
+    assert report["lossless_codecs"] == {"mask": "eocube.labels"}
+    info = eocube_cli("info", store)
+    assert info.returncode == 0, info.stderr
+    assert "stored losslessly (eocube.labels)" in info.stdout
     back = eocube.open_dataset(store)
     assert back.data.dims == ("band", "time", "y", "x")
     xr.testing.assert_identical(back.load(), swapped)
@@ -148,13 +153,15 @@ def test_dims_flag_and_argument_name_unknown_dims(tmp_path: Path) -> None:
     assert set(report.variables) == {"data"}
 
 
-def test_a_variable_left_to_zstd_is_reported_with_its_reason(tmp_path: Path) -> None:
+def test_a_variable_not_coded_as_video_is_reported_with_reason_and_codec(tmp_path: Path) -> None:
     ds = xr.open_dataset(S2).load()
     ds["elevation"] = ds.data.isel(time=0, band=0, drop=True).astype("float32")
     report = eocube.to_eocube(ds, tmp_path / "c.eocube", crf=30)
     assert report.stored_losslessly["elevation"].startswith("not a cube: dims ('y', 'x')")
     assert "elevation" in str(report)
-    assert "stored losslessly (zstd)" in str(report)
+    # a float field: Lorenzo prediction (eocube.lorenzo), not zstd as reports once said
+    assert report.lossless_codecs["elevation"] == "eocube.lorenzo"
+    assert "elevation        stored losslessly (eocube.lorenzo)" in str(report)
 
 
 # --- 3 and 6. --resume with another input; an interrupt loses all the work ----------------------
