@@ -17,6 +17,7 @@ Layout (little-endian)::
                                           components of the band codes (eocube.spectral)
     [varint order[T']]                    (flag DATE_ORDER, version 9) the streams code
                                           the dates in this order (eocube.dateorder)
+                                          (flag TRANSPOSED, version 11: nothing more)
     u8 n_streams, each:
         str decoder | str pix_fmt | u32 height, width, frames
         varint len(extradata) | extradata | varint n_packets | varint sizes... | packets
@@ -43,7 +44,9 @@ Version 6 adds masks coded by their runs (eocube.masks) to any of the above; ver
 ``planar3-pair`` (two leftover bands in a 4:4:4 frame of the main stream); version 9,
 flag DATE_ORDER (the streams code the dates in a stored order, not in time order);
 version 10, a wavelet section that models a periodic component along time (coder
-``sperr-periodic``). Version 1 (no KLT), 2 (no crop), 3, 4, 5, 6, 7, 8 and 9 payloads
+``sperr-periodic``); version 11, flag TRANSPOSED (the streams' frames hold the coded
+part with its Y and X axes swapped: columns as frame rows, where the codec's frame is
+smaller that way). Version 1 (no KLT), 2 (no crop), 3, 4, 5, 6, 7, 8, 9 and 10 payloads
 read unchanged.
 """
 
@@ -51,7 +54,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -84,7 +87,10 @@ DATE_ORDER_VERSION = 9
 PERIODIC_VERSION = 10
 """The first version whose wavelet section may model a periodic component along time
 (coder ``sperr-periodic``, :mod:`eocube.wavelet`)."""
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+TRANSPOSED_VERSION = 11
+"""The first version whose streams may hold the coded part with Y and X swapped (flag
+TRANSPOSED)."""
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 
 _FLAG_NODATA = 1
 _FLAG_EXACT = 2
@@ -93,6 +99,8 @@ _FLAG_CROPPED = 8
 _FLAG_TIME_IN_FRAME = 16
 _FLAG_WAVELET = 32
 _FLAG_DATE_ORDER = 64
+# the flag byte's last bit: a later flag needs a field of its own
+_FLAG_TRANSPOSED = 128
 _KNOWN_FLAGS = (
     _FLAG_NODATA
     | _FLAG_EXACT
@@ -101,6 +109,7 @@ _KNOWN_FLAGS = (
     | _FLAG_TIME_IN_FRAME
     | _FLAG_WAVELET
     | _FLAG_DATE_ORDER
+    | _FLAG_TRANSPOSED
 )
 _FLAGS_SINCE = {
     _FLAG_KLT: 2,
@@ -108,10 +117,13 @@ _FLAGS_SINCE = {
     _FLAG_TIME_IN_FRAME: 4,
     _FLAG_WAVELET: 5,
     _FLAG_DATE_ORDER: DATE_ORDER_VERSION,
+    _FLAG_TRANSPOSED: TRANSPOSED_VERSION,
 }
-# a wavelet payload codes values, not video planes: no band maps, rotation, row frames
-# or frame order
-_NOT_WITH_WAVELET = _FLAG_EXACT | _FLAG_KLT | _FLAG_TIME_IN_FRAME | _FLAG_DATE_ORDER
+# a wavelet payload codes values, not video planes: no band maps, rotation, row frames,
+# frame order or transposition
+_NOT_WITH_WAVELET = (
+    _FLAG_EXACT | _FLAG_KLT | _FLAG_TIME_IN_FRAME | _FLAG_DATE_ORDER | _FLAG_TRANSPOSED
+)
 
 FRAME_AXES = ("time", "y", "auto")
 """What the frames of a chunk's streams follow (:func:`encode_chunk`'s ``frames``)."""
@@ -200,6 +212,8 @@ class ChunkHeader:
     date_order: np.ndarray | None = None
     """The coded part's dates in the order the streams code them (int64, a permutation
     of ``range(T')``); None: time order."""
+    transposed: bool = False
+    """Whether the streams hold the coded part with Y and X swapped (frames of X rows)."""
 
     @property
     def coded_shape(self) -> tuple[int, int, int, int]:
@@ -211,10 +225,12 @@ class ChunkHeader:
 
     @property
     def stream_shape(self) -> tuple[int, int, int, int]:
-        """(frames, B, rows, X) of the code planes the streams hold: the coded shape, with
-        T and Y swapped under TIME_IN_FRAME."""
+        """(frames, B, rows, columns) of the code planes the streams hold: the coded
+        shape, with T and Y swapped under TIME_IN_FRAME, Y and X under TRANSPOSED."""
         t, b, y, x = self.coded_shape
-        return (y, b, t, x) if self.time_in_frame else (t, b, y, x)
+        if self.time_in_frame:
+            return (y, b, t, x)
+        return (t, b, x, y) if self.transposed else (t, b, y, x)
 
     @property
     def flags(self) -> int:
@@ -227,6 +243,7 @@ class ChunkHeader:
             | (_FLAG_TIME_IN_FRAME if self.time_in_frame else 0)
             | (_FLAG_WAVELET if self.wavelet else 0)
             | (_FLAG_DATE_ORDER if self.date_order is not None else 0)
+            | (_FLAG_TRANSPOSED if self.transposed else 0)
         )
 
     def to_bytes(self) -> bytes:
@@ -468,7 +485,15 @@ def encode_chunk(
     )
 
     def without_residual(time_in_frame: bool) -> bytes:
-        coding = _VideoCoding(prof, maps, options, nodata, time_in_frame, threads)
+        coding = _VideoCoding(
+            prof,
+            maps,
+            options,
+            nodata,
+            time_in_frame,
+            threads,
+            transposed=not time_in_frame and transposes(prof, options, Y, X),
+        )
         frame = coding.frame_codes(block)
         rotations = _rotations(frame, prof)
         layouts = _layouts(prof, B, leftover_pair)
@@ -678,6 +703,32 @@ def _with_residual(
     return w.getvalue()
 
 
+def transposes(prof: Profile, options: Mapping[str, str], rows: int, cols: int) -> bool:
+    """Whether a lossy profile codes frames of ``rows`` x ``cols`` with Y and X swapped
+    (flag TRANSPOSED, chunk format 11): where the codec's frame is smaller that way.
+
+    x265 pads a frame to whole 8 x 8 blocks, its lossy frames to more than one CTU in
+    width, and frames of its unsafe widths (33 to 48) to 64 columns
+    (:func:`eocube.video.frame_size`): a 52 x 46 px chunk is coded as 56 x 64, its
+    transpose as 48 x 56. At equal rate on such chunks of six dev cubes (frames of 40 to 46
+    columns): +0.3 to +0.7 dB from 0.1 to 1 bpppb (docs/benchmarks.md, transposed frames);
+    one where the transpose is larger (33 x 49 px) loses 0.9 to 1.0 dB, so only a strictly
+    smaller frame is swapped to. Lossless profiles keep their frames."""
+    if prof.lossless or rows == cols:
+        return False
+
+    def coded_area(height: int, width: int) -> int:
+        h, w = video.frame_size(prof.encoder, prof.pix_fmt, height, width, False, options)
+        if prof.extra_pix_fmt is not None:
+            h2, w2 = video.frame_size(
+                prof.encoder, prof.extra_pix_fmt, height, width, False, options
+            )
+            h, w = max(h, h2), max(w, w2)
+        return -(-h // 8) * 8 * (-(-w // 8) * 8)
+
+    return coded_area(cols, rows) < coded_area(rows, cols)
+
+
 def _nodata_inside_a_band(block: np.ndarray, nodata: float | None) -> bool:
     """Whether ``nodata`` lies strictly between the smallest and largest valid value of
     a band of ``block``, where a lossy decode of a valid value may land on it."""
@@ -849,13 +900,19 @@ class _VideoCoding:
     threads: int
     date_order: np.ndarray | None = None
     """The order the streams code the block's dates in (None: time order)."""
+    transposed: bool = False
+    """Whether the frames hold the block with Y and X swapped (:func:`transposes`)."""
 
     def frame_codes(self, block: np.ndarray) -> FrameCodes:
         """The block's band codes in frames padded to the codec's frame size, the block's
         own frame height and width inside them, and where values are missing (frame
         order)."""
         prof = self.prof
-        frames_block = block.transpose(2, 1, 0, 3) if self.time_in_frame else block
+        frames_block = block
+        if self.time_in_frame:
+            frames_block = block.transpose(2, 1, 0, 3)
+        elif self.transposed:
+            frames_block = block.transpose(0, 1, 3, 2)
         frames_block = np.ascontiguousarray(frames_block)
         _, _, R, X = frames_block.shape
         height, width = video.frame_size(
@@ -898,6 +955,7 @@ class _VideoCoding:
             rotation,
             layout,
             self.date_order,
+            self.transposed,
         )
         masks, needs = _masks_part(block, invalid, self.nodata)
         if self.prof.encoder == lossless.CODER:
@@ -906,6 +964,8 @@ class _VideoCoding:
             needs = max(needs, PAIR_VERSION)
         if self.date_order is not None:
             needs = max(needs, DATE_ORDER_VERSION)
+        if self.transposed:
+            needs = max(needs, TRANSPOSED_VERSION)
         header = replace(
             base,
             version=max(4 if self.time_in_frame else FORMAT_VERSION, needs),
@@ -913,6 +973,7 @@ class _VideoCoding:
             spectral=rotation,
             time_in_frame=self.time_in_frame,
             date_order=self.date_order,
+            transposed=self.transposed,
         )
         return header.to_bytes() + streams + masks + b"\x00"
 
@@ -973,11 +1034,13 @@ def _video_part(
     rotation: spectral.SpectralBasis | None = None,
     layout: str | None = None,
     date_order: np.ndarray | None = None,
+    transposed: bool = False,
 ) -> tuple[bytes, np.ndarray | None]:
     """The streams section and the invalid mask (in the block's (T, B, Y, X) order) of a
     (cropped) block from its :meth:`_VideoCoding.frame_codes`, with dates or rows as
-    frames, its bands rotated by ``rotation``, laid out by ``layout`` (default: the
-    profile's) and its dates coded in ``date_order`` (default: time order)."""
+    frames (``transposed``: dates, Y and X swapped), its bands rotated by ``rotation``,
+    laid out by ``layout`` (default: the profile's) and its dates coded in
+    ``date_order`` (default: time order)."""
     codes, _, _, invalid = frame
     F, B, height, width = codes.shape
     if rotation is not None:
@@ -998,6 +1061,8 @@ def _video_part(
             w.raw(p)
     if invalid is not None and time_in_frame:
         invalid = invalid.transpose(2, 1, 0, 3)
+    elif invalid is not None and transposed:
+        invalid = invalid.transpose(0, 1, 3, 2)
     return w.getvalue(), invalid
 
 
@@ -1169,6 +1234,8 @@ def _read_header(r: ByteReader) -> ChunkHeader:
         if not (np.isfinite(step) and step > 0):
             raise CorruptChunkError(f"payload has a bad component step {step!r}")
         basis = spectral.SpectralBasis(mean=mean, basis=vectors, low=low, step=step)
+    if flags & _FLAG_TRANSPOSED and flags & _FLAG_TIME_IN_FRAME:
+        raise CorruptChunkError("payload has flags TRANSPOSED and TIME_IN_FRAME together")
     order = None
     if flags & _FLAG_DATE_ORDER:
         if flags & _FLAG_TIME_IN_FRAME:
@@ -1194,6 +1261,7 @@ def _read_header(r: ByteReader) -> ChunkHeader:
         time_in_frame=bool(flags & _FLAG_TIME_IN_FRAME),
         wavelet=bool(flags & _FLAG_WAVELET),
         date_order=order,
+        transposed=bool(flags & _FLAG_TRANSPOSED),
     )
 
 
@@ -1427,8 +1495,10 @@ def decode_chunk(
             ) from None
     # a cropped payload decodes its coded part apart, then lands in the filled block
     block = out if header.coded is None else np.empty(header.coded_shape, header.dtype)
-    # rows as frames: the streams' planes are decoded in their order, then swapped back
-    frames_block = np.empty(header.stream_shape, header.dtype) if header.time_in_frame else block
+    # rows as frames, or columns as frame rows: the streams' planes are decoded in their
+    # order, then swapped back
+    swapped = header.time_in_frame or header.transposed
+    frames_block = np.empty(header.stream_shape, header.dtype) if swapped else block
     codec_seconds = 0.0
     if header.spectral is None:
         flat = frames_block.reshape(T * B, Y, X)
@@ -1468,6 +1538,8 @@ def decode_chunk(
         spectral.mix(codes, shift, matrix, header.offset, top, frames_block, threads=threads)
     if header.time_in_frame:
         block[...] = frames_block.transpose(2, 1, 0, 3)
+    elif header.transposed:
+        block[...] = frames_block.transpose(0, 1, 3, 2)
     if on_codec_time is not None:
         on_codec_time(codec_seconds)
     return _finish(r, header, block, out)

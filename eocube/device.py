@@ -117,7 +117,8 @@ def gather_codes(
     parts: chunk.ChunkParts, frames: list[torch.Tensor], device: torch.device
 ) -> torch.Tensor:
     """The int32 code planes of a payload from its streams' frame tensors: (T * B, Y, X),
-    or (Y * B, T, X) when its frames are rows (``header.stream_shape``)."""
+    (Y * B, T, X) when its frames are rows, (T * B, X, Y) when they are transposed
+    (``header.stream_shape``)."""
     import torch
 
     T, B, Y, X = parts.header.stream_shape
@@ -156,7 +157,7 @@ def unpack(parts: chunk.ChunkParts, codes: torch.Tensor) -> torch.Tensor:
     codes : torch.Tensor
         (T * B, Y, X) integer code planes of the coded part, plane ``t * B + b`` at
         index ``t * B + b`` (:func:`gather_codes`); (Y * B, T, X) when the payload's
-        frames are rows.
+        frames are rows, (T * B, X, Y) when they are transposed.
 
     Returns
     -------
@@ -175,6 +176,8 @@ def unpack(parts: chunk.ChunkParts, codes: torch.Tensor) -> torch.Tensor:
     c = codes.reshape(header.stream_shape).to(torch.float64)
     if header.time_in_frame:  # the streams' frames are rows: back to (T, B, Y, X)
         c = c.permute(2, 1, 0, 3)
+    elif header.transposed:  # the streams' frames hold X rows of Y: back to (T, B, Y, X)
+        c = c.permute(0, 1, 3, 2)
     if header.spectral is None:
         # offset + code * scale: the product rounded, then the sum
         value = c * _f64(header.scale, device, per_band)

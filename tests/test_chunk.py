@@ -463,6 +463,8 @@ def payloads() -> dict[str, bytes]:
     floats[1, 1, 5:9] = np.nan
     padded = np.full((3, 4, 24, 24), 0, np.uint16)  # zarr's padding of an edge chunk
     padded[:2, :, :20, :] = ints
+    tall = rng.integers(100, 3000, (2, 3, 52, 44)).astype(np.uint16)  # coded transposed
+    tall[1, :, 40:, :6] = 0
     return {
         "ffv1": encode_chunk(ints, "ffv1-lossless", nodata=0),
         "cropped": encode_chunk(padded, "hevc-12bit-444", nodata=0, quality=20),
@@ -471,6 +473,7 @@ def payloads() -> dict[str, bytes]:
         "rows": encode_chunk(padded, "hevc-12bit-444", nodata=0, quality=20, frames="y"),
         "wavelet": encode_chunk(padded, "hevc-12bit-444", nodata=0, quality=20, wavelet="always"),
         "wavelet-nan": encode_chunk(floats, "hevc-12bit-444", max_abs_error=0.1, wavelet="always"),
+        "transposed": encode_chunk(tall, "hevc-12bit-444", nodata=0, quality=20, max_abs_error=40),
     }
 
 
@@ -485,7 +488,8 @@ def _cuts(n: int, header: int) -> Iterator[int]:
 
 
 @pytest.mark.parametrize(
-    "name", ["ffv1", "hevc-444", "hevc-luma", "cropped", "rows", "wavelet", "wavelet-nan"]
+    "name",
+    ["ffv1", "hevc-444", "hevc-luma", "cropped", "rows", "wavelet", "wavelet-nan", "transposed"],
 )
 def test_truncated_payloads_are_corrupt(payloads: dict[str, bytes], name: str) -> None:
     payload = payloads[name]
@@ -520,7 +524,8 @@ def _decodes_or_raises_eocube_error(payload: bytes, shape: tuple[int, ...] | Non
 
 
 @pytest.mark.parametrize(
-    "name", ["ffv1", "hevc-444", "hevc-luma", "cropped", "rows", "wavelet", "wavelet-nan"]
+    "name",
+    ["ffv1", "hevc-444", "hevc-luma", "cropped", "rows", "wavelet", "wavelet-nan", "transposed"],
 )
 def test_every_header_byte_flip_raises_eocube_error_or_decodes(
     payloads: dict[str, bytes], name: str
@@ -785,6 +790,111 @@ def test_rows_flag_is_unknown_before_version_4(payloads: dict[str, bytes]) -> No
     as_v3 = payload[:4] + b"\x03" + payload[5:]
     with pytest.raises(CorruptChunkError, match="unknown flags"):
         decode_chunk(as_v3)
+
+
+# ---------------------------------------------------------------- transposed frames
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "profile", "swapped"),
+    [
+        (52, 46, "hevc-12bit-444", True),  # 56 x 64 coded (46 is an unsafe width), 48 x 56
+        (52, 46, "hevc-12bit-420-luma", True),
+        (46, 52, "hevc-12bit-444", False),  # already the smaller way round
+        (33, 49, "hevc-12bit-444", False),  # its transpose, 49 x 64, is larger
+        (40, 48, "hevc-12bit-444", False),  # 40 x 64 either way: equal is not smaller
+        (64, 64, "hevc-12bit-444", False),
+        (52, 46, "hevc-lossless", False),  # lossless frames are not padded to 64
+        (52, 46, "ffv1-lossless", False),
+    ],
+)
+def test_frames_are_transposed_where_the_codec_frame_is_smaller(
+    rows: int, cols: int, profile: str, swapped: bool
+) -> None:
+    prof = chunk_module.get_profile(profile)
+    options = prof.encoder_options(None if prof.lossless else 20)
+    assert chunk_module.transposes(prof, options, rows, cols) is swapped
+    block = np.random.default_rng(1).integers(500, 1500, (2, 3, rows, cols)).astype(np.uint16)
+    quality = None if prof.lossless else 20
+    payload = encode_chunk(block, profile, quality=quality)
+    header = read_header(payload)
+    assert header.transposed is swapped
+    assert header.version >= (chunk_module.TRANSPOSED_VERSION if swapped else 1)
+    assert header.stream_shape == ((2, 3, cols, rows) if swapped else (2, 3, rows, cols))
+    if prof.lossless:
+        np.testing.assert_array_equal(decode_chunk(payload), block)
+
+
+def _tall_series(load_cube: LoadCube) -> np.ndarray:
+    # a real 52 x 46 px Sentinel-2 series: 4 bands (KLT, a leftover band)
+    return np.asarray(load_cube("s2_l2a_openeo_gfmap_19x4x52x46").data[:6], dtype=np.uint16)
+
+
+def test_transposed_frames_round_trip_with_masks_crop_and_bound(load_cube: LoadCube) -> None:
+    data = _tall_series(load_cube)
+    block = np.zeros((8, 4, 64, 64), np.uint16)  # zarr's padding beyond the data
+    block[:6, :, :52, :46] = data
+    block[2, :, 10:20, 3:9] = 0
+    payload = encode_chunk(block, "hevc-12bit-444", quality=24, nodata=0, max_abs_error=25)
+    header = read_header(payload)
+    assert header.transposed
+    assert header.coded == (6, 52, 46)
+    assert header.stream_shape == (6, 4, 46, 52)
+    decoded = decode_chunk(payload)
+    assert decoded.shape == block.shape
+    np.testing.assert_array_equal(decoded == 0, block == 0)  # nodata and padding exact
+    valid = block != 0
+    assert np.abs(decoded.astype(np.int64) - block)[valid].max() <= 25
+    floats = (data / 10000).astype(np.float32)
+    floats[1, 2, 30:40, 4:12] = np.nan
+    for profile in ("hevc-12bit-420-luma", "hevc-12bit-444"):
+        payload = encode_chunk(floats, profile, quality=20)
+        assert read_header(payload).transposed
+        decoded = decode_chunk(payload)
+        np.testing.assert_array_equal(np.isnan(decoded), np.isnan(floats))
+        assert metrics.psnr(floats, decoded) > 35  # swapped wrong: scrambled pixels
+
+
+def test_transposed_frames_code_better_for_their_bytes(
+    load_cube: LoadCube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block = _tall_series(load_cube)
+    swapped = encode_chunk(block, "hevc-12bit-444", quality=16)
+    monkeypatch.setattr(chunk_module, "transposes", lambda *args: False)
+    upright = encode_chunk(block, "hevc-12bit-444", quality=16)
+    assert read_header(swapped).transposed
+    assert not read_header(upright).transposed
+
+    def score(payload: bytes) -> float:
+        psnr = metrics.psnr(block, decode_chunk(payload))
+        return psnr - chunk_module.DB_PER_DOUBLING * math.log2(len(payload))
+
+    # x265 codes 46 x 52 frames in place of 52 x 64 (docs/benchmarks.md: +0.3 to +0.5 dB)
+    assert score(swapped) > score(upright) + 0.1
+
+
+def test_transposed_flag_is_damage_before_version_11_and_with_rows_or_wavelet(
+    payloads: dict[str, bytes],
+) -> None:
+    payload = payloads["transposed"]
+    header = read_header(payload)
+    assert header.transposed
+    assert header.version == chunk_module.TRANSPOSED_VERSION
+    as_v10 = payload[:4] + b"\x0a" + payload[5:]
+    with pytest.raises(CorruptChunkError, match="unknown flags"):
+        decode_chunk(as_v10)
+    for other in (16, 32):  # TIME_IN_FRAME, WAVELET
+        damaged = payload[:5] + bytes([payload[5] | other]) + payload[6:]
+        with pytest.raises(CorruptChunkError):
+            decode_chunk(damaged)
+
+
+def test_rows_as_frames_are_never_transposed() -> None:
+    block = np.random.default_rng(2).integers(500, 1500, (70, 1, 52, 46)).astype(np.uint16)
+    payload = encode_chunk(block, "hevc-12bit-444", quality=20, frames="y")
+    header = read_header(payload)
+    assert header.time_in_frame
+    assert not header.transposed
 
 
 # ------------------------------------------------------------------- leftover pair

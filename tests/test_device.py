@@ -34,6 +34,18 @@ def _cropped() -> np.ndarray:
     return block
 
 
+def _nodata_corner(block: np.ndarray) -> np.ndarray:
+    out = block.astype(np.uint16)
+    out[2, :, 40:, :8] = 0
+    return out
+
+
+def _holes(block: np.ndarray) -> np.ndarray:
+    out = block.astype(np.float32)
+    out[1, 2, 30:38, 4:12] = np.nan
+    return out
+
+
 def _nodata_inside() -> np.ndarray:
     # a smooth field around its nodata value: many valid values decode onto it
     rng = np.random.default_rng(3)
@@ -99,6 +111,16 @@ CASES = {
         lambda: _block("s2_l2a_fusets_field_33x3x57x56", (slice(0, 8),)),
         {"profile": "hevc-12bit-420-luma", "date_order": [0, 5, 2, 7, 1, 3, 6, 4]},
     ),
+    # frames with Y and X swapped (chunk format 11): a 52 x 46 px series, KLT, a leftover
+    # band, nodata and a residual layer; NaN in a luma stream
+    "uint16 transposed klt, nodata, residual": (
+        lambda: _nodata_corner(_block("s2_l2a_openeo_gfmap_19x4x52x46", (slice(0, 6),))),
+        {"nodata": 0, "max_abs_error": 30},
+    ),
+    "float32 transposed luma nan": (
+        lambda: _holes(_block("s2_l2a_openeo_gfmap_19x4x52x46", (slice(0, 6),)) / 10000),
+        {"profile": "hevc-12bit-420-luma", "quality": 20},
+    ),
     # nodata inside the bands' range: the values decoded onto it kept exactly, by a
     # residual layer of exceptions only (no bound, steps 0)
     "uint16 nodata inside the range": (_nodata_inside, {"nodata": 2000, "quality": 30}),
@@ -143,6 +165,12 @@ def test_payload_kinds_are_covered(payloads: dict[str, bytes]) -> None:
     assert ordered.date_order is not None
     assert ordered.spectral is not None
     assert parts["float32 luma nan, dates in a stored order"].header.date_order is not None
+    swapped = parts["uint16 transposed klt, nodata, residual"]
+    assert swapped.header.transposed
+    assert swapped.header.spectral is not None
+    assert swapped.tail.residual is not None
+    assert any(k == 1 for k, _ in swapped.tail.masks)
+    assert parts["float32 transposed luma nan"].header.transposed
     inside = parts["uint16 nodata inside the range"].tail.residual
     assert inside is not None
     assert inside.exception_index.size

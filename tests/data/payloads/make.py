@@ -17,7 +17,10 @@ pair-rows-nan-float32``, the cases that need ``leftover_pair``; version 9 (dates
 stored order) for ``make.py v9 order-hevc-444 order-luma-nan order-edge-chunk
 order-pred-lossless``, the cases that need ``date_order``; version 10 (the wavelet
 coder's periodic model) for ``make.py v10 periodic-float32 periodic-nan-float32``,
-hourly ERA5 2 m temperature (earlier versions write these as version 5 or 6).
+hourly ERA5 2 m temperature (earlier versions write these as version 5 or 6); version
+11 (frames with Y and X swapped) for ``make.py v11 transposed-hevc-444
+transposed-bound-nan-float32``, whole 52 x 46 px frames, which x265 codes smaller
+transposed (earlier versions write these untransposed).
 
 ``tests/test_compatibility.py`` checks that today's decoder returns, bit for bit, what
 the writing commit's decoder returned. Only the public codec API is used, the same in
@@ -42,6 +45,7 @@ def blocks() -> dict[str, tuple[np.ndarray, dict]]:
     """The blocks and encode_chunk arguments of every case (real Sentinel-2 values)."""
     with xr.open_dataset(CUBE) as ds:
         s2 = ds.data.values[:4, :, :24, :20].astype(np.uint16)  # 4 dates, 4 bands, 24 x 20
+        whole = ds.data.values[:3].astype(np.uint16)  # 3 dates, 4 bands, 52 x 46
     floats = (s2 / 10000).astype(np.float32)
     floats[1, 2, 3:7, 4:9] = np.nan
     nodata = s2.copy()
@@ -52,6 +56,8 @@ def blocks() -> dict[str, tuple[np.ndarray, dict]]:
         t2m = ds.data.values[:144, :, :24, :40].astype(np.float32)
     t2m_nan = t2m.copy()
     t2m_nan[10:14, 0, 2:6, 3:9] = np.nan
+    whole_nan = (whole / 10000).astype(np.float32)
+    whole_nan[1, :, 30:38, 4:12] = np.nan
     return {
         "ffv1-lossless": (nodata, {"profile": "ffv1-lossless", "nodata": 0}),
         # eocube's own lossless coder (eocube/lossless.py)
@@ -123,6 +129,12 @@ def blocks() -> dict[str, tuple[np.ndarray, dict]]:
         "periodic-nan-float32": (
             t2m_nan,
             {"profile": "hevc-12bit-444", "quality": 30, "wavelet": "always"},
+        ),
+        # frames with Y and X swapped, 46 x 52 rather than 52 x 46 (chunk format 11)
+        "transposed-hevc-444": (whole, {"profile": "hevc-12bit-444", "quality": 24}),
+        "transposed-bound-nan-float32": (
+            whole_nan,
+            {"profile": "hevc-12bit-420-luma", "quality": 30, "max_abs_error": 0.002},
         ),
     }
 
