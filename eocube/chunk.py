@@ -711,9 +711,9 @@ def transposes(prof: Profile, options: Mapping[str, str], rows: int, cols: int) 
     width, and frames of its unsafe widths (33 to 48) to 64 columns
     (:func:`eocube.video.frame_size`): a 52 x 46 px chunk is coded as 56 x 64, its
     transpose as 48 x 56. At equal rate on such chunks of six dev cubes (frames of 40 to 46
-    columns): +0.3 to +0.7 dB from 0.1 to 1 bpppb (docs/benchmarks.md, transposed frames);
-    one where the transpose is larger (33 x 49 px) loses 0.9 to 1.0 dB, so only a strictly
-    smaller frame is swapped to. Lossless profiles keep their frames."""
+    columns): +0.40 to +0.69 dB at 0.3 bpppb, +0.33 to +0.56 at 1; one whose transpose is
+    larger (33 x 49 px) loses 0.5 to 0.6 dB, so only a strictly smaller frame is swapped
+    to (benchmarks/results/frame_shape.md). Lossless profiles keep their frames."""
     if prof.lossless or rows == cols:
         return False
 
