@@ -16,7 +16,10 @@ On an integer reflectance cube (Sentinel-2 L2A, 118 dates) and a float climate f
    instead of the explicit parameters; and SVT-AV1 presets 4 / 6 (shipped) / 8 for
    ``av1-10bit``. ``ctu`` stays 32 everywhere (64 decodes wrongly in FFmpeg on some frames).
 2. Chunk time length: :func:`eocube.to_eocube` with ``chunks={"time": Tc}`` (whole store
-   bytes, PSNR, encode speed, whole-cube read, one time step read with a cold open).
+   bytes, PSNR, encode speed, whole-cube read, one time step read with a cold open);
+   2b, the chunk side of short series; 2c, on the series whose 32-date chunks end in a
+   short one (``TAIL_CUBES``), 32-date chunks against the default, which spreads that
+   last chunk's dates over the others.
 3. The reference approach with x265's default 64-pixel CTUs against the 32 used in
    benchmarks.rd (is the benchmark unfair to the reference?).
 4. Small frames: ERA5 frames are 33 × 49 px; x265 pays a fixed cost per frame. Dates tiled
@@ -56,6 +59,13 @@ SHORT_CUBES = (
     "erainterim_uvz",
 )
 SHORT_MAX_VALUES = 2_500_000
+# series that end in a short time chunk at 32 dates (68 = 32 + 32 + 4, 33 = 32 + 1, 72 =
+# 32 + 32 + 8), which the default now spreads over the others (layout.without_short_tail)
+TAIL_CUBES = (
+    "s2_l1c_eolearn_ndvi_68x1",
+    "s2_l2a_fusets_field_33x3x57x56",
+    "s2_l2a_worldcereal_72x4x64x64",
+)
 BLOCK_TIME = 32
 
 
@@ -525,6 +535,37 @@ def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             rows,
         )
     )
+    out += [
+        "",
+        "## 2c. A short last time chunk spread over the others (`layout.without_short_tail`)",
+        "",
+        "Series whose 32-date chunks end in a chunk of at most 8 dates, written with "
+        "`chunks={'time': 32}` and with the default, which spreads those dates over the "
+        "other chunks. PSNR at 0.1 / 0.3 / 1 bpppb of the whole store (Δ to 32), medians "
+        "of the speeds and of one date (the middle one) read with a cold open:",
+        "",
+    ]
+    rows = _summary_rows(
+        records,
+        "chunk_tail",
+        "time_chunk",
+        extra=lambda sel: f"{statistics.median(r['one_step_s'] for r in sel) * 1e3:.0f}",
+    )
+    out.append(
+        md_table(
+            [
+                "cube",
+                "time chunk",
+                "@0.1",
+                "@0.3",
+                "@1 bpppb",
+                "enc MB/s",
+                "whole read MB/s",
+                "one step ms",
+            ],
+            rows,
+        )
+    )
     out += ["", "## 3. Reference approach: x265 CTU 64 (its default) against 32", ""]
     out.append(
         md_table(
@@ -615,7 +656,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=("options", "chunk_time", "chunk_side", "reference_ctu", "mosaic", "lossless"),
+        choices=(
+            "options",
+            "chunk_time",
+            "chunk_side",
+            "chunk_tail",
+            "reference_ctu",
+            "mosaic",
+            "lossless",
+        ),
     )
     parser.add_argument("--out", type=Path)
     corpus.add_corpus_option(parser)
@@ -631,7 +680,16 @@ def main(argv: list[str] | None = None) -> int:
     cubes = {n: corpus.load_cube(n, args.corpus, max_time=max_time) for n in CUBES}
     records: list[dict[str, Any]] = []
     only = set(
-        args.only or ("options", "chunk_time", "chunk_side", "reference_ctu", "mosaic", "lossless")
+        args.only
+        or (
+            "options",
+            "chunk_time",
+            "chunk_side",
+            "chunk_tail",
+            "reference_ctu",
+            "mosaic",
+            "lossless",
+        )
     )
 
     def run(rec: dict[str, Any], fn: Any) -> None:
@@ -687,6 +745,22 @@ def main(argv: list[str] | None = None) -> int:
                     run(
                         {"experiment": "chunk_side", "cube": name, "side": side, "crf": crf},
                         lambda c=cube, s=side, q=crf: chunking_point(c, {"y": s, "x": s}, q),
+                    )
+    if "chunk_tail" in only:
+        from eocube import layout
+
+        for name in corpus.present(TAIL_CUBES, args.corpus):
+            cube = corpus.load_cube(name, args.corpus)
+            T = cube.shape[0]
+            spread = layout.without_short_tail(T, layout.DEFAULT_CHUNKS["time"])
+            for label, chunks in (
+                (f"32 (last chunk {T - 32 * (T // 32) or 32})", {"time": 32}),
+                (f"default: {spread}", {}),
+            ):
+                for crf in (8, 14, 20, 26, 32, 38) if not args.quick else (14, 32):
+                    run(
+                        {"experiment": "chunk_tail", "cube": name, "time_chunk": label, "crf": crf},
+                        lambda c=cube, k=chunks, q=crf: chunking_point(c, k, q),
                     )
     if "reference_ctu" in only:
         for name, cube in cubes.items():

@@ -163,11 +163,14 @@ def test_the_write_reuses_the_trial_encodes(
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(encode, "encode_chunk", counting)
-    report = eocube.to_eocube(ds, tmp_path / "t.eocube", target_bpppb=0.3)
+    # three time chunks of 24 dates (the default spreads 72 dates over two of 36)
+    report = eocube.to_eocube(ds, tmp_path / "t.eocube", target_bpppb=0.3, chunks={"time": 24})
     assert len(calls) == 3 * report.trials  # three chunks per trial, none in the write
     monkeypatch.setattr(encode, "encode_chunk", real)
     quality = report.variables["data"].quality
-    again = eocube.to_eocube(ds, tmp_path / "c.eocube", crf=quality, measure=False)
+    again = eocube.to_eocube(
+        ds, tmp_path / "c.eocube", crf=quality, measure=False, chunks={"time": 24}
+    )
     assert again.variables["data"].payload_nbytes == report.variables["data"].payload_nbytes
 
 
@@ -189,7 +192,7 @@ def test_the_first_bpppb_trial_encodes_beside_the_overhead_estimate(
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(encode, "encode_chunk", counting)
-    report = eocube.to_eocube(ds, tmp_path / "t.eocube", target_bpppb=0.3)
+    report = eocube.to_eocube(ds, tmp_path / "t.eocube", target_bpppb=0.3, chunks={"time": 24})
     assert len(calls) == 3 * report.trials  # the first trial is encoded once
     first = [q for q, _ in calls[:3]]
     assert first == [16.0] * 3

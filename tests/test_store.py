@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import dask
@@ -321,6 +322,46 @@ def test_short_series_get_wider_chunks_of_the_same_pixel_budget(
     inner, _ = layout.chunk_shape(var, roles, chunks)
     assert inner == expected
     assert inner[0] * inner[2] * inner[3] <= layout.CHUNK_PIXELS
+
+
+@pytest.mark.parametrize(
+    ("steps", "chunks", "expected"),
+    [
+        (33, None, 33),  # 32 + 1: one chunk of 33
+        (68, None, 34),  # 32 + 32 + 4: two of 34
+        (72, None, 36),  # 32 + 32 + 8: a tail of a quarter is still spread
+        (73, None, 32),  # 32 + 32 + 9: kept
+        (64, None, 32),  # no tail
+        (20, None, 20),  # shorter than a chunk
+        (68, {"time": 32}, 32),  # the chunk asked for is kept, tail and all
+    ],
+)
+def test_a_short_last_time_chunk_is_spread_over_the_others(
+    steps: int, chunks: dict[str, int] | None, expected: int
+) -> None:
+    var = xr.DataArray(
+        np.broadcast_to(np.uint16(0), (steps, 3, 300, 300)),  # no memory behind it
+        dims=("time", "band", "y", "x"),
+        name="r",
+    )
+    roles = {"time": "time", "band": "band", "y": "y", "x": "x"}
+    inner, _ = layout.chunk_shape(var, roles, chunks)
+    assert inner[0] == expected
+    last = steps - (math.ceil(steps / expected) - 1) * expected
+    assert chunks or last > expected // layout.SHORT_TAIL or last == expected
+
+
+def test_a_dense_series_tail_is_spread_and_a_growing_axis_keeps_its_chunk() -> None:
+    hours = np.datetime64("2020-01-01T00", "h") + np.arange(520) * np.timedelta64(1, "h")
+    var = xr.DataArray(
+        np.broadcast_to(np.float32(0), (520, 1, 300, 300)),  # no memory behind it
+        dims=("time", "band", "y", "x"),
+        coords={"time": hours},
+    )
+    roles = {"time": "time", "band": "band", "y": "y", "x": "x"}
+    assert layout.chunk_shape(var, roles, None)[0][0] == 130  # 128 x 4 + 8: 4 of 130
+    # a store made for appends keeps the chunk its appends will fill
+    assert layout.chunk_shape(var, roles, None, growing="time")[0][0] == 128
 
 
 def test_in_memory_write_matches_the_dask_write(tmp_path: Path) -> None:
