@@ -86,10 +86,11 @@ SHORT_TAIL = 4
 1 / SHORT_TAIL of it (:func:`without_short_tail`): 68 dates in 34 + 34, not 32 + 32 + 4.
 
 A short last chunk pays a key frame (and its own band rotation) for a few dates. Whole
-stores at equal rate (docs/benchmarks.md, "Chunks"): the 68-date NDVI series +0.3 dB
-at 0.3 and 1 bpppb in two chunks of 34 dates, the 33-date fusets series +0.4 / +0.1 in
-one of 33, WorldCereal 72 x 4 +0.5 / +0.3 at 0.1 / 0.3 in two of 36. Chunks are then at
-most 1.25 times the default: a date reads in up to 1.25 times a default chunk's decode."""
+stores at equal rate against 32-date chunks (benchmarks/results/rd/defaults.md, section
+2c): the 68-date NDVI series +0.4 / +0.3 dB at 0.3 / 1 bpppb in two chunks of 34 dates,
+the 33-date fusets series +0.4 / +0.1 in one of 33, WorldCereal 72 x 4 +0.5 / +0.3 at
+0.1 / 0.3 in two of 36; whole-cube reads 1.04-1.20 times as fast, one date as fast.
+Chunks are at most 1.25 times the default."""
 
 
 SPATIAL_SIDES = (1024, 512)
