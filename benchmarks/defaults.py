@@ -67,6 +67,16 @@ TAIL_CUBES = (
     "s2_l2a_worldcereal_72x4x64x64",
 )
 BLOCK_TIME = 32
+EXPERIMENTS = (
+    "options",
+    "chunk_time",
+    "chunk_side",
+    "chunk_tail",
+    "reference_ctu",
+    "mosaic",
+    "lossless",
+)
+"""The experiments a run does (``--only`` picks some)."""
 
 
 def _params(prof: Any) -> dict[str, str]:
@@ -656,15 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=(
-            "options",
-            "chunk_time",
-            "chunk_side",
-            "chunk_tail",
-            "reference_ctu",
-            "mosaic",
-            "lossless",
-        ),
+        choices=EXPERIMENTS,
     )
     parser.add_argument("--out", type=Path)
     corpus.add_corpus_option(parser)
@@ -679,18 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     max_time = 64 if args.quick else None
     cubes = {n: corpus.load_cube(n, args.corpus, max_time=max_time) for n in CUBES}
     records: list[dict[str, Any]] = []
-    only = set(
-        args.only
-        or (
-            "options",
-            "chunk_time",
-            "chunk_side",
-            "chunk_tail",
-            "reference_ctu",
-            "mosaic",
-            "lossless",
-        )
-    )
+    only = set(args.only or EXPERIMENTS)
 
     def run(rec: dict[str, Any], fn: Any) -> None:
         t0 = time.perf_counter()
