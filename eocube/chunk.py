@@ -703,6 +703,20 @@ def _with_residual(
     return w.getvalue()
 
 
+def shared_frame_size(
+    prof: Profile, options: Mapping[str, str], rows: int, cols: int, lossless: bool
+) -> tuple[int, int]:
+    """The frame size of a chunk's streams for frames of ``rows`` x ``cols``: that of
+    :func:`eocube.video.frame_size` for the profile's pixel format and, with a second
+    stream, the larger of both sides (both streams share one frame size, so one set of
+    codes serves them)."""
+    height, width = video.frame_size(prof.encoder, prof.pix_fmt, rows, cols, lossless, options)
+    if prof.extra_pix_fmt is not None:
+        h2, w2 = video.frame_size(prof.encoder, prof.extra_pix_fmt, rows, cols, lossless, options)
+        height, width = max(height, h2), max(width, w2)
+    return height, width
+
+
 def transposes(prof: Profile, options: Mapping[str, str], rows: int, cols: int) -> bool:
     """Whether a lossy profile codes frames of ``rows`` x ``cols`` with Y and X swapped
     (flag TRANSPOSED, chunk format 11): where the codec's frame is smaller that way.
@@ -718,12 +732,7 @@ def transposes(prof: Profile, options: Mapping[str, str], rows: int, cols: int) 
         return False
 
     def coded_area(height: int, width: int) -> int:
-        h, w = video.frame_size(prof.encoder, prof.pix_fmt, height, width, False, options)
-        if prof.extra_pix_fmt is not None:
-            h2, w2 = video.frame_size(
-                prof.encoder, prof.extra_pix_fmt, height, width, False, options
-            )
-            h, w = max(h, h2), max(w, w2)
+        h, w = shared_frame_size(prof, options, height, width, False)
         return -(-h // 8) * 8 * (-(-w // 8) * 8)
 
     return coded_area(cols, rows) < coded_area(rows, cols)
@@ -915,15 +924,7 @@ class _VideoCoding:
             frames_block = block.transpose(0, 1, 3, 2)
         frames_block = np.ascontiguousarray(frames_block)
         _, _, R, X = frames_block.shape
-        height, width = video.frame_size(
-            prof.encoder, prof.pix_fmt, R, X, prof.lossless, self.options
-        )
-        if prof.extra_pix_fmt is not None:
-            # both streams share one frame size, so one set of codes serves them
-            h2, w2 = video.frame_size(
-                prof.encoder, prof.extra_pix_fmt, R, X, prof.lossless, self.options
-            )
-            height, width = max(height, h2), max(width, w2)
+        height, width = shared_frame_size(prof, self.options, R, X, prof.lossless)
         codes, invalid = packing.quantize(
             frames_block,
             self.maps,
