@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eocube import chunk, packing, spectral, video
+from eocube import chunk, mosaic, packing, spectral, video
 from eocube.pixfmt import pixel_format
 
 if TYPE_CHECKING:
@@ -117,8 +117,8 @@ def gather_codes(
     parts: chunk.ChunkParts, frames: list[torch.Tensor], device: torch.device
 ) -> torch.Tensor:
     """The int32 code planes of a payload from its streams' frame tensors: (T * B, Y, X),
-    (Y * B, T, X) when its frames are rows, (T * B, X, Y) when they are transposed
-    (``header.stream_shape``)."""
+    (Y * B, T, X) when its frames are rows, (T * B, X, Y) when they are transposed, with
+    T frames of ``rows * Y`` x ``cols * X`` for a mosaic (``header.stream_shape``)."""
     import torch
 
     T, B, Y, X = parts.header.stream_shape
@@ -157,7 +157,8 @@ def unpack(parts: chunk.ChunkParts, codes: torch.Tensor) -> torch.Tensor:
     codes : torch.Tensor
         (T * B, Y, X) integer code planes of the coded part, plane ``t * B + b`` at
         index ``t * B + b`` (:func:`gather_codes`); (Y * B, T, X) when the payload's
-        frames are rows, (T * B, X, Y) when they are transposed.
+        frames are rows, (T * B, X, Y) when they are transposed; for a mosaic, planes of
+        its frames (``header.stream_shape``).
 
     Returns
     -------
@@ -178,6 +179,8 @@ def unpack(parts: chunk.ChunkParts, codes: torch.Tensor) -> torch.Tensor:
         c = c.permute(2, 1, 0, 3)
     elif header.transposed:  # the streams' frames hold X rows of Y: back to (T, B, Y, X)
         c = c.permute(0, 1, 3, 2)
+    if header.mosaic is not None:  # several dates a frame: back to one date each
+        c = mosaic.untile(c, header.mosaic, T)
     if header.spectral is None:
         # offset + code * scale: the product rounded, then the sum
         value = c * _f64(header.scale, device, per_band)

@@ -34,9 +34,9 @@ def _cropped() -> np.ndarray:
     return block
 
 
-def _nodata_corner(block: np.ndarray) -> np.ndarray:
+def _nodata_corner(block: np.ndarray, rows: slice = slice(40, None)) -> np.ndarray:
     out = block.astype(np.uint16)
-    out[2, :, 40:, :8] = 0
+    out[2, :, rows, :8] = 0
     return out
 
 
@@ -121,6 +121,26 @@ CASES = {
         lambda: _holes(_block("s2_l2a_openeo_gfmap_19x4x52x46", (slice(0, 6),)) / 10000),
         {"profile": "hevc-12bit-420-luma", "quality": 20},
     ),
+    # several dates a frame (chunk format 12): 32 x 32 px tiles of 9 dates in 2 x 2
+    # mosaics (one date repeated), KLT, nodata and a residual layer; 44 x 46 px in 2 x 1
+    # mosaics coded transposed, NaN in a luma stream
+    "uint16 mosaic klt, nodata, residual": (
+        lambda: _nodata_corner(
+            _block(
+                "s2_l2a_worldcereal_72x4x64x64",
+                (slice(0, 9), slice(None), slice(16, 48), slice(8, 40)),
+            ),
+            rows=slice(20, None),
+        ),
+        {"nodata": 0, "max_abs_error": 30, "frames": "mosaic"},
+    ),
+    "float32 mosaic transposed luma nan": (
+        lambda: _holes(
+            _block("s2_l2a_openeo_gfmap_19x4x52x46", (slice(0, 7), slice(None), slice(0, 44)))
+            / 10000
+        ),
+        {"profile": "hevc-12bit-420-luma", "quality": 20, "frames": "mosaic"},
+    ),
     # nodata inside the bands' range: the values decoded onto it kept exactly, by a
     # residual layer of exceptions only (no bound, steps 0)
     "uint16 nodata inside the range": (_nodata_inside, {"nodata": 2000, "quality": 30}),
@@ -171,6 +191,14 @@ def test_payload_kinds_are_covered(payloads: dict[str, bytes]) -> None:
     assert swapped.tail.residual is not None
     assert any(k == 1 for k, _ in swapped.tail.masks)
     assert parts["float32 transposed luma nan"].header.transposed
+    tiled = parts["uint16 mosaic klt, nodata, residual"]
+    assert tiled.header.mosaic == (2, 2)
+    assert tiled.header.spectral is not None
+    assert tiled.tail.residual is not None
+    assert any(k == 1 for k, _ in tiled.tail.masks)
+    tiled_luma = parts["float32 mosaic transposed luma nan"].header
+    assert tiled_luma.mosaic == (2, 1)
+    assert tiled_luma.transposed
     inside = parts["uint16 nodata inside the range"].tail.residual
     assert inside is not None
     assert inside.exception_index.size

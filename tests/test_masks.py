@@ -123,7 +123,8 @@ def _nodata_block() -> np.ndarray:
 
 def test_payloads_with_a_runs_coded_mask_are_version_6() -> None:
     block = _nodata_block()
-    payload = encode_chunk(block, "hevc-12bit-444", quality=20, nodata=0)
+    # one date a frame: a mosaic (chunk format 12) would raise the version
+    payload = encode_chunk(block, "hevc-12bit-444", quality=20, nodata=0, frames="time")
     assert read_header(payload).version == chunk_module.MASK_RUNS_VERSION
     decoded = decode_chunk(payload)
     np.testing.assert_array_equal(decoded == 0, block == 0)
@@ -143,7 +144,9 @@ def test_a_mask_zlib_codes_smaller_keeps_the_old_version() -> None:
 
 
 def test_a_runs_coded_mask_in_an_older_version_is_refused() -> None:
-    payload = bytearray(encode_chunk(_nodata_block(), "hevc-12bit-444", quality=20, nodata=0))
+    payload = bytearray(
+        encode_chunk(_nodata_block(), "hevc-12bit-444", quality=20, nodata=0, frames="time")
+    )
     assert payload[4] == chunk_module.MASK_RUNS_VERSION
     payload[4] = 5
     with pytest.raises(CorruptChunkError, match="runs-coded mask in a version-5 payload"):

@@ -195,7 +195,7 @@ def test_a_window_of_a_long_chunk_chooses_its_rotation(
 ) -> None:
     # 19 dates: the rotations are tried on 4 of them at x265's fastest preset, then the
     # chunk is coded once more at the profile's (in time order: the date order's trial
-    # comes first otherwise, test_dateorder)
+    # comes first otherwise, test_dateorder; one date a frame: a mosaic is a second trial)
     block = load_cube("s2_l2a_openeo_gfmap_19x4x52x46").data
     tried: list[tuple[tuple[int, ...], str]] = []
     encode = chunk._VideoCoding.payload
@@ -205,7 +205,7 @@ def test_a_window_of_a_long_chunk_chooses_its_rotation(
         return encode(coding, sub, *args, **kwargs)
 
     monkeypatch.setattr(chunk._VideoCoding, "payload", recording)
-    payload = encode_chunk(block, "hevc-12bit-444", quality=8, date_order="time")
+    payload = encode_chunk(block, "hevc-12bit-444", quality=8, date_order="time", frames="time")
     window = (chunk.PROBE_FRAMES, *block.shape[1:])
     probe = (window, chunk.PROBE_PRESET)
     assert tried == [probe, probe, (block.shape, "medium")]

@@ -20,7 +20,9 @@ coder's periodic model) for ``make.py v10 periodic-float32 periodic-nan-float32`
 hourly ERA5 2 m temperature (earlier versions write these as version 5 or 6); version
 11 (frames with Y and X swapped) for ``make.py v11 transposed-hevc-444
 transposed-bound-nan-float32``, whole 52 x 46 px frames, which x265 codes smaller
-transposed (earlier versions write these untransposed).
+transposed (earlier versions write these untransposed); version 12 (several dates a
+frame) for ``make.py v12 mosaic-hevc-444 mosaic-bound-nan-float32``, whose
+``frames="mosaic"`` earlier versions refuse.
 
 ``tests/test_compatibility.py`` checks that today's decoder returns, bit for bit, what
 the writing commit's decoder returned. Only the public codec API is used, the same in
@@ -58,6 +60,10 @@ def blocks() -> dict[str, tuple[np.ndarray, dict]]:
     t2m_nan[10:14, 0, 2:6, 3:9] = np.nan
     whole_nan = (whole / 10000).astype(np.float32)
     whole_nan[1, :, 30:38, 4:12] = np.nan
+    with xr.open_dataset(CUBE) as ds:
+        series = ds.data.values[:9, :, :24, :20].astype(np.uint16)  # 9 dates, 24 x 20
+    series_nan = (series / 10000).astype(np.float32)
+    series_nan[4, 1, 3:7, 4:9] = np.nan
     return {
         "ffv1-lossless": (nodata, {"profile": "ffv1-lossless", "nodata": 0}),
         # eocube's own lossless coder (eocube/lossless.py)
@@ -135,6 +141,20 @@ def blocks() -> dict[str, tuple[np.ndarray, dict]]:
         "transposed-bound-nan-float32": (
             whole_nan,
             {"profile": "hevc-12bit-420-luma", "quality": 30, "max_abs_error": 0.002},
+        ),
+        # four dates a frame, a 2 x 2 mosaic of 48 x 40 (chunk format 12)
+        "mosaic-hevc-444": (
+            series,
+            {"profile": "hevc-12bit-444", "quality": 24, "frames": "mosaic"},
+        ),
+        "mosaic-bound-nan-float32": (
+            series_nan,
+            {
+                "profile": "hevc-12bit-420-luma",
+                "quality": 30,
+                "max_abs_error": 0.002,
+                "frames": "mosaic",
+            },
         ),
     }
 
