@@ -137,6 +137,13 @@ _NOT_WITH_WAVELET = (
     _FLAG_EXACT | _FLAG_KLT | _FLAG_TIME_IN_FRAME | _FLAG_DATE_ORDER | _FLAG_TRANSPOSED
 )
 
+MOSAIC_DB_PER_DOUBLING = 4.0
+"""The PSNR one doubling of the bytes buys, as ``frames="auto"`` weighs a mosaic
+(:func:`mosaic_grid`) against one date a frame: at one quality a mosaic often codes a
+small chunk in half the bytes, a span over which the dev cubes' curves rise 3.9 to 5.5
+dB per doubling rather than :data:`eocube.metrics.DB_PER_DOUBLING`'s 6; weighed by 6,
+the writer kept mosaics of 52 x 46 px chunks 0.3 dB worse at equal rate
+(benchmarks/results/frame_shape.md)."""
 FRAME_AXES = ("time", "y", "mosaic", "auto")
 """What the frames of a chunk's streams follow (:func:`encode_chunk`'s ``frames``)."""
 AUTO_MIN_DATES = 64
@@ -387,11 +394,12 @@ def encode_chunk(
         better. ``"mosaic"``: several dates side by side in a frame (chunk format 12,
         :func:`mosaic_grid`, :mod:`eocube.mosaic`), which codes small frames better.
         ``"auto"``: ``"time"``, except for lossy profiles on blocks of at least
-        :data:`AUTO_MIN_DATES` dates, which are also coded with rows as frames, and on
+        :data:`AUTO_MIN_DATES` dates, which are also coded with rows as frames (the
+        better kept by PSNR and bytes, :data:`eocube.metrics.DB_PER_DOUBLING`), and on
         blocks of small frames (:func:`mosaic_grid`), which are also coded with several
-        dates a frame (a mosaic, chunk format 12, :mod:`eocube.mosaic`); the best coding
-        by PSNR and bytes (:data:`eocube.metrics.DB_PER_DOUBLING`) is kept, for two or
-        three times the encoding time.
+        dates a frame (a mosaic, chunk format 12, :mod:`eocube.mosaic`), kept where it
+        is better by PSNR and bytes (:data:`MOSAIC_DB_PER_DOUBLING`): two or three times
+        the encoding time.
     wavelet : {"off", "auto", "always"}, optional
         Default: the profile's ``wavelet``. Whether the block may be coded by the
         wavelet coder (:mod:`eocube.wavelet`, chunk format version 5) instead of the
@@ -584,20 +592,26 @@ def encode_chunk(
     if frames == "auto" and given_order is None:
         grid = mosaic_grid(prof, options, T, Y, X)
     if rows_too or grid is not None:
-        candidates = [without_residual(False)]
+
+        def decoded_and_psnr(payload: bytes) -> tuple[np.ndarray, float]:
+            # decoded as decode_chunk returns it: the residual corrects what that returns
+            out = decode_chunk(payload, threads=threads)[:T, :, :Y, :X]
+            return out, _psnr_for_choice(block, out, nodata)
+
+        without = without_residual(False)
+        decoded, psnr = decoded_and_psnr(without)
         if rows_too:
-            candidates.append(without_residual(True))
+            rows = without_residual(True)
+            rows_decoded, rows_psnr = decoded_and_psnr(rows)
+            saved_db = DB_PER_DOUBLING * math.log2(len(without) / len(rows))
+            if rows_psnr - psnr + saved_db > 0:
+                without, decoded, psnr = rows, rows_decoded, rows_psnr
         if grid is not None:
-            candidates.append(without_residual(False, grid))
-        # each decoded as decode_chunk returns it: the residual corrects what that returns;
-        # weighed by PSNR and bytes, the first on ties
-        outs = [decode_chunk(c, threads=threads)[:T, :, :Y, :X] for c in candidates]
-        scores = [
-            _psnr_for_choice(block, out, nodata) - DB_PER_DOUBLING * math.log2(len(c))
-            for c, out in zip(candidates, outs, strict=True)
-        ]
-        pick = max(range(len(scores)), key=lambda i: (scores[i], -i))
-        without, decoded = candidates[pick], outs[pick]
+            tiled = without_residual(False, grid)
+            tiled_decoded, tiled_psnr = decoded_and_psnr(tiled)
+            saved_db = MOSAIC_DB_PER_DOUBLING * math.log2(len(without) / len(tiled))
+            if tiled_psnr - psnr + saved_db > 0:
+                without, decoded = tiled, tiled_decoded
     elif frames == "mosaic":
         grid = mosaic_grid(prof, options, T, Y, X)
         if grid is None or given_order is not None:

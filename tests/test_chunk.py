@@ -964,8 +964,9 @@ def test_leftover_pair_shares_a_444_frame_of_the_main_stream(bands: int) -> None
 def test_leftover_pair_auto_keeps_the_better_coding() -> None:
     block = _two_band_series()
     for quality in (8, 36):
+        # one date a frame: a mosaic's trial would weigh these codings apart
         ways = {
-            way: encode_chunk(block, quality=quality, leftover_pair=way)
+            way: encode_chunk(block, quality=quality, leftover_pair=way, frames="time")
             for way in ("off", "always")
         }
         score = {
@@ -973,7 +974,7 @@ def test_leftover_pair_auto_keeps_the_better_coding() -> None:
             - chunk_module.DB_PER_DOUBLING * math.log2(len(p))
             for way, p in ways.items()
         }
-        auto = encode_chunk(block, quality=quality)  # "auto" is the default
+        auto = encode_chunk(block, quality=quality, frames="time")  # "auto" pair: default
         # the block is small: both codings are made whole, and the better one is the payload
         assert auto == ways[max(score, key=score.__getitem__)]
 
