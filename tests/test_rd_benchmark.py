@@ -33,6 +33,8 @@ def test_seeded_parts_keep_other_methods_for_a_rerun(tmp_path: Path) -> None:
     cubes, records, _ = parts.load_parts(tmp_path)
     assert list(cubes) == ["a"]  # b was not asked for; results.jsonl is not a part
     assert cubes["a"]["family"] == "family of a"
+    assert cubes["a"]["complete"]  # as it was in the run that wrote results.jsonl
+    assert parts.is_complete(part)
     assert [r["method"] for r in records] == [DEFAULT_METHOD, "reference"]
     parts.keep_other_methods(part, {DEFAULT_METHOD})
     assert parts.measured_keys(parts.part_lines(part)) == {"reference|crf 0"}

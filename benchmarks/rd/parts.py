@@ -121,7 +121,9 @@ def seed_from_results(results: Path, cube: str, part: Path) -> bool:
     """Write ``cube``'s part from a run's ``results.jsonl``; whether it held the cube.
 
     A fresh checkout has the committed results but no ``points/``: seeded parts let
-    ``--methods`` re-measure some methods and keep every other method's points.
+    ``--methods`` re-measure some methods and keep every other method's points. A seeded
+    part is complete (``cube_done``, marked ``seeded``): the reports do not call its cube
+    unfinished, and ``--resume`` leaves it alone.
     """
     if not results.exists():
         return False
@@ -129,9 +131,18 @@ def seed_from_results(results: Path, cube: str, part: Path) -> bool:
     if not records:
         return False
     info = {k: records[0].get(k) for k in CUBE_FIELDS}
+    # the cube ran to its end in the run that wrote results.jsonl; that run's meta stays
+    # the report's (a seeded part has none of its own)
+    done = {
+        "cube": cube,
+        "cube_done": True,
+        "seeded": True,
+        "seconds": sum(x.get("seconds") or 0 for x in records),
+    }
     with part.open("w") as fh:
         fh.write(dumps({"cube": cube, "cube_info": info}))
         fh.writelines(dumps(x) for x in records)
+        fh.write(dumps(done))
     return True
 
 
