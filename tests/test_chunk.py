@@ -1092,6 +1092,28 @@ def test_auto_keeps_a_mosaic_where_it_codes_better(load_cube: LoadCube) -> None:
     assert read_header(scores["auto"][1]).mosaic == (2, 2)
 
 
+def test_a_chunk_kept_in_rows_is_not_tried_as_a_mosaic(
+    load_cube: LoadCube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block = np.asarray(load_cube("era5_t2m_uk_744h").data[:64])  # 64 hours of 33 x 49 px
+    prof = chunk_module.get_profile(None)
+    assert chunk_module.mosaic_grid(prof, prof.encoder_options(24), 64, 33, 49) == (2, 2)
+    tiled: list[tuple[int, int]] = []
+    tile = chunk_module.mosaic_mod.tile
+
+    def counting(block: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+        tiled.append(grid)
+        return tile(block, grid)
+
+    monkeypatch.setattr(chunk_module.mosaic_mod, "tile", counting)
+    payload = encode_chunk(block, quality=24)
+    assert read_header(payload).time_in_frame  # hourly: rows as frames win
+    assert tiled == []
+    # one date a frame kept: the mosaic is tried
+    encode_chunk(_small_tiles(load_cube, 8), quality=24)
+    assert tiled
+
+
 def test_time_frames_lossless_and_given_orders_are_never_mosaics(load_cube: LoadCube) -> None:
     block = _small_tiles(load_cube, 8)
     assert read_header(encode_chunk(block, quality=32, frames="time")).mosaic is None
