@@ -482,6 +482,20 @@ def payloads() -> dict[str, bytes]:
     }
 
 
+PAYLOAD_NAMES = (
+    "ffv1",
+    "hevc-444",
+    "hevc-luma",
+    "cropped",
+    "rows",
+    "wavelet",
+    "wavelet-nan",
+    "transposed",
+    "mosaic",
+)
+"""The payloads of the ``payloads`` fixture, each truncated and damaged by the tests below."""
+
+
 def _header_length(payload: bytes) -> int:
     return len(chunk_module.read_header(payload).to_bytes())
 
@@ -492,20 +506,7 @@ def _cuts(n: int, header: int) -> Iterator[int]:
     yield n - 1
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "ffv1",
-        "hevc-444",
-        "hevc-luma",
-        "cropped",
-        "rows",
-        "wavelet",
-        "wavelet-nan",
-        "transposed",
-        "mosaic",
-    ],
-)
+@pytest.mark.parametrize("name", PAYLOAD_NAMES)
 def test_truncated_payloads_are_corrupt(payloads: dict[str, bytes], name: str) -> None:
     payload = payloads[name]
     for cut in _cuts(len(payload), _header_length(payload)):
@@ -538,20 +539,7 @@ def _decodes_or_raises_eocube_error(payload: bytes, shape: tuple[int, ...] | Non
         assert decoded.size == np.prod(shape)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "ffv1",
-        "hevc-444",
-        "hevc-luma",
-        "cropped",
-        "rows",
-        "wavelet",
-        "wavelet-nan",
-        "transposed",
-        "mosaic",
-    ],
-)
+@pytest.mark.parametrize("name", PAYLOAD_NAMES)
 def test_every_header_byte_flip_raises_eocube_error_or_decodes(
     payloads: dict[str, bytes], name: str
 ) -> None:

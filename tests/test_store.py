@@ -299,6 +299,18 @@ def test_dense_series_spend_the_pixel_budget_on_dates(
     assert layout.dense_time_chunk(1) == layout.DENSE_TIME_MAX
 
 
+def _default_chunk(steps: int, side: int, chunks: dict[str, int] | None) -> tuple[int, ...]:
+    """The chunk layout.chunk_shape gives a uint16 (time, 3 bands, side, side) variable."""
+    var = xr.DataArray(
+        np.broadcast_to(np.uint16(0), (steps, 3, side, side)),  # no memory behind it
+        dims=("time", "band", "y", "x"),
+        name="r",
+    )
+    roles = {"time": "time", "band": "band", "y": "y", "x": "x"}
+    inner, _ = layout.chunk_shape(var, roles, chunks)
+    return tuple(inner)
+
+
 @pytest.mark.parametrize(
     ("steps", "chunks", "expected"),
     [
@@ -313,13 +325,7 @@ def test_dense_series_spend_the_pixel_budget_on_dates(
 def test_short_series_get_wider_chunks_of_the_same_pixel_budget(
     steps: int, chunks: dict[str, int] | None, expected: tuple[int, ...]
 ) -> None:
-    var = xr.DataArray(
-        np.broadcast_to(np.uint16(0), (steps, 3, 1100, 1100)),  # no memory behind it
-        dims=("time", "band", "y", "x"),
-        name="r",
-    )
-    roles = {"time": "time", "band": "band", "y": "y", "x": "x"}
-    inner, _ = layout.chunk_shape(var, roles, chunks)
+    inner = _default_chunk(steps, 1100, chunks)
     assert inner == expected
     assert inner[0] * inner[2] * inner[3] <= layout.CHUNK_PIXELS
 
@@ -339,13 +345,7 @@ def test_short_series_get_wider_chunks_of_the_same_pixel_budget(
 def test_a_short_last_time_chunk_is_spread_over_the_others(
     steps: int, chunks: dict[str, int] | None, expected: int
 ) -> None:
-    var = xr.DataArray(
-        np.broadcast_to(np.uint16(0), (steps, 3, 300, 300)),  # no memory behind it
-        dims=("time", "band", "y", "x"),
-        name="r",
-    )
-    roles = {"time": "time", "band": "band", "y": "y", "x": "x"}
-    inner, _ = layout.chunk_shape(var, roles, chunks)
+    inner = _default_chunk(steps, 300, chunks)
     assert inner[0] == expected
     last = steps - (math.ceil(steps / expected) - 1) * expected
     assert chunks or last > expected // layout.SHORT_TAIL or last == expected
