@@ -825,9 +825,9 @@ def mosaic_grid(
     Of the grids of :func:`eocube.mosaic.grids`, the one the codec codes in the fewest
     pixels a date (transposed where that is smaller, :func:`transposes`), the squarer on
     ties. A mosaic is kept where it codes the chunk better (:func:`encode_chunk`): at
-    equal rate, 32 x 32 px tiles of 32 dates gain 3.5 to 4.5 dB at 0.1 bpppb and 0.6 at
-    1; 44 x 48 px 0.4 to 0.9 dB; 57 x 56 px and 101 x 100 px lose up to 0.5
-    (benchmarks/results/frame_shape.md)."""
+    equal rate, what the writer keeps gains +4.5 / +1.3 / +0.7 dB at 0.1 / 0.3 / 1 bpppb
+    on 32 x 32 px tiles of 32 dates and +0.4 / +0.7 at 0.3 / 1 on 44 x 48 px; 52 x 46 px
+    +1.5 at 0.1 and level at 0.3 (benchmarks/results/frame_shape.md)."""
     if prof.lossless or _coded_area(prof, options, rows, cols) >= mosaic_mod.FILL_AREA:
         return None
     best: tuple[tuple[float, int], tuple[int, int]] | None = None
@@ -1313,7 +1313,9 @@ def _read_header(r: ByteReader) -> ChunkHeader:
     if flags2 & ~_KNOWN_FLAGS2 or (
         flags2 & _FLAG2_MOSAIC and flags & (_FLAG_WAVELET | _FLAG_TIME_IN_FRAME)
     ):
-        raise CorruptChunkError(f"payload header has unknown second flags {flags2:#04x}")
+        raise CorruptChunkError(
+            f"payload header has unknown or conflicting second flags {flags2:#04x}"
+        )
     try:
         dtype = packing.check_dtype(np.dtype(r.text()))
     # numpy parses damaged dtype strings with ast: SyntaxError too
@@ -1623,8 +1625,8 @@ def decode_chunk(
             ) from None
     # a cropped payload decodes its coded part apart, then lands in the filled block
     block = out if header.coded is None else np.empty(header.coded_shape, header.dtype)
-    # rows as frames, or columns as frame rows: the streams' planes are decoded in their
-    # order, then swapped back
+    # rows as frames, columns as frame rows or dates side by side: the streams' planes
+    # are decoded in their order, then put back
     swapped = header.time_in_frame or header.transposed or header.mosaic is not None
     frames_block = np.empty(header.stream_shape, header.dtype) if swapped else block
     codec_seconds = 0.0

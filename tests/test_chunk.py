@@ -1129,7 +1129,7 @@ def test_mosaic_header_is_damage_before_version_12_or_with_rows_or_wavelet(
         damaged = payload[:5] + bytes([payload[5] | other]) + payload[6:]
         with pytest.raises(CorruptChunkError):
             decode_chunk(damaged)
-    with pytest.raises(CorruptChunkError, match="unknown second flags"):
+    with pytest.raises(CorruptChunkError, match="unknown or conflicting second flags"):
         decode_chunk(payload[:6] + b"\x03" + payload[7:])
     assert header.date_order is None
     grid_at = len(header.to_bytes()) - 2  # the grid ends this header
