@@ -838,6 +838,16 @@ def test_frames_are_transposed_where_the_codec_frame_is_smaller(
         np.testing.assert_array_equal(decode_chunk(payload), block)
 
 
+def _assert_nodata_exact_and_bounded(payload: bytes, block: np.ndarray, bound: int) -> None:
+    """The payload decodes to the block's shape, its nodata (0) and zarr's padding exact
+    and every other value within ``bound``."""
+    decoded = decode_chunk(payload)
+    assert decoded.shape == block.shape
+    np.testing.assert_array_equal(decoded == 0, block == 0)
+    valid = block != 0
+    assert np.abs(decoded.astype(np.int64) - block)[valid].max() <= bound
+
+
 def _tall_series(load_cube: LoadCube) -> np.ndarray:
     # a real 52 x 46 px Sentinel-2 series: 4 bands (KLT, a leftover band)
     return np.asarray(load_cube("s2_l2a_openeo_gfmap_19x4x52x46").data[:6], dtype=np.uint16)
@@ -853,11 +863,7 @@ def test_transposed_frames_round_trip_with_masks_crop_and_bound(load_cube: LoadC
     assert header.transposed
     assert header.coded == (6, 52, 46)
     assert header.stream_shape == (6, 4, 46, 52)
-    decoded = decode_chunk(payload)
-    assert decoded.shape == block.shape
-    np.testing.assert_array_equal(decoded == 0, block == 0)  # nodata and padding exact
-    valid = block != 0
-    assert np.abs(decoded.astype(np.int64) - block)[valid].max() <= 25
+    _assert_nodata_exact_and_bounded(payload, block, 25)
     floats = (data / 10000).astype(np.float32)
     floats[1, 2, 30:40, 4:12] = np.nan
     for profile in ("hevc-12bit-420-luma", "hevc-12bit-444"):
@@ -1039,11 +1045,7 @@ def test_mosaic_round_trips_with_crop_nodata_and_bound(load_cube: LoadCube) -> N
     assert header.version == chunk_module.MOSAIC_VERSION
     assert header.coded == (9, 32, 32)
     assert header.stream_shape == (3, 4, 64, 64)
-    decoded = decode_chunk(payload)
-    assert decoded.shape == block.shape
-    np.testing.assert_array_equal(decoded == 0, block == 0)  # nodata and padding exact
-    valid = block != 0
-    assert np.abs(decoded.astype(np.int64) - block)[valid].max() <= 30
+    _assert_nodata_exact_and_bounded(payload, block, 30)
     floats = (tiles / 10000).astype(np.float32)
     floats[1, 2, 3:9, 4:12] = np.nan
     for profile in ("hevc-12bit-420-luma", "hevc-12bit-444", "av1-10bit", "h264-10bit"):
