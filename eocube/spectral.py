@@ -13,9 +13,12 @@ The transform works on the band codes (each band already mapped onto
 ``0 .. 2**bits - 1`` by :func:`eocube.packing.band_maps`, missing values filled), so
 each band weighs by its range, as in the per-band PSNR of eocube.metrics. Components
 are quantized with one common step, the one that fits the widest component into the
-codes. The basis, the band means and the component offsets are stored (float32) in
-the chunk header; decoding is an affine map from the B component codes of a pixel to
-its B values (:func:`mix`), clipped to each band's range.
+codes. The band means and the component offsets are stored (float32) in the chunk
+header, the basis as int16 multiples of ``1 / AXIS_SCALE`` (chunk format 13 on; float32
+before): :func:`fit` rounds the axes so, and the encoder projects with the exact inverse
+of the rounded basis (:attr:`SpectralBasis.forward`), so that decoding, an affine map from
+the B component codes of a pixel to its B values (:func:`mix`) clipped to each band's
+range, undoes it with the basis as stored.
 
 Lossless profiles never use it: the rotation is not exact in integers.
 
@@ -28,12 +31,18 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 import numba
 import numpy as np
 
 TRANSFORMS = ("none", "klt")
 """Spectral transforms a profile may name."""
+
+AXIS_SCALE = 32767
+"""Stored axes are int16 multiples of ``1 / AXIS_SCALE`` (chunk format 13 on): each entry
+within 1.5e-5 of the eigenvector's, 2 bytes where float32 took 4 (a 13-band chunk's
+header 338 bytes smaller)."""
 
 MIN_GAIN_DB = 2.0
 """The least predicted gain (:func:`gain_db`) for which a chunk is rotated.
@@ -46,7 +55,8 @@ Measured on the dev corpus (benchmarks/results/rd): reflectance cubes predict 2.
 
 @dataclass(frozen=True)
 class SpectralBasis:
-    """The component map of one chunk: ``component = basis.T @ (code - mean)``.
+    """The component map of one chunk: ``code = mean + basis @ component`` (and so
+    ``component = basis.T @ (code - mean)``, to within the rounding of the basis).
 
     Component ``k`` is stored as the code ``round((component_k - low_k) / step)``.
 
@@ -55,7 +65,9 @@ class SpectralBasis:
     mean : ndarray of float32, shape (B,)
         Mean band code over the chunk.
     basis : ndarray of float32, shape (B, B)
-        Orthonormal; column ``k`` is component ``k``, by decreasing variance.
+        Orthonormal (to within the rounding of its entries to :data:`AXIS_SCALE` parts);
+        column ``k`` is component ``k``, by decreasing variance. Decoding maps
+        component codes back to band codes with it.
     low : ndarray of float32, shape (B,)
         The smallest value of each component.
     step : float
@@ -71,6 +83,23 @@ class SpectralBasis:
     def bands(self) -> int:
         """Number of bands (and components)."""
         return int(self.mean.shape[0])
+
+    @cached_property
+    def forward(self) -> np.ndarray:
+        """The encoder's map (float64, (B, B)): ``component = forward.T @ (code - mean)``,
+        the exact inverse of :attr:`basis`, so that a rounded basis still decodes what
+        was coded."""
+        return np.ascontiguousarray(np.linalg.inv(self.basis.astype(np.float64)).T)
+
+
+def stored_axes(axes: np.ndarray) -> np.ndarray:
+    """Axes (B, B) as chunk format 13 stores them: int16 multiples of ``1 / AXIS_SCALE``."""
+    return np.rint(np.clip(axes.astype(np.float64), -1.0, 1.0) * AXIS_SCALE).astype("<i2")
+
+
+def axes_from_stored(stored: np.ndarray) -> np.ndarray:
+    """The axes (float32) that :func:`stored_axes` output stands for."""
+    return (stored.astype(np.float64) / AXIS_SCALE).astype(np.float32)
 
 
 @numba.njit(nogil=True, parallel=True, cache=True)
@@ -186,11 +215,12 @@ def _principal_axes(codes: np.ndarray, height: int, width: int) -> tuple[np.ndar
 
 
 def _complete(
-    codes: np.ndarray, mean: np.ndarray, basis: np.ndarray, height: int, width: int, bits: int
+    codes: np.ndarray, mean: np.ndarray, axes: np.ndarray, height: int, width: int, bits: int
 ) -> SpectralBasis:
-    lo, hi = _component_ranges(
-        codes, mean.astype(np.float64), basis.astype(np.float64), height, width
-    )
+    # the axes as the header stores them: what decoding will use
+    basis = axes_from_stored(stored_axes(axes))
+    rotation = SpectralBasis(mean=mean, basis=basis, low=np.zeros_like(mean), step=1.0)
+    lo, hi = _component_ranges(codes, mean.astype(np.float64), rotation.forward, height, width)
     step = float(max((hi - lo).max(), 1.0)) / ((1 << bits) - 1)
     return SpectralBasis(mean=mean, basis=basis, low=lo.astype(np.float32), step=step)
 
@@ -284,7 +314,7 @@ def project(codes: np.ndarray, spectral: SpectralBasis, bits: int) -> np.ndarray
     _project(
         codes,
         spectral.mean.astype(np.float64),
-        spectral.basis.astype(np.float64),
+        spectral.forward,
         spectral.low.astype(np.float64),
         1.0 / spectral.step,
         (1 << bits) - 1,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from legacy import as_version  # tests/legacy.py
 
 from eocube import (
     CodecError,
@@ -22,9 +24,11 @@ from eocube import (
     decode_chunk,
     encode_chunk,
     metrics,
+    packing,
     read_header,
 )
 from eocube import chunk as chunk_module
+from eocube.binary import varint
 from eocube.chunk import MAGIC
 from eocube.testing import assert_chunk_roundtrip
 
@@ -355,12 +359,89 @@ def test_any_finite_float64_decodes_finite_or_is_refused(block: np.ndarray) -> N
 # --------------------------------------------------------------------------- header
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    dtype=st.sampled_from(["uint8", "uint16", "int16", "int32", "float32", "float64"]),
+    seed=st.integers(0, 2**32 - 1),
+    bits=st.sampled_from([8, 10, 12, 16]),
+    exponent=st.integers(-30, 30),
+    constant_band=st.booleans(),
+)
+def test_compact_band_ranges_give_back_the_maps_bit_for_bit(
+    dtype: str, seed: int, bits: int, exponent: int, constant_band: bool
+) -> None:
+    # version 13 stores each band's (min, max) in the dtype and derives its map: the map
+    # the reader derives must be the writer's to the last bit, or every value shifts
+    rng = np.random.default_rng(seed)
+    kind = np.dtype(dtype)
+    if kind.kind == "f":
+        spread = 10.0**exponent
+        block = (rng.normal(size=(2, 3, 4, 5)) * spread + rng.normal() * 8 * spread).astype(kind)
+    else:
+        info = np.iinfo(kind)
+        block = rng.integers(info.min, info.max, (2, 3, 4, 5), endpoint=True).astype(kind)
+    if constant_band:
+        block[:, 1] = block[0, 1, 0, 0]
+    maps = packing.band_maps(block, bits, exact=False)
+    for wavelet in (False, True):
+        header = chunk_module.ChunkHeader(
+            version=chunk_module.COMPACT_VERSION,
+            dtype=kind,
+            shape=block.shape,
+            bits=bits,
+            layout="planar3",
+            profile="test",
+            exact=False,
+            nodata=None,
+            offset=maps.offset,
+            scale=block.max(axis=(0, 2, 3)).astype(np.float64) if wavelet else maps.scale,
+            wavelet=wavelet,
+        )
+        data = header.to_bytes()
+        # 4 one-byte sizes and two values of the dtype per band, where 16 + 48 were
+        assert len(data) == len(replace(header, version=12).to_bytes()) - 12 - (
+            2 * (8 - kind.itemsize) * 3
+        )
+        again = read_header(data)
+        np.testing.assert_array_equal(again.offset, header.offset)
+        np.testing.assert_array_equal(again.scale, header.scale)
+
+
+def test_compact_header_refuses_maps_no_band_range_gives() -> None:
+    header = chunk_module.ChunkHeader(
+        version=chunk_module.COMPACT_VERSION,
+        dtype=np.dtype("uint16"),
+        shape=(1, 1, 4, 4),
+        bits=12,
+        layout="luma",
+        profile="test",
+        exact=False,
+        nodata=None,
+        offset=np.array([10.0]),
+        scale=np.array([0.3]),  # (10 + 0.3 * 4095) is no uint16 value's map
+    )
+    with pytest.raises(ValueError, match="not those of"):
+        header.to_bytes()
+
+
+def test_compact_header_refuses_a_band_range_out_of_order() -> None:
+    block = np.arange(2 * 2 * 8 * 8, dtype=np.uint16).reshape(2, 2, 8, 8)
+    payload = encode_chunk(block, "hevc-12bit-bands", quality=20, date_order="time")
+    header = read_header(payload)
+    assert header.spectral is None
+    assert header.mosaic is None
+    at = len(header.to_bytes()) - 2 * 2 * 2  # the last field: 2 bands' (min, max), u16
+    low, high = np.frombuffer(payload[at : at + 4], "<u2")
+    swapped = payload[:at] + np.array([high, low], "<u2").tobytes() + payload[at + 4 :]
+    with pytest.raises(CorruptChunkError, match="band range"):
+        decode_chunk(swapped)
+
+
 def test_read_header_reports_what_was_encoded() -> None:
     block = np.arange(2 * 5 * 9 * 11, dtype=np.int16).reshape(2, 5, 9, 11) - 300
     payload = encode_chunk(block, "hevc-12bit-444", nodata=-300, leftover_pair="off")
     header = read_header(payload)
-    # its nodata mask (one element) is coded by its runs, which version 6 added
-    assert header.version == chunk_module.MASK_RUNS_VERSION
+    assert header.version == chunk_module.FORMAT_VERSION
     assert header.shape == (2, 5, 9, 11)
     assert header.dtype == np.dtype("int16")
     assert header.profile == "hevc-12bit-444"
@@ -561,9 +642,11 @@ def test_a_payload_of_another_chunk_size_is_refused_before_decoding(
     assert decode_chunk(payload, shape=(3, 4, 24, 24)).shape == (3, 4, 24, 24)
     assert decode_chunk(payload, shape=(3, 4 * 24, 24)).shape == (3, 4, 24, 24)
     damaged = bytearray(payload)
-    x_at = 4 + 2 + 1 + payload[6] + 12  # X, the fourth u32 of the shape
-    damaged[x_at + 2] ^= 0x80
-    with pytest.raises(CorruptChunkError, match=r"shape \(3, 4, 24, 8388632\), where its chunk"):
+    # magic, version, flags, flags2, the dtype string, then T, B, Y, X as one-byte varints
+    x_at = 4 + 3 + 1 + payload[7] + 3
+    assert damaged[x_at] == 24
+    damaged[x_at] ^= 0x40
+    with pytest.raises(CorruptChunkError, match=r"shape \(3, 4, 24, 88\), where its chunk"):
         decode_chunk(bytes(damaged), shape=(3, 4, 24, 24))
 
 
@@ -583,18 +666,22 @@ def test_random_header_byte_flip(
 
 
 def test_header_flip_of_the_shape_does_not_allocate(payloads: dict[str, bytes]) -> None:
-    payload = bytearray(payloads["ffv1"])
-    # T is the first u32 after magic, version, flags and the dtype string
-    t_at = 4 + 2 + 1 + payload[6]
-    assert int.from_bytes(payload[t_at : t_at + 4], "little") == 2
-    payload[t_at + 3] = 0x7F  # T = 2**30 + ...: a 10 TB block
+    payload = payloads["ffv1"]
+    # T is the first varint after magic, version, both flag bytes and the dtype string
+    t_at = 4 + 3 + 1 + payload[7]
+    assert payload[t_at] == 2
+    damaged = payload[:t_at] + varint(2**30 + 2) + payload[t_at + 1 :]  # a 10 TB block
     with pytest.raises(CorruptChunkError, match="does not match layout"):
-        decode_chunk(bytes(payload))
+        decode_chunk(damaged)
+    beyond = payload[:t_at] + varint(2**32) + payload[t_at + 1 :]
+    with pytest.raises(CorruptChunkError, match="beyond 32 bits"):
+        decode_chunk(beyond)
 
 
 def test_integer_nodata_out_of_range_is_corrupt(payloads: dict[str, bytes]) -> None:
     payload = bytearray(payloads["ffv1"])
-    at = _header_length(bytes(payload)) - 4 * 16 - 8  # nodata precedes 4 bands of maps
+    # nodata precedes the 4 bands' smallest values (uint16: lossless maps need no more)
+    at = _header_length(bytes(payload)) - 4 * 2 - 8
     assert payload[at : at + 8] == np.float64(0).tobytes()
     payload[at : at + 8] = np.float64(np.nan).tobytes()
     with pytest.raises(CorruptChunkError, match="nodata"):
@@ -732,7 +819,7 @@ def test_rows_as_frames_round_trip_with_masks_crop_and_bound(
     block[3, 1, 10:20, 5:9] = np.nan
     rows = encode_chunk(block, profile, frames="y", **kwargs)
     header = read_header(rows)
-    assert header.version == chunk_module.MASK_RUNS_VERSION  # 4 with zlib-coded masks
+    assert header.version == chunk_module.FORMAT_VERSION
     assert header.time_in_frame
     assert header.coded is not None
     t, y, x = header.coded
@@ -768,7 +855,7 @@ def test_auto_keeps_dates_as_frames_below_the_threshold_byte_for_byte() -> None:
     assert auto == encode_chunk(
         block, "hevc-12bit-444", quality=20, frames="time", date_order="time"
     )
-    assert read_header(auto).version == 3
+    assert read_header(auto).version == chunk_module.FORMAT_VERSION
 
 
 def test_auto_codes_a_long_hourly_series_with_rows_as_frames_when_it_pays() -> None:
@@ -898,10 +985,10 @@ def test_transposed_flag_is_damage_before_version_11_and_with_rows_or_wavelet(
     payload = payloads["transposed"]
     header = read_header(payload)
     assert header.transposed
-    assert header.version == chunk_module.TRANSPOSED_VERSION
-    as_v10 = payload[:4] + b"\x0a" + payload[5:]
+    assert header.version == chunk_module.FORMAT_VERSION
+    assert decode_chunk(as_version(payload, 11)).shape == header.shape
     with pytest.raises(CorruptChunkError, match="unknown flags"):
-        decode_chunk(as_v10)
+        decode_chunk(as_version(payload, 10))
     for other in (16, 32):  # TIME_IN_FRAME, WAVELET
         damaged = payload[:5] + bytes([payload[5] | other]) + payload[6:]
         with pytest.raises(CorruptChunkError):
@@ -940,7 +1027,7 @@ def test_leftover_pair_shares_a_444_frame_of_the_main_stream(bands: int) -> None
     assert parts_off.header.layout == "planar3"
     assert [s.pix_fmt for s in parts_off.streams][-1] == "yuv420p12le"
     assert parts_pair.header.layout == "planar3-pair"
-    assert parts_pair.header.version == chunk_module.PAIR_VERSION
+    assert parts_pair.header.version == chunk_module.FORMAT_VERSION
     # one 4:4:4 stream: a frame per date for each group of three, and one for the pair
     [stream] = parts_pair.streams
     assert stream.pix_fmt == "yuv444p12le"
@@ -998,10 +1085,10 @@ def test_leftover_pair_must_be_a_known_choice() -> None:
 def test_pair_layout_is_damage_before_version_8() -> None:
     block = _two_band_series()
     payload = encode_chunk(block, quality=20, leftover_pair="always", frames="time")
-    assert payload[4] == chunk_module.PAIR_VERSION
-    as_v7 = payload[:4] + b"\x07" + payload[5:]
+    assert read_header(payload).layout == "planar3-pair"
+    np.testing.assert_array_equal(decode_chunk(as_version(payload, 8)), decode_chunk(payload))
     with pytest.raises(CorruptChunkError, match="layout planar3-pair in a version-7 payload"):
-        decode_chunk(as_v7)
+        decode_chunk(as_version(payload, 7))
 
 
 # ------------------------------------------------------------------- mosaic frames
@@ -1042,7 +1129,7 @@ def test_mosaic_round_trips_with_crop_nodata_and_bound(load_cube: LoadCube) -> N
     )
     header = read_header(payload)
     assert header.mosaic == (2, 2)
-    assert header.version == chunk_module.MOSAIC_VERSION
+    assert header.version == chunk_module.FORMAT_VERSION
     assert header.coded == (9, 32, 32)
     assert header.stream_shape == (3, 4, 64, 64)
     _assert_nodata_exact_and_bounded(payload, block, 30)
@@ -1127,6 +1214,9 @@ def test_mosaic_header_is_damage_before_version_12_or_with_rows_or_wavelet(
     # version 11 reads no second flag byte: the dtype's length byte is off by one
     with pytest.raises(CorruptChunkError):
         decode_chunk(payload[:4] + b"\x0b" + payload[5:])
+    np.testing.assert_array_equal(decode_chunk(as_version(payload, 12)), decode_chunk(payload))
+    with pytest.raises(CorruptChunkError):
+        decode_chunk(as_version(payload, 11))
     for other in (16, 32):  # TIME_IN_FRAME, WAVELET
         damaged = payload[:5] + bytes([payload[5] | other]) + payload[6:]
         with pytest.raises(CorruptChunkError):
@@ -1142,10 +1232,10 @@ def test_mosaic_header_is_damage_before_version_12_or_with_rows_or_wavelet(
             decode_chunk(damaged)
 
 
-def test_mosaic_without_the_flag_writes_what_it_wrote_before(load_cube: LoadCube) -> None:
-    # a chunk kept in one date a frame is written byte for byte as before chunk format 12
+def test_one_date_a_frame_leaves_the_second_flags_clear(load_cube: LoadCube) -> None:
     block = _small_tiles(load_cube, 8)
     payload = encode_chunk(block, quality=12, frames="time")
     header = read_header(payload)
-    assert header.version < chunk_module.MOSAIC_VERSION
+    assert header.mosaic is None
+    assert payload[6] == header.flags2 == 0
     assert header.to_bytes() == payload[: len(header.to_bytes())]

@@ -58,7 +58,7 @@ def test_always_round_trips_floats_with_nan(shape: tuple[int, int, int, int]) ->
     payload, decoded = assert_chunk_roundtrip(block, "hevc-12bit-444", wavelet="always")
     header = read_header(payload)
     assert header.wavelet
-    assert header.version == chunk_module.MASK_RUNS_VERSION  # 5 with zlib-coded masks
+    assert header.version == chunk_module.FORMAT_VERSION
     assert decoded.dtype == np.float32
     assert metrics.psnr(block, decoded) > 30
 
