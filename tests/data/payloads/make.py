@@ -22,7 +22,11 @@ hourly ERA5 2 m temperature (earlier versions write these as version 5 or 6); ve
 transposed-bound-nan-float32``, whole 52 x 46 px frames, which x265 codes smaller
 transposed (earlier versions write these untransposed); version 12 (several dates a
 frame) for ``make.py v12 mosaic-hevc-444 mosaic-bound-nan-float32``, whose
-``frames="mosaic"`` earlier versions refuse.
+``frames="mosaic"`` earlier versions refuse. Version 13 (the compact header, which every
+payload has from it on) for the cases whose header fields differ: ``make.py v13
+ffv1-lossless pred-lossless hevc-444 hevc-luma-nan bound-uint16 bound-float32 edge-chunk
+rows-hevc-444 wavelet-nan-float32 wavelet-edge-chunk pair-hevc-444 order-hevc-444
+transposed-hevc-444 mosaic-hevc-444``.
 
 ``tests/test_compatibility.py`` checks that today's decoder returns, bit for bit, what
 the writing commit's decoder returned. Only the public codec API is used, the same in
