@@ -42,10 +42,11 @@ Layout (little-endian)::
         varint len | residual layer (eocube.residual): the error-bounded correction
 
 ``str`` is a u8 length and ASCII text; ``size`` a u32 before version 13 and a varint of
-at most 32 bits from it; ``axes`` f32 before version 13 and from it int16 multiples of
-``1 / 32767`` (eocube.spectral.AXIS_SCALE). The stream's frame order follows from the layout
-(eocube.packing.plan_layout), so it is not stored. With flag TIME_IN_FRAME (version 4)
-the streams code the coded part with its T and Y axes swapped: frame ``y`` of a band
+at most 32 bits from it; ``axes`` B x B f32 before version 13 and from it B(B+1)/2 - 1
+int16, the basis's Householder vectors (eocube.spectral.stored_axes). The stream's frame
+order follows from the layout (eocube.packing.plan_layout), so it is not stored. With
+flag TIME_IN_FRAME (version 4) the streams code the coded part with its T and Y axes
+swapped: frame ``y`` of a band
 holds that row of every date, one date per frame row (masks and the residual layer keep
 the (T, B, Y, X) order). With flag WAVELET (version 5) the coded part is a wavelet
 coder's (eocube.wavelet), not a video's; masks and the residual layer are unchanged.
@@ -58,7 +59,7 @@ version 10, a wavelet section that models a periodic component along time (coder
 part with its Y and X axes swapped: columns as frame rows, where the codec's frame is
 smaller that way); version 12, a second flag byte and its flag MOSAIC (several dates
 side by side in each frame, where a chunk's frames are small); version 13, the compact
-header (sizes as varints, band ranges in the block's dtype, int16 axes), which every
+header (sizes as varints, band ranges in the block's dtype, Householder axes), which every
 payload is written with. Version 1 (no KLT), 2 (no crop), 3 to 12 payloads read
 unchanged.
 """
@@ -105,10 +106,9 @@ MOSAIC_VERSION = 12
 hold several dates side by side (:mod:`eocube.mosaic`)."""
 COMPACT_VERSION = 13
 """The first version with the compact header: sizes as varints, each band's range in the
-block's own type (its affine map follows from it), the KLT axes as int16 and the streams'
-frame sizes as varints. On a 6-band chunk of 32 x 32 px the header and stream fields
-take 168 bytes less (a 13-band one: about 500), a sixth of such a chunk's payload at
-0.05 bpppb (benchmarks/results/compact_header.md)."""
+block's own type (its affine map follows from it), the KLT basis as int16 Householder
+vectors (:func:`eocube.spectral.stored_axes`) and the streams' frame sizes as varints
+(docs/format.md §6.14; what it saves: benchmarks/results/compact_header.md)."""
 FORMAT_VERSION = COMPACT_VERSION
 """The version every payload is written with (versions 3 to 12 were written where a
 payload needed their fields; readers read them all, :data:`READABLE_VERSIONS`)."""
@@ -317,7 +317,7 @@ class ChunkHeader:
             basis = self.spectral
             w.raw(basis.mean.astype("<f4").tobytes())
             if compact:
-                w.raw(spectral.stored_axes(basis.basis).tobytes())
+                w.raw(_stored_axes(basis).tobytes())
             else:
                 w.raw(basis.basis.astype("<f4").tobytes())
             w.raw(basis.low.astype("<f4").tobytes())
@@ -362,6 +362,15 @@ class ChunkHeader:
         """
         r = data if isinstance(data, ByteReader) else ByteReader(data)
         return _read_header(r)
+
+
+def _stored_axes(basis: spectral.SpectralBasis) -> np.ndarray:
+    """The basis as the compact header stores it; raises if those values do not give
+    back :attr:`SpectralBasis.basis` exactly (a basis that no version-13 header holds)."""
+    stored = basis.stored if basis.stored is not None else spectral.stored_axes(basis.basis)
+    if not np.array_equal(spectral.axes_from_stored(stored, basis.bands), basis.basis):
+        raise ValueError("this KLT basis is not one a version-13 header can store")
+    return stored.astype("<i2")
 
 
 def _write_sizes(w: ByteWriter, sizes: Sequence[int], compact: bool) -> None:
@@ -1466,16 +1475,26 @@ def _read_header(r: ByteReader) -> ChunkHeader:
     basis = None
     if flags & _FLAG_KLT:
         mean = np.frombuffer(r.take(4 * B), dtype="<f4")
+        stored_axes = None
         if compact:
-            stored_axes = np.frombuffer(r.take(2 * B * B), dtype="<i2").reshape(B, B)
-            vectors = spectral.axes_from_stored(stored_axes)
+            stored_axes = np.frombuffer(r.take(2 * (B * (B + 1) // 2 - 1)), dtype="<i2")
+            try:
+                vectors = spectral.axes_from_stored(stored_axes, B)
+            except ValueError as exc:
+                raise CorruptChunkError(f"payload's KLT basis: {exc}") from None
         else:
             vectors = np.frombuffer(r.take(4 * B * B), dtype="<f4").reshape(B, B)
         low = np.frombuffer(r.take(4 * B), dtype="<f4")
         (step,) = r.unpack("d")
         if not (np.isfinite(step) and step > 0):
             raise CorruptChunkError(f"payload has a bad component step {step!r}")
-        basis = spectral.SpectralBasis(mean=mean, basis=vectors, low=low, step=step)
+        basis = spectral.SpectralBasis(
+            mean=mean,
+            basis=vectors,
+            low=low,
+            step=step,
+            stored=None if stored_axes is None else stored_axes.astype(np.int16),
+        )
     if flags & _FLAG_TRANSPOSED and flags & _FLAG_TIME_IN_FRAME:
         raise CorruptChunkError("payload has flags TRANSPOSED and TIME_IN_FRAME together")
     dates = coded[0] if coded is not None else shape[0]

@@ -14,11 +14,11 @@ The transform works on the band codes (each band already mapped onto
 each band weighs by its range, as in the per-band PSNR of eocube.metrics. Components
 are quantized with one common step, the one that fits the widest component into the
 codes. The band means and the component offsets are stored (float32) in the chunk
-header, the basis as int16 multiples of ``1 / AXIS_SCALE`` (chunk format 13 on; float32
-before): :func:`fit` rounds the axes so, and the encoder projects with the exact inverse
-of the rounded basis (:attr:`SpectralBasis.forward`), so that decoding, an affine map from
-the B component codes of a pixel to its B values (:func:`mix`) clipped to each band's
-range, undoes it with the basis as stored.
+header, the basis as Householder vectors in int16 (chunk format 13 on, :func:`stored_axes`;
+float32 entries before): :func:`fit` rounds the axes so, and the encoder projects with
+the inverse of the rebuilt basis (:attr:`SpectralBasis.forward`), so that decoding, an
+affine map from the B component codes of a pixel to its B values (:func:`mix`) clipped
+to each band's range, undoes it with the basis as stored.
 
 Lossless profiles never use it: the rotation is not exact in integers.
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numba
@@ -40,9 +40,12 @@ TRANSFORMS = ("none", "klt")
 """Spectral transforms a profile may name."""
 
 AXIS_SCALE = 32767
-"""Stored axes are int16 multiples of ``1 / AXIS_SCALE`` (chunk format 13 on): each entry
-within 1.5e-5 of the eigenvector's, 2 bytes where float32 took 4 (a 13-band chunk's
-header 338 bytes smaller)."""
+"""Chunk format 13 stores the basis as B - 1 Householder vectors, each scaled to a largest
+entry of 1 and stored as int16 multiples of ``1 / AXIS_SCALE`` (:func:`stored_axes`):
+B(B + 1)/2 - 1 int16 values where the B x B float32 entries took twice as many bytes
+and more (a 13-band chunk's header 494 bytes smaller, a 40-band one's 4802). The product
+of the reflections is orthonormal whatever the rounding of the vectors, which moves
+each axis by about 1e-5."""
 
 MIN_GAIN_DB = 2.0
 """The least predicted gain (:func:`gain_db`) for which a chunk is rotated.
@@ -56,7 +59,7 @@ Measured on the dev corpus (benchmarks/results/rd): reflectance cubes predict 2.
 @dataclass(frozen=True)
 class SpectralBasis:
     """The component map of one chunk: ``code = mean + basis @ component`` (and so
-    ``component = basis.T @ (code - mean)``, to within the rounding of the basis).
+    ``component = basis.T @ (code - mean)``, to within float32 rounding).
 
     Component ``k`` is stored as the code ``round((component_k - low_k) / step)``.
 
@@ -65,9 +68,8 @@ class SpectralBasis:
     mean : ndarray of float32, shape (B,)
         Mean band code over the chunk.
     basis : ndarray of float32, shape (B, B)
-        Orthonormal (to within the rounding of its entries to :data:`AXIS_SCALE` parts);
-        column ``k`` is component ``k``, by decreasing variance. Decoding maps
-        component codes back to band codes with it.
+        Orthonormal (to within float32 rounding); column ``k`` is component ``k``, by
+        decreasing variance. Decoding maps component codes back to band codes with it.
     low : ndarray of float32, shape (B,)
         The smallest value of each component.
     step : float
@@ -78,6 +80,9 @@ class SpectralBasis:
     basis: np.ndarray
     low: np.ndarray
     step: float
+    stored: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """The basis as chunk format 13 stores it (:func:`stored_axes`), where known: the
+    header writes these very values, which :attr:`basis` is rebuilt from."""
 
     @property
     def bands(self) -> int:
@@ -87,19 +92,78 @@ class SpectralBasis:
     @cached_property
     def forward(self) -> np.ndarray:
         """The encoder's map (float64, (B, B)): ``component = forward.T @ (code - mean)``,
-        the exact inverse of :attr:`basis`, so that a rounded basis still decodes what
-        was coded."""
+        the inverse of :attr:`basis` as float64 holds it, so that the float32 basis the
+        decoder uses undoes exactly what was coded."""
         return np.ascontiguousarray(np.linalg.inv(self.basis.astype(np.float64)).T)
 
 
 def stored_axes(axes: np.ndarray) -> np.ndarray:
-    """Axes (B, B) as chunk format 13 stores them: int16 multiples of ``1 / AXIS_SCALE``."""
-    return np.rint(np.clip(axes.astype(np.float64), -1.0, 1.0) * AXIS_SCALE).astype("<i2")
+    """Orthonormal axes (B, B) as chunk format 13 stores them: the Householder vectors
+    ``v_0 .. v_{B-2}`` (``v_k`` of length ``B - k``) whose reflections ``H_k = I - 2 v
+    vᵀ / (vᵀ v)``, acting on rows ``k ..`` of a vector, multiply to axes within about
+    1e-5 of ``axes`` (each column up to its sign, which a principal axis leaves free),
+    each scaled to a largest entry of 1, as int16 multiples of ``1 / AXIS_SCALE``, one
+    after the other (int16, length B(B + 1)/2 - 1). :func:`axes_from_stored` rebuilds
+    the axes from them.
+
+    Each vector is fitted to what the rounded reflections before it left, so the
+    rounding does not add up from one to the next.
+    """
+    work = np.array(axes, dtype=np.float64)
+    B = work.shape[0]
+    stored = []
+    for k in range(B - 1):
+        x = work[k:, k]
+        alpha = -math.copysign(float(np.linalg.norm(x)), float(x[0]))
+        v = x.copy()
+        v[0] -= alpha  # |v[0]| >= |x|, which is 1 for orthonormal axes: never 0
+        q = np.rint(v / np.abs(v).max() * AXIS_SCALE).astype("<i2")
+        stored.append(q)
+        rounded = q.astype(np.float64) / AXIS_SCALE
+        work[k:, :] -= np.outer(rounded, 2.0 * (rounded @ work[k:, :]) / (rounded @ rounded))
+    return np.concatenate(stored) if stored else np.zeros(0, "<i2")
 
 
-def axes_from_stored(stored: np.ndarray) -> np.ndarray:
-    """The axes (float32) that :func:`stored_axes` output stands for."""
-    return (stored.astype(np.float64) / AXIS_SCALE).astype(np.float32)
+def axes_from_stored(stored: np.ndarray, bands: int) -> np.ndarray:
+    """The axes (float32, (bands, bands)) that :func:`stored_axes` output stands for:
+    ``H_0 H_1 .. H_{B-2}``, computed in float64 in a fixed order (the same on every
+    machine), then rounded to float32.
+
+    Raises
+    ------
+    ValueError
+        If ``stored`` is not ``bands (bands + 1) / 2 - 1`` values, or a vector is 0.
+    """
+    if stored.shape != (bands * (bands + 1) // 2 - 1,):
+        raise ValueError(f"{stored.size} stored axis values cannot be {bands} bands' axes")
+    vectors = stored.astype(np.float64) / AXIS_SCALE
+    lengths = range(bands, 1, -1)
+    ends = np.cumsum(lengths)
+    if any(not vectors[end - n : end].any() for end, n in zip(ends, lengths, strict=True)):
+        raise ValueError("a stored Householder vector is 0")
+    return _householder_product(vectors, bands).astype(np.float32)
+
+
+@numba.njit(nogil=True, cache=True)
+def _householder_product(vectors, B):  # pragma: no cover - compiled
+    axes = np.eye(B)
+    # H_0 (H_1 (... (H_{B-2} I))): the last reflection first
+    end = vectors.shape[0]
+    for k in range(B - 2, -1, -1):
+        n = B - k
+        v = vectors[end - n : end]
+        end -= n
+        vv = 0.0
+        for i in range(n):
+            vv += v[i] * v[i]
+        for j in range(B):
+            dot = 0.0
+            for i in range(n):
+                dot += v[i] * axes[k + i, j]
+            f = 2.0 * dot / vv
+            for i in range(n):
+                axes[k + i, j] -= f * v[i]
+    return axes
 
 
 @numba.njit(nogil=True, parallel=True, cache=True)
@@ -218,11 +282,14 @@ def _complete(
     codes: np.ndarray, mean: np.ndarray, axes: np.ndarray, height: int, width: int, bits: int
 ) -> SpectralBasis:
     # the axes as the header stores them: what decoding will use
-    basis = axes_from_stored(stored_axes(axes))
+    stored = stored_axes(axes)
+    basis = axes_from_stored(stored, axes.shape[0])
     rotation = SpectralBasis(mean=mean, basis=basis, low=np.zeros_like(mean), step=1.0)
     lo, hi = _component_ranges(codes, mean.astype(np.float64), rotation.forward, height, width)
     step = float(max((hi - lo).max(), 1.0)) / ((1 << bits) - 1)
-    return SpectralBasis(mean=mean, basis=basis, low=lo.astype(np.float32), step=step)
+    return SpectralBasis(
+        mean=mean, basis=basis, low=lo.astype(np.float32), step=step, stored=stored
+    )
 
 
 def fit(codes: np.ndarray, height: int, width: int, bits: int) -> SpectralBasis:

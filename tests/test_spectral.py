@@ -48,17 +48,37 @@ def test_basis_is_orthonormal_and_sorted_by_variance() -> None:
     codes = _codes(bands)
     basis = spectral.fit(codes, 40, 48, 12)
     v = basis.basis.astype(np.float64)
-    # orthonormal to within the rounding of its entries to the int16 steps it is stored in
-    np.testing.assert_allclose(v.T @ v, np.eye(4), atol=4 / spectral.AXIS_SCALE)
-    stored = spectral.stored_axes(basis.basis)
-    assert stored.dtype == np.dtype("<i2")
-    np.testing.assert_array_equal(spectral.axes_from_stored(stored), basis.basis)
-    # the encoder's map is the exact inverse of the stored one
+    # a product of reflections: orthonormal whatever the rounding of their vectors
+    np.testing.assert_allclose(v.T @ v, np.eye(4), atol=1e-6)
+    # 4 + 3 + 2 int16 values, from which the header's reader rebuilds the very basis
+    assert basis.stored is not None
+    assert basis.stored.shape == (9,)
+    np.testing.assert_array_equal(spectral.axes_from_stored(basis.stored, 4), basis.basis)
+    # the encoder's map is the inverse of the basis the decoder uses
     np.testing.assert_allclose(basis.forward.T @ v, np.eye(4), atol=1e-12)
     components = spectral.project(codes, basis, 12).astype(np.float64)
     variances = components.transpose(1, 0, 2, 3).reshape(4, -1).var(axis=1)
     assert np.all(np.diff(variances) <= 1e-9 + 0.01 * variances[0])
     assert variances[0] > 10 * variances[-1]
+
+
+@pytest.mark.parametrize("bands", [2, 3, 7, 40])
+def test_stored_axes_rebuild_the_principal_axes_up_to_their_signs(bands: int) -> None:
+    rng = np.random.default_rng(bands)
+    axes, _ = np.linalg.qr(rng.normal(size=(bands, bands)))
+    stored = spectral.stored_axes(axes)
+    assert stored.dtype == np.dtype("<i2")
+    assert stored.size == bands * (bands + 1) // 2 - 1
+    rebuilt = spectral.axes_from_stored(stored, bands).astype(np.float64)
+    signs = np.sign((rebuilt * axes).sum(axis=0))
+    np.testing.assert_allclose(rebuilt * signs, axes, atol=1e-4)
+    np.testing.assert_allclose(rebuilt.T @ rebuilt, np.eye(bands), atol=1e-6)
+    with pytest.raises(ValueError, match="cannot be"):
+        spectral.axes_from_stored(stored[:-1], bands)
+    zero = stored.copy()
+    zero[:bands] = 0  # the first vector
+    with pytest.raises(ValueError, match="is 0"):
+        spectral.axes_from_stored(zero, bands)
 
 
 def test_project_then_mix_inverts_within_rounding() -> None:
@@ -147,7 +167,7 @@ def test_candidates_add_the_detail_axes_where_they_differ(load_cube: LoadCube) -
     assert detail is not None
     for basis in (values, detail):
         v = basis.basis.astype(np.float64)
-        np.testing.assert_allclose(v.T @ v, np.eye(13), atol=13 / spectral.AXIS_SCALE)
+        np.testing.assert_allclose(v.T @ v, np.eye(13), atol=1e-6)
     assert (
         spectral.gain_db(codes, detail, height, width)
         >= spectral.gain_db(codes, values, height, width) + spectral.DETAIL_MIN_DB
@@ -240,6 +260,21 @@ def _rotated_payload() -> bytes:
     payload = encode_chunk(block.astype(np.float32), "hevc-12bit-444", quality=20)
     assert read_header(payload).spectral is not None
     return payload
+
+
+def test_a_stored_basis_with_a_zero_vector_is_corrupt() -> None:
+    payload = _rotated_payload()
+    header = read_header(payload)
+    assert header.date_order is None
+    assert header.mosaic is None
+    # the header ends with the axes (3 + 2 int16), the components' lows and the step
+    axes_at = len(header.to_bytes()) - 8 - 4 * 3 - 2 * 5
+    np.testing.assert_array_equal(
+        np.frombuffer(payload[axes_at : axes_at + 10], "<i2"), header.spectral.stored
+    )
+    damaged = payload[:axes_at] + bytes(6) + payload[axes_at + 6 :]
+    with pytest.raises(CorruptChunkError, match="KLT basis"):
+        decode_chunk(damaged)
 
 
 def test_unknown_flags_and_klt_in_version_1_are_corrupt() -> None:
