@@ -136,12 +136,10 @@ def axes_from_stored(stored: np.ndarray, bands: int) -> np.ndarray:
     """
     if stored.shape != (bands * (bands + 1) // 2 - 1,):
         raise ValueError(f"{stored.size} stored axis values cannot be {bands} bands' axes")
-    vectors = stored.astype(np.float64) / AXIS_SCALE
-    lengths = range(bands, 1, -1)
-    ends = np.cumsum(lengths)
-    if any(not vectors[end - n : end].any() for end, n in zip(ends, lengths, strict=True)):
+    axes, complete = _householder_product(stored.astype(np.float64) / AXIS_SCALE, bands)
+    if not complete:
         raise ValueError("a stored Householder vector is 0")
-    return _householder_product(vectors, bands).astype(np.float32)
+    return axes.astype(np.float32)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -156,6 +154,8 @@ def _householder_product(vectors, B):  # pragma: no cover - compiled
         vv = 0.0
         for i in range(n):
             vv += v[i] * v[i]
+        if vv == 0.0:
+            return axes, False
         for j in range(B):
             dot = 0.0
             for i in range(n):
@@ -163,7 +163,7 @@ def _householder_product(vectors, B):  # pragma: no cover - compiled
             f = 2.0 * dot / vv
             for i in range(n):
                 axes[k + i, j] -= f * v[i]
-    return axes
+    return axes, True
 
 
 @numba.njit(nogil=True, parallel=True, cache=True)
