@@ -28,7 +28,9 @@ Layout (little-endian)::
                                           (flag TRANSPOSED, version 11: nothing more)
     u8 n_streams, each:
         str decoder | str pix_fmt | size height, width, frames
-        varint len(extradata) | extradata | varint n_packets | varint sizes... | packets
+        varint len(extradata) | extradata | [varint len(prefix) | prefix]   (version 13)
+        varint n_packets | varint sizes... | packets   (from version 13 each less the
+                                          prefix every packet starts with)
     -- or, with flag WAVELET (version 5), whose band maps hold each band's (min, max),
        in place of the streams:
     str coder | per band: u32 crc32 | varint len | bitstream
@@ -1279,11 +1281,13 @@ def _video_part(
         w.text(stream.pix_fmt)
         _write_sizes(w, (stream.height, stream.width, stream.frames), compact=True)
         w.blob(stream.extradata)
+        prefix = shared_prefix(stream.packets)
+        w.blob(prefix)
         w.varint(len(stream.packets))
         for p in stream.packets:
-            w.varint(len(p))
+            w.varint(len(p) - len(prefix))
         for p in stream.packets:
-            w.raw(p)
+            w.raw(p[len(prefix) :])
     if invalid is not None and time_in_frame:
         invalid = invalid.transpose(2, 1, 0, 3)
     elif invalid is not None and transposed:
@@ -1538,12 +1542,27 @@ def read_header(payload: bytes) -> ChunkHeader:
     return ChunkHeader.from_bytes(payload)
 
 
+def shared_prefix(packets: Sequence[bytes]) -> bytes:
+    """The bytes every one of a stream's packets starts with, which a version-13 payload
+    stores once (empty for fewer than two packets): HEVC and H.264 packets all start
+    with the 4-byte start code, AV1 ones with a temporal delimiter."""
+    if len(packets) < 2:
+        return b""
+    shortest = min(len(p) for p in packets)
+    first = packets[0]
+    n = 0
+    while n < shortest and all(p[n] == first[n] for p in packets):
+        n += 1
+    return bytes(first[:n])
+
+
 def _read_stream(r: ByteReader, compact: bool) -> video.EncodedStream:
     decoder, pix_fmt = r.text(), r.text()
     height, width, frames = _read_sizes(r, 3, compact)
     extradata = bytes(r.blob())
+    prefix = bytes(r.blob()) if compact else b""
     sizes = [r.varint() for _ in range(r.varint())]
-    packets = tuple(bytes(r.take(n)) for n in sizes)
+    packets = tuple(prefix + bytes(r.take(n)) for n in sizes)
     return video.EncodedStream(decoder, pix_fmt, height, width, frames, packets, extradata)
 
 

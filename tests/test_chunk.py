@@ -437,6 +437,33 @@ def test_compact_header_refuses_a_band_range_out_of_order() -> None:
         decode_chunk(swapped)
 
 
+def test_shared_prefix_is_what_every_packet_starts_with() -> None:
+    assert chunk_module.shared_prefix([]) == b""
+    assert chunk_module.shared_prefix([b"\x00\x00\x00\x01abc"]) == b""  # one packet
+    packets = [b"\x00\x00\x00\x01\x40\x01", b"\x00\x00\x00\x01\x02", b"\x00\x00\x00\x01"]
+    assert chunk_module.shared_prefix(packets) == b"\x00\x00\x00\x01"
+    assert chunk_module.shared_prefix([b"ab", b"cd"]) == b""
+
+
+def test_packets_are_stored_without_their_shared_start_code() -> None:
+    block = np.random.default_rng(5).integers(500, 1500, (6, 1, 40, 48)).astype(np.uint16)
+    payload = encode_chunk(block, "hevc-12bit-420-luma", quality=24, frames="time")
+    (stream,) = chunk_module.parse_chunk(payload).streams
+    assert len(stream.packets) == 6
+    # the reader gives the decoder the encoder's packets, start codes in front
+    assert all(p[:4] == b"\x00\x00\x00\x01" for p in stream.packets)
+    legacy = as_version(payload, 12)
+    # 5 start codes fewer, 1 byte of prefix length, 4 of the prefix itself, and
+    # varints where version 12 has 12 bytes of u32 sizes in the stream and 16 in the header
+    assert len(legacy) - len(payload) >= 5 * 4 - 5 + 12 - 3
+    np.testing.assert_array_equal(decode_chunk(legacy), decode_chunk(payload))
+    # the stream's prefix is the blob before its packet count: damage its length
+    at = payload.index(b"\x04\x00\x00\x00\x01")  # len(prefix) and the prefix
+    damaged = payload[:at] + b"\x7f" + payload[at + 1 :]
+    with pytest.raises(CorruptChunkError):
+        decode_chunk(damaged)
+
+
 def test_read_header_reports_what_was_encoded() -> None:
     block = np.arange(2 * 5 * 9 * 11, dtype=np.int16).reshape(2, 5, 9, 11) - 300
     payload = encode_chunk(block, "hevc-12bit-444", nodata=-300, leftover_pair="off")
