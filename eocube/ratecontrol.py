@@ -681,7 +681,12 @@ def search(
             tol = max(tol, BPPPB_STORE_TOLERANCE * store_bpppb / target_bpppb)
         trial = trial_of(bounds.get(name), False)
         quality, made = quality_for_bpppb(trial, prof, target_bpppb, tol)
-        if all(t.bpppb > target_bpppb * (1 + tol) for t in made):
+        # out of reach, or reached only past the codec's knee (a store whose overhead was
+        # underestimated then misses, and its payload would not shrink meaningfully)
+        if (
+            all(t.bpppb > target_bpppb * (1 + tol) for t in made)
+            or before_the_floor(made).quality < quality
+        ):
             searched.floored.add(name)
         finest = min(made, key=lambda t: t.quality)
         assert prof.quality is not None
