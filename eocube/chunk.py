@@ -1562,7 +1562,8 @@ def _read_stream(r: ByteReader, compact: bool) -> video.EncodedStream:
     extradata = bytes(r.blob())
     prefix = bytes(r.blob()) if compact else b""
     sizes = [r.varint() for _ in range(r.varint())]
-    packets = tuple(prefix + bytes(r.take(n)) for n in sizes)
+    # one copy of each packet, its prefix in front
+    packets = tuple(b"".join((prefix, r.take(n))) for n in sizes)
     return video.EncodedStream(decoder, pix_fmt, height, width, frames, packets, extradata)
 
 
