@@ -312,7 +312,7 @@ class ChunkHeader:
         if self.nodata is not None:
             w.pack("d", self.nodata)
         if compact:
-            w.raw(self._band_ranges().tobytes())
+            w.raw(self._stored_ranges().tobytes())
         else:
             w.raw(np.stack([self.offset, self.scale], axis=1).astype("<f8").tobytes())
         if self.spectral is not None:
@@ -331,7 +331,7 @@ class ChunkHeader:
                 w.varint(date)
         return w.getvalue()
 
-    def _band_ranges(self) -> np.ndarray:
+    def _stored_ranges(self) -> np.ndarray:
         """The band maps as the compact header stores them (:data:`COMPACT_VERSION`): each
         band's smallest and largest value (the smallest alone under EXACT, whose scale is
         1), in the block's own type, whose values they are. Raises if they do not give
