@@ -108,11 +108,20 @@ class ByteReader:
 
     def varint(self) -> int:
         """An unsigned LEB128 varint of at most 64 bits."""
+        # byte by byte from the view: a header holds dozens of these (sizes, packet
+        # sizes, a date order), and struct per byte was most of its parse
+        data, pos, end = self.data, self.pos, len(self.data)
         value = shift = 0
         while True:
-            (byte,) = self.unpack("B")
+            if pos >= end:
+                raise CorruptChunkError(
+                    f"{self.what} truncated: needs {pos + 1} bytes at least, has {end}"
+                )
+            byte = data[pos]
+            pos += 1
             value |= (byte & 0x7F) << shift
             if not byte & 0x80:
+                self.pos = pos
                 return value
             shift += 7
             if shift >= MAX_VARINT_BITS:
