@@ -425,7 +425,7 @@ def _maps_from_ranges(
     low, high = values[:, 0], values[:, 1]
     if wavelet:
         return low, high
-    return low, (high - low) / float((1 << bits) - 1)
+    return low, packing.lossy_scale(low, high, bits)
 
 
 def _resolve_nodata(dtype: np.dtype, nodata: float | None) -> float | None:

@@ -227,8 +227,15 @@ def band_maps(
         # A constant band (or one whose span underflows) gets scale 0: it decodes to its
         # value whatever code the lossy codec returns. With scale 1, a codec error of one
         # code moved it by one data unit, out of the band's range.
-        scale = span / max_code
+        scale = lossy_scale(lo, hi, bits)
     return BandMaps(offset=lo, scale=scale, valid=valid)
+
+
+def lossy_scale(low: np.ndarray, high: np.ndarray, bits: int) -> np.ndarray:
+    """The scale that maps each band's range ``low .. high`` (float64) onto the codes
+    ``0 .. 2**bits - 1``: the one lossy payloads quantise with, which a version-13
+    header's reader derives from the stored range (eocube.chunk), bit for bit."""
+    return (high - low) / ((1 << bits) - 1)
 
 
 FILLS = ("pyramid", "rows")
