@@ -1,14 +1,19 @@
 """Little-endian byte strings with lengths and varints, as eocube's payload formats write them.
 
-``str`` fields are a ``u8`` length and ASCII text; ``blob`` fields a varint length and
-bytes; varints are unsigned LEB128 (7 bits a byte, low group first, high bit set on every
-byte but the last). :class:`ByteWriter` writes them, :class:`ByteReader` reads them back
+``str`` fields are a ``u8`` length and ASCII text; ``name`` fields a ``u8``: 0 and a
+``str``, or ``i`` for the ``i``-th entry (from 1) of a fixed vocabulary; ``blob`` fields a
+varint length and bytes; varints are unsigned LEB128 (7 bits a byte, low group first,
+high bit set on every byte but the last); ``bits`` fields unsigned integers of ``n`` bits
+each, most significant bit first, in as many bytes as they fill, the last padded with
+zero bits. :class:`ByteWriter` writes them, :class:`ByteReader` reads them back
 and raises :class:`~eocube.errors.CorruptChunkError` on anything short or malformed.
 """
 
 from __future__ import annotations
 
 import struct
+
+import numpy as np
 
 from eocube.errors import CorruptChunkError
 
@@ -50,9 +55,25 @@ class ByteWriter:
         self.pack("B", len(data))
         self.parts.append(data)
 
+    def name(self, value: str, vocabulary: tuple[str, ...]) -> None:
+        """``value`` as its index (from 1) in ``vocabulary``, or 0 and its text."""
+        if value in vocabulary:
+            self.pack("B", vocabulary.index(value) + 1)
+        else:
+            self.pack("B", 0)
+            self.text(value)
+
     def varint(self, value: int) -> None:
         """An unsigned LEB128 varint."""
         self.parts.append(varint(value))
+
+    def bits(self, values: np.ndarray, n: int) -> None:
+        """Unsigned integers below ``2**n``, ``n`` bits each (1 to 32)."""
+        v = np.asarray(values, dtype=np.int64).ravel()
+        if v.size and (v.min() < 0 or v.max() >> n):
+            raise ValueError(f"values {v.min()} .. {v.max()} do not fit {n} bits")
+        shifts = np.arange(n - 1, -1, -1, dtype=np.int64)
+        self.parts.append(np.packbits(((v[:, None] >> shifts) & 1).astype(np.uint8)).tobytes())
 
     def blob(self, data: bytes) -> None:
         """A varint length and the bytes."""
@@ -105,6 +126,25 @@ class ByteReader:
             return bytes(self.take(n)).decode("ascii")
         except UnicodeDecodeError:
             raise CorruptChunkError(f"{self.what} header holds a non-ASCII name") from None
+
+    def name(self, vocabulary: tuple[str, ...]) -> str:
+        """A name written by :meth:`ByteWriter.name` with the same ``vocabulary``."""
+        (index,) = self.unpack("B")
+        if index == 0:
+            return self.text()
+        if index > len(vocabulary):
+            raise CorruptChunkError(f"{self.what} names entry {index} of {len(vocabulary)}")
+        return vocabulary[index - 1]
+
+    def bits(self, count: int, n: int) -> np.ndarray:
+        """``count`` integers of ``n`` bits (int64), as :meth:`ByteWriter.bits` wrote them."""
+        total = count * n
+        data = np.frombuffer(self.take((total + 7) // 8), dtype=np.uint8)
+        flat = np.unpackbits(data)
+        if flat[total:].any():
+            raise CorruptChunkError(f"{self.what} has bits set past its {count} values")
+        weights = np.int64(1) << np.arange(n - 1, -1, -1, dtype=np.int64)
+        return flat[:total].reshape(count, n).astype(np.int64) @ weights
 
     def varint(self) -> int:
         """An unsigned LEB128 varint of at most 64 bits."""

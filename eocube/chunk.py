@@ -3,20 +3,21 @@
 Layout (little-endian)::
 
     magic "EOCB" | u8 format version | u8 flags | [u8 flags2]   (version 12 on)
-    str dtype | size T, B, Y, X
+    name dtype | size T, B, Y, X
     [size T', Y', X' | f64 fill]         (flag CROPPED, version 3) only
                                           block[:T', :, :Y', :X'] is coded, the rest of
                                           the block is ``fill`` (the padding zarr adds
                                           at the array's end); what follows describes
                                           the coded part
-    u8 bits | str layout | str profile
+    u8 bits | name layout | name profile
     [f64 nodata]                          (flag NODATA)
     band maps                             per-band affine map: value = offset + code * scale;
                                           before version 13 B x (f64 offset, f64 scale),
                                           from 13 B x (min, max) in the block's dtype
                                           (min alone under EXACT: scale 1), whose map is
                                           offset = min, scale = (max - min) / (2**bits - 1)
-    [f32 mean[B] | axes basis[B, B] | f32 low[B] | f64 step]
+    [f32 mean[B] | axes basis[B, B] | f32 low[B] | f64 step]   (before version 14)
+    [f32 origin[B] | axes basis[B, B] | f32 step]              (from version 14)
                                           (flag KLT, version 2) the planes hold principal
                                           components of the band codes (eocube.spectral)
     [u8 rows, cols]                       (flags2 MOSAIC, version 12) the streams' frames
@@ -27,7 +28,7 @@ Layout (little-endian)::
                                           this order (eocube.dateorder)
                                           (flag TRANSPOSED, version 11: nothing more)
     u8 n_streams, each:
-        str decoder | str pix_fmt | size height, width, frames
+        name decoder | name pix_fmt | size height, width, frames
         varint len(extradata) | extradata | [varint len(prefix) | prefix]   (version 13)
         varint n_packets | varint sizes... | packets   (from version 13 each less the
                                           prefix every packet starts with)
@@ -43,9 +44,12 @@ Layout (little-endian)::
     u8 n_residuals (0 or 1), each:
         varint len | residual layer (eocube.residual): the error-bounded correction
 
-``str`` is a u8 length and ASCII text; ``size`` a u32 before version 13 and a varint of
-at most 32 bits from it; ``axes`` B x B f32 before version 13 and from it B(B+1)/2 - 1
-int16, the basis's Householder vectors (eocube.spectral.stored_axes). The stream's frame
+``str`` is a u8 length and ASCII text; ``name`` a ``str`` before version 14 and from it a
+u8, the entry of :data:`NAMES` it is (from 1), or 0 and a ``str``; ``size`` a u32 before
+version 13 and a varint of at most 32 bits from it; ``axes`` B x B f32 before version 13,
+from it B(B+1)/2 - 1 values of the basis's Householder vectors
+(eocube.spectral.stored_axes): int16 in version 13, 10 bits each (offset by 512) from
+version 14, packed. The stream's frame
 order follows from the layout (eocube.packing.plan_layout), so it is not stored. With
 flag TIME_IN_FRAME (version 4) the streams code the coded part with its T and Y axes
 swapped: frame ``y`` of a band
@@ -61,9 +65,10 @@ version 10, a wavelet section that models a periodic component along time (coder
 part with its Y and X axes swapped: columns as frame rows, where the codec's frame is
 smaller that way); version 12, a second flag byte and its flag MOSAIC (several dates
 side by side in each frame, where a chunk's frames are small); version 13, the compact
-header (sizes as varints, band ranges in the block's dtype, Householder axes), which every
-payload is written with. Version 1 (no KLT), 2 (no crop), 3 to 12 payloads read
-unchanged.
+header (sizes as varints, band ranges in the block's dtype, Householder axes); version 14,
+the lean header (names as entries of a vocabulary, the KLT's origin in place of its mean
+and offsets, 10-bit Householder values, a float32 step), which every payload is written
+with. Version 1 (no KLT), 2 (no crop), 3 to 13 payloads read unchanged.
 """
 
 from __future__ import annotations
@@ -111,10 +116,60 @@ COMPACT_VERSION = 13
 block's own type (its affine map follows from it), the KLT basis as int16 Householder
 vectors (:func:`eocube.spectral.stored_axes`) and the streams' frame sizes as varints
 (docs/format.md §6.14; what it saves: benchmarks/results/compact_header.md)."""
-FORMAT_VERSION = COMPACT_VERSION
+LEAN_VERSION = 14
+"""The first version with the lean header: dtype, layout, profile, decoder and pixel
+format as entries of :data:`NAMES`, the KLT as the components' origin, 10-bit Householder
+vectors and a float32 step (docs/format.md §6.15; what it saves:
+benchmarks/results/lean_header.md)."""
+FORMAT_VERSION = LEAN_VERSION
 """The version every payload is written with (versions 3 to 12 were written where a
 payload needed their fields; readers read them all, :data:`READABLE_VERSIONS`)."""
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
+NAMES = (
+    "|u1",
+    "<u2",
+    "<i2",
+    "<i4",
+    "<f4",
+    "<f8",
+    "planar3",
+    "planar3-pair",
+    "luma",
+    "bands-as-frames",
+    "hevc-12bit-444",
+    "hevc-12bit-444-gbr",
+    "hevc-12bit-444-wavelet",
+    "hevc-12bit-420-luma",
+    "hevc-12bit-bands",
+    "hevc-lossless",
+    "av1-10bit",
+    "h264-10bit",
+    "vp9-8bit-444",
+    "ffv1-lossless",
+    "eocube-lossless",
+    "hevc",
+    "libdav1d",
+    "h264",
+    "vp9",
+    "ffv1",
+    "eocube-pred",
+    "gray",
+    "gray10le",
+    "gray12le",
+    "gray16le",
+    "yuv420p",
+    "yuv420p10le",
+    "yuv420p12le",
+    "yuv444p",
+    "yuv444p10le",
+    "yuv444p12le",
+    "gbrp",
+    "gbrp10le",
+    "gbrp12le",
+)
+"""The names a version-14 payload writes as one byte, their index here plus one (the
+vocabulary of docs/format.md §6.15: fixed for good, since a reader maps the bytes back
+with it); any other name is written as 0 and its text."""
 _U32_MAX = 0xFFFFFFFF
 
 _FLAG_NODATA = 1
@@ -300,15 +355,16 @@ class ChunkHeader:
         if self.version >= MOSAIC_VERSION:
             w.pack("B", self.flags2)
         compact = self.version >= COMPACT_VERSION
-        w.text(self.dtype.str)
+        lean = self.version >= LEAN_VERSION
+        _write_name(w, self.dtype.str, lean)
         _write_sizes(w, self.shape, compact)
         if self.coded is not None:
             assert self.fill is not None
             _write_sizes(w, self.coded, compact)
             w.pack("d", self.fill)
         w.pack("B", self.bits)
-        w.text(self.layout)
-        w.text(self.profile)
+        _write_name(w, self.layout, lean)
+        _write_name(w, self.profile, lean)
         if self.nodata is not None:
             w.pack("d", self.nodata)
         if compact:
@@ -316,14 +372,7 @@ class ChunkHeader:
         else:
             w.raw(np.stack([self.offset, self.scale], axis=1).astype("<f8").tobytes())
         if self.spectral is not None:
-            basis = self.spectral
-            w.raw(basis.mean.astype("<f4").tobytes())
-            if compact:
-                w.raw(_stored_axes(basis).tobytes())
-            else:
-                w.raw(basis.basis.astype("<f4").tobytes())
-            w.raw(basis.low.astype("<f4").tobytes())
-            w.pack("d", basis.step)
+            _write_basis(w, self.spectral, self.version)
         if self.mosaic is not None:
             w.pack("BB", *self.mosaic)
         if self.date_order is not None:
@@ -366,13 +415,57 @@ class ChunkHeader:
         return _read_header(r)
 
 
-def _stored_axes(basis: spectral.SpectralBasis) -> np.ndarray:
-    """The basis as the compact header stores it; raises if those values do not give
-    back :attr:`SpectralBasis.basis` exactly (a basis that no version-13 header holds)."""
-    stored = basis.stored if basis.stored is not None else spectral.stored_axes(basis.basis)
-    if not np.array_equal(spectral.axes_from_stored(stored, basis.bands), basis.basis):
-        raise ValueError("this KLT basis is not one a version-13 header can store")
-    return stored.astype("<i2")
+def _write_name(w: ByteWriter, value: str, lean: bool) -> None:
+    if lean:
+        w.name(value, NAMES)
+    else:
+        w.text(value)
+
+
+def _read_name(r: ByteReader, lean: bool) -> str:
+    return r.name(NAMES) if lean else r.text()
+
+
+def _write_basis(w: ByteWriter, basis: spectral.SpectralBasis, version: int) -> None:
+    """The KLT fields of a version-``version`` header. Raises ValueError for a basis that
+    such a header cannot hold exactly (from version 14: an origin or step that is not
+    float32, axes that are not those of 10-bit Householder vectors)."""
+    B = basis.bands
+    if version >= LEAN_VERSION:
+        origin = basis.origin.astype("<f4")
+        step = np.float32(basis.step)
+        if not (np.array_equal(origin, basis.origin) and float(step) == basis.step):
+            raise ValueError("this KLT origin or step is not one of float32 values")
+        w.raw(origin.tobytes())
+        w.bits(
+            _stored_axes(basis, spectral.AXIS_SCALE) + (1 << (spectral.AXIS_BITS - 1)),
+            spectral.AXIS_BITS,
+        )
+        w.raw(step.tobytes())
+        return
+    # the layouts before: band means and component offsets, which an origin of float32
+    # values is with offsets of 0
+    mean = basis.origin.astype("<f4")
+    if not np.array_equal(mean, basis.origin):
+        raise ValueError("this KLT origin is not one of float32 values")
+    w.raw(mean.tobytes())
+    if version >= COMPACT_VERSION:
+        w.raw(_stored_axes(basis, spectral.V13_AXIS_SCALE).astype("<i2").tobytes())
+    else:
+        w.raw(basis.basis.astype("<f4").tobytes())
+    w.raw(np.zeros(B, "<f4").tobytes())
+    w.pack("d", basis.step)
+
+
+def _stored_axes(basis: spectral.SpectralBasis, scale: int) -> np.ndarray:
+    """The basis as Householder values at ``scale``; raises if they do not give back
+    :attr:`SpectralBasis.basis` exactly (a basis that no header of that scale holds)."""
+    stored = basis.stored
+    if stored is None or np.abs(stored).max(initial=0) > scale:
+        stored = spectral.stored_axes(basis.basis, scale)
+    if not np.array_equal(spectral.axes_from_stored(stored, basis.bands, scale), basis.basis):
+        raise ValueError(f"this KLT basis is not one of Householder values at 1/{scale}")
+    return stored.astype(np.int64)
 
 
 def _write_sizes(w: ByteWriter, sizes: Sequence[int], compact: bool) -> None:
@@ -1277,8 +1370,8 @@ def _video_part(
     plans = packing.plan_layout(layout or prof.layout, F, B, date_order)
     w.pack("B", len(plans))
     for stream in _encode_streams(plans, planes, prof, height, width, options, threads):
-        w.text(stream.decoder)
-        w.text(stream.pix_fmt)
+        w.name(stream.decoder, NAMES)
+        w.name(stream.pix_fmt, NAMES)
         _write_sizes(w, (stream.height, stream.width, stream.frames), compact=True)
         w.blob(stream.extradata)
         prefix = shared_prefix(stream.packets)
@@ -1429,8 +1522,9 @@ def _read_header(r: ByteReader) -> ChunkHeader:
         raise CorruptChunkError(
             f"payload header has unknown or conflicting second flags {flags2:#04x}"
         )
+    lean = version >= LEAN_VERSION
     try:
-        dtype = packing.check_dtype(np.dtype(r.text()))
+        dtype = packing.check_dtype(np.dtype(_read_name(r, lean)))
     # numpy parses damaged dtype strings with ast: SyntaxError too
     except (TypeError, ValueError, SyntaxError, UnsupportedDataError) as exc:
         raise CorruptChunkError(f"payload names a bad dtype: {exc}") from None
@@ -1451,10 +1545,10 @@ def _read_header(r: ByteReader) -> ChunkHeader:
         ):
             raise CorruptChunkError(f"payload fill {fill!r} is not a {dtype} value")
     (bits,) = r.unpack("B")
-    layout = r.text()
+    layout = _read_name(r, lean)
     if layout == "planar3-pair" and version < PAIR_VERSION:
         raise CorruptChunkError(f"layout {layout} in a version-{version} payload")
-    profile = r.text()
+    profile = _read_name(r, lean)
     nodata = r.unpack("d")[0] if flags & _FLAG_NODATA else None
     if nodata is not None and dtype.kind in "iu":
         info = np.iinfo(dtype)
@@ -1476,29 +1570,7 @@ def _read_header(r: ByteReader) -> ChunkHeader:
         maps = np.frombuffer(r.take(16 * B), dtype="<f8").reshape(B, 2)
     if flags & _FLAG_WAVELET and not (np.isfinite(maps).all() and (maps[:, 0] <= maps[:, 1]).all()):
         raise CorruptChunkError("payload has a band range that is not finite or not ordered")
-    basis = None
-    if flags & _FLAG_KLT:
-        mean = np.frombuffer(r.take(4 * B), dtype="<f4")
-        stored_axes = None
-        if compact:
-            stored_axes = np.frombuffer(r.take(2 * (B * (B + 1) // 2 - 1)), dtype="<i2")
-            try:
-                vectors = spectral.axes_from_stored(stored_axes, B)
-            except ValueError as exc:
-                raise CorruptChunkError(f"payload's KLT basis: {exc}") from None
-        else:
-            vectors = np.frombuffer(r.take(4 * B * B), dtype="<f4").reshape(B, B)
-        low = np.frombuffer(r.take(4 * B), dtype="<f4")
-        (step,) = r.unpack("d")
-        if not (np.isfinite(step) and step > 0):
-            raise CorruptChunkError(f"payload has a bad component step {step!r}")
-        basis = spectral.SpectralBasis(
-            mean=mean,
-            basis=vectors,
-            low=low,
-            step=step,
-            stored=None if stored_axes is None else stored_axes.astype(np.int16),
-        )
+    basis = _read_basis(r, B, version) if flags & _FLAG_KLT else None
     if flags & _FLAG_TRANSPOSED and flags & _FLAG_TIME_IN_FRAME:
         raise CorruptChunkError("payload has flags TRANSPOSED and TIME_IN_FRAME together")
     dates = coded[0] if coded is not None else shape[0]
@@ -1537,6 +1609,37 @@ def _read_header(r: ByteReader) -> ChunkHeader:
     )
 
 
+def _read_basis(r: ByteReader, B: int, version: int) -> spectral.SpectralBasis:
+    """The KLT fields of a version-``version`` header (see :func:`_write_basis`)."""
+    count = B * (B + 1) // 2 - 1
+    if version >= LEAN_VERSION:
+        origin = np.frombuffer(r.take(4 * B), dtype="<f4").astype(np.float64)
+        stored = r.bits(count, spectral.AXIS_BITS) - (1 << (spectral.AXIS_BITS - 1))
+        scale = spectral.AXIS_SCALE
+        (step,) = r.unpack("f")
+    else:
+        mean = np.frombuffer(r.take(4 * B), dtype="<f4")
+        if version >= COMPACT_VERSION:
+            stored = np.frombuffer(r.take(2 * count), dtype="<i2").astype(np.int64)
+            scale = spectral.V13_AXIS_SCALE
+        else:
+            axes = np.frombuffer(r.take(4 * B * B), dtype="<f4").reshape(B, B)
+            stored = None
+        low = np.frombuffer(r.take(4 * B), dtype="<f4")
+        (step,) = r.unpack("d")
+    if stored is not None:
+        try:
+            axes = spectral.axes_from_stored(stored, B, scale)
+        except ValueError as exc:
+            raise CorruptChunkError(f"payload's KLT basis: {exc}") from None
+    if version < LEAN_VERSION:
+        # as decoding always computed it from the stored mean and offsets
+        origin = mean.astype(np.float64) + axes.astype(np.float64) @ low.astype(np.float64)
+    if not (np.isfinite(step) and step > 0 and np.isfinite(origin).all()):
+        raise CorruptChunkError(f"payload has a bad component step {step!r} or origin")
+    return spectral.SpectralBasis(origin=origin, basis=axes, step=float(step), stored=stored)
+
+
 def read_header(payload: bytes) -> ChunkHeader:
     """Parse a payload's header without decoding the video."""
     return ChunkHeader.from_bytes(payload)
@@ -1556,8 +1659,9 @@ def shared_prefix(packets: Sequence[bytes]) -> bytes:
     return bytes(first[:n])
 
 
-def _read_stream(r: ByteReader, compact: bool) -> video.EncodedStream:
-    decoder, pix_fmt = r.text(), r.text()
+def _read_stream(r: ByteReader, version: int) -> video.EncodedStream:
+    lean, compact = version >= LEAN_VERSION, version >= COMPACT_VERSION
+    decoder, pix_fmt = _read_name(r, lean), _read_name(r, lean)
     height, width, frames = _read_sizes(r, 3, compact)
     extradata = bytes(r.blob())
     prefix = bytes(r.blob()) if compact else b""
@@ -1613,7 +1717,7 @@ def _read_streams(
     # a damaged shape must raise, not allocate gigabytes.
     streams = []
     for one in per_date:
-        stream = _read_stream(r, header.version >= COMPACT_VERSION)
+        stream = _read_stream(r, header.version)
         fmt = pixel_format(stream.pix_fmt) if stream.pix_fmt in _known_formats() else None
         per_frame = one.sources.shape[1]
         if fmt is None or fmt.data_planes != per_frame or stream.frames != one.frames * T:

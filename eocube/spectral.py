@@ -13,12 +13,13 @@ The transform works on the band codes (each band already mapped onto
 ``0 .. 2**bits - 1`` by :func:`eocube.packing.band_maps`, missing values filled), so
 each band weighs by its range, as in the per-band PSNR of eocube.metrics. Components
 are quantized with one common step, the one that fits the widest component into the
-codes. The band means and the component offsets are stored (float32) in the chunk
-header, the basis as Householder vectors in int16 (chunk format 13 on, :func:`stored_axes`;
-float32 entries before): :func:`fit` rounds the axes so, and the encoder projects with
-the inverse of the rebuilt basis (:attr:`SpectralBasis.forward`), so that decoding, an
-affine map from the B component codes of a pixel to its B values (:func:`mix`) clipped
-to each band's range, undoes it with the basis as stored.
+codes. The components' origin (the band codes of component codes 0, float32) and the
+basis, as Householder vectors of a few bits each (:func:`stored_axes`), are stored in the
+chunk header (docs/format.md §6.14, §6.15): :func:`fit` rounds the axes and the origin
+so, and the encoder projects with the inverse of the rebuilt basis
+(:attr:`SpectralBasis.forward`), so that decoding, an affine map from the B component
+codes of a pixel to its B values (:func:`mix`) clipped to each band's range, undoes it
+with the basis as stored.
 
 Lossless profiles never use it: the rotation is not exact in integers.
 
@@ -39,13 +40,21 @@ import numpy as np
 TRANSFORMS = ("none", "klt")
 """Spectral transforms a profile may name."""
 
-AXIS_SCALE = 32767
-"""Chunk format 13 stores the basis as B - 1 Householder vectors, each scaled to a largest
-entry of 1 and stored as int16 multiples of ``1 / AXIS_SCALE`` (:func:`stored_axes`):
-B(B + 1)/2 - 1 int16 values where the B x B float32 entries took twice as many bytes
-and more (a 13-band chunk's header 494 bytes smaller, a 40-band one's 4802). The product
-of the reflections is orthonormal whatever the rounding of the vectors, which moves
-each axis by about 1e-5."""
+AXIS_SCALE = 511
+"""The basis is stored as B - 1 Householder vectors, each scaled to a largest entry of 1
+and stored as multiples of ``1 / AXIS_SCALE`` (:func:`stored_axes`), :data:`AXIS_BITS`
+bits each from chunk format 14 on (16 in format 13, float32 entries before): B(B + 1)/2
+- 1 values. The product of the reflections is orthonormal whatever the rounding of the
+vectors; the rounding moves each axis by about 1e-3, which at equal rate moved PSNR by
+-0.05 to +0.04 dB on 13- and 40-band cubes (noise: the rotation trials choose
+differently), while 16-bit vectors cost 60 % more bytes
+(benchmarks/results/lean_header.md)."""
+
+AXIS_BITS = 10
+"""Bits per stored Householder value at :data:`AXIS_SCALE`: ``-511 .. 511`` offset by 512."""
+
+V13_AXIS_SCALE = 32767
+"""Chunk format 13 stored the Householder values as int16 multiples of ``1 / 32767``."""
 
 MIN_GAIN_DB = 2.0
 """The least predicted gain (:func:`gain_db`) for which a chunk is rotated.
@@ -58,53 +67,54 @@ Measured on the dev corpus (benchmarks/results/rd): reflectance cubes predict 2.
 
 @dataclass(frozen=True)
 class SpectralBasis:
-    """The component map of one chunk: ``code = mean + basis @ component`` (and so
-    ``component = basis.T @ (code - mean)``, to within float32 rounding).
-
-    Component ``k`` is stored as the code ``round((component_k - low_k) / step)``.
+    """The component map of one chunk: ``code = origin + basis @ (step * component_code)``
+    (and so ``component_code = round(basis⁻¹ @ (code - origin) / step)``).
 
     Attributes
     ----------
-    mean : ndarray of float32, shape (B,)
-        Mean band code over the chunk.
+    origin : ndarray of float64, shape (B,)
+        The band codes that component codes 0 stand for: the chunk's mean band code plus
+        each component's smallest value along its axis, so that component codes start at
+        0. Float32 values from chunk format 14 on, which stores them so; before, the band
+        means and the components' smallest values were stored apart, and the origin is
+        computed from them in float64 as their decoding always did.
     basis : ndarray of float32, shape (B, B)
         Orthonormal (to within float32 rounding); column ``k`` is component ``k``, by
         decreasing variance. Decoding maps component codes back to band codes with it.
-    low : ndarray of float32, shape (B,)
-        The smallest value of each component.
     step : float
-        Component value per code, the same for every component.
+        Component value per code, the same for every component (a float32 value from
+        chunk format 14 on).
     """
 
-    mean: np.ndarray
+    origin: np.ndarray
     basis: np.ndarray
-    low: np.ndarray
     step: float
     stored: np.ndarray | None = field(default=None, compare=False, repr=False)
-    """The basis as chunk format 13 stores it (:func:`stored_axes`), where known: the
-    header writes these very values, which :attr:`basis` is rebuilt from."""
+    """The basis as the header stores it (:func:`stored_axes`), where known: the header
+    writes these very values, which :attr:`basis` is rebuilt from."""
 
     @property
     def bands(self) -> int:
         """Number of bands (and components)."""
-        return int(self.mean.shape[0])
+        return int(self.basis.shape[0])
 
     @cached_property
     def forward(self) -> np.ndarray:
-        """The encoder's map (float64, (B, B)): ``component = forward.T @ (code - mean)``,
+        """The encoder's map (float64, (B, B)): ``component = forward.T @ (code - origin)``,
         the inverse of :attr:`basis` as float64 holds it, so that the float32 basis the
         decoder uses undoes exactly what was coded."""
         return np.ascontiguousarray(np.linalg.inv(self.basis.astype(np.float64)).T)
 
 
-def stored_axes(axes: np.ndarray) -> np.ndarray:
-    """Orthonormal axes (B, B) as chunk format 13 stores them: the Householder vectors
+def stored_axes(axes: np.ndarray, scale: int = AXIS_SCALE) -> np.ndarray:
+    """Orthonormal axes (B, B) as the chunk header stores them: the Householder vectors
     ``v_0 .. v_{B-2}`` (``v_k`` of length ``B - k``) whose reflections ``H_k = I - 2 v
     vᵀ / (vᵀ v)``, acting on rows ``k ..`` of a vector, multiply to axes within about
-    1e-5 of ``axes`` (each column up to its sign, which a principal axis leaves free),
-    each scaled to a largest entry of 1, as int16 multiples of ``1 / AXIS_SCALE``, one
-    after the other (int16, length B(B + 1)/2 - 1). :func:`axes_from_stored` rebuilds
-    the axes from them.
+    ``1 / scale`` of ``axes`` (each column up to its sign, which a principal axis leaves
+    free), each scaled to a largest entry of 1, as integer multiples of ``1 / scale``
+    (:data:`AXIS_SCALE`; chunk format 13: :data:`V13_AXIS_SCALE`), one after the other
+    (int16, length B(B + 1)/2 - 1). :func:`axes_from_stored` rebuilds the axes from
+    them.
 
     Each vector is fitted to what the rounded reflections before it left, so the
     rounding does not add up from one to the next.
@@ -117,14 +127,14 @@ def stored_axes(axes: np.ndarray) -> np.ndarray:
         alpha = -math.copysign(float(np.linalg.norm(x)), float(x[0]))
         v = x.copy()
         v[0] -= alpha  # |v[0]| >= |x|, which is 1 for orthonormal axes: never 0
-        q = np.rint(v / np.abs(v).max() * AXIS_SCALE).astype("<i2")
+        q = np.rint(v / np.abs(v).max() * scale).astype("<i2")
         stored.append(q)
-        rounded = q.astype(np.float64) / AXIS_SCALE
+        rounded = q.astype(np.float64) / scale
         work[k:, :] -= np.outer(rounded, 2.0 * (rounded @ work[k:, :]) / (rounded @ rounded))
     return np.concatenate(stored) if stored else np.zeros(0, "<i2")
 
 
-def axes_from_stored(stored: np.ndarray, bands: int) -> np.ndarray:
+def axes_from_stored(stored: np.ndarray, bands: int, scale: int = AXIS_SCALE) -> np.ndarray:
     """The axes (float32, (bands, bands)) that :func:`stored_axes` output stands for:
     ``H_0 H_1 .. H_{B-2}``, computed in float64 in a fixed order (the same on every
     machine), then rounded to float32.
@@ -136,7 +146,9 @@ def axes_from_stored(stored: np.ndarray, bands: int) -> np.ndarray:
     """
     if stored.shape != (bands * (bands + 1) // 2 - 1,):
         raise ValueError(f"{stored.size} stored axis values cannot be {bands} bands' axes")
-    axes, complete = _householder_product(stored.astype(np.float64) / AXIS_SCALE, bands)
+    if np.abs(stored).max(initial=0) > scale:
+        raise ValueError(f"a stored Householder value is beyond {scale}")
+    axes, complete = _householder_product(stored.astype(np.float64) / scale, bands)
     if not complete:
         raise ValueError("a stored Householder vector is 0")
     return axes.astype(np.float32)
@@ -255,15 +267,15 @@ def _component_ranges(codes, mean, basis, Y, X):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, parallel=True, cache=True)
-def _project(codes, mean, basis, low, inv_step, max_code, out):  # pragma: no cover
+def _project(codes, origin, basis, inv_step, max_code, out):  # pragma: no cover
     T, B, H, W = codes.shape
     scratch = np.empty((T, 2, B))
     for t in numba.prange(T):
         for y in range(H):
             for x in range(W):
-                _rotate_pixel(codes, t, y, x, mean, basis, scratch[t, 0], scratch[t, 1])
+                _rotate_pixel(codes, t, y, x, origin, basis, scratch[t, 0], scratch[t, 1])
                 for k in range(B):
-                    c = math.floor((scratch[t, 1, k] - low[k]) * inv_step + 0.5)
+                    c = math.floor(scratch[t, 1, k] * inv_step + 0.5)
                     out[t, k, y, x] = min(max(c, 0), max_code)
 
 
@@ -284,11 +296,16 @@ def _complete(
     # the axes as the header stores them: what decoding will use
     stored = stored_axes(axes)
     basis = axes_from_stored(stored, axes.shape[0])
-    rotation = SpectralBasis(mean=mean, basis=basis, low=np.zeros_like(mean), step=1.0)
-    lo, hi = _component_ranges(codes, mean.astype(np.float64), rotation.forward, height, width)
-    step = float(max((hi - lo).max(), 1.0)) / ((1 << bits) - 1)
+    centred = SpectralBasis(origin=mean.astype(np.float64), basis=basis, step=1.0)
+    lo, hi = _component_ranges(codes, centred.origin, centred.forward, height, width)
+    # the origin and step as the header stores them (float32); the step rounded up, so
+    # that the widest component still fits the codes
+    origin = (centred.origin + basis.astype(np.float64) @ lo).astype(np.float32)
+    step = np.float32(max((hi - lo).max(), 1.0) / ((1 << bits) - 1))
+    if float(step) * ((1 << bits) - 1) < (hi - lo).max():
+        step = np.nextafter(step, np.float32(np.inf))
     return SpectralBasis(
-        mean=mean, basis=basis, low=lo.astype(np.float32), step=step, stored=stored
+        origin=origin.astype(np.float64), basis=basis, step=float(step), stored=stored
     )
 
 
@@ -380,9 +397,8 @@ def project(codes: np.ndarray, spectral: SpectralBasis, bits: int) -> np.ndarray
     out = np.empty_like(codes)
     _project(
         codes,
-        spectral.mean.astype(np.float64),
+        spectral.origin.astype(np.float64),
         spectral.forward,
-        spectral.low.astype(np.float64),
         1.0 / spectral.step,
         (1 << bits) - 1,
         out,
@@ -399,10 +415,7 @@ def decoding_map(
     ``value_b = offset_b + scale_b * band_code_b``.
     """
     basis = spectral.basis.astype(np.float64)
-    mean = spectral.mean.astype(np.float64)
-    low = spectral.low.astype(np.float64)
-    band_code_shift = mean + basis @ low
-    shift = offset + scale * band_code_shift
+    shift = offset + scale * spectral.origin
     matrix = scale[:, None] * basis * spectral.step
     return shift, np.ascontiguousarray(matrix)
 

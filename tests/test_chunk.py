@@ -28,7 +28,7 @@ from eocube import (
     read_header,
 )
 from eocube import chunk as chunk_module
-from eocube.binary import varint
+from eocube.binary import ByteReader, ByteWriter, varint
 from eocube.chunk import MAGIC
 from eocube.testing import assert_chunk_roundtrip
 
@@ -464,6 +464,44 @@ def test_packets_are_stored_without_their_shared_start_code() -> None:
         decode_chunk(damaged)
 
 
+def test_the_name_vocabulary_holds_every_name_the_shipped_profiles_write() -> None:
+    # a name outside it is still written, as text (below); this checks that the shipped
+    # profiles pay one byte a name, and that no entry is there twice
+    assert len(set(chunk_module.NAMES)) == len(chunk_module.NAMES)
+    assert len(chunk_module.NAMES) < 256
+    names = {d.str for d in packing.SUPPORTED_DTYPES} | set(packing.CHUNK_LAYOUTS)
+    for profile in available_profiles().values():
+        names |= {profile.name, profile.decoder, profile.pix_fmt, profile.layout}
+        names |= {profile.extra_pix_fmt} - {None}
+    assert names <= set(chunk_module.NAMES), names - set(chunk_module.NAMES)
+
+
+def test_names_outside_the_vocabulary_are_written_as_text() -> None:
+    w = ByteWriter()
+    w.name("hevc", chunk_module.NAMES)
+    w.name("my-profile", chunk_module.NAMES)
+    data = w.getvalue()
+    assert data == bytes([chunk_module.NAMES.index("hevc") + 1, 0, 10]) + b"my-profile"
+    r = ByteReader(data)
+    assert (r.name(chunk_module.NAMES), r.name(chunk_module.NAMES)) == ("hevc", "my-profile")
+    # a payload whose header names a profile the vocabulary lacks reads it back
+    block = np.random.default_rng(6).integers(0, 900, (2, 3, 16, 16)).astype(np.uint16)
+    custom = replace(available_profiles()["hevc-12bit-444"], name="my-profile")
+    payload = encode_chunk(block, custom, quality=20)
+    assert read_header(payload).profile == "my-profile"
+    assert decode_chunk(payload).shape == block.shape
+
+
+def test_a_name_beyond_the_vocabulary_is_corrupt() -> None:
+    block = np.random.default_rng(7).integers(0, 900, (2, 1, 16, 16)).astype(np.uint16)
+    payload = encode_chunk(block, "ffv1-lossless")
+    at = 4 + 3  # the dtype's name byte, after magic, version and both flag bytes
+    assert chunk_module.NAMES[payload[at] - 1] == "<u2"
+    damaged = payload[:at] + bytes([len(chunk_module.NAMES) + 1]) + payload[at + 1 :]
+    with pytest.raises(CorruptChunkError, match=f"entry {len(chunk_module.NAMES) + 1} of"):
+        decode_chunk(damaged)
+
+
 def test_read_header_reports_what_was_encoded() -> None:
     block = np.arange(2 * 5 * 9 * 11, dtype=np.int16).reshape(2, 5, 9, 11) - 300
     payload = encode_chunk(block, "hevc-12bit-444", nodata=-300, leftover_pair="off")
@@ -669,8 +707,9 @@ def test_a_payload_of_another_chunk_size_is_refused_before_decoding(
     assert decode_chunk(payload, shape=(3, 4, 24, 24)).shape == (3, 4, 24, 24)
     assert decode_chunk(payload, shape=(3, 4 * 24, 24)).shape == (3, 4, 24, 24)
     damaged = bytearray(payload)
-    # magic, version, flags, flags2, the dtype string, then T, B, Y, X as one-byte varints
-    x_at = 4 + 3 + 1 + payload[7] + 3
+    # magic, version, flags, flags2, the dtype as one name byte, then T, B, Y, X as
+    # one-byte varints
+    x_at = 4 + 3 + 1 + 3
     assert damaged[x_at] == 24
     damaged[x_at] ^= 0x40
     with pytest.raises(CorruptChunkError, match=r"shape \(3, 4, 24, 88\), where its chunk"):
@@ -694,8 +733,8 @@ def test_random_header_byte_flip(
 
 def test_header_flip_of_the_shape_does_not_allocate(payloads: dict[str, bytes]) -> None:
     payload = payloads["ffv1"]
-    # T is the first varint after magic, version, both flag bytes and the dtype string
-    t_at = 4 + 3 + 1 + payload[7]
+    # T is the first varint after magic, version, both flag bytes and the dtype's name byte
+    t_at = 4 + 3 + 1
     assert payload[t_at] == 2
     damaged = payload[:t_at] + varint(2**30 + 2) + payload[t_at + 1 :]  # a 10 TB block
     with pytest.raises(CorruptChunkError, match="does not match layout"):
