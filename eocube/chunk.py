@@ -30,8 +30,11 @@ Layout (little-endian)::
     u8 n_streams, each:
         name decoder | name pix_fmt | size height, width, frames
         varint len(extradata) | extradata | [varint len(prefix) | prefix]   (version 13)
+        [varint len(head) | head]         (version 14) the first packet's parameter
+                                          sets, deflated (eocube.paramsets)
         varint n_packets | varint sizes... | packets   (from version 13 each less the
-                                          prefix every packet starts with)
+                                          prefix every packet starts with, from 14 the
+                                          first less its head)
     -- or, with flag WAVELET (version 5), whose band maps hold each band's (min, max),
        in place of the streams:
     str coder | per band: u32 crc32 | varint len | bitstream
@@ -67,8 +70,9 @@ smaller that way); version 12, a second flag byte and its flag MOSAIC (several d
 side by side in each frame, where a chunk's frames are small); version 13, the compact
 header (sizes as varints, band ranges in the block's dtype, Householder axes); version 14,
 the lean header (names as entries of a vocabulary, the KLT's origin in place of its mean
-and offsets, 10-bit Householder values, a float32 step), which every payload is written
-with. Version 1 (no KLT), 2 (no crop), 3 to 13 payloads read unchanged.
+and offsets, 10-bit Householder values, a float32 step, the streams' parameter sets
+deflated against a fixed dictionary), which every payload is written with. Version 1
+(no KLT), 2 (no crop), 3 to 13 payloads read unchanged.
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from eocube import dateorder, lossless, metrics, packing, residual, spectral, video
+from eocube import dateorder, lossless, metrics, packing, paramsets, residual, spectral, video
 from eocube import masks as masks_mod
 from eocube import mosaic as mosaic_mod
 from eocube import wavelet as wavelet_mod
@@ -119,7 +123,8 @@ vectors (:func:`eocube.spectral.stored_axes`) and the streams' frame sizes as va
 LEAN_VERSION = 14
 """The first version with the lean header: dtype, layout, profile, decoder and pixel
 format as entries of :data:`NAMES`, the KLT as the components' origin, 10-bit Householder
-vectors and a float32 step (docs/format.md §6.15; what it saves:
+vectors and a float32 step, each stream's parameter sets deflated against a fixed
+dictionary (:mod:`eocube.paramsets`; docs/format.md §6.15; what it saves:
 benchmarks/results/lean_header.md)."""
 FORMAT_VERSION = LEAN_VERSION
 """The version every payload is written with (versions 3 to 12 were written where a
@@ -1376,11 +1381,18 @@ def _video_part(
         w.blob(stream.extradata)
         prefix = shared_prefix(stream.packets)
         w.blob(prefix)
+        # the first packet's parameter sets, deflated against the format's dictionary
+        head = 0
+        if stream.packets:
+            head = paramsets.head_length(stream.decoder, stream.packets[0], len(prefix))
+            w.blob(paramsets.pack(stream.packets[0][len(prefix) : len(prefix) + head]))
+        else:
+            w.blob(b"")
         w.varint(len(stream.packets))
-        for p in stream.packets:
-            w.varint(len(p) - len(prefix))
-        for p in stream.packets:
-            w.raw(p[len(prefix) :])
+        for i, p in enumerate(stream.packets):
+            w.varint(len(p) - len(prefix) - (head if i == 0 else 0))
+        for i, p in enumerate(stream.packets):
+            w.raw(p[len(prefix) + (head if i == 0 else 0) :])
     if invalid is not None and time_in_frame:
         invalid = invalid.transpose(2, 1, 0, 3)
     elif invalid is not None and transposed:
@@ -1665,9 +1677,14 @@ def _read_stream(r: ByteReader, version: int) -> video.EncodedStream:
     height, width, frames = _read_sizes(r, 3, compact)
     extradata = bytes(r.blob())
     prefix = bytes(r.blob()) if compact else b""
+    head = paramsets.unpack(bytes(r.blob())) if lean else b""
     sizes = [r.varint() for _ in range(r.varint())]
-    # one copy of each packet, its prefix in front
-    packets = tuple(b"".join((prefix, r.take(n))) for n in sizes)
+    if head and not sizes:
+        raise CorruptChunkError("payload has a stream head but no packets")
+    # one copy of each packet, its prefix (and the first its head) in front
+    packets = tuple(
+        b"".join((prefix, head if i == 0 else b"", r.take(n))) for i, n in enumerate(sizes)
+    )
     return video.EncodedStream(decoder, pix_fmt, height, width, frames, packets, extradata)
 
 

@@ -106,7 +106,7 @@ class SpectralBasis:
         return np.ascontiguousarray(np.linalg.inv(self.basis.astype(np.float64)).T)
 
 
-def stored_axes(axes: np.ndarray, scale: int = AXIS_SCALE) -> np.ndarray:
+def stored_axes(axes: np.ndarray, scale: int | None = None) -> np.ndarray:
     """Orthonormal axes (B, B) as the chunk header stores them: the Householder vectors
     ``v_0 .. v_{B-2}`` (``v_k`` of length ``B - k``) whose reflections ``H_k = I - 2 v
     vᵀ / (vᵀ v)``, acting on rows ``k ..`` of a vector, multiply to axes within about
@@ -119,6 +119,7 @@ def stored_axes(axes: np.ndarray, scale: int = AXIS_SCALE) -> np.ndarray:
     Each vector is fitted to what the rounded reflections before it left, so the
     rounding does not add up from one to the next.
     """
+    scale = AXIS_SCALE if scale is None else scale
     work = np.array(axes, dtype=np.float64)
     B = work.shape[0]
     stored = []
@@ -134,7 +135,7 @@ def stored_axes(axes: np.ndarray, scale: int = AXIS_SCALE) -> np.ndarray:
     return np.concatenate(stored) if stored else np.zeros(0, "<i2")
 
 
-def axes_from_stored(stored: np.ndarray, bands: int, scale: int = AXIS_SCALE) -> np.ndarray:
+def axes_from_stored(stored: np.ndarray, bands: int, scale: int | None = None) -> np.ndarray:
     """The axes (float32, (bands, bands)) that :func:`stored_axes` output stands for:
     ``H_0 H_1 .. H_{B-2}``, computed in float64 in a fixed order (the same on every
     machine), then rounded to float32.
@@ -146,6 +147,7 @@ def axes_from_stored(stored: np.ndarray, bands: int, scale: int = AXIS_SCALE) ->
     """
     if stored.shape != (bands * (bands + 1) // 2 - 1,):
         raise ValueError(f"{stored.size} stored axis values cannot be {bands} bands' axes")
+    scale = AXIS_SCALE if scale is None else scale
     if np.abs(stored).max(initial=0) > scale:
         raise ValueError(f"a stored Householder value is beyond {scale}")
     axes, complete = _householder_product(stored.astype(np.float64) / scale, bands)

@@ -279,12 +279,11 @@ def test_target_bpppb_below_the_overhead_stops_at_the_knee(tmp_path: Path) -> No
     assert v.psnr is not None
     assert v.psnr > 30
     # packed, its overhead (0.088 bpppb) is under the target: the payloads are searched
-    # for their share of it (0.0263 bpppb at crf 44, within the search's tolerance of the
-    # 0.025 it estimated), and the store misses by what that estimate missed
+    # for their share of it (0.030 bpppb at crf 39.25, within the search's tolerance of
+    # the 0.025 it estimated), and the store misses by what that estimate missed
     with pytest.warns(UserWarning, match=r"missed: .* \(0\.08\d+ of it outside") as w:
         packed = eocube.to_eocube(ds, tmp_path / "c.eocube.zip", target_bpppb=0.1)
     assert "ending in .zip" not in str(w[0].message)
-    assert packed.variables["data"].quality == v.quality
     assert packed.nbytes < report.nbytes
 
 
