@@ -26,6 +26,10 @@ frame) for ``make.py v12 mosaic-hevc-444 mosaic-bound-nan-float32``, whose
 payload has from it on) for the cases whose header fields differ: ``make.py v13
 ffv1-lossless pred-lossless hevc-444 hevc-luma-nan bound-uint16 bound-float32 edge-chunk
 rows-hevc-444 wavelet-nan-float32 wavelet-edge-chunk pair-hevc-444 order-hevc-444
+transposed-hevc-444 mosaic-hevc-444``. Version 14 (the lean header: names as one
+byte, the KLT's origin and 10-bit Householder values) for the same cases: ``make.py v14
+ffv1-lossless pred-lossless hevc-444 hevc-luma-nan bound-uint16 bound-float32 edge-chunk
+rows-hevc-444 wavelet-nan-float32 wavelet-edge-chunk pair-hevc-444 order-hevc-444
 transposed-hevc-444 mosaic-hevc-444``.
 
 ``tests/test_compatibility.py`` checks that today's decoder returns, bit for bit, what
