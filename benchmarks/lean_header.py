@@ -235,7 +235,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         path,
         [r["cube"] for r in rows],
         tuple((f"crf {crf}", [100 * r[f"crf{crf}"]["saved_share"] for r in rows]) for crf in CRFS),
-        "payload bytes saved against chunk format 13 (%)",
+        "payload saved vs format 13 (%)",
     )
 
 
