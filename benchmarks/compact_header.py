@@ -39,7 +39,7 @@ PATCH_REGION = 512
 """The patches are the first ``PATCH_REGION`` x ``PATCH_REGION`` px of the scene."""
 
 
-def _varint_bytes(value: int) -> int:
+def varint_bytes(value: int) -> int:
     return max(1, math.ceil(value.bit_length() / 7))
 
 
@@ -58,9 +58,9 @@ def payload_sizes(payload: bytes) -> tuple[int, int]:
         before += 1  # n_streams
         for stream in streams:
             before += 2 + len(stream.decoder) + len(stream.pix_fmt) + 4 * 3
-            before += _varint_bytes(len(stream.extradata)) + len(stream.extradata)
-            before += _varint_bytes(len(stream.packets))
-            before += sum(_varint_bytes(len(p)) + len(p) for p in stream.packets)
+            before += varint_bytes(len(stream.extradata)) + len(stream.extradata)
+            before += varint_bytes(len(stream.packets))
+            before += sum(varint_bytes(len(p)) + len(p) for p in stream.packets)
         start = r.pos
     return len(payload), before + len(payload) - start
 
@@ -125,15 +125,14 @@ def measure(name: str, folder: Path | None, patches: bool = False) -> dict[str, 
     return row
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    """The Markdown table of the rows."""
+def table(
+    rows: list[dict[str, Any]], before: str = "payload_before", label: str = "before → now"
+) -> str:
+    """The Markdown table of the rows: per crf, bpppb, the payload bytes a chunk took in
+    the layout measured against (``row[before]``) and as written, and the share saved."""
     head = ["cube", "T×B×Y×X", "chunks"]
     for crf in CRFS:
-        head += [
-            f"crf {crf}: bpppb",
-            f"crf {crf}: payload B/chunk before → now",
-            f"crf {crf}: saved",
-        ]
+        head += [f"crf {crf}: bpppb", f"crf {crf}: payload B/chunk {label}", f"crf {crf}: saved"]
     body = []
     for r in rows:
         line = [r["cube"], "×".join(map(str, r["shape"])), r[f"crf{CRFS[0]}"]["chunks"]]
@@ -141,20 +140,30 @@ def table(rows: list[dict[str, Any]]) -> str:
             m = r[f"crf{crf}"]
             line += [
                 f"{m['bpppb']:.3f}",
-                f"{m['payload_before'] / m['chunks']:.0f} → {m['payload_now'] / m['chunks']:.0f}",
+                f"{m[before] / m['chunks']:.0f} → {m['payload_now'] / m['chunks']:.0f}",
                 f"{100 * m['saved_share']:.1f} %",
             ]
         body.append(line)
     return md_table(head, body, "llr" + "rrr" * len(CRFS))
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """The share of each cube's payload bytes the compact header saves, per crf."""
+def summary(rows: list[dict[str, Any]]) -> str:
+    """The median, least and most share of the payload bytes saved, per crf."""
+    shares = {crf: [r[f"crf{crf}"]["saved_share"] for r in rows] for crf in CRFS}
+    return "; ".join(
+        f"crf {crf}: median {100 * statistics.median(v):.2f} % "
+        f"({100 * min(v):.2f} to {100 * max(v):.2f} %)"
+        for crf, v in shares.items()
+    )
+
+
+def plot(rows: list[dict[str, Any]], path: Path, ylabel: str = "payload bytes saved (%)") -> None:
+    """The share of each cube's payload bytes saved, per crf."""
     paired_bars(
         path,
         [r["cube"] for r in rows],
         tuple((f"crf {crf}", [100 * r[f"crf{crf}"]["saved_share"] for r in rows]) for crf in CRFS),
-        "payload bytes saved (%)",
+        ylabel,
     )
 
 
@@ -186,12 +195,6 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("no cube measured; results not written")
         return 1
-    shares = {crf: [r[f"crf{crf}"]["saved_share"] for r in rows] for crf in CRFS}
-    summary = "; ".join(
-        f"crf {crf}: median {100 * statistics.median(v):.2f} % "
-        f"({100 * min(v):.2f} to {100 * max(v):.2f} %)"
-        for crf, v in shares.items()
-    )
     text = (
         "# The compact payload header (chunk format 13)\n\n"
         "Each cube written as the default writes it (default chunks and profile); per "
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "share of the payloads before. Bytes, not times: deterministic. Reproduce: "
         "`python -m benchmarks.compact_header --corpus <corpus> --patches`.\n\n"
         + table(rows)
-        + f"\n\nPayload bytes saved: {summary}.\n"
+        + f"\n\nPayload bytes saved: {summary(rows)}.\n"
     )
     run = {"crfs": list(CRFS), "machine": machine_info(), "rows": rows}
     if not save_results(args.out, "compact_header", text, run):

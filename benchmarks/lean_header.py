@@ -33,12 +33,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks import corpus
-from benchmarks.common import machine_info, md_table, paired_bars, quality, save_results
-from benchmarks.compact_header import PATCH_CUBE, PATCH_REGION, PATCH_SIDE, store_payloads
+from benchmarks import compact_header, corpus
+from benchmarks.common import machine_info, md_table, quality, save_results
+from benchmarks.compact_header import (
+    PATCH_CUBE,
+    PATCH_REGION,
+    PATCH_SIDE,
+    store_payloads,
+    varint_bytes,
+)
 
 RESULTS = Path(__file__).parent / "results"
-CRFS = (36, 16)
+CRFS = compact_header.CRFS
 PRECISION_CRFS = (36, 26, 16)
 PRECISION_CUBES = (
     "era5_ens_z_t",
@@ -57,10 +63,6 @@ def _names(header: Any, streams: list[Any]) -> list[str]:
     return names
 
 
-def _varint_bytes(value: int) -> int:
-    return max(1, math.ceil(value.bit_length() / 7))
-
-
 def _head_saving(stream: Any) -> int:
     """What a stream's head, stored apart and deflated, saves over version 13's layout."""
     from eocube import chunk, paramsets
@@ -73,11 +75,7 @@ def _head_saving(stream: Any) -> int:
     packed = len(paramsets.pack(first[prefix : prefix + n]))
     first_size = len(first) - prefix
     return (
-        n
-        + _varint_bytes(first_size)
-        - _varint_bytes(first_size - n)
-        - _varint_bytes(packed)
-        - packed
+        n + varint_bytes(first_size) - varint_bytes(first_size - n) - varint_bytes(packed) - packed
     )
 
 
@@ -191,25 +189,6 @@ def measure_precision(name: str, folder: Path | None, patches: bool = False) -> 
     return row
 
 
-def bytes_table(rows: list[dict[str, Any]]) -> str:
-    """The Markdown table of the byte measurements."""
-    head = ["cube", "T×B×Y×X", "chunks"]
-    for crf in CRFS:
-        head += [f"crf {crf}: bpppb", f"crf {crf}: B/chunk v13 → v14", f"crf {crf}: saved"]
-    body = []
-    for r in rows:
-        line = [r["cube"], "×".join(map(str, r["shape"])), r[f"crf{CRFS[0]}"]["chunks"]]
-        for crf in CRFS:
-            m = r[f"crf{crf}"]
-            line += [
-                f"{m['bpppb']:.3f}",
-                f"{m['payload_v13'] / m['chunks']:.0f} → {m['payload_now'] / m['chunks']:.0f}",
-                f"{100 * m['saved_share']:.1f} %",
-            ]
-        body.append(line)
-    return md_table(head, body, "llr" + "rrr" * len(CRFS))
-
-
 def precision_table(rows: list[dict[str, Any]]) -> str:
     """The Markdown table of the precision measurements."""
     head = ["cube"]
@@ -227,25 +206,6 @@ def precision_table(rows: list[dict[str, Any]]) -> str:
             ]
         body.append(line)
     return md_table(head, body, "l" + "rrr" * len(PRECISION_CRFS))
-
-
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """The share of each cube's payload bytes the lean header saves, per crf."""
-    paired_bars(
-        path,
-        [r["cube"] for r in rows],
-        tuple((f"crf {crf}", [100 * r[f"crf{crf}"]["saved_share"] for r in rows]) for crf in CRFS),
-        "payload saved vs format 13 (%)",
-    )
-
-
-def _summary(rows: list[dict[str, Any]]) -> str:
-    shares = {crf: [r[f"crf{crf}"]["saved_share"] for r in rows] for crf in CRFS}
-    return "; ".join(
-        f"crf {crf}: median {100 * statistics.median(v):.2f} % "
-        f"({100 * min(v):.2f} to {100 * max(v):.2f} %)"
-        for crf, v in shares.items()
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         "format's dictionary). Saved: that "
         "difference as a share of the version-13 payloads. Bytes, not times: "
         "deterministic. Reproduce: `python -m benchmarks.lean_header --corpus <corpus> "
-        "--patches`.\n\n" + bytes_table(rows) + f"\n\nPayload bytes saved: {_summary(rows)}.\n"
+        "--patches`.\n\n"
+        + compact_header.table(rows, before="payload_v13", label="v13 → v14")
+        + f"\n\nPayload bytes saved: {compact_header.summary(rows)}.\n"
     )
     if precision:
         deltas = [r[f"crf{crf}"]["psnr_delta"] for r in precision for crf in PRECISION_CRFS]
@@ -335,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not save_results(args.out, "lean_header", text, run):
         return 1
-    plot(rows, args.out / "lean_header.png")
+    compact_header.plot(rows, args.out / "lean_header.png", "payload saved vs format 13 (%)")
     return 0
 
 
