@@ -24,6 +24,7 @@ import argparse
 import math
 import statistics
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,25 @@ def plot(rows: list[dict[str, Any]], path: Path, ylabel: str = "payload bytes sa
     )
 
 
+def measure_rows(
+    jobs: list[tuple[str, bool]],
+    measure: Callable[[str, Path | None, bool], dict[str, Any]],
+    folder: Path | None,
+) -> list[dict[str, Any]]:
+    """``measure`` of each (cube, patches) job, printing what each saved at the first crf."""
+    rows = []
+    for name, patches in jobs:
+        row = measure(name, folder, patches)
+        rows.append(row)
+        low = row[f"crf{CRFS[0]}"]
+        print(
+            f"{row['cube']}: {low['saved_per_chunk']:.0f} B/chunk, "
+            f"{100 * low['saved_share']:.1f} % at crf {CRFS[0]}",
+            flush=True,
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--cubes", nargs="+", metavar="NAME", help="default: every cube")
@@ -180,18 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = corpus.present(args.cubes or corpus.cube_names(args.corpus), args.corpus)
     jobs = [(name, False) for name in names]
-    if args.patches and corpus.present([PATCH_CUBE], args.corpus):
+    if args.patches and list(corpus.present([PATCH_CUBE], args.corpus)):
         jobs.append((PATCH_CUBE, True))
-    rows = []
-    for name, patches in jobs:
-        row = measure(name, args.corpus, patches)
-        rows.append(row)
-        low = row[f"crf{CRFS[0]}"]
-        print(
-            f"{row['cube']}: {low['saved_per_chunk']:.0f} B/chunk, "
-            f"{100 * low['saved_share']:.1f} % at crf {CRFS[0]}",
-            flush=True,
-        )
+    rows = measure_rows(jobs, measure, args.corpus)
     if not rows:
         print("no cube measured; results not written")
         return 1

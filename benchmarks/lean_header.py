@@ -232,16 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.patches and list(corpus.present([PATCH_CUBE], args.corpus)):
         jobs.append((PATCH_CUBE, True))
         precision_jobs.append((PATCH_CUBE, True))
-    rows = []
-    for name, patches in jobs:
-        row = measure_bytes(name, args.corpus, patches)
-        rows.append(row)
-        low = row[f"crf{CRFS[0]}"]
-        print(
-            f"{row['cube']}: {low['saved_per_chunk']:.0f} B/chunk, "
-            f"{100 * low['saved_share']:.1f} % at crf {CRFS[0]}",
-            flush=True,
-        )
+    rows = compact_header.measure_rows(jobs, measure_bytes, args.corpus)
     if not rows:
         print("no cube measured; results not written")
         return 1
