@@ -371,20 +371,22 @@ def quality_for_bpppb(
         trials.append(t)
         if abs(math.log(t.bpppb / target)) < math.log(1 + tolerance):
             break
-        above = [x for x in trials if x.bpppb > target]
         below = [x for x in trials if x.bpppb < target]
-        if above and below:
-            pts = [
-                min(above, key=lambda x: x.bpppb),
-                max(below, key=lambda x: x.bpppb),
-            ]
+        bracket = rate_bracket([(x.quality, x.bpppb) for x in trials], target)
+        if bracket is not None:
+            pts = list(bracket)
         else:
-            pts = sorted(trials, key=lambda x: abs(math.log(x.bpppb / target)))[:2]
-        if len(pts) == 2 and pts[0].quality != pts[1].quality:
-            a, b = pts
-            slope = (math.log(b.bpppb) - math.log(a.bpppb)) / (b.quality - a.quality)
-            slope = slope if slope < -1e-3 else -math.log(2) / QUALITY_PER_HALVING
-            nq = a.quality + (math.log(target) - math.log(a.bpppb)) / slope
+            near = sorted(trials, key=lambda x: abs(math.log(x.bpppb / target)))[:2]
+            pts = [(x.quality, x.bpppb) for x in near]
+        if len(pts) == 2 and pts[0][0] != pts[1][0]:
+            nq = _log_secant(pts[0], pts[1], target)
+            if bracket is not None and any(x.quality == _snap(profile, nq) for x in trials):
+                # bytes that do not fall steadily with the quality (a chunk's trials of
+                # layouts flipping between qualities) can aim the secant at a quality
+                # tried already: halve the bracket instead
+                nq = (bracket[0][0] + bracket[1][0]) / 2
+                if bracket[1][0] - bracket[0][0] <= step:
+                    break
         else:
             nq = t.quality + math.log(t.bpppb / target) * QUALITY_PER_HALVING / math.log(2)
         if not below:
@@ -407,6 +409,37 @@ def quality_for_bpppb(
     if all(x.bpppb > target * (1 + tolerance) for x in trials):
         best = before_the_floor(trials)
     return best.quality, trials
+
+
+def rate_bracket(
+    points: Sequence[tuple[float, float]], target: float
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Of ``(quality, bpppb)`` points, the two that bracket a rate ``target`` most
+    tightly in quality: the coarsest that spends more than the target, and the finest
+    coarser than it that spends less; None without such a pair.
+
+    Taken in quality order, not by bytes: where bytes do not fall steadily as the
+    quality coarsens (a chunk's trials of mosaics or rotations flipping from one quality
+    to the next; PyAV 15's x265 on a 19-date Sentinel-2 series gave 0.67, then 0.60
+    bits per value at crf 4.25, then 3), the pair nearest the target by bytes can lie on
+    one side in quality, and a secant between them aims back at a quality tried."""
+    above = [p for p in points if p[1] > target]
+    if not above:
+        return None
+    finer = max(above, key=lambda p: p[0])
+    coarser = [p for p in points if p[1] < target and p[0] > finer[0]]
+    if not coarser:
+        return None
+    return finer, min(coarser, key=lambda p: p[0])
+
+
+def _log_secant(a: tuple[float, float], b: tuple[float, float], target: float) -> float:
+    """The quality where log(bpppb) through points ``a`` and ``b`` (quality, bpppb) meets
+    ``target``; along a halving every :data:`QUALITY_PER_HALVING` steps from ``a`` where
+    the two give no falling slope."""
+    slope = (math.log(b[1]) - math.log(a[1])) / (b[0] - a[0])
+    slope = slope if slope < -1e-3 else -math.log(2) / QUALITY_PER_HALVING
+    return a[0] + (math.log(target) - math.log(a[1])) / slope
 
 
 def before_the_floor(trials: Sequence[Trial]) -> Trial:
@@ -720,9 +753,17 @@ def correct(
     target_bpppb: float | None,
     bounds: dict[Hashable, Any],
     searched: Searched,
+    made: Sequence[tuple[Mapping[Hashable, float | None], EncodeReport]] = (),
 ) -> dict[Hashable, float | None] | None:
     """New qualities (and the bounds of ``searched.bounds``, in place) after a pass that
-    missed or overshot; None when there is nothing to correct."""
+    missed or overshot; None when there is nothing to correct.
+
+    ``made``: the qualities and reports of every pass so far (``report`` the last; by
+    default that pass alone, at ``quality``). For a rate, a variable whose passes
+    bracket its aim is set between the two that bracket it
+    (:func:`rate_bracket`), so that corrections close in on the aim even where bytes do
+    not fall steadily with the quality; otherwise its payload is assumed to halve every
+    6 quality steps."""
     new = dict(quality)
     if target_psnr is not None:
         for name, v in report.variables.items():
@@ -761,6 +802,18 @@ def correct(
             elif q is not None:
                 # bytes halve about every 6 crf steps in x265 and SVT-AV1
                 shifted = _snap(prof, q + math.log(got.bpppb / aim) * 6 / math.log(2))
+                tried = [
+                    (t, was.bpppb)
+                    for qs, r in made or [(quality, report)]
+                    if (t := qs.get(key)) is not None
+                    and (was := r.variables.get(str(key))) is not None
+                    and was.bpppb > 0
+                ]  # fmt: skip
+                bracket = rate_bracket(tried, aim)
+                if bracket is not None:
+                    shifted = _snap(prof, _log_secant(*bracket, aim))
+                    if any(shifted == t for t, _ in tried):
+                        shifted = _snap(prof, (bracket[0][0] + bracket[1][0]) / 2)
                 new[key] = min(shifted, q) if key in searched.floored else shifted
         return new
     return None
@@ -907,11 +960,12 @@ def write_to_target(
     number = 1
     kept = [(number, dict(quality), dict(bounds), report)]  # the passes worth keeping
     targeted = control.target_psnr is not None or control.target_bpppb is not None
+    made = [(dict(quality), report)]  # every pass, at the qualities it was encoded with
     for _ in range(MAX_CORRECTIONS if targeted else 0):
         old_quality, old_bounds, previous = dict(quality), dict(bounds), report
         proposal = correct(
             profile, quality, report, control.target_psnr, control.target_bpppb, bounds,
-            searched,
+            searched, made,
         )  # fmt: skip
         if proposal is None or (proposal == quality and bounds == old_bounds):
             break
@@ -922,6 +976,7 @@ def write_to_target(
         quality.update(proposal)
         number += 1
         report = passes.again(number)
+        made.append((dict(quality), report))
         past = (
             past_the_knee(old_quality, quality, previous, report, searched)
             if control.target_bpppb is not None

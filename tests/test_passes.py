@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -176,3 +177,71 @@ def test_a_target_write_reports_at_most_three_encodes(tmp_path: Path) -> None:
     with eocube.open_dataset(tmp_path / "t.eocube") as back:
         measured = metrics.psnr(ds.data.values, back.data.values)
     assert math.isclose(measured, v.psnr, rel_tol=1e-9)
+
+
+class _RatePasses:
+    """Passes whose payload follows ``curve`` (quality -> bits per value), no overhead."""
+
+    values = 80_000
+
+    def __init__(self, curve: Callable[[float], float], quality: dict) -> None:
+        self.curve = curve
+        self.quality = quality
+        self.made: list[float] = []
+        self.reports: dict[int, EncodeReport] = {}
+
+    def _encode(self, number: int) -> EncodeReport:
+        q = self.quality["data"]
+        self.made.append(q)
+        rate = self.curve(q)
+        nbytes = round(rate * self.values / 8)
+        var = VariableReport("data", (20, 1, 40, 100), "uint16", "hevc-12bit-444", q, nbytes,
+                             rate, psnr=40.0)  # fmt: skip
+        report = EncodeReport("x", nbytes, 2 * self.values, self.values, rate, 16 / rate,
+                              {"data": var})  # fmt: skip
+        self.reports[number] = report
+        return report
+
+    def first(self, mode: str) -> EncodeReport:
+        return self._encode(1)
+
+    def again(self, number: int) -> EncodeReport:
+        return self._encode(number)
+
+    def keep(self, number: int) -> EncodeReport:
+        return self.reports[number]
+
+
+def _cliff(q: float) -> float:
+    # bytes that jump where a chunk's layout trial flips, as PyAV 15's x265 did on a
+    # 19-date Sentinel-2 series: 1.6 bits per value up to crf 1.5, then about 0.7 more
+    # halvings every 3.5 steps from 1.0 at crf 2.6
+    return 1.6 if q <= 1.5 else 2 ** (-(q - 2.6) / 3.5)
+
+
+def test_rate_corrections_close_in_between_the_passes_that_bracket_the_target() -> None:
+    quality: dict = {"data": 4.25}
+    fake = _RatePasses(_cliff, quality)
+    control = ratecontrol.Control.parse(target_bpppb=1.0)
+    report, encodes = ratecontrol.write_to_target(
+        fake, "w-", get_profile("hevc-12bit-444"), control, quality, {}, ratecontrol.Searched()
+    )
+    # pass 1 spends too little; halving every 6 crf steps sends pass 2 over the cliff;
+    # from there the same rule alone would go back past pass 1 (crf 5.5, 0.56 bpppb);
+    # the two passes' bracket lands within the rate
+    assert fake.made[:2] == [4.25, 1.5]
+    assert 1.5 < fake.made[2] < 4.25
+    assert encodes == 3
+    assert abs(report.bpppb - 1.0) <= 0.1
+    assert quality["data"] == fake.made[2]
+
+
+def test_rate_bracket_is_taken_in_quality_order() -> None:
+    # bytes not falling steadily: the pair nearest by bytes (crf 4.25 and -3) would aim
+    # the secant back at crf 3, tried already
+    points = [(16.0, 0.16), (-3.0, 2.47), (4.25, 0.67), (3.0, 0.60)]
+    assert ratecontrol.rate_bracket(points, 0.85) == ((-3.0, 2.47), (3.0, 0.60))
+    assert ratecontrol.rate_bracket(points, 3.0) is None  # nothing spends more
+    assert ratecontrol.rate_bracket(points, 0.1) is None  # nothing spends less
+    # a coarser point above the target narrows the bracket from the fine side
+    assert ratecontrol.rate_bracket([*points, (1.5, 0.94)], 0.85) == ((1.5, 0.94), (3.0, 0.60))

@@ -21,6 +21,7 @@ from eocube.ratecontrol import (
     MAX_TRIALS,
     Trial,
     quality_for_bound,
+    quality_for_bpppb,
     quality_for_psnr,
 )
 
@@ -342,6 +343,27 @@ def test_psnr_search_brackets_a_bent_curve() -> None:
     # within the trials' budget, the finest quality that reaches the aim is near it (the
     # write's passes then correct what is left)
     assert 75.0 <= psnr(quality) < 77.0
+
+
+def test_rate_search_brackets_bytes_that_do_not_fall_steadily() -> None:
+    # the payload bits per value PyAV 15's x265 gave on the 19-date gfmap series (a
+    # whole-cube sample), where the chunk's trial kept a mosaic at some qualities and not
+    # at others: bracketing by bytes aimed back at crf 3 and stopped at 0.67 for 0.85
+    measured = {16.0: 0.1588, -3.0: 2.4652, 4.25: 0.6698, 3.0: 0.6031, 2.0: 0.6697,
+                1.75: 0.9308, 1.5: 0.9447, 1.0: 1.05}  # fmt: skip
+
+    def trial(quality: float) -> Trial:
+        rate = measured.get(quality)
+        if rate is None:  # between the measured qualities: log-linear
+            lo = max(q for q in measured if q < quality)
+            hi = min(q for q in measured if q > quality)
+            w = (quality - lo) / (hi - lo)
+            rate = measured[lo] ** (1 - w) * measured[hi] ** w
+        return Trial(quality, round(rate * 1e5 / 8), 100_000, float("nan"), float("nan"))
+
+    quality, trials = quality_for_bpppb(trial, get_profile("hevc-12bit-444"), 0.85, 0.1)
+    assert len(trials) <= MAX_TRIALS
+    assert abs(trial(quality).bpppb / 0.85 - 1) <= 0.1
 
 
 @pytest.mark.parametrize("cheapest", [-6.0, -5.0, -3.0])
