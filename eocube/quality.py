@@ -113,5 +113,6 @@ def choose_per_variable(
         quality.update(found)
         searched.bounds |= search.bounds
         searched.floored |= search.floored
+        searched.video_shares.update(search.video_shares)
         trials += made
     return quality, searched, trials

@@ -166,10 +166,14 @@ class Searched:
     rescales those bounds by a pass's miss, and the store reports them as the
     variables' error bounds. ``floored``: the variables whose quality stopped where
     their payload no longer shrinks meaningfully (:func:`before_the_floor`), which no
-    correction makes coarser."""
+    correction makes coarser. ``video_shares``: for a bound set to reach a rate, the
+    share of the sample's payload that its video held (the video alone at its finest
+    quality over the video and the residual at the bound), by which :func:`correct`
+    tells a pass whose video alone spends more than the rate on the cube."""
 
     bounds: set[Hashable] = field(default_factory=set)
     floored: set[Hashable] = field(default_factory=set)
+    video_shares: dict[Hashable, float] = field(default_factory=dict)
 
 
 def sample_slices(
@@ -443,16 +447,20 @@ def _log_secant(a: tuple[float, float], b: tuple[float, float], target: float) -
 
 
 def before_the_floor(trials: Sequence[Trial]) -> Trial:
-    """The coarsest trial up to which each coarser one still shrinks the payload
+    """The coarsest trial reached from the finest by steps that each shrink the payload
     meaningfully (by at least a halving per :data:`PAYLOAD_FLOOR_HALVING` quality steps):
     where a rate target is below what the codec makes, the quality goes no further than
-    the codec's knee."""
+    the codec's knee, past which no coarser trial shrinks it meaningfully.
+
+    A flat stretch before a coarser trial that shrinks it again is no knee: x265's crf 0
+    spends about what its constant QP 5 (quality -1) does, and its crf 0.25 to 0.75 the
+    same bytes (a 10 m Sentinel-2 scene); a knee found there held a 1 bpppb write of
+    that scene at 1.29 bpppb, no correction allowed to make it coarser."""
     ordered = sorted(trials, key=lambda x: x.quality)
     best = ordered[0]
     for t in ordered[1:]:
-        if t.bpppb > best.bpppb * 2 ** (-(t.quality - best.quality) / PAYLOAD_FLOOR_HALVING):
-            break
-        best = t
+        if t.bpppb <= best.bpppb * 2 ** (-(t.quality - best.quality) / PAYLOAD_FLOOR_HALVING):
+            best = t
     return best
 
 
@@ -736,6 +744,8 @@ def search(
             )  # fmt: skip
             bounds[name] = bound[0] if len(bound) == 1 else bound
             searched.bounds.add(name)
+            kept = min(more, key=lambda t: abs(math.log(t.bpppb / target_bpppb)))
+            searched.video_shares[name] = min(finest.bpppb / kept.bpppb, 1.0)
             quality = floor
             made += more
     elif name in bounds:
@@ -753,17 +763,18 @@ def correct(
     target_bpppb: float | None,
     bounds: dict[Hashable, Any],
     searched: Searched,
-    made: Sequence[tuple[Mapping[Hashable, float | None], EncodeReport]] = (),
+    made: Sequence[
+        tuple[Mapping[Hashable, float | None], Mapping[Hashable, Any], EncodeReport]
+    ] = (),
 ) -> dict[Hashable, float | None] | None:
     """New qualities (and the bounds of ``searched.bounds``, in place) after a pass that
     missed or overshot; None when there is nothing to correct.
 
-    ``made``: the qualities and reports of every pass so far (``report`` the last; by
-    default that pass alone, at ``quality``). For a rate, a variable whose passes
-    bracket its aim is set between the two that bracket it
-    (:func:`rate_bracket`), so that corrections close in on the aim even where bytes do
-    not fall steadily with the quality; otherwise its payload is assumed to halve every
-    6 quality steps."""
+    ``made``: the qualities, bounds and reports of every pass so far (``report`` the
+    last; by default that pass alone, at ``quality`` and ``bounds``). For a rate, a
+    variable's next quality follows its passes (:func:`_next_quality`): between the two
+    that bracket its aim, so that corrections close in on it even where bytes do not
+    fall steadily with the quality, or along their slope."""
     new = dict(quality)
     if target_psnr is not None:
         for name, v in report.variables.items():
@@ -795,28 +806,92 @@ def correct(
             got = report.variables.get(str(key))
             if got is None or not got.bpppb > 0:
                 continue
-            if key in searched.bounds:
+            share = searched.video_shares.get(key)
+            video = got.bpppb * share if share is not None and key in bounds else 0.0
+            if q is not None and video > aim * (1 + BPPPB_CORRECT):
+                # the video alone, at its finest quality, spends more than the aim on the
+                # cube (the sample spent less: ocean colour, 84 % NaN, 0.23 bits per value
+                # on the sample and 0.7 on the cube): no bound brings the rate down; the
+                # residual goes, and the video is made coarser
+                del bounds[key]
+                new[key] = _snap(prof, q + math.log(video / aim) * 6 / math.log(2))
+            elif key in searched.bounds and key in bounds:
                 # the residual's bound sets the rate: about a bit per value per halving
+                # where every value is valid, fewer where some are not; the passes'
+                # own slope where two give it
                 integer = np.dtype(got.dtype).kind in "iu"
-                bounds[key] = _scaled(bounds[key], 2 ** (got.bpppb - aim), integer)
+                per_doubling = _bits_per_doubling(key, made or [(quality, bounds, report)])
+                bounds[key] = _scaled(bounds[key], 2 ** ((got.bpppb - aim) / per_doubling), integer)
             elif q is not None:
                 # bytes halve about every 6 crf steps in x265 and SVT-AV1
-                shifted = _snap(prof, q + math.log(got.bpppb / aim) * 6 / math.log(2))
-                tried = [
-                    (t, was.bpppb)
-                    for qs, r in made or [(quality, report)]
-                    if (t := qs.get(key)) is not None
-                    and (was := r.variables.get(str(key))) is not None
-                    and was.bpppb > 0
-                ]  # fmt: skip
+                tried = _video_rates(key, made or [(quality, bounds, report)], searched)
+                shifted = _snap(prof, _next_quality(tried, q, got.bpppb, aim))
                 bracket = rate_bracket(tried, aim)
-                if bracket is not None:
-                    shifted = _snap(prof, _log_secant(*bracket, aim))
-                    if any(shifted == t for t, _ in tried):
-                        shifted = _snap(prof, (bracket[0][0] + bracket[1][0]) / 2)
+                if bracket is not None and any(shifted == t for t, _ in tried):
+                    shifted = _snap(prof, (bracket[0][0] + bracket[1][0]) / 2)
+                    if any(shifted == t for t, _ in tried):  # the bracket is one step wide
+                        shifted = q
                 new[key] = min(shifted, q) if key in searched.floored else shifted
         return new
     return None
+
+
+def _video_rates(
+    key: Hashable,
+    made: Sequence[tuple[Mapping[Hashable, float | None], Mapping[Hashable, Any], EncodeReport]],
+    searched: Searched,
+) -> list[tuple[float, float]]:
+    """``(quality, payload bpppb)`` of variable ``key`` in each pass made; in a pass that
+    added a searched residual, the video's estimated share of it
+    (``searched.video_shares``)."""
+    out = []
+    for qs, bs, r in made:
+        q, got = qs.get(key), r.variables.get(str(key))
+        if q is None or got is None or not got.bpppb > 0:
+            continue
+        share = searched.video_shares.get(key, 1.0) if key in searched.bounds and key in bs else 1.0
+        out.append((q, got.bpppb * share))
+    return out
+
+
+def _bits_per_doubling(
+    key: Hashable,
+    made: Sequence[tuple[Mapping[Hashable, float | None], Mapping[Hashable, Any], EncodeReport]],
+) -> float:
+    """The payload bits per value one doubling of variable ``key``'s residual bound saves,
+    from the last two passes with different bounds: 1 where they do not give it (each
+    halving of a bound adds about a bit per valid value), at least 1/16 (an ocean colour
+    scene of 84 % NaN: 0.13 bits per value of the store)."""
+    points = []
+    for _, bs, r in made:
+        got = r.variables.get(str(key))
+        if key in bs and got is not None and got.bpppb > 0 and np.all(np.asarray(bs[key]) > 0):
+            points.append((float(np.mean(np.log2(np.asarray(bs[key], dtype=float)))), got.bpppb))
+    distinct = {round(level, 9): rate for level, rate in points}
+    if len(distinct) < 2:
+        return 1.0
+    (l0, r0), (l1, r1) = list(distinct.items())[-2:]
+    saved = (r0 - r1) / (l1 - l0)
+    return min(max(saved, 1 / 16), 1.0) if math.isfinite(saved) and saved > 0 else 1.0
+
+
+def _next_quality(tried: Sequence[tuple[float, float]], q: float, rate: float, aim: float) -> float:
+    """The quality to encode a variable at next for a payload of ``aim`` bits per value,
+    from the passes' ``(quality, bpppb)`` points ``tried`` (the last at ``q``, ``rate``):
+    inside the tightest bracket of the aim (:func:`rate_bracket`); else along the two
+    points nearest the aim where they fall at a halving every 3 to 24 steps (the cube's
+    own slope, where its sample's misled: bytes halved every 12 crf steps on an ocean
+    colour scene); else halving every 6 steps, as x265 and SVT-AV1 about do."""
+    bracket = rate_bracket(tried, aim)
+    if bracket is not None:
+        return _log_secant(*bracket, aim)
+    near = sorted({t[0]: t for t in tried}.values(), key=lambda t: abs(math.log(t[1] / aim)))[:2]
+    if len(near) == 2:
+        (q0, r0), (q1, r1) = near
+        slope = (math.log(r1) - math.log(r0)) / (q1 - q0)
+        if -math.log(2) / 3 <= slope <= -math.log(2) / 24:
+            return q0 + (math.log(aim) - math.log(r0)) / slope
+    return q + math.log(rate / aim) * 6 / math.log(2)
 
 
 def _steps_per_db(prof: Profile, quality: float, bpppb: float | None) -> float:
@@ -960,7 +1035,7 @@ def write_to_target(
     number = 1
     kept = [(number, dict(quality), dict(bounds), report)]  # the passes worth keeping
     targeted = control.target_psnr is not None or control.target_bpppb is not None
-    made = [(dict(quality), report)]  # every pass, at the qualities it was encoded with
+    made = [(dict(quality), dict(bounds), report)]  # every pass, at its settings
     for _ in range(MAX_CORRECTIONS if targeted else 0):
         old_quality, old_bounds, previous = dict(quality), dict(bounds), report
         proposal = correct(
@@ -976,7 +1051,7 @@ def write_to_target(
         quality.update(proposal)
         number += 1
         report = passes.again(number)
-        made.append((dict(quality), report))
+        made.append((dict(quality), dict(bounds), report))
         past = (
             past_the_knee(old_quality, quality, previous, report, searched)
             if control.target_bpppb is not None
@@ -1045,7 +1120,11 @@ def missed_rate(
     payload = report.bpppb - outside
     head = f"target_bpppb={target:g} missed: the store has {report.bpppb:.4f} bpppb"
     at = ", ".join(_crfs(report))
-    exact = [str(n) for n in report.variables if n in searched.bounds and not np.any(bounds[n])]
+    exact = [
+        str(n)
+        for n in report.variables
+        if n in searched.bounds and n in bounds and not np.any(bounds[n])
+    ]
     if report.bpppb < target and exact:
         who = "the cube is" if len(exact) == len(report.variables) else f"{', '.join(exact)} are"
         return (

@@ -245,3 +245,56 @@ def test_rate_bracket_is_taken_in_quality_order() -> None:
     assert ratecontrol.rate_bracket(points, 0.1) is None  # nothing spends less
     # a coarser point above the target narrows the bracket from the fine side
     assert ratecontrol.rate_bracket([*points, (1.5, 0.94)], 0.85) == ((1.5, 0.94), (3.0, 0.60))
+
+
+def _rate_report(rate: float, quality: float) -> EncodeReport:
+    values = 80_000
+    nbytes = round(rate * values / 8)
+    var = VariableReport("data", (20, 1, 40, 100), "float32", "hevc-12bit-444", quality,
+                         nbytes, rate)  # fmt: skip
+    return EncodeReport("x", nbytes, 4 * values, values, rate, 32 / rate, {"data": var})
+
+
+def test_a_residual_is_dropped_where_the_video_alone_spends_more_than_the_rate() -> None:
+    # the sample's video saturated below the rate (0.23 bits per value at quality -6), so
+    # the search added a residual; on the cube the video alone spends 0.7
+    searched = ratecontrol.Searched(bounds={"data"}, video_shares={"data": 0.9})
+    bounds: dict = {"data": 0.01}
+    profile = get_profile("hevc-12bit-444")
+    new = ratecontrol.correct(
+        profile, {"data": -6.0}, _rate_report(0.78, -6.0), None, 0.3, bounds, searched
+    )
+    assert new is not None
+    assert "data" not in bounds  # no bound brings 0.7 bits of video down to 0.3
+    # coarser by about six steps per halving of the video's estimated 0.70 bits
+    assert new["data"] == profile.quality.snap(-6 + 6 * math.log2(0.78 * 0.9 / 0.3))
+    # a video within the rate keeps its residual, the bound scaled
+    bounds = {"data": 0.01}
+    new = ratecontrol.correct(
+        profile, {"data": -6.0}, _rate_report(0.33, -6.0), None, 0.3, bounds, searched
+    )
+    assert new == {"data": -6.0}
+    assert bounds["data"] > 0.01
+
+
+def test_residual_corrections_follow_the_slope_of_the_passes() -> None:
+    # a cube of 84 % NaN: a doubling of the bound saves 0.13 bits per value, not 1
+    searched = ratecontrol.Searched(bounds={"data"}, video_shares={"data": 0.5})
+    first, second = 0.001, 0.001 * 2**0.475
+    made = [
+        ({"data": -6.0}, {"data": first}, _rate_report(1.475, -6.0)),
+        ({"data": -6.0}, {"data": second}, _rate_report(1.413, -6.0)),
+    ]
+    bounds: dict = {"data": second}
+    ratecontrol.correct(
+        get_profile("hevc-12bit-444"), {"data": -6.0}, made[-1][2], None, 1.0, bounds,
+        searched, made,
+    )  # fmt: skip
+    saved = (1.475 - 1.413) / 0.475
+    assert math.isclose(bounds["data"], second * 2 ** (0.413 / saved), rel_tol=1e-9)
+    # one pass alone gives no slope: a bit per value per doubling
+    bounds = {"data": second}
+    ratecontrol.correct(
+        get_profile("hevc-12bit-444"), {"data": -6.0}, made[-1][2], None, 1.0, bounds, searched
+    )
+    assert math.isclose(bounds["data"], second * 2**0.413, rel_tol=1e-9)

@@ -20,6 +20,7 @@ from eocube.ratecontrol import (
     FINE_WALK,
     MAX_TRIALS,
     Trial,
+    before_the_floor,
     quality_for_bound,
     quality_for_bpppb,
     quality_for_psnr,
@@ -364,6 +365,20 @@ def test_rate_search_brackets_bytes_that_do_not_fall_steadily() -> None:
     quality, trials = quality_for_bpppb(trial, get_profile("hevc-12bit-444"), 0.85, 0.1)
     assert len(trials) <= MAX_TRIALS
     assert abs(trial(quality).bpppb / 0.85 - 1) <= 0.1
+
+
+def test_a_flat_stretch_before_bytes_fall_again_is_no_knee() -> None:
+    # a 10 m Sentinel-2 scene's sample: x265's crf 0 spends what QP 5 (quality -1) does,
+    # and crf 0.25 to 0.75 the same bytes; the knee is past all of them
+    def trial(quality: float, rate: float) -> Trial:
+        return Trial(quality, round(rate * 1e5 / 8), 100_000, float("nan"), float("nan"))
+
+    fine = [(-6.0, 2.1682), (-1.0, 1.1461), (0.0, 1.1464), (0.25, 0.9517), (0.5, 0.9517),
+            (0.75, 0.9517), (16.0, 0.0706)]  # fmt: skip
+    assert before_the_floor([trial(q, r) for q, r in fine]).quality == 16.0
+    # at the coarse end, where no coarser trial shrinks the payload again, it is
+    coarse = [*fine, (40.0, 0.02), (44.0, 0.0195)]
+    assert before_the_floor([trial(q, r) for q, r in coarse]).quality == 40.0
 
 
 @pytest.mark.parametrize("cheapest", [-6.0, -5.0, -3.0])
