@@ -204,18 +204,22 @@ def speed_at(
 
 
 def run_in_checkout(
-    checkout: Path, script: str, args: Sequence[str], attempts: int = 1
+    checkout: Path,
+    script: str,
+    args: Sequence[str],
+    attempts: int = 1,
+    python: str = sys.executable,
 ) -> dict[str, Any]:
     """Run ``script`` (Python source whose last printed line is a JSON object holding
-    ``"module": eocube.__file__``) with ``args`` in a fresh process that imports the
-    eocube of ``checkout``; that object.
+    ``"module": eocube.__file__``) with ``args`` in a fresh process of ``python`` (by
+    default this interpreter) that imports the eocube of ``checkout``; that object.
 
     A process that dies (a native crash) is run again, up to ``attempts`` runs in all,
     each death printed with its faulthandler trace; then RuntimeError. So is a worker
     that imported eocube from anywhere but ``checkout``.
     """
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    argv = [sys.executable, "-X", "faulthandler", "-c", script, *args]
+    argv = [python, "-X", "faulthandler", "-c", script, *args]
     for attempt in range(1, attempts + 1):
         # run from the checkout: ``python -c`` puts the working folder first on sys.path
         done = subprocess.run(argv, env=env, cwd=checkout, capture_output=True, text=True)
