@@ -196,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         "store counted); encodes = times the cube was encoded (1 + corrections). "
         "Reproduce: `python -m benchmarks.rate_control"
         + (f" --baseline <checkout of {base}>" if base else "")
-        + f" --rates {' '.join(f'{r:g}' for r in args.rates)}`.\n\n"
+        + f" --rates {' '.join(f'{r:g}' for r in args.rates)}"
+        + ("" if args.cubes is None else f" --cubes {' '.join(args.cubes)}")
+        + ("" if args.python == sys.executable else " --python <the interpreter>")
+        + "`.\n\n"
         + "\n".join(summary(rows, labels))
         + "\n\n"
         + table(rows, labels)
