@@ -377,20 +377,15 @@ def quality_for_bpppb(
             break
         below = [x for x in trials if x.bpppb < target]
         bracket = rate_bracket([(x.quality, x.bpppb) for x in trials], target)
+        near = sorted(trials, key=lambda x: abs(math.log(x.bpppb / target)))[:2]
         if bracket is not None:
-            pts = list(bracket)
-        else:
-            near = sorted(trials, key=lambda x: abs(math.log(x.bpppb / target)))[:2]
-            pts = [(x.quality, x.bpppb) for x in near]
-        if len(pts) == 2 and pts[0][0] != pts[1][0]:
-            nq = _log_secant(pts[0], pts[1], target)
-            if bracket is not None and any(x.quality == _snap(profile, nq) for x in trials):
-                # bytes that do not fall steadily with the quality (a chunk's trials of
-                # layouts flipping between qualities) can aim the secant at a quality
-                # tried already: halve the bracket instead
-                nq = (bracket[0][0] + bracket[1][0]) / 2
-                if bracket[1][0] - bracket[0][0] <= step:
-                    break
+            inside = inside_bracket(profile, bracket, target, [x.quality for x in trials])
+            if inside is None:
+                break
+            nq = inside
+        elif len(near) == 2 and near[0].quality != near[1].quality:
+            a, b = ((x.quality, x.bpppb) for x in near)
+            nq = _log_secant(a, b, target)
         else:
             nq = t.quality + math.log(t.bpppb / target) * QUALITY_PER_HALVING / math.log(2)
         if not below:
@@ -435,6 +430,28 @@ def rate_bracket(
     if not coarser:
         return None
     return finer, min(coarser, key=lambda p: p[0])
+
+
+def inside_bracket(
+    profile: Profile,
+    bracket: tuple[tuple[float, float], tuple[float, float]],
+    target: float,
+    tried: Sequence[float],
+) -> float | None:
+    """The quality (snapped to the profile's steps) inside a ``bracket`` of
+    ``(quality, bpppb)`` points (:func:`rate_bracket`) to try next for a rate ``target``:
+    where log(bytes) through the two meets it, or the bracket's middle where that is a
+    quality ``tried`` already; None once the middle is tried too (the bracket is a step
+    wide: nothing between its ends is left to try).
+
+    Bytes that do not fall steadily with the quality (a chunk's trials of layouts
+    flipping between qualities) can aim the secant at a quality tried already: halving
+    the bracket still closes in on the rate."""
+    nq = _snap(profile, _log_secant(*bracket, target))
+    if nq not in tried:
+        return nq
+    middle = _snap(profile, (bracket[0][0] + bracket[1][0]) / 2)
+    return None if middle in tried else middle
 
 
 def _log_secant(a: tuple[float, float], b: tuple[float, float], target: float) -> float:
@@ -824,14 +841,10 @@ def correct(
                 bounds[key] = _scaled(bounds[key], 2 ** ((got.bpppb - aim) / per_doubling), integer)
             elif q is not None:
                 # bytes halve about every 6 crf steps in x265 and SVT-AV1
-                tried = _video_rates(key, made or [(quality, bounds, report)], searched)
-                shifted = _snap(prof, _next_quality(tried, q, got.bpppb, aim))
-                bracket = rate_bracket(tried, aim)
-                if bracket is not None and any(shifted == t for t, _ in tried):
-                    shifted = _snap(prof, (bracket[0][0] + bracket[1][0]) / 2)
-                    if any(shifted == t for t, _ in tried):  # the bracket is one step wide
-                        shifted = q
-                new[key] = min(shifted, q) if key in searched.floored else shifted
+                new[key] = _next_quality(
+                    prof, _video_rates(key, made or [(quality, bounds, report)], searched),
+                    q, got.bpppb, aim, floored=key in searched.floored,
+                )  # fmt: skip
         return new
     return None
 
@@ -875,11 +888,20 @@ def _bits_per_doubling(
     return min(max(saved, 1 / 16), 1.0) if math.isfinite(saved) and saved > 0 else 1.0
 
 
-def _next_quality(tried: Sequence[tuple[float, float]], q: float, rate: float, aim: float) -> float:
+def _next_quality(
+    prof: Profile,
+    tried: Sequence[tuple[float, float]],
+    q: float,
+    rate: float,
+    aim: float,
+    floored: bool = False,
+) -> float:
     """The quality to encode a variable at next for a payload of ``aim`` bits per value,
     from the passes' ``(quality, bpppb)`` points ``tried`` (the last at ``q``, ``rate``):
-    inside the tightest bracket of the aim (:func:`rate_bracket`), else halving the
-    bytes every 6 steps from the last, as x265 and SVT-AV1 about do.
+    inside the tightest bracket of the aim (:func:`rate_bracket`, :func:`inside_bracket`;
+    ``q`` again once the bracket is a step wide), else halving the bytes every 6 steps
+    from the last, as x265 and SVT-AV1 about do; no coarser than ``q`` where the search
+    found the codec's knee there (``floored``).
 
     Not along the slope of two passes on one side of the aim: the curve bends (an ocean
     colour scene of 84 % NaN halved its bytes every 16 quality steps from -6 to 1.5,
@@ -887,8 +909,11 @@ def _next_quality(tried: Sequence[tuple[float, float]], q: float, rate: float, a
     0.1 bpppb target by 41 % that this rule met."""
     bracket = rate_bracket(tried, aim)
     if bracket is not None:
-        return _log_secant(*bracket, aim)
-    return q + math.log(rate / aim) * 6 / math.log(2)
+        inside = inside_bracket(prof, bracket, aim, [t for t, _ in tried])
+        shifted = q if inside is None else inside
+    else:
+        shifted = _snap(prof, q + math.log(rate / aim) * 6 / math.log(2))
+    return min(shifted, q) if floored else shifted
 
 
 def _steps_per_db(prof: Profile, quality: float, bpppb: float | None) -> float:

@@ -247,6 +247,20 @@ def test_rate_bracket_is_taken_in_quality_order() -> None:
     assert ratecontrol.rate_bracket([*points, (1.5, 0.94)], 0.85) == ((1.5, 0.94), (3.0, 0.60))
 
 
+def test_inside_a_bracket_the_secant_then_the_middle_then_nothing() -> None:
+    prof = get_profile("hevc-12bit-444")
+    bracket = ((-3.0, 2.47), (3.0, 0.60))
+    secant = ratecontrol.inside_bracket(prof, bracket, 0.85, [-3.0, 3.0])
+    assert secant is not None
+    assert 1.0 < secant < 3.0  # log(bytes) linear between the two: crf 1.5
+    # the secant lands on a quality tried: the bracket's middle
+    assert ratecontrol.inside_bracket(prof, bracket, 0.85, [-3.0, 3.0, secant]) == 0.0
+    # a bracket one step wide leaves nothing to try
+    step = prof.quality.step if prof.quality is not None else 0.0
+    assert ratecontrol.inside_bracket(prof, ((2.0, 1.0), (2.0 + step, 0.8)), 0.9,
+                                      [2.0, 2.0 + step]) is None  # fmt: skip
+
+
 def _rate_report(rate: float, quality: float) -> EncodeReport:
     values = 80_000
     nbytes = round(rate * values / 8)
