@@ -179,21 +179,32 @@ class Searched:
 def sample_slices(
     shape: Sequence[int], chunk: Sequence[int], count: int = SAMPLE_BLOCKS
 ) -> list[tuple[slice, ...]]:
-    """Up to ``count`` chunk-aligned blocks spread along time, centred in space.
+    """Up to ``count`` chunk-aligned blocks: spread along time, centred in space, where
+    the cube has ``count`` chunks in time or more; else spread over the whole chunk grid
+    (in time, then in space), so that a cube of one or two dates still gives ``count``
+    blocks where it has that many chunks.
 
-    ``shape`` and ``chunk`` are (T, B, Y, X) or (T, Y, X).
+    ``shape`` and ``chunk`` are (T, B, Y, X) or (T, Y, X). Centred in space alone, the
+    sample of a one-date scene was one chunk of its eight, which spent a third of the
+    cube's bits per value (an ocean-colour scene) and sent the corrections after it.
     """
-    n_t = math.ceil(shape[0] / chunk[0])
-    picks = sorted({round(i * (n_t - 1) / max(count - 1, 1)) for i in range(min(count, n_t))})
-    out = []
-    for ti in picks:
-        sl = [slice(ti * chunk[0], min((ti + 1) * chunk[0], shape[0]))]
-        for size, c in zip(shape[1:], chunk[1:], strict=True):
-            n = math.ceil(size / c)
-            mid = n // 2
-            sl.append(slice(mid * c, min((mid + 1) * c, size)))
-        out.append(tuple(sl))
-    return out
+    grid = [math.ceil(size / c) for size, c in zip(shape, chunk, strict=True)]
+    if grid[0] >= count:
+        picks = sorted({round(i * (grid[0] - 1) / max(count - 1, 1)) for i in range(count)})
+        cells = [(t, *(n // 2 for n in grid[1:])) for t in picks]
+    else:
+        # the middle of each of ``count`` equal runs of the grid's chunks, in C order
+        total = math.prod(grid)
+        n = min(count, total)
+        flat = sorted({math.floor((i + 0.5) * total / n) for i in range(n)})
+        cells = [tuple(int(k) for k in np.unravel_index(f, grid)) for f in flat]
+    return [
+        tuple(
+            slice(k * c, min((k + 1) * c, size))
+            for k, c, size in zip(cell, chunk, shape, strict=True)
+        )
+        for cell in cells
+    ]
 
 
 def _encode_sample_block(
@@ -1045,8 +1056,9 @@ def write_to_target(
     searched: Searched,
 ) -> tuple[EncodeReport, int]:
     """Write the cube (``passes.first(mode)`` encodes it at ``quality`` and ``bounds``),
-    then correct a missed target at most :data:`MAX_CORRECTIONS` times, keeping the
-    smallest pass that meets it (for a rate none meets, the closest). Returns the report
+    then correct a missed target at most :data:`MAX_CORRECTIONS` times, keeping for a
+    rate the pass closest to it (among those within +-10 %, where any is), for a PSNR
+    the smallest pass that meets it (else the last). Returns the report
     of the pass kept and how many times the cube was encoded: at most
     ``1 + MAX_CORRECTIONS``, since keeping an earlier pass encodes nothing again.
 
@@ -1085,11 +1097,11 @@ def write_to_target(
             continue
         kept.append((number, dict(quality), dict(bounds), report))
     met = [k for k in kept if control.met_by(k[3])]
-    if met:
-        keep = min(met, key=lambda k: k[3].nbytes)
-    elif control.target_bpppb is not None:
+    if control.target_bpppb is not None:
         rate = control.target_bpppb
-        keep = min(kept, key=lambda k: abs(math.log(k[3].bpppb / rate)))
+        keep = min(met or kept, key=lambda k: abs(math.log(k[3].bpppb / rate)))
+    elif met:
+        keep = min(met, key=lambda k: k[3].nbytes)
     else:
         keep = kept[-1]
     if keep[0] != 1:

@@ -236,6 +236,21 @@ def test_rate_corrections_close_in_between_the_passes_that_bracket_the_target() 
     assert quality["data"] == fake.made[2]
 
 
+def test_of_the_passes_within_the_rate_the_closest_is_kept() -> None:
+    # pass 1 lands 9 % short (within +-10 %, but corrected), pass 2 2.6 % over: both meet
+    # the rate, and the one closer to it is kept, not the smaller
+    quality: dict = {"data": 10.0}
+    fake = _RatePasses(lambda q: 0.91 * 2 ** (-(q - 10.0) / 4.3), quality)
+    control = ratecontrol.Control.parse(target_bpppb=1.0)
+    report, encodes = ratecontrol.write_to_target(
+        fake, "w-", get_profile("hevc-12bit-444"), control, quality, {}, ratecontrol.Searched()
+    )
+    assert encodes == 2
+    assert fake.made == [10.0, 9.25]
+    assert math.isclose(report.bpppb, fake.curve(9.25), rel_tol=1e-3)
+    assert quality["data"] == 9.25
+
+
 def test_rate_bracket_is_taken_in_quality_order() -> None:
     # bytes not falling steadily: the pair nearest by bytes (crf 4.25 and -3) would aim
     # the secant back at crf 3, tried already

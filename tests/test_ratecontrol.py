@@ -416,3 +416,43 @@ def test_psnr_corrections_below_the_video_floor_take_the_wavelets_slope() -> Non
     assert _steps_per_db(wavelet, -12, 1.4) == pytest.approx(1.03, abs=0.01)
     assert _steps_per_db(wavelet, -12, 4.0) < _steps_per_db(wavelet, -12, 1.4)
     assert _steps_per_db(wavelet, -12, 0.01) == 2.0  # never coarser steps than the video's
+
+
+def test_the_sample_of_a_scene_of_few_dates_spreads_over_space() -> None:
+    from eocube.ratecontrol import SAMPLE_BLOCKS, sample_slices
+
+    def cells(shape: tuple[int, ...], chunk: tuple[int, ...]) -> list[tuple[int, ...]]:
+        return [tuple(s.start // c for s, c in zip(sl, chunk, strict=True))
+                for sl in sample_slices(shape, chunk)]  # fmt: skip
+
+    # one date of 2 x 4 chunks: three blocks, not the centre chunk alone
+    one_date = cells((5, 5, 1000, 2000), (5, 5, 512, 512))
+    assert len(set(one_date)) == SAMPLE_BLOCKS
+    assert len({c[2] for c in one_date}) == 2  # both rows of chunks
+    # two dates of 2 x 2 chunks: both dates
+    assert {c[0] for c in cells((2, 1, 64, 64), (1, 1, 32, 32))} == {0, 1}
+    # a series of enough time chunks: spread along time (first and last), centred in space
+    assert cells((118, 4, 640, 640), (32, 4, 64, 64)) == [(0, 0, 5, 5), (2, 0, 5, 5), (3, 0, 5, 5)]
+    # fewer chunks than blocks: every chunk once
+    assert cells((1, 1, 10, 20), (1, 1, 10, 10)) == [(0, 0, 0, 0), (0, 0, 0, 1)]
+
+
+def test_the_sample_of_a_one_date_scene_spends_what_the_scene_does(tmp_path: Path) -> None:
+    # a scene whose centre chunk is smooth and the others textured: centred in space alone,
+    # the sample was the smooth chunk and spent a fraction of the scene's bits
+    from eocube.ratecontrol import make_trial, sample_blocks
+    from eocube.variables import cube_variables
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:128, 0:128]
+    smooth = (1000 + 200 * np.sin(y / 20) + 200 * np.cos(x / 25)).astype(np.uint16)
+    noise = rng.integers(0, 400, (3, 128, 128)).astype(np.uint16)
+    scene = smooth + noise * np.arange(1, 4, dtype=np.uint16)[:, None, None]
+    scene[:, 64:, 64:] = smooth[64:, 64:]
+    ds = xr.Dataset({"data": (("time", "band", "y", "x"), scene[None])})
+    chunks = {"y": 64, "x": 64}
+    cv = cube_variables(ds, None, None, chunks)[0]["data"]
+    sample = make_trial(sample_blocks(ds, cv), get_profile("hevc-12bit-444"), measure=False)
+    report = eocube.to_eocube(ds, tmp_path / "s.eocube", crf=16, measure=False, chunks=chunks)
+    ratio = sample(16.0).bpppb / report.variables["data"].bpppb
+    assert 0.8 < ratio < 1.25
