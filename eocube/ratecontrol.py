@@ -807,7 +807,9 @@ def correct(
     if target_psnr is not None:
         for name, v in report.variables.items():
             q = quality[name]
-            if q is None or v.psnr is None:
+            if q is None or v.psnr is None or not math.isfinite(v.psnr):
+                # an exact pass (integers under a bound below 1: a uint8 scene asked for
+                # 60 dB) gives no miss to scale by, and met the target
                 continue
             if name in searched.bounds:
                 # the residual's bound sets the PSNR: scale it by the miss

@@ -327,3 +327,19 @@ def test_residual_corrections_follow_the_slope_of_the_passes() -> None:
         get_profile("hevc-12bit-444"), {"data": -6.0}, made[-1][2], None, 1.0, bounds, searched
     )
     assert math.isclose(bounds["data"], second * 2**0.413, rel_tol=1e-9)
+
+
+def test_an_exact_pass_is_not_corrected_for_its_psnr() -> None:
+    # a uint8 scene asked for 60 dB: the residual's bound (0.43) is below 1, the pass is
+    # exact (PSNR inf); scaling the bound by the overshoot made it inf, and the next pass
+    # refused it
+    var = VariableReport("data", (1, 3, 40, 100), "uint8", "hevc-12bit-444", 9.5, 4000, 2.9,
+                         psnr=math.inf)  # fmt: skip
+    report = EncodeReport("x", 4000, 12_000, 12_000, 2.9, 8 / 2.9, {"data": var})
+    bounds: dict = {"data": (0.43, 0.43, 0.43)}
+    searched = ratecontrol.Searched(bounds={"data"})
+    new = ratecontrol.correct(
+        get_profile("hevc-12bit-444"), {"data": 9.5}, report, 60.0, None, bounds, searched
+    )
+    assert new == {"data": 9.5}
+    assert bounds == {"data": (0.43, 0.43, 0.43)}
