@@ -111,8 +111,6 @@ def choose_per_variable(
             ds, {name: cv}, profiles[name], controls[name], bounds
         )
         quality.update(found)
-        searched.bounds |= search.bounds
-        searched.floored |= search.floored
-        searched.video_shares.update(search.video_shares)
+        searched.merge(search)
         trials += made
     return quality, searched, trials

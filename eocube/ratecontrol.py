@@ -169,11 +169,22 @@ class Searched:
     correction makes coarser. ``video_shares``: for a bound set to reach a rate, the
     share of the sample's payload that its video held (the video alone at its finest
     quality over the video and the residual at the bound), by which :func:`correct`
-    tells a pass whose video alone spends more than the rate on the cube."""
+    tells a pass whose video alone spends more than the rate on the cube.
+    ``exact_psnrs``: for a PSNR search on a sample that is the whole cube, its trials'
+    ``(quality, PSNR)``: what a pass at those qualities gets, which :func:`correct`
+    takes beside the passes."""
 
     bounds: set[Hashable] = field(default_factory=set)
     floored: set[Hashable] = field(default_factory=set)
     video_shares: dict[Hashable, float] = field(default_factory=dict)
+    exact_psnrs: dict[Hashable, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+
+    def merge(self, other: Searched) -> None:
+        """Take in what another variable's search decided."""
+        self.bounds |= other.bounds
+        self.floored |= other.floored
+        self.video_shares.update(other.video_shares)
+        self.exact_psnrs.update(other.exact_psnrs)
 
 
 def sample_slices(
@@ -458,11 +469,9 @@ def inside_bracket(
     Bytes that do not fall steadily with the quality (a chunk's trials of layouts
     flipping between qualities) can aim the secant at a quality tried already: halving
     the bracket still closes in on the rate."""
-    nq = _snap(profile, _log_secant(*bracket, target))
-    if nq not in tried:
-        return nq
-    middle = _snap(profile, (bracket[0][0] + bracket[1][0]) / 2)
-    return None if middle in tried else middle
+    ends = (bracket[0][0], bracket[1][0])
+    middle = (ends[0] + ends[1]) / 2
+    return _untried_inside(profile, (_log_secant(*bracket, target), middle), ends, tried)
 
 
 def _log_secant(a: tuple[float, float], b: tuple[float, float], target: float) -> float:
@@ -736,6 +745,10 @@ def search(
         quality, made = quality_for_psnr(
             trial_of(bounds.get(name), True), prof, target_psnr, margin
         )
+        if whole:
+            searched.exact_psnrs[name] = tuple(
+                (t.quality, t.psnr) for t in made if math.isfinite(t.psnr)
+            )
         if not any(t.psnr >= target_psnr for t in made):
             # beyond what the codec's bit depth reaches: a residual layer with the
             # bound that uniform errors of that PSNR would have carries the rest
@@ -817,10 +830,26 @@ def correct(
                     factor = 10 ** ((v.psnr - target_psnr - PSNR_MARGIN) / 20)
                     bounds[name] = tuple(b * factor for b in bounds[name])
                 continue
+            if target_psnr <= v.psnr <= target_psnr + PSNR_OVERSHOOT:
+                continue
+            passes = _video_psnrs(name, made or [(quality, bounds, report)])
+            known = passes + list(searched.exact_psnrs.get(name, ()))
+            bracket = psnr_bracket(known, target_psnr)
             per_db = _steps_per_db(prof, q, v.bpppb)
-            if v.psnr < target_psnr:
+            if bracket is not None:
+                # between the coarsest quality known to meet the target and the finest
+                # known to miss it: near x265's finest qualities a step can move the PSNR
+                # by 2 dB, where 2 steps a dB went past the bracket and back
+                meets = bracket[0]
+                if meets[1] > target_psnr + PSNR_OVERSHOOT:
+                    inside = psnr_inside(prof, bracket, target_psnr + PSNR_MARGIN,
+                                         [t for t, _ in known])  # fmt: skip
+                    meets = meets if inside is None else (inside, math.nan)
+                # a quality a pass was made at is not encoded again (the pass is kept)
+                new[name] = q if any(meets[0] == t for t, _ in passes) else meets[0]
+            elif v.psnr < target_psnr:
                 new[name] = _snap(prof, q - max((target_psnr - v.psnr) * per_db + 0.25, 0.25))
-            elif v.psnr > target_psnr + PSNR_OVERSHOOT:
+            else:
                 new[name] = _snap(prof, q + (v.psnr - target_psnr - PSNR_MARGIN) * per_db)
         return new
     if target_bpppb is not None:
@@ -859,6 +888,64 @@ def correct(
                     q, got.bpppb, aim, floored=key in searched.floored,
                 )  # fmt: skip
         return new
+    return None
+
+
+def _video_psnrs(
+    key: Hashable,
+    made: Sequence[tuple[Mapping[Hashable, float | None], Mapping[Hashable, Any], EncodeReport]],
+) -> list[tuple[float, float]]:
+    """``(quality, PSNR)`` of variable ``key`` in each pass made (finite PSNRs only)."""
+    out = []
+    for qs, _, r in made:
+        q, got = qs.get(key), r.variables.get(str(key))
+        if q is not None and got is not None and got.psnr is not None and math.isfinite(got.psnr):
+            out.append((q, got.psnr))
+    return out
+
+
+def psnr_bracket(
+    points: Sequence[tuple[float, float]], target: float
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Of ``(quality, PSNR)`` points, the coarsest that meets a PSNR ``target`` and the
+    finest coarser than it that misses it; None without such a pair."""
+    meets = [p for p in points if p[1] >= target]
+    if not meets:
+        return None
+    a = max(meets, key=lambda p: p[0])
+    coarser = [p for p in points if p[1] < target and p[0] > a[0]]
+    return (a, min(coarser, key=lambda p: p[0])) if coarser else None
+
+
+def psnr_inside(
+    profile: Profile,
+    bracket: tuple[tuple[float, float], tuple[float, float]],
+    aim: float,
+    tried: Sequence[float],
+) -> float | None:
+    """The quality (snapped) inside a PSNR ``bracket`` (:func:`psnr_bracket`) to try
+    next for ``aim`` dB: PSNR linear in quality between the two, or the bracket's middle
+    where that is a quality ``tried``; None once the middle is tried too."""
+    (qa, pa), (qb, pb) = bracket
+    nq = qa + (pa - aim) * (qb - qa) / (pa - pb) if pa > pb else (qa + qb) / 2
+    return _untried_inside(profile, (nq, (qa + qb) / 2), (qa, qb), tried)
+
+
+def _untried_inside(
+    profile: Profile,
+    candidates: Sequence[float],
+    ends: tuple[float, float],
+    tried: Sequence[float],
+) -> float | None:
+    """The first of ``candidates``, snapped, that lies strictly between the snapped
+    ``ends`` of a bracket and was not ``tried`` (as the encoder takes them: x265's
+    constant-QP levels below 0 are whole, so that crf -1.5 codes as -2); None if none."""
+    lo, hi = sorted(_snap(profile, e) for e in ends)
+    done = {_snap(profile, t) for t in tried}
+    for candidate in candidates:
+        q = _snap(profile, candidate)
+        if lo < q < hi and q not in done:
+            return q
     return None
 
 

@@ -184,8 +184,14 @@ class _RatePasses:
 
     values = 80_000
 
-    def __init__(self, curve: Callable[[float], float], quality: dict) -> None:
+    def __init__(
+        self,
+        curve: Callable[[float], float],
+        quality: dict,
+        psnr: Callable[[float], float] = lambda q: 40.0,
+    ) -> None:
         self.curve = curve
+        self.psnr = psnr
         self.quality = quality
         self.made: list[float] = []
         self.reports: dict[int, EncodeReport] = {}
@@ -196,7 +202,7 @@ class _RatePasses:
         rate = self.curve(q)
         nbytes = round(rate * self.values / 8)
         var = VariableReport("data", (20, 1, 40, 100), "uint16", "hevc-12bit-444", q, nbytes,
-                             rate, psnr=40.0)  # fmt: skip
+                             rate, psnr=self.psnr(q))  # fmt: skip
         report = EncodeReport("x", nbytes, 2 * self.values, self.values, rate, 16 / rate,
                               {"data": var})  # fmt: skip
         self.reports[number] = report
@@ -343,3 +349,44 @@ def test_an_exact_pass_is_not_corrected_for_its_psnr() -> None:
     )
     assert new == {"data": 9.5}
     assert bounds == {"data": (0.43, 0.43, 0.43)}
+
+
+def _steep_psnr(q: float) -> float:
+    # PSNR falling 2 dB a quality step (a Landsat 8 series near x265's finest qualities:
+    # 50.8 dB at crf -1.5, 47.9 at crf 0)
+    return 52.0 - 2 * q
+
+
+def test_psnr_corrections_close_in_between_the_passes_that_bracket_the_target() -> None:
+    quality: dict = {"data": 0.5}
+    fake = _RatePasses(lambda q: 2.2 * 2 ** (-q / 6), quality, psnr=_steep_psnr)
+    control = ratecontrol.Control.parse(target_psnr=50.0)
+    report, encodes = ratecontrol.write_to_target(
+        fake, "w-", get_profile("hevc-12bit-444"), control, quality, {}, ratecontrol.Searched()
+    )
+    # pass 1 overshoots by 1 dB; 2 steps a dB send pass 2 to crf 2.25 (47.5 dB); the
+    # third lands between the two (2 steps a dB sent it to crf -3, 58 dB)
+    assert fake.made[:2] == [0.5, 2.25]
+    assert 0.5 < fake.made[2] < 2.25
+    assert encodes == 3
+    assert 50.0 <= report.variables["data"].psnr <= 50.75
+    assert quality["data"] == fake.made[2]
+
+
+def test_psnr_corrections_take_the_trials_of_a_whole_cube_sample() -> None:
+    # the sample was the whole cube: its trials are what passes there get; between
+    # crf -1.5 (meets, 0.9 dB over) and -1.25 (misses) there is nothing to try
+    # (crf -1.5 codes as x265's constant QP level -2, -1.25 as -1)
+    searched = ratecontrol.Searched(exact_psnrs={"data": ((16.0, 39.9), (-1.5, 50.9),
+                                                          (-1.25, 49.8))})  # fmt: skip
+    var = VariableReport("data", (8, 11, 79, 79), "uint16", "hevc-12bit-444", -1.5, 140_000,
+                         2.15, psnr=50.9)  # fmt: skip
+    report = EncodeReport("x", 140_000, 1_098_152, 549_076, 2.15, 7.4, {"data": var})
+    new = ratecontrol.correct(
+        get_profile("hevc-12bit-444"), {"data": -1.5}, report, 50.0, None, {},
+        searched,
+    )  # fmt: skip
+    assert new == {"data": -1.5}  # no pass again (it made two more, to end where it began)
+    assert ratecontrol.psnr_bracket([(16.0, 39.9), (-1.5, 50.9), (-1.25, 49.8)], 50.0) == (
+        (-1.5, 50.9), (-1.25, 49.8))  # fmt: skip
+    assert ratecontrol.psnr_bracket([(-1.5, 50.9)], 50.0) is None
