@@ -14,6 +14,7 @@ encoded at most ``1 + MAX_CORRECTIONS`` times, and usually once.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import warnings
@@ -170,21 +171,21 @@ class Searched:
     share of the sample's payload that its video held (the video alone at its finest
     quality over the video and the residual at the bound), by which :func:`correct`
     tells a pass whose video alone spends more than the rate on the cube.
-    ``exact_psnrs``: for a PSNR search on a sample that is the whole cube, its trials'
-    ``(quality, PSNR)``: what a pass at those qualities gets, which :func:`correct`
-    takes beside the passes."""
+    ``sample_psnrs``: for a PSNR search, its trials' ``(quality, PSNR)`` on the sample,
+    which :func:`correct` takes beside the passes, at the level of the cube
+    (:func:`_sample_at_cube_level`)."""
 
     bounds: set[Hashable] = field(default_factory=set)
     floored: set[Hashable] = field(default_factory=set)
     video_shares: dict[Hashable, float] = field(default_factory=dict)
-    exact_psnrs: dict[Hashable, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    sample_psnrs: dict[Hashable, tuple[tuple[float, float], ...]] = field(default_factory=dict)
 
     def merge(self, other: Searched) -> None:
         """Take in what another variable's search decided."""
         self.bounds |= other.bounds
         self.floored |= other.floored
         self.video_shares.update(other.video_shares)
-        self.exact_psnrs.update(other.exact_psnrs)
+        self.sample_psnrs.update(other.sample_psnrs)
 
 
 def sample_slices(
@@ -745,10 +746,9 @@ def search(
         quality, made = quality_for_psnr(
             trial_of(bounds.get(name), True), prof, target_psnr, margin
         )
-        if whole:
-            searched.exact_psnrs[name] = tuple(
-                (t.quality, t.psnr) for t in made if math.isfinite(t.psnr)
-            )
+        searched.sample_psnrs[name] = tuple(
+            (t.quality, t.psnr) for t in made if math.isfinite(t.psnr)
+        )
         if not any(t.psnr >= target_psnr for t in made):
             # beyond what the codec's bit depth reaches: a residual layer with the
             # bound that uniform errors of that PSNR would have carries the rest
@@ -833,13 +833,16 @@ def correct(
             if target_psnr <= v.psnr <= target_psnr + PSNR_OVERSHOOT:
                 continue
             passes = _video_psnrs(name, made or [(quality, bounds, report)])
-            known = passes + list(searched.exact_psnrs.get(name, ()))
+            sample = searched.sample_psnrs.get(name, ())
+            known = passes + _sample_at_cube_level(prof, sample, q, v.psnr, passes)
             bracket = psnr_bracket(known, target_psnr)
             per_db = _steps_per_db(prof, q, v.bpppb)
             if bracket is not None:
                 # between the coarsest quality known to meet the target and the finest
                 # known to miss it: near x265's finest qualities a step can move the PSNR
-                # by 2 dB, where 2 steps a dB went past the bracket and back
+                # by 2 dB, and a chunk's layout can flip between two (ocean colour: 41.7
+                # dB at crf 20.75, 36.8 at 21.25), where 2 steps a dB went past the
+                # bracket and back
                 meets = bracket[0]
                 if meets[1] > target_psnr + PSNR_OVERSHOOT:
                     inside = psnr_inside(prof, bracket, target_psnr + PSNR_MARGIN,
@@ -902,6 +905,33 @@ def _video_psnrs(
         if q is not None and got is not None and got.psnr is not None and math.isfinite(got.psnr):
             out.append((q, got.psnr))
     return out
+
+
+def _sample_at_cube_level(
+    prof: Profile,
+    sample: Sequence[tuple[float, float]],
+    q: float,
+    psnr: float,
+    passes: Sequence[tuple[float, float]],
+) -> list[tuple[float, float]]:
+    """The sample's ``(quality, PSNR)`` trials shifted by what the cube got at ``q``
+    (``psnr``) over what the sample got there (linear between the trials around it),
+    less those at a quality a pass was made at; none where ``q`` lies outside the
+    trials. The PSNR search's trials close in on the target, so they give the curve's
+    shape where corrections look; the cube's level differs from the sample's by what
+    the sample misses of it (ocean colour: +0.1 dB at 40, +0.5 at 60)."""
+    points = sorted(sample)
+    at = None
+    for (q0, p0), (q1, p1) in itertools.pairwise(points):
+        if q0 <= q <= q1 and q1 > q0:
+            at = p0 + (p1 - p0) * (q - q0) / (q1 - q0)
+            break
+    exact = [p for t, p in points if _snap(prof, t) == _snap(prof, q)]
+    at = exact[0] if exact else at
+    if at is None:
+        return []
+    made = {_snap(prof, t) for t, _ in passes}
+    return [(t, p + psnr - at) for t, p in points if _snap(prof, t) not in made]
 
 
 def psnr_bracket(

@@ -373,20 +373,40 @@ def test_psnr_corrections_close_in_between_the_passes_that_bracket_the_target() 
     assert quality["data"] == fake.made[2]
 
 
-def test_psnr_corrections_take_the_trials_of_a_whole_cube_sample() -> None:
-    # the sample was the whole cube: its trials are what passes there get; between
-    # crf -1.5 (meets, 0.9 dB over) and -1.25 (misses) there is nothing to try
-    # (crf -1.5 codes as x265's constant QP level -2, -1.25 as -1)
-    searched = ratecontrol.Searched(exact_psnrs={"data": ((16.0, 39.9), (-1.5, 50.9),
-                                                          (-1.25, 49.8))})  # fmt: skip
-    var = VariableReport("data", (8, 11, 79, 79), "uint16", "hevc-12bit-444", -1.5, 140_000,
-                         2.15, psnr=50.9)  # fmt: skip
-    report = EncodeReport("x", 140_000, 1_098_152, 549_076, 2.15, 7.4, {"data": var})
-    new = ratecontrol.correct(
-        get_profile("hevc-12bit-444"), {"data": -1.5}, report, 50.0, None, {},
-        searched,
-    )  # fmt: skip
-    assert new == {"data": -1.5}  # no pass again (it made two more, to end where it began)
-    assert ratecontrol.psnr_bracket([(16.0, 39.9), (-1.5, 50.9), (-1.25, 49.8)], 50.0) == (
-        (-1.5, 50.9), (-1.25, 49.8))  # fmt: skip
+def _psnr_report(quality: float, psnr: float) -> EncodeReport:
+    var = VariableReport("data", (8, 11, 79, 79), "uint16", "hevc-12bit-444", quality,
+                         140_000, 2.15, psnr=psnr)  # fmt: skip
+    return EncodeReport("x", 140_000, 1_098_152, 549_076, 2.15, 7.4, {"data": var})
+
+
+def test_psnr_corrections_take_the_search_trials_at_the_cubes_level() -> None:
+    profile = get_profile("hevc-12bit-444")
+    # the sample was the whole cube (a Landsat 8 series at 50 dB): between crf -1.5
+    # (x265's constant QP level -2, 0.8 dB over) and -1.25 (level -1, a miss) there is
+    # nothing to try; 2 steps a dB made two more passes, to end where it began
+    trials = ((16.0, 36.46), (-6.0, 54.59), (0.0, 47.88), (-2.0, 50.81), (-1.25, 49.93),
+              (-1.5, 50.81))  # fmt: skip
+    searched = ratecontrol.Searched(sample_psnrs={"data": trials})
+    new = ratecontrol.correct(profile, {"data": -1.5}, _psnr_report(-1.5, 50.81), 50.0, None,
+                              {}, searched)  # fmt: skip
+    assert new == {"data": -1.5}
+    # three of eight chunks of an ocean-colour scene at 40 dB: a cliff between crf 20.75
+    # (41.7 dB on the sample, 41.8 on the cube) and 21.25 (36.8); 2 steps a dB went to
+    # 24.25 (35.8 dB)
+    trials = ((16.0, 46.42), (28.5, 31.55), (21.25, 36.83), (19.5, 42.68), (20.25, 41.8),
+              (20.5, 41.78), (20.75, 41.72))  # fmt: skip
+    searched = ratecontrol.Searched(sample_psnrs={"data": trials})
+    new = ratecontrol.correct(profile, {"data": 20.75}, _psnr_report(20.75, 41.84), 40.0,
+                              None, {}, searched)  # fmt: skip
+    assert new == {"data": 21.0}
+    # a pass outside the trials' qualities: they give no level, 2 steps a dB as before
+    new = ratecontrol.correct(profile, {"data": 30.0}, _psnr_report(30.0, 41.84), 40.0,
+                              None, {}, searched)  # fmt: skip
+    assert new == {"data": profile.quality.snap(30.0 + (1.84 - 0.15) * 2)}
+
+
+def test_psnr_bracket() -> None:
+    points = [(16.0, 39.9), (-1.5, 50.9), (-1.25, 49.8)]
+    assert ratecontrol.psnr_bracket(points, 50.0) == ((-1.5, 50.9), (-1.25, 49.8))
     assert ratecontrol.psnr_bracket([(-1.5, 50.9)], 50.0) is None
+    assert ratecontrol.psnr_bracket([(16.0, 39.9)], 50.0) is None
