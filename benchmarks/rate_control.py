@@ -177,10 +177,19 @@ def summary(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> list[str]:
         if rows and rows[0]["kind"] == "psnr":
             over = [w["psnr"] - r["target"] for w, r in zip(writes, rows, strict=True)
                     if w["psnr"] is not None]  # fmt: skip
-            above = [d for d in over if d >= 0]
-            middle = f"{statistics.median(above):.2f} dB" if above else "-"
-            worst = f"{min(over):+.2f} dB" if over else "-"
-            head += f"median {middle} above the target where met, worst {worst}; "
+            finite = [d for d in over if math.isfinite(d)]
+            above = [d for d in finite if d >= 0]
+            exact = len(over) - len(finite)
+            head += (
+                (
+                    f"PSNR over the target: median {statistics.median(above):+.2f} dB where met, "
+                    f"lowest {min(finite):+.2f}, highest {max(finite):+.2f}"
+                    if above
+                    else "no finite PSNR met its target"
+                )
+                + (f" ({exact} exact)" if exact else "")
+                + "; "
+            )
         else:
             miss = [
                 abs(math.log(w["bpppb"] / r["target"])) for w, r in zip(writes, rows, strict=True)
