@@ -399,6 +399,20 @@ def test_psnr_corrections_take_the_search_trials_at_the_cubes_level() -> None:
     new = ratecontrol.correct(profile, {"data": 20.75}, _psnr_report(20.75, 41.84), 40.0,
                               None, {}, searched)  # fmt: skip
     assert new == {"data": 21.0}
+    # 118 dates of Sentinel-2 at 50 dB, the cube 0.42 dB over the sample: the trials that
+    # meet and miss lie within PSNR_LINEAR_SPAN (crf 4.5, 6.25): aim between them
+    trials = ((16.0, 43.6), (3.0, 50.87), (6.25, 49.09), (4.5, 50.01), (4.0, 50.4),
+              (4.25, 50.03))  # fmt: skip
+    searched = ratecontrol.Searched(sample_psnrs={"data": trials})
+    new = ratecontrol.correct(profile, {"data": 4.0}, _psnr_report(4.0, 50.82), 50.0, None,
+                              {}, searched)  # fmt: skip
+    assert new == {"data": 5.0}
+    # ... where they lie far apart (crf 2.75 and 16), the one that meets
+    trials = ((16.0, 41.3), (-2.0, 53.1), (2.75, 49.61), (1.5, 50.17))
+    searched = ratecontrol.Searched(sample_psnrs={"data": trials})
+    new = ratecontrol.correct(profile, {"data": 1.5}, _psnr_report(1.5, 50.98), 50.0, None,
+                              {}, searched)  # fmt: skip
+    assert new == {"data": 2.75}
     # a pass outside the trials' qualities: they give no level, 2 steps a dB as before
     new = ratecontrol.correct(profile, {"data": 30.0}, _psnr_report(30.0, 41.84), 40.0,
                               None, {}, searched)  # fmt: skip
