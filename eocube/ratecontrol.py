@@ -450,14 +450,23 @@ def rate_bracket(
     to the next; PyAV 15's x265 on a 19-date Sentinel-2 series gave 0.67, then 0.60
     bits per value at crf 4.25, then 3), the pair nearest the target by bytes can lie on
     one side in quality, and a secant between them aims back at a quality tried."""
-    above = [p for p in points if p[1] > target]
-    if not above:
+    return _bracket(points, lambda rate: rate > target, lambda rate: rate < target)
+
+
+def _bracket(
+    points: Sequence[tuple[float, float]],
+    fine_side: Callable[[float], bool],
+    coarse_side: Callable[[float], bool],
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Of ``(quality, value)`` points, the coarsest whose value lies on the fine side of
+    a target and the finest coarser than it whose value lies on the coarse side; None
+    without such a pair (:func:`rate_bracket`, :func:`psnr_bracket`)."""
+    fine = [p for p in points if fine_side(p[1])]
+    if not fine:
         return None
-    finer = max(above, key=lambda p: p[0])
-    coarser = [p for p in points if p[1] < target and p[0] > finer[0]]
-    if not coarser:
-        return None
-    return finer, min(coarser, key=lambda p: p[0])
+    finer = max(fine, key=lambda p: p[0])
+    coarser = [p for p in points if coarse_side(p[1]) and p[0] > finer[0]]
+    return (finer, min(coarser, key=lambda p: p[0])) if coarser else None
 
 
 def inside_bracket(
@@ -945,12 +954,7 @@ def psnr_bracket(
 ) -> tuple[tuple[float, float], tuple[float, float]] | None:
     """Of ``(quality, PSNR)`` points, the coarsest that meets a PSNR ``target`` and the
     finest coarser than it that misses it; None without such a pair."""
-    meets = [p for p in points if p[1] >= target]
-    if not meets:
-        return None
-    a = max(meets, key=lambda p: p[0])
-    coarser = [p for p in points if p[1] < target and p[0] > a[0]]
-    return (a, min(coarser, key=lambda p: p[0])) if coarser else None
+    return _bracket(points, lambda psnr: psnr >= target, lambda psnr: psnr < target)
 
 
 def psnr_inside(
