@@ -211,13 +211,37 @@ def _unknown_options(
     return (*ctx.options, *refused)  # ctx.options: what avcodec_open2 left unused
 
 
+# How eocube runs libx265, whatever the profile: eocube encodes chunks and streams in
+# parallel itself, so x265 gets no thread pool of its own and one frame thread.
+# - With a pool, x265's lookahead decides slice types on a pool thread while the calling
+#   thread takes the decided pictures, and x265 4.2 races there (slicetype.cpp,
+#   getDecidedPicture: the output queue is popped without its lock after the wait, and
+#   the waiter is not woken when a decision outputs nothing). With three or four encoders
+#   at once on two cores, a stress loop of writes segfaulted inside an x265 encode once in
+#   about 300 writes, and a CI run of the quickstart notebook hung in a write. Without a
+#   pool the lookahead runs in the calling thread: neither race can occur.
+# - x265 picks its frame threads from the machine's cores when not told, and more frame
+#   threads change the bitstream: pinned to one, a cube encodes to the same bytes on any
+#   machine.
+# The bitstream changes where the pool ran WPP rows (frames of several CTU rows) or batched
+# the lookahead's estimates; at crf 16 on five dev cubes: 0.97-1.00x the bytes, PSNR
+# within 0.04 dB, writes 0.92-1.33x the time (1.33x: a cube of one chunk, whose rows WPP
+# had coded in parallel), whole reads 0.92-1.10x (benchmarks/results/x265_threads.md).
+_X265_THREADING = {"pools": "none", "frame-threads": "1"}
+
+
 def _frame_options(
     encoder: str, options: Mapping[str, str], fmt: PixelFormat, height: int, width: int
 ) -> dict[str, str]:
-    """``options``, with what the frame size forces on the encoder."""
+    """``options``, with what the frame size forces on the encoder, and how eocube runs
+    libx265 (:data:`_X265_THREADING`, after the profile's own parameters)."""
     chosen = dict(options)
     if encoder == "ffv1" and "slices" in chosen:
         chosen["slices"] = str(_ffv1_slices(int(chosen["slices"]), fmt, height, width))
+    if encoder == "libx265":
+        threading_params = ":".join(f"{k}={v}" for k, v in _X265_THREADING.items())
+        given = chosen.get("x265-params", "")
+        chosen["x265-params"] = f"{given}:{threading_params}" if given else threading_params
     return chosen
 
 

@@ -147,6 +147,21 @@ def test_frame_threaded_hevc_with_ffmpeg_owned_packets_never_hangs() -> None:
     assert done.stdout.strip() == "ok"
 
 
+def test_x265_runs_without_its_pool_and_one_frame_thread(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # x265's pool races in its lookahead (eocube.video._X265_THREADING), and its own
+    # frame-thread count follows the machine's cores and changes the bitstream; x265
+    # prints what it runs with at log level info (to the process's stderr)
+    frames = _frames(4, 3, 256, 256, 12)
+    options = {"preset": "ultrafast", "x265-params": "ctu=32:log-level=info"}
+    stream, decoded = _roundtrip(frames, "libx265", "hevc", "yuv444p12le", options)
+    err = capfd.readouterr().err
+    assert "frame threads / pool features       : 1 / none" in err
+    assert "Thread pool created" not in err
+    assert decoded.shape == frames.shape and stream.frames == 4
+
+
 def test_decode_checks_the_frame_count() -> None:
     frames = _frames(2, 1, 17, 23, bits=16)
     stream, _ = _roundtrip(frames, "ffv1", "ffv1", "gray16le", {})
