@@ -13,7 +13,12 @@ from __future__ import annotations
 import ast
 import base64
 import importlib.util
+import os
 import re
+import shutil
+import signal
+import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -31,6 +36,10 @@ NOTEBOOKS = REPO / "notebooks"
 IMAGES = REPO / "docs" / "images"
 NAMES = ["quickstart", "train"]
 RERUN = "run `python notebooks/run.py` and commit the notebooks and docs/images/"
+CELL_TIMEOUT = 600  # seconds
+# before a cell would time out, the kernel's threads are printed (where it hangs) and it is
+# stopped: a hang is then reported with its stacks instead of a bare timeout
+STACKS_AFTER = int(os.environ.get("EOCUBE_TEST_STACKS_AFTER", CELL_TIMEOUT - 60))
 
 
 def _load_run() -> ModuleType:
@@ -84,16 +93,58 @@ def executed() -> Callable[[str], nbformat.NotebookNode]:
             for cell in code_cells(nb):  # start from a blank copy
                 cell.outputs, cell.execution_count = [], None
             # a failing cell (the notebooks' own assertions included) raises CellExecutionError
-            nbclient.NotebookClient(
+            client = nbclient.NotebookClient(
                 nb,
-                timeout=600,
+                timeout=CELL_TIMEOUT,
                 kernel_name="python3",
                 resources={"metadata": {"path": str(NOTEBOOKS)}},
-            ).execute()
+            )
+            watchdog = _Watchdog(client)
+            client.on_cell_execute = watchdog.cell_starts
+            try:
+                client.execute(env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+            finally:
+                watchdog.cancel()
             cache[name] = nb
         return cache[name]
 
     return get
+
+
+class _Watchdog:
+    """Prints the kernel's native and Python stacks when a cell runs for
+    :data:`STACKS_AFTER` seconds, then aborts the kernel (faulthandler prints its Python
+    threads; the cell fails as a dead kernel)."""
+
+    def __init__(self, client: nbclient.NotebookClient) -> None:
+        self._client = client
+        self._timer: threading.Timer | None = None
+
+    def cell_starts(self, cell: nbformat.NotebookNode, cell_index: int) -> None:
+        self.cancel()
+        self._timer = threading.Timer(STACKS_AFTER, self._dump, args=(cell_index,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _dump(self, cell_index: int) -> None:
+        pid = getattr(getattr(self._client.km, "provisioner", None), "pid", None)
+        if pid is None:
+            return
+        print(f"cell {cell_index} still runs after {STACKS_AFTER} s: stacks of kernel {pid}")
+        if shutil.which("gdb"):
+            stacks = subprocess.run(
+                ["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt 30"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            print(stacks.stdout[-20000:])
+        os.kill(pid, signal.SIGABRT)
 
 
 # --- executed notebooks -----------------------------------------------------------------
