@@ -21,7 +21,6 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,24 +39,11 @@ CUBES = (
 CRF = 16
 
 
-@contextlib.contextmanager
-def x265_own_threading() -> Iterator[None]:
-    """Inside: libx265 runs with its own pool and frame threads (as before eocube pinned
-    them), by leaving out eocube's threading parameters."""
-    from eocube import video
-
-    saved = dict(video._X265_THREADING)
-    video._X265_THREADING.clear()
-    try:
-        yield
-    finally:
-        video._X265_THREADING.update(saved)
-
-
 def measure(cube_path: Path, repeats: int, work: Path) -> dict[str, Any]:
     import xarray as xr
 
     import eocube
+    from eocube.video import x265_own_threading
 
     ds = xr.open_dataset(cube_path).load()[["data"]]
     variants = {"eocube": contextlib.nullcontext, "x265 own": x265_own_threading}

@@ -96,12 +96,14 @@ def build_dictionary() -> bytes:
     :func:`eocube.chunk.encode_chunk` writes for blocks of 4 bands (a main stream and a
     gray or 4:2:0 one) of each of :data:`_DICTIONARY_SIZES`, with each of
     :data:`_DICTIONARY_PROFILES`, one after the other, the 256 and 64 px frames of the
-    default profile last. Its bytes depend on the x265 that codes them, so the format
-    keeps the dictionary it made, not this function's output."""
+    default profile last, x265 running with its own pool and frame threads (as eocube ran
+    it then; :func:`eocube.video.x265_own_threading`). Its bytes depend on the x265 that
+    codes them, so the format keeps the dictionary it made, not this function's output."""
     import numpy as np
 
     from eocube.chunk import encode_chunk, parse_chunk
     from eocube.profiles import get_profile
+    from eocube.video import x265_own_threading
 
     heads: dict[bytes, None] = {}
     sizes = sorted(_DICTIONARY_SIZES, key=lambda s: s in ((256, 256), (64, 64)))
@@ -110,7 +112,9 @@ def build_dictionary() -> bytes:
             block = np.zeros((1, 4, rows, cols), np.uint16)
             block[0, :, 0, 0] = 1000
             quality = None if get_profile(profile).lossless else 30
-            for stream in parse_chunk(encode_chunk(block, profile, quality=quality)).streams:
+            with x265_own_threading():
+                payload = encode_chunk(block, profile, quality=quality)
+            for stream in parse_chunk(payload).streams:
                 packet = stream.packets[0]
                 n = head_length(stream.decoder, packet)
                 start = 4 if packet.startswith(b"\x00\x00\x00\x01") else 0

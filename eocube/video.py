@@ -7,6 +7,7 @@ own pixel format, so no colour conversion ever touches the data.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -227,7 +228,23 @@ def _unknown_options(
 # the lookahead's estimates; at crf 16 on five dev cubes: 0.97-1.00x the bytes, PSNR
 # within 0.04 dB, writes 0.92-1.33x the time (1.33x: a cube of one chunk, whose rows WPP
 # had coded in parallel), whole reads 0.92-1.10x (benchmarks/results/x265_threads.md).
+# One large chunk decodes its rows in parallel no more: 1.75x the time on two cores for a
+# 13-band 971 x 965 px chunk (benchmarks.read_speed, one large chunk). Safety first.
 _X265_THREADING = {"pools": "none", "frame-threads": "1"}
+
+
+@contextlib.contextmanager
+def x265_own_threading() -> Iterator[None]:
+    """Inside this block, libx265 runs with x265's own pool and frame threads, as eocube
+    ran it before :data:`_X265_THREADING`: how :data:`eocube.paramsets.DICTIONARY` was
+    made, and the benchmarks' comparison. Process-wide, and racy as described there:
+    for maintainers' tools, not for writes."""
+    saved = dict(_X265_THREADING)
+    _X265_THREADING.clear()
+    try:
+        yield
+    finally:
+        _X265_THREADING.update(saved)
 
 
 def _frame_options(
@@ -238,7 +255,7 @@ def _frame_options(
     chosen = dict(options)
     if encoder == "ffv1" and "slices" in chosen:
         chosen["slices"] = str(_ffv1_slices(int(chosen["slices"]), fmt, height, width))
-    if encoder == "libx265":
+    if encoder == "libx265" and _X265_THREADING:
         threading_params = ":".join(f"{k}={v}" for k, v in _X265_THREADING.items())
         given = chosen.get("x265-params", "")
         chosen["x265-params"] = f"{given}:{threading_params}" if given else threading_params
@@ -429,7 +446,8 @@ def decode_frames(
         # nothing (benchmarks/read_patterns.py, decoder threads)
         small = stream.height * stream.width < _THREADED_PIXELS
         ctx.thread_count = 1 if small else threads
-        # HEVC: slice threads decode the rows of WPP streams (x265's default) in parallel;
+        # HEVC: slice threads decode the rows of WPP streams (stores written before
+        # _X265_THREADING) in parallel;
         # frame threads gained nothing on chunk-sized streams and cost more on short ones
         # (benchmarks/read_patterns.py). Frame threads no longer hang (see _packet).
         ctx.thread_type = "SLICE" if stream.decoder == "hevc" else "AUTO"

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from eocube import CodecError, CorruptChunkError
+from eocube import CodecError, CorruptChunkError, video
 from eocube.video import EncodedStream, decode_frames, encode_frames, frame_size
 
 X265_LOSSLESS = {"preset": "ultrafast", "x265-params": "lossless=1:ctu=32:log-level=error"}
@@ -159,7 +159,11 @@ def test_x265_runs_without_its_pool_and_one_frame_thread(
     err = capfd.readouterr().err
     assert "frame threads / pool features       : 1 / none" in err
     assert "Thread pool created" not in err
-    assert decoded.shape == frames.shape and stream.frames == 4
+    assert decoded.shape == frames.shape
+    assert stream.frames == 4
+    with video.x265_own_threading():  # as eocube ran it before: x265's pool
+        _roundtrip(frames, "libx265", "hevc", "yuv444p12le", options)
+    assert "Thread pool created" in capfd.readouterr().err
 
 
 def test_decode_checks_the_frame_count() -> None:
