@@ -3,7 +3,7 @@ x265's own threading (its pool and the frame threads it picks from the cores).
 
 eocube encodes chunks and streams in parallel itself. x265's pool adds threads to every
 encoder: its lookahead decides slice types there, racing with the calling thread (a CI
-run of the quickstart notebook hung for good; a stress loop crashed 1 write in about 300),
+run of the quickstart notebook hung for good; a stress loop crashed 1 write in about 1,700),
 and on frames of enough CTU rows it runs WPP rows. Both variants run side by side in one
 process, repeats interleaved, medians kept: each cube written at crf 16 (measured, as a
 user writes it), then read whole.

@@ -219,15 +219,15 @@ def _unknown_options(
 #   getDecidedPicture: the output queue is popped without its lock after the wait, and
 #   the waiter is not woken when a decision outputs nothing). With three or four encoders
 #   at once on two cores, a stress loop of writes segfaulted inside an x265 encode once in
-#   about 300 writes, and a CI run of the quickstart notebook hung in a write. Without a
+#   about 1,700 writes, and a CI run of the quickstart notebook hung in a write. Without a
 #   pool the lookahead runs in the calling thread: neither race can occur.
 # - x265 picks its frame threads from the machine's cores when not told, and more frame
 #   threads change the bitstream: pinned to one, a cube encodes to the same bytes on any
 #   machine.
 # The bitstream changes where the pool ran WPP rows (frames of several CTU rows) or batched
 # the lookahead's estimates; at crf 16 on five dev cubes: 0.97-1.00x the bytes, PSNR
-# within 0.04 dB, writes 0.92-1.33x the time (1.33x: a cube of one chunk, whose rows WPP
-# had coded in parallel), whole reads 0.92-1.10x (benchmarks/results/x265_threads.md).
+# within 0.04 dB, writes 0.88-1.34x the time (1.34x: a cube of one chunk, whose rows WPP
+# had coded in parallel), whole reads 0.93-1.11x (benchmarks/results/x265_threads.md).
 # One large chunk decodes its rows in parallel no more: 1.75x the time on two cores for a
 # 13-band 971 x 965 px chunk (benchmarks.read_speed, one large chunk). Safety first.
 _X265_THREADING = {"pools": "none", "frame-threads": "1"}
