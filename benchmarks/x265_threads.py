@@ -6,7 +6,9 @@ encoder: its lookahead decides slice types there, racing with the calling thread
 run of the quickstart notebook hung for good; a stress loop crashed 1 write in about 1,700),
 and on frames of enough CTU rows it runs WPP rows. Both variants run side by side in one
 process, repeats interleaved, medians kept: each cube written at crf 16 (measured, as a
-user writes it), then read whole.
+user writes it), then read whole. Then one large chunk of a single scene, coded both ways,
+is decoded on one thread and on every core (``benchmarks.read_speed.wavefront_rows``):
+what a chunk loses without WPP, which needs x265's pool.
 
     python -m benchmarks.x265_threads [--corpus /work/shared/data] [--repeats 3]
 
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import corpus
+from benchmarks import corpus, read_speed
 from benchmarks.common import RESULTS, machine_info, md_table, paired_bars, save_results
 
 CUBES = (
@@ -88,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cubes", nargs="+", default=list(CUBES))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--large-chunk-cubes",
+        nargs="*",
+        default=list(read_speed.WPP_CUBES),
+        help="single scenes for one large chunk decoded with and without WPP (the first "
+        "found; none: skipped)",
+    )
     args = parser.parse_args(argv)
 
     rows = []
@@ -100,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"read {row['read_ratio']:.3f}x",
                 flush=True,
             )
+    large_chunk: list[dict[str, Any]] = []
+    for name in corpus.present(args.large_chunk_cubes, args.corpus):
+        # WPP needs x265's pool: what one large chunk loses without it
+        large_chunk = read_speed.wavefront_rows(
+            corpus.cube_path(name, args.corpus), max(args.repeats, 7)
+        )
+        break
     table = md_table(
         [
             "cube",
@@ -139,7 +155,15 @@ def main(argv: list[str] | None = None) -> int:
         "ran before pinning it; its lookahead races on the pool (eocube/video.py, "
         "_X265_THREADING).\n\n" + table + "\n"
     )
-    run = {"machine": machine_info(), "repeats": args.repeats, "crf": CRF, "rows": rows}
+    if large_chunk:
+        text += "\n" + read_speed.wpp_table(large_chunk) + "\n"
+    run = {
+        "machine": machine_info(),
+        "repeats": args.repeats,
+        "crf": CRF,
+        "rows": rows,
+        "large_chunk": large_chunk,
+    }
     if save_results(args.out, "x265_threads", text, run):
         paired_bars(
             args.out / "x265_threads.png",
