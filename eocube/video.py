@@ -227,9 +227,9 @@ def _unknown_options(
 # The bitstream changes where the pool ran WPP rows (frames of several CTU rows) or batched
 # the lookahead's estimates; at crf 16 on five dev cubes: 0.97-1.00x the bytes, PSNR
 # within 0.04 dB, writes 0.88-1.34x the time (1.34x: a cube of one chunk, whose rows WPP
-# had coded in parallel), whole reads 0.93-1.11x (benchmarks/results/x265_threads.md).
-# One large chunk decodes its rows in parallel no more: 1.75x the time on two cores for a
-# 13-band 971 x 965 px chunk (benchmarks.read_speed, one large chunk). Safety first.
+# had coded in parallel), whole reads 0.92-1.07x (benchmarks/results/x265_threads.md).
+# One large chunk decodes its rows in parallel no more: 1.57x the time on two cores for a
+# 13-band 971 x 965 px chunk (same results, one large chunk). Safety first.
 _X265_THREADING = {"pools": "none", "frame-threads": "1"}
 
 
