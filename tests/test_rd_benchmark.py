@@ -112,3 +112,23 @@ def test_methods_are_selected_by_name_or_by_family() -> None:
     assert is_selected("eocube:hevc-12bit-444-gbr", {"eocube:"})
     assert is_selected("eocube:av1-10bit", {"eocube:"})
     assert not is_selected("reference", {"eocube:"})
+
+
+def test_the_summary_names_the_commit_each_methods_points_were_measured_at() -> None:
+    from benchmarks.rd.runner import measured_at
+    from benchmarks.rd.summary import _provenance
+
+    clean = measured_at({"machine": {"git": {"commit": "0123456789abcdef", "dirty": []}}})
+    dirty = measured_at({"machine": {"git": {"commit": "fedcba9876543210", "dirty": ["x"]}}})
+    assert clean.startswith("0123456789 ")
+    assert dirty.startswith("fedcba9876+ ")
+    records = [
+        _record("a", DEFAULT_METHOD, "crf 0", measured_at=clean),
+        _record("b", DEFAULT_METHOD, "crf 0", measured_at=dirty),
+        _record("a", "reference", "crf 0", measured_at=clean),
+        _record("a", "SPERR", "rel 0.1"),
+    ]
+    line = _provenance(records)
+    assert f"{DEFAULT_METHOD}: {clean}; {dirty}" in line  # two runs, both named
+    assert f"reference: {clean}" in line
+    assert "SPERR: not recorded" in line

@@ -58,6 +58,16 @@ def _record(base: dict[str, Any], job: Job, available: dict[str, Any]) -> dict[s
     return rec
 
 
+def measured_at(meta: dict[str, Any]) -> str:
+    """The commit a point is measured at (10 hex digits, ``+`` when eocube/ or codecs/ are
+    modified) and the day, as each point of ``results.jsonl`` records it: a run limited
+    to some methods keeps the other methods' earlier points, so the points of one summary
+    can come from several commits."""
+    git = (meta.get("machine") or {}).get("git") or {}
+    commit = str(git.get("commit") or "?")[:10] + ("+" if git.get("dirty") else "")
+    return f"{commit} {time.strftime('%Y-%m-%d', time.gmtime())}"
+
+
 def _measure(job: Job, rec: dict[str, Any], watchdog: float) -> None:
     """Run a job into its record: a refusal is ``skipped``, any failure an ``error``."""
     from eocube.errors import UnsupportedDataError
@@ -262,6 +272,7 @@ def child(
     lines = parts.part_lines(part)
     skip = parts.measured_keys(lines)
     t0 = time.perf_counter()
+    stamp = measured_at(meta)
     cube = corpus.load_cube(name, folder, max_values=max_values, max_time=max_time)
     info = cube.describe()
     if not lines:
@@ -279,7 +290,7 @@ def child(
             methods=methods,
             decode_repeats=decode_repeats,
             watchdog=watchdog,
-            emit=lambda rec: parts.write_line(fh, rec),
+            emit=lambda rec: parts.write_line(fh, {**rec, "measured_at": stamp}),
             skip=skip,
         )
         fh.write(

@@ -49,6 +49,27 @@ def _partial_run(meta: dict[str, Any]) -> str:
     )
 
 
+def _provenance(records: list[Record]) -> str:
+    """Where each method's points come from: the commits and days they were measured at."""
+    by_method: dict[str, dict[str, int]] = {}
+    for rec in records:
+        stamps = by_method.setdefault(rec["method"], {})
+        stamp = rec.get("measured_at") or "not recorded"
+        stamps[stamp] = stamps.get(stamp, 0) + 1
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for method, stamps in sorted(by_method.items()):
+        groups.setdefault(tuple(sorted(stamps)), []).append(method)
+    parts = [
+        f"{', '.join(methods)}: {'; '.join(stamps)}"
+        for stamps, methods in sorted(groups.items(), key=lambda kv: kv[1][0])
+    ]
+    return (
+        "Points measured at (commit, day; 'not recorded': measured before points carried "
+        "their commit, by an earlier run whose commit is in git's history of "
+        "`results.jsonl`): " + " · ".join(parts) + "."
+    )
+
+
 def _header(cubes: dict[str, CubeInfo], records: list[Record], meta: dict[str, Any]) -> list[str]:
     """The title, the machine, how long measuring took, and the definitions."""
     machine = meta["machine"]
@@ -71,6 +92,8 @@ def _header(cubes: dict[str, CubeInfo], records: list[Record], meta: dict[str, A
         + f". Reproduce: `python -m benchmarks.rd{' --quick' if meta['mode'] == 'quick' else ''}`"
         " (a single cube or method can be re-measured with `--cubes` / `--methods`; the "
         "per-cube parts in `points/` are merged)." + _partial_run(meta),
+        "",
+        _provenance(records),
         "",
         "Definitions: PSNR per docs/format.md (per-band data-range peak over valid values, mean "
         "over bands; the reference paper's storage-type peak reads ~16 dB higher on "
