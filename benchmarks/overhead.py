@@ -25,10 +25,12 @@ with and without ``share_attributes``: non-payload bytes per cube, the release's
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import tempfile
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +158,55 @@ def _source_attribute_bytes(ds: xr.Dataset) -> int:
     return len(json.dumps(kept, default=str, ensure_ascii=False, separators=(",", ":")))
 
 
+LONG_ATTRIBUTE = 64  # characters: the string attributes a compressed copy would hold
+
+
+def long_attributes(zarr_json: str, min_length: int = LONG_ATTRIBUTE) -> dict[str, int]:
+    """What deflating a store's long string attributes into one base64 text of the
+    marker would save (a candidate, not built): their bytes in ``zarr.json`` (key, value
+    and separators) against the deflated, base64-encoded JSON of all of them, with the
+    key that would hold it."""
+    doc = json.loads(zarr_json)
+    nodes = [("", doc), *(doc.get("consolidated_metadata") or {}).get("metadata", {}).items()]
+    found = {
+        f"{node}/{key}": value
+        for node, meta in nodes
+        for key, value in (meta.get("attributes") or {}).items()
+        if key != "eocube" and isinstance(value, str) and len(value) >= min_length
+    }
+    in_json = sum(
+        len(json.dumps(k.split("/", 1)[1])) + len(json.dumps(v)) + 2 for k, v in found.items()
+    )
+    blob = json.dumps(found, separators=(",", ":"), ensure_ascii=False).encode()
+    packed = len(base64.b64encode(zlib.compress(blob, 9))) + len('"attributes_deflated":"",')
+    return {
+        "long_attributes": len(found),
+        "long_attribute_bytes": in_json,
+        "deflated_base64_bytes": packed if found else 0,
+        "saving_bytes": in_json - packed if found else 0,
+    }
+
+
+def measure_attributes(name: str, ds: xr.Dataset) -> dict[str, Any]:
+    """Write ``ds`` (crf 30: the attributes do not depend on the rate) and estimate what
+    deflating its long attributes would save (:func:`long_attributes`)."""
+    import eocube
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cube.eocube"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            eocube.to_eocube(ds, path, crf=30)
+        text = (path / "zarr.json").read_text()
+        store = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return {
+        "cube": name,
+        "zarr_json_bytes": len(text),
+        "store_bytes_crf30": store,
+        **long_attributes(text),
+    }
+
+
 RELEASE_CUBES = (
     "s2_l2a_openeo_gfmap_19x4x52x46",
     "s2_l2a_openeo_gfmap_12x5x66x64",
@@ -261,9 +312,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--packed", action="store_true", help="write packed stores (one ZIP file, eocube.pack)"
     )
+    p.add_argument(
+        "--attributes",
+        action="store_true",
+        help="estimate what deflating the long attributes into the marker would save",
+    )
     args = p.parse_args(argv)
     if args.release:
         return _main_release(args)
+    if args.attributes:
+        return _main_attributes(args)
 
     cubes: list[tuple[str, xr.Dataset]] = [
         ("regular 1 M, no CRS", regular_cube(False)),
@@ -291,6 +349,48 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "overhead.md").write_text(render(runs))
     print(render(runs))
     return 0
+
+
+def _main_attributes(args: argparse.Namespace) -> int:
+    """``--attributes``: the long attributes of each corpus cube, deflated (an estimate)."""
+    rows = []
+    for nc in sorted(corpus.corpus_dir(args.corpus).glob("*.nc")):
+        if args.cubes and nc.stem not in args.cubes:
+            continue
+        row = measure_attributes(nc.stem, xr.open_dataset(nc).load())
+        rows.append(row)
+        print(f"{nc.stem:45s} saving {row['saving_bytes']:>5d} B", flush=True)
+    header = [
+        "cube",
+        "zarr.json B",
+        "long attributes",
+        "their B in zarr.json",
+        "deflated + base64 B",
+        "saving B",
+    ]
+    table = [
+        [
+            r["cube"],
+            r["zarr_json_bytes"],
+            r["long_attributes"],
+            r["long_attribute_bytes"],
+            r["deflated_base64_bytes"],
+            r["saving_bytes"],
+        ]
+        for r in rows
+    ]
+    text = (
+        "# Long attributes deflated into the marker: what it would save (not built)\n\n"
+        f"String attributes of at least {LONG_ATTRIBUTE} characters (titles, descriptions, "
+        "sources, licences, WKT) of each store's `zarr.json`, against one deflated, "
+        "base64-encoded JSON of all of them in the marker (`benchmarks.overhead."
+        "long_attributes`). Plain zarr readers would no longer see them. Reproduce: "
+        "`python -m benchmarks.overhead --attributes`.\n\n" + md_table(header, table) + "\n"
+    )
+    written = save_results(
+        args.out, "overhead_attributes", text, {"min_length": LONG_ATTRIBUTE, "rows": rows}
+    )
+    return 0 if written else 1
 
 
 def _main_release(args: argparse.Namespace) -> int:

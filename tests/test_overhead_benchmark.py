@@ -89,3 +89,26 @@ def test_a_packed_store_splits_the_same_way_and_is_smaller() -> None:
     assert packed["other_bytes"] < folder["other_bytes"]
     text = overhead.render({"packed": {"bpppb": 0.1, "code": {}, "rows": [packed]}})
     assert "Packed: each object counts with its ZIP entry's headers" in text
+
+
+def test_the_long_attributes_estimate_counts_only_long_strings() -> None:
+    long_text = "a description long enough to be worth deflating, " * 4
+    doc = {
+        "attributes": {"title": long_text, "short": "x", "eocube": {"format": 1}},
+        "consolidated_metadata": {
+            "metadata": {"data": {"attributes": {"note": long_text, "units": "K"}}}
+        },
+    }
+    est = overhead.long_attributes(json.dumps(doc))
+    assert est["long_attributes"] == 2  # the title and the note; not the marker or units
+    assert est["long_attribute_bytes"] > 2 * len(long_text)
+    # the repeated text deflates well: the estimate saves bytes
+    assert 0 < est["deflated_base64_bytes"] < est["long_attribute_bytes"]
+    assert est["saving_bytes"] == est["long_attribute_bytes"] - est["deflated_base64_bytes"]
+    none = overhead.long_attributes(json.dumps({"attributes": {"units": "K"}}))
+    assert none == {
+        "long_attributes": 0,
+        "long_attribute_bytes": 0,
+        "deflated_base64_bytes": 0,
+        "saving_bytes": 0,
+    }
