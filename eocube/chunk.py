@@ -220,6 +220,16 @@ small chunk in half the bytes, a span over which the dev cubes' curves rise 3.9 
 dB per doubling rather than :data:`eocube.metrics.DB_PER_DOUBLING`'s 6; weighed by 6,
 the writer kept mosaics of 52 x 46 px chunks 0.3 dB worse at equal rate
 (benchmarks/results/frame_shape.md)."""
+MOSAIC_RECHECK_DB = 0.5
+"""How near the decision (dB, weighed by :data:`MOSAIC_DB_PER_DOUBLING`) a mosaic and
+one date a frame, each coded once at the asked quality, are ranked again at equal rate
+(:func:`encode_chunk`): the larger is coded again at a quality that should give about
+the smaller's bytes (:func:`_at_fewer_bytes`). Between two points up to a doubling of
+bytes apart the dev cubes' curves rise 3 to 5.5 dB per doubling, so a fixed weight
+misranks close calls: gfmap 19 x 4 kept mosaics at crf 4, 10 and 12 that were 0.13 to
+0.33 dB worse at equal rate than its dates one a frame (and its bytes rose from crf 4
+to crf 6). On the small-frame dev cubes every decision that the equal-rate ranking
+turned weighed under 0.41 dB (benchmarks/results/mosaic_recheck/rd_ab.md)."""
 FRAME_AXES = ("time", "y", "mosaic", "auto")
 """What the frames of a chunk's streams follow (:func:`encode_chunk`'s ``frames``)."""
 AUTO_MIN_DATES = 64
@@ -728,7 +738,11 @@ def encode_chunk(
         fill=fill if crop is not None else None,
     )
 
-    def without_residual(time_in_frame: bool, grid: tuple[int, int] | None = None) -> bytes:
+    def without_residual(
+        time_in_frame: bool,
+        grid: tuple[int, int] | None = None,
+        options: dict[str, str] = options,
+    ) -> bytes:
         rows, cols = (Y, X) if grid is None else (grid[0] * Y, grid[1] * X)
         coding = _VideoCoding(
             prof,
@@ -819,7 +833,25 @@ def encode_chunk(
             tiled = without_residual(False, grid)
             tiled_decoded, tiled_psnr = decoded_and_psnr(tiled)
             saved_db = MOSAIC_DB_PER_DOUBLING * math.log2(len(without) / len(tiled))
-            if tiled_psnr - psnr + saved_db > 0:
+            gain_db = tiled_psnr - psnr + saved_db
+            if abs(gain_db) < MOSAIC_RECHECK_DB:
+                # one point of each coding, far apart in rate, ranks them by an assumed
+                # slope: near the decision, the larger coding is made again at a coarser
+                # quality, to about the other's bytes, and they are ranked there
+                larger = None if len(without) > len(tiled) else grid
+                smaller_size, smaller_psnr = (
+                    (len(tiled), tiled_psnr) if larger is None else (len(without), psnr)
+                )
+                again = _at_fewer_bytes(prof, quality, max(len(without), len(tiled)) / smaller_size)
+                if again is not None:
+                    remade = without_residual(False, larger, again)
+                    at_smaller = decoded_and_psnr(remade)[1] + MOSAIC_DB_PER_DOUBLING * math.log2(
+                        smaller_size / len(remade)
+                    )
+                    gain_db = (
+                        smaller_psnr - at_smaller if larger is None else at_smaller - smaller_psnr
+                    )
+            if gain_db > 0:
                 without, decoded = tiled, tiled_decoded
     elif frames == "mosaic":
         grid = mosaic_grid(prof, options, T, Y, X)
@@ -1049,6 +1081,20 @@ def mosaic_grid(
         if best is None or key < best[0]:
             best = (key, grid)
     return None if best is None else best[1]
+
+
+def _at_fewer_bytes(prof: Profile, quality: float | None, ratio: float) -> dict[str, str] | None:
+    """The encoder options of the quality that should code a chunk in ``1 / ratio``
+    times its bytes at ``quality`` (bytes halve about every 6 quality steps in x265 and
+    SVT-AV1), or None where the profile gives no coarser setting."""
+    scale = prof.quality
+    if scale is None or ratio <= 1:
+        return None
+    asked = scale.default if quality is None else float(quality)
+    coarser = scale.snap(asked + 6.0 * math.log2(ratio))
+    if scale.setting(coarser) == scale.setting(asked):
+        return None
+    return prof.encoder_options(coarser)
 
 
 def _nodata_inside_a_band(block: np.ndarray, nodata: float | None) -> bool:

@@ -1235,6 +1235,33 @@ def test_auto_keeps_a_mosaic_where_it_codes_better(load_cube: LoadCube) -> None:
     assert read_header(scores["auto"][1]).mosaic == (2, 2)
 
 
+def test_a_close_call_between_mosaic_and_dates_is_ranked_at_equal_rate(
+    load_cube: LoadCube,
+) -> None:
+    # gfmap 19 x 4 (52 x 46 px) at crf 4: the mosaic saved a quarter of the bytes for
+    # 1.6 dB, a win weighed at 4 dB a doubling, but 0.3 dB worse at equal rate than the
+    # dates one a frame, whose bytes then rose from crf 4 to crf 6 (mosaic_recheck/rd_ab.md)
+    block = np.asarray(load_cube("s2_l2a_openeo_gfmap_19x4x52x46").data)
+    coded = {crf: encode_chunk(block, quality=crf) for crf in (4, 6)}
+    assert read_header(coded[4]).mosaic is None
+    assert len(coded[4]) > len(coded[6])
+    time_frames = encode_chunk(block, quality=4, frames="time")
+    assert coded[4] == time_frames
+
+
+def test_at_fewer_bytes_coarsens_the_quality_six_steps_a_halving() -> None:
+    prof = chunk_module.get_profile("hevc-12bit-444")
+    assert chunk_module._at_fewer_bytes(prof, 10, 2.0) == prof.encoder_options(16)
+    assert chunk_module._at_fewer_bytes(prof, None, 2.0) == prof.encoder_options(
+        prof.quality.default + 6
+    )
+    assert chunk_module._at_fewer_bytes(prof, 10, 1.0) is None  # not larger
+    assert chunk_module._at_fewer_bytes(prof, prof.quality.max, 2.0) is None  # none coarser
+    assert (
+        chunk_module._at_fewer_bytes(chunk_module.get_profile("ffv1-lossless"), None, 2.0) is None
+    )
+
+
 def test_a_chunk_kept_in_rows_is_not_tried_as_a_mosaic(
     load_cube: LoadCube, monkeypatch: pytest.MonkeyPatch
 ) -> None:
