@@ -220,15 +220,23 @@ small chunk in half the bytes, a span over which the dev cubes' curves rise 3.9 
 dB per doubling rather than :data:`eocube.metrics.DB_PER_DOUBLING`'s 6; weighed by 6,
 the writer kept mosaics of 52 x 46 px chunks 0.3 dB worse at equal rate
 (benchmarks/results/frame_shape.md)."""
+RECHECK_DB = 1.0
+"""How near the decision (dB of PSNR - :data:`eocube.metrics.DB_PER_DOUBLING` x log2
+bytes) two band rotations or layouts, each coded once at the asked quality, are ranked
+again at equal rate (:meth:`_VideoCoding.best`), where their bytes lie far enough apart
+that the weight's error (up to 3 dB a doubling: these curves rise 3 to 6) could turn
+the margin over: the larger coded again at the quality that should give the smaller's
+bytes (:func:`_at_fewer_bytes`), its PSNR there read off the line through its two
+points (:func:`_psnr_at`). On the 13-band, 5-date Sentinel-2 cube at crf 16 and 20 the
+detail axes take 1.2 and 1.3 times the bytes of the codes' own for a tie by that
+weight, and are 0.5 dB better at equal rate; the codes' axes were kept
+(benchmarks/results/rotation_recheck/rd_ab.md)."""
 MOSAIC_RECHECK_DB = 0.5
-"""How near the decision (dB, weighed by :data:`MOSAIC_DB_PER_DOUBLING`) a mosaic and
-one date a frame, each coded once at the asked quality, are ranked again at equal rate
-(:func:`encode_chunk`): the larger is coded again at a quality that should give about
-the smaller's bytes (:func:`_at_fewer_bytes`). Between two points up to a doubling of
-bytes apart the dev cubes' curves rise 3 to 5.5 dB per doubling, so a fixed weight
-misranks close calls: gfmap 19 x 4 kept mosaics at crf 4, 10 and 12 that were 0.13 to
-0.33 dB worse at equal rate than its dates one a frame (and its bytes rose from crf 4
-to crf 6). On the small-frame dev cubes every decision that the equal-rate ranking
+"""As :data:`RECHECK_DB`, for a mosaic against one date a frame (their weight,
+:data:`MOSAIC_DB_PER_DOUBLING`, errs by up to 1.5 dB a doubling): gfmap 19 x 4 kept
+mosaics at crf 4, 10 and 12 that were 0.02 to 0.20 dB worse at equal rate than its
+dates one a frame (up to 0.33 by each coding's own curve), and its bytes rose from crf
+4 to crf 6. On the small-frame dev cubes every decision that the ranking at equal rate
 turned weighed under 0.41 dB (benchmarks/results/mosaic_recheck/rd_ab.md)."""
 FRAME_AXES = ("time", "y", "mosaic", "auto")
 """What the frames of a chunk's streams follow (:func:`encode_chunk`'s ``frames``)."""
@@ -739,20 +747,20 @@ def encode_chunk(
     )
 
     def without_residual(
-        time_in_frame: bool,
-        grid: tuple[int, int] | None = None,
-        options: dict[str, str] = options,
+        time_in_frame: bool, grid: tuple[int, int] | None = None, at: float | None = quality
     ) -> bytes:
         rows, cols = (Y, X) if grid is None else (grid[0] * Y, grid[1] * X)
+        opts = options if at == quality else prof.encoder_options(at)
         coding = _VideoCoding(
             prof,
             maps,
-            options,
+            opts,
             nodata,
             time_in_frame,
             threads,
-            transposed=not time_in_frame and transposes(prof, options, rows, cols),
+            transposed=not time_in_frame and transposes(prof, opts, rows, cols),
             mosaic=grid,
+            quality=None if prof.quality is None else (prof.quality.default if at is None else at),
         )
         frame = coding.frame_codes(block)
         rotations = _rotations(frame, prof)
@@ -789,14 +797,16 @@ def encode_chunk(
             pick, scored = 0, ordered
         elif whole and ordered:
             others = [(r, layouts[0]) for r in rotations[1:]]
-            pick, scored = trial.best(trial_block, trial_base, others, against=ordered)
+            pick, scored = trial.best(trial_block, trial_base, others, against=(first, ordered))
         else:
             candidates = [(r, layouts[0]) for r in rotations]
             pick, scored = trial.best(trial_block, trial_base, candidates)
         rotation, layout = rotations[pick], layouts[0]
         if len(layouts) > 1:
             others = [(rotation, other) for other in layouts[1:]]
-            pick, scored = trial.best(trial_block, trial_base, others, against=scored)
+            pick, scored = trial.best(
+                trial_block, trial_base, others, against=((rotation, layouts[0]), scored)
+            )
             layout = layouts[pick]
         if whole:
             return scored[1]
@@ -834,7 +844,10 @@ def encode_chunk(
             tiled_decoded, tiled_psnr = decoded_and_psnr(tiled)
             saved_db = MOSAIC_DB_PER_DOUBLING * math.log2(len(without) / len(tiled))
             gain_db = tiled_psnr - psnr + saved_db
-            if abs(gain_db) < MOSAIC_RECHECK_DB:
+            # the weight errs by up to 1.5 dB a doubling: a margin beyond what that could
+            # turn over stands
+            apart = abs(math.log2(len(without) / len(tiled)))
+            if abs(gain_db) < min(MOSAIC_RECHECK_DB, 1.5 * apart):
                 # one point of each coding, far apart in rate, ranks them by an assumed
                 # slope: near the decision, the larger coding is made again at a coarser
                 # quality, to about the other's bytes, and they are ranked there
@@ -842,11 +855,19 @@ def encode_chunk(
                 smaller_size, smaller_psnr = (
                     (len(tiled), tiled_psnr) if larger is None else (len(without), psnr)
                 )
-                again = _at_fewer_bytes(prof, quality, max(len(without), len(tiled)) / smaller_size)
-                if again is not None:
-                    remade = without_residual(False, larger, again)
-                    at_smaller = decoded_and_psnr(remade)[1] + MOSAIC_DB_PER_DOUBLING * math.log2(
-                        smaller_size / len(remade)
+                coarser = _at_fewer_bytes(
+                    prof, quality, max(len(without), len(tiled)) / smaller_size
+                )
+                if coarser is not None:
+                    remade = without_residual(False, larger, coarser)
+                    larger_point = (
+                        (len(tiled), tiled_psnr) if larger is not None else (len(without), psnr)
+                    )
+                    at_smaller = _psnr_at(
+                        smaller_size,
+                        larger_point,
+                        (len(remade), decoded_and_psnr(remade)[1]),
+                        MOSAIC_DB_PER_DOUBLING,
                     )
                     gain_db = (
                         smaller_psnr - at_smaller if larger is None else at_smaller - smaller_psnr
@@ -1083,10 +1104,10 @@ def mosaic_grid(
     return None if best is None else best[1]
 
 
-def _at_fewer_bytes(prof: Profile, quality: float | None, ratio: float) -> dict[str, str] | None:
-    """The encoder options of the quality that should code a chunk in ``1 / ratio``
-    times its bytes at ``quality`` (bytes halve about every 6 quality steps in x265 and
-    SVT-AV1), or None where the profile gives no coarser setting."""
+def _at_fewer_bytes(prof: Profile, quality: float | None, ratio: float) -> float | None:
+    """The quality that should code a chunk in ``1 / ratio`` times its bytes at
+    ``quality`` (bytes halve about every 6 quality steps in x265 and SVT-AV1), or None
+    where the profile gives no coarser setting."""
     scale = prof.quality
     if scale is None or ratio <= 1:
         return None
@@ -1094,7 +1115,20 @@ def _at_fewer_bytes(prof: Profile, quality: float | None, ratio: float) -> dict[
     coarser = scale.snap(asked + 6.0 * math.log2(ratio))
     if scale.setting(coarser) == scale.setting(asked):
         return None
-    return prof.encoder_options(coarser)
+    return coarser
+
+
+def _psnr_at(
+    size: int, one: tuple[int, float], other: tuple[int, float], db_per_doubling: float
+) -> float:
+    """The PSNR a coding's curve through two points (bytes, PSNR) gives at ``size``
+    bytes: linear in log2 bytes, or ``db_per_doubling`` from the nearer point where the
+    two are too close to give a slope."""
+    (a, pa), (b, pb) = sorted((one, other))
+    if b <= a * 1.02:
+        near = min((one, other), key=lambda p: abs(math.log2(p[0] / size)))
+        return near[1] + db_per_doubling * math.log2(size / near[0])
+    return pa + (pb - pa) * math.log2(size / a) / math.log2(b / a)
 
 
 def _nodata_inside_a_band(block: np.ndarray, nodata: float | None) -> bool:
@@ -1272,6 +1306,9 @@ class _VideoCoding:
     """Whether the frames hold the block with Y and X swapped (:func:`transposes`)."""
     mosaic: tuple[int, int] | None = None
     """The grid of dates a frame holds (:func:`mosaic_grid`); None: one date a frame."""
+    quality: float | None = None
+    """The quality ``options`` set, by which :meth:`best` ranks close calls again at equal
+    rate (None: it does not)."""
 
     def frame_codes(self, block: np.ndarray) -> FrameCodes:
         """The block's band codes in frames padded to the codec's frame size, the block's
@@ -1352,24 +1389,30 @@ class _VideoCoding:
         block: np.ndarray,
         base: ChunkHeader,
         codings: list[Coding],
-        against: tuple[float, bytes] | None = None,
+        against: tuple[Coding, tuple[float, bytes]] | None = None,
     ) -> tuple[int, tuple[float, bytes]]:
         """Which coding codes the block best, and its score and payload: each of
         ``codings`` decoded and weighed by PSNR and bytes
-        (:data:`eocube.metrics.DB_PER_DOUBLING`), the first on ties. ``against``: the
-        score and payload of a coding already made, which comes first (index 0,
+        (:data:`eocube.metrics.DB_PER_DOUBLING`), the first on ties. ``against``: a
+        coding already made, with its score and payload, which comes first (index 0,
         ``codings`` from 1 on).
+
+        Where the best two scores lie within :data:`RECHECK_DB` and :attr:`quality` is
+        set, the two are ranked again at equal rate: the larger coded again at the
+        quality that should give the smaller's bytes (:func:`_at_fewer_bytes`).
 
         The codings run at once, one thread each (unless ``threads`` is 1), as a chunk's
         streams do (:func:`_encode_streams`): on small frames one encoder keeps about one
         core busy. Each payload is the one coding it alone gives."""
         T, _, Y, X = block.shape
 
+        def psnr_of(payload: bytes) -> float:
+            decoded = decode_chunk(payload, threads=self.threads)[:T, :, :Y, :X]
+            return _psnr_for_choice(block, decoded, self.nodata)
+
         def scored(coding: Coding) -> tuple[float, bytes]:
             payload = self.payload(block, base, coding)
-            decoded = decode_chunk(payload, threads=self.threads)[:T, :, :Y, :X]
-            psnr = _psnr_for_choice(block, decoded, self.nodata)
-            return psnr - DB_PER_DOUBLING * math.log2(len(payload)), payload
+            return psnr_of(payload) - DB_PER_DOUBLING * math.log2(len(payload)), payload
 
         if self.threads == 1 or len(codings) == 1:
             results = [scored(coding) for coding in codings]
@@ -1378,12 +1421,54 @@ class _VideoCoding:
                 later = [pool.submit(scored, coding) for coding in codings[1:]]
                 results = [scored(codings[0]), *(f.result() for f in later)]
         if against is not None:
-            results.insert(0, against)
-        best = 0
-        for i, (score, _) in enumerate(results):
-            if score > results[best][0]:
-                best = i
+            codings = [against[0], *codings]
+            results.insert(0, against[1])
+        ranked = sorted(range(len(results)), key=lambda i: (-results[i][0], i))
+        best = ranked[0]
+        if len(ranked) > 1:
+            second = ranked[1]
+            apart = abs(math.log2(len(results[best][1]) / len(results[second][1])))
+            # the weight errs by up to 3 dB a doubling: a margin beyond what that could
+            # turn over stands
+            if results[best][0] - results[second][0] < min(RECHECK_DB, 3.0 * apart):
+                best = self._at_equal_rate(block, base, codings, results, best, second, psnr_of)
         return best, results[best]
+
+    def _at_equal_rate(
+        self,
+        block: np.ndarray,
+        base: ChunkHeader,
+        codings: list[Coding],
+        results: list[tuple[float, bytes]],
+        first: int,
+        second: int,
+        psnr_of: Callable[[bytes], float],
+    ) -> int:
+        """Of codings ``first`` and ``second`` (indexes into ``codings`` and their
+        ``results``), the better at the smaller one's bytes; ``first`` where that cannot
+        be told (no :attr:`quality`, or no coarser quality)."""
+        larger, smaller = sorted((first, second), key=lambda i: -len(results[i][1]))
+        small = results[smaller][1]
+        coarser = _at_fewer_bytes(self.prof, self.quality, len(results[larger][1]) / len(small))
+        if self.quality is None or self.prof.quality is None or coarser is None:
+            return first
+        scale = self.prof.quality
+        options = {
+            k: v for k, v in self.options.items() if k not in (scale.option, scale.fine_option)
+        }
+        key, value = scale.setting(coarser)
+        remade = replace(self, options={**options, key: value}).payload(
+            block, base, codings[larger]
+        )
+        big = results[larger][1]
+        at_small = _psnr_at(
+            len(small),
+            (len(big), results[larger][0] + DB_PER_DOUBLING * math.log2(len(big))),
+            (len(remade), psnr_of(remade)),
+            DB_PER_DOUBLING,
+        )
+        small_psnr = results[smaller][0] + DB_PER_DOUBLING * math.log2(len(small))
+        return larger if at_small > small_psnr else smaller
 
     def probing(self, preset: str = PROBE_PRESET) -> _VideoCoding:
         """The coding a window is tried with: x264's and x265's ``preset`` (default their

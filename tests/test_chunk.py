@@ -1251,15 +1251,14 @@ def test_a_close_call_between_mosaic_and_dates_is_ranked_at_equal_rate(
 
 def test_at_fewer_bytes_coarsens_the_quality_six_steps_a_halving() -> None:
     prof = chunk_module.get_profile("hevc-12bit-444")
-    assert chunk_module._at_fewer_bytes(prof, 10, 2.0) == prof.encoder_options(16)
-    assert chunk_module._at_fewer_bytes(prof, None, 2.0) == prof.encoder_options(
-        prof.quality.default + 6
-    )
+    assert prof.quality is not None
+    assert chunk_module._at_fewer_bytes(prof, 10, 2.0) == 16
+    assert chunk_module._at_fewer_bytes(prof, None, 2.0) == prof.quality.default + 6
+    assert chunk_module._at_fewer_bytes(prof, -3, 1.4) == 0  # QP levels below crf 0: whole
     assert chunk_module._at_fewer_bytes(prof, 10, 1.0) is None  # not larger
     assert chunk_module._at_fewer_bytes(prof, prof.quality.max, 2.0) is None  # none coarser
-    assert (
-        chunk_module._at_fewer_bytes(chunk_module.get_profile("ffv1-lossless"), None, 2.0) is None
-    )
+    lossless = chunk_module.get_profile("ffv1-lossless")
+    assert chunk_module._at_fewer_bytes(lossless, None, 2.0) is None
 
 
 def test_a_chunk_kept_in_rows_is_not_tried_as_a_mosaic(

@@ -234,6 +234,34 @@ def test_encoder_keeps_the_rotation_that_codes_the_chunk_better(
     np.testing.assert_array_equal(header.spectral.basis, shipped(codes, height, width, 12)[1].basis)
 
 
+def test_a_close_call_between_rotations_is_ranked_at_equal_rate(
+    load_cube: LoadCube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # eolearn 5 x 13 at crf 16: the detail axes take a fifth more bytes for 1.6 dB, a tie
+    # weighed at 6 dB a doubling, where the curve rises about 3: at the codes' axes'
+    # bytes the detail axes are 0.8 dB better, and the encoder keeps them
+    block = load_cube("s2_l1c_eolearn_5x13").data
+    shipped = spectral.candidates
+    chosen = encode_chunk(block, "hevc-12bit-444", quality=16)
+    alone: dict[tuple[int, float], bytes] = {}
+    for pick, crf in ((0, 16), (1, 16), (1, 20)):
+        monkeypatch.setattr(
+            spectral, "candidates", lambda *a, pick=pick: shipped(*a)[pick : pick + 1]
+        )
+        alone[pick, crf] = encode_chunk(block, "hevc-12bit-444", quality=crf)
+    monkeypatch.setattr(spectral, "candidates", shipped)
+
+    def point(payload: bytes) -> tuple[float, float]:
+        return np.log(len(payload)), metrics.psnr(block, decode_chunk(payload))
+
+    (r0, p0), (r16, p16), (r20, p20) = (point(alone[k]) for k in ((0, 16), (1, 16), (1, 20)))
+    assert r20 < r0 < r16
+    detail_at_codes_rate = p20 + (p16 - p20) * (r0 - r20) / (r16 - r20)
+    assert detail_at_codes_rate > p0 + 0.3
+    assert abs(len(alone[1, 16]) / len(alone[0, 16]) - 1) > 0.1
+    assert chosen == alone[1, 16]
+
+
 def test_a_window_of_a_long_chunk_chooses_its_rotation(
     load_cube: LoadCube, monkeypatch: pytest.MonkeyPatch
 ) -> None:
