@@ -223,7 +223,8 @@ the writer kept mosaics of 52 x 46 px chunks 0.3 dB worse at equal rate
 RECHECK_DB = 1.0
 """How near the decision (dB of PSNR - :data:`eocube.metrics.DB_PER_DOUBLING` x log2
 bytes) two band rotations or layouts, each coded once at the asked quality, are ranked
-again at equal rate (:meth:`_VideoCoding.best`), where their bytes lie far enough apart
+again at equal rate (:meth:`_VideoCoding.best`), where they were coded whole (not on a
+window of the chunk) and their bytes lie far enough apart
 that the weight's error (up to 3 dB a doubling: these curves rise 3 to 6) could turn
 the margin over: the larger coded again at the quality that should give the smaller's
 bytes (:func:`_at_fewer_bytes`), its PSNR there read off the line through its two
@@ -788,7 +789,12 @@ def encode_chunk(
         else:
             # a window of a few dates: in time order (the order is the block's), one date a
             # frame (a mosaic needs more dates than a window may have)
-            trial, trial_block = replace(coding.probing(), date_order=None), probe
+            # a close call on a window is not ranked again at equal rate: what a window
+            # coded at the fastest preset says at equal rate did not carry over to the
+            # chunk (the single-date 13-band scene at crf 20 and 24: 0.1 and 0.4 dB
+            # worse, benchmarks/results/rotation_recheck)
+            trial = replace(coding.probing(), date_order=None, quality=None)
+            trial_block = probe
             if coding.mosaic is not None:
                 trial = replace(trial, mosaic=None, transposed=transposes(prof, options, Y, X))
             trial_base = replace(base, shape=probe.shape, coded=None, fill=None)
