@@ -1453,12 +1453,14 @@ class _VideoCoding:
         """Of codings ``first`` and ``second`` (indexes into ``codings`` and their
         ``results``), the better at the smaller one's bytes; ``first`` where that cannot
         be told (no :attr:`quality`, or no coarser quality)."""
+        scale = self.prof.quality
+        if self.quality is None or scale is None:
+            return first
         larger, smaller = sorted((first, second), key=lambda i: -len(results[i][1]))
         small = results[smaller][1]
         coarser = _at_fewer_bytes(self.prof, self.quality, len(results[larger][1]) / len(small))
-        if self.quality is None or self.prof.quality is None or coarser is None:
+        if coarser is None:
             return first
-        scale = self.prof.quality
         options = {
             k: v for k, v in self.options.items() if k not in (scale.option, scale.fine_option)
         }

@@ -204,6 +204,16 @@ def test_candidates_offer_no_rotation_when_neither_gains_enough() -> None:
     assert spectral.candidates(codes, 40, 48, 12) == [None]
 
 
+def _with_rotation(
+    monkeypatch: pytest.MonkeyPatch, block: np.ndarray, pick: int, crf: float
+) -> bytes:
+    """``block`` coded at ``crf`` with rotation candidate ``pick`` alone."""
+    shipped = spectral.candidates
+    with monkeypatch.context() as patch:
+        patch.setattr(spectral, "candidates", lambda *a: shipped(*a)[pick : pick + 1])
+        return encode_chunk(block, "hevc-12bit-444", quality=crf)
+
+
 def test_encoder_keeps_the_rotation_that_codes_the_chunk_better(
     load_cube: LoadCube, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -218,13 +228,7 @@ def test_encoder_keeps_the_rotation_that_codes_the_chunk_better(
         decoded = decode_chunk(payload)
         return metrics.psnr(block, decoded) - chunk.DB_PER_DOUBLING * np.log2(len(payload))
 
-    alone = []
-    for pick in (0, 1):
-        monkeypatch.setattr(
-            spectral, "candidates", lambda *a, pick=pick: shipped(*a)[pick : pick + 1]
-        )
-        alone.append(encode_chunk(block, "hevc-12bit-444", quality=0))
-    monkeypatch.setattr(spectral, "candidates", shipped)
+    alone = [_with_rotation(monkeypatch, block, pick, 0) for pick in (0, 1)]
     assert alone[0] != alone[1]
     assert chosen == max(alone, key=score)
     assert chosen == alone[1]
@@ -241,15 +245,11 @@ def test_a_close_call_between_rotations_is_ranked_at_equal_rate(
     # weighed at 6 dB a doubling, where the curve rises about 3: at the codes' axes'
     # bytes the detail axes are 0.8 dB better, and the encoder keeps them
     block = load_cube("s2_l1c_eolearn_5x13").data
-    shipped = spectral.candidates
     chosen = encode_chunk(block, "hevc-12bit-444", quality=16)
-    alone: dict[tuple[int, float], bytes] = {}
-    for pick, crf in ((0, 16), (1, 16), (1, 20)):
-        monkeypatch.setattr(
-            spectral, "candidates", lambda *a, pick=pick: shipped(*a)[pick : pick + 1]
-        )
-        alone[pick, crf] = encode_chunk(block, "hevc-12bit-444", quality=crf)
-    monkeypatch.setattr(spectral, "candidates", shipped)
+    alone = {
+        (pick, crf): _with_rotation(monkeypatch, block, pick, crf)
+        for pick, crf in ((0, 16), (1, 16), (1, 20))
+    }
 
     def point(payload: bytes) -> tuple[float, float]:
         return np.log(len(payload)), metrics.psnr(block, decode_chunk(payload))
