@@ -10,7 +10,7 @@ default's. It is how a candidate is judged before it is measured in full with
 
     python -m benchmarks.x265_options
         [--set structure|references|search|chroma-qp|weighted-prediction|effort|rate-control|tools|
-         transform-skip|b-frames|shipped|references-ordered]
+         transform-skip|b-frames|shipped|references-ordered|intra]
         [--cubes ...]
 
 Writes ``benchmarks/results/x265_options.{json,md}``; each set's last run is kept there.
@@ -145,6 +145,16 @@ CANDIDATE_SETS["references-ordered"] = {
     "ref 2, limit-refs 3": {"ref": "2", "limit-refs": "3"},
     "ref 4, limit-refs 3": {"ref": "4", "limit-refs": "3"},
 }
+# intra coding, where the cubes goal 1 still misses spend their bits (one date, or dates
+# that share little): lossless coding units as an R-D candidate (8-bit display values with
+# flat runs), R-D refinement of the quantiser's rounding (needs rd 5), lighter RDOQ, and
+# transforms of at most 16 pixels
+CANDIDATE_SETS["intra"] = {
+    "cu-lossless": {"cu-lossless": "1"},
+    "rdoq-level 1": {"rdoq-level": "1"},
+    "rd 5, rd-refine": {"rd": "5", "rd-refine": "1"},
+    "max-tu-size 16": {"max-tu-size": "16"},
+}
 # how x265 places B-frames (medium: b-adapt 2, the trellis decision, up to 4 B-frames):
 # placed without or with the fast decision, at most 2, or biased for and against
 CANDIDATE_SETS["b-frames"] = {
@@ -262,6 +272,9 @@ def render(runs: dict[str, Any]) -> str:
         table.append(["median", *(f"{m:+.2f}" for m in medians)])
         crfs = ", ".join(f"{c:g}" for c in run["crfs"])
         command = f"--set {group} --crfs {' '.join(f'{c:g}' for c in run['crfs'])}"
+        cubes = list(dict.fromkeys(r["cube"] for r in rows))
+        if set(cubes) != set(CUBES):
+            command += f" --cubes {' '.join(cubes)}"
         parts.append(
             f"## {group}\n\nMean PSNR difference (dB) to the default at the same payload "
             f"rate, first {run['dates']} dates of each cube as one chunk, crf {crfs}; in "
