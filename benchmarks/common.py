@@ -268,12 +268,14 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
     Returns
     -------
     dict
-        JSON-ready figures: git state, platform, CPUs, eocube, av, FFmpeg, numpy, numba.
+        JSON-ready figures: git state, platform, CPUs, eocube, av, FFmpeg, libx265 (which
+        PyAV's version does not tell), numpy, numba.
     """
     import av
     import numba
 
     import eocube
+    from eocube.video import x265_version
 
     cpu = platform.processor() or ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
@@ -307,6 +309,7 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         eocube=eocube.__version__,
         av=av.__version__,
         ffmpeg_libs=libs,
+        x265=x265_version(),
         numpy=np.__version__,
         numba=numba.__version__,
     )

@@ -247,6 +247,25 @@ def x265_own_threading() -> Iterator[None]:
         _X265_THREADING.update(saved)
 
 
+@functools.cache
+def x265_version() -> str | None:
+    """The version of the libx265 inside PyAV's FFmpeg, e.g. ``"4.2+1-e444744"`` (as x265
+    writes it into its info SEI), or None where PyAV has no libx265. PyAV's own version
+    does not tell it: PyAV 18.1.0 ships x265 4.2, 18.1.1 ships 4.3."""
+    try:
+        context = av.CodecContext.create("libx265", "w")
+    except (av.FFmpegError, ValueError):
+        return None
+    assert isinstance(context, VideoCodecContext)
+    context.width, context.height, context.pix_fmt = 64, 64, "gray"
+    context.time_base = Fraction(1, 25)
+    context.options = {"x265-params": "log-level=none:info=1:pools=none:frame-threads=1"}
+    frame = av.VideoFrame.from_ndarray(np.zeros((64, 64), np.uint8), format="gray")
+    stream = b"".join(bytes(p) for p in [*context.encode(frame), *context.encode(None)])
+    found = re.search(rb"x265 \(build \d+\) - ([0-9A-Za-z.+_-]+)", stream)
+    return found.group(1).decode("ascii") if found else None
+
+
 def _frame_options(
     encoder: str, options: Mapping[str, str], fmt: PixelFormat, height: int, width: int
 ) -> dict[str, str]:

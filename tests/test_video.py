@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -164,6 +165,14 @@ def test_x265_runs_without_its_pool_and_one_frame_thread(
     with video.x265_own_threading():  # as eocube ran it before: x265's pool
         _roundtrip(frames, "libx265", "hevc", "yuv444p12le", options)
     assert "Thread pool created" in capfd.readouterr().err
+
+
+def test_x265_version_reads_the_version_x265_writes() -> None:
+    version = video.x265_version()
+    assert version is not None
+    # e.g. "4.2+1-e444744": major.minor, then the commits since the tag
+    assert re.fullmatch(r"\d+\.\d+(\+\d+-[0-9a-f]+)?", version), version
+    assert video.x265_version() is version  # asked once per process
 
 
 def test_decode_checks_the_frame_count() -> None:
