@@ -259,7 +259,8 @@ def x265_version() -> str | None:
     assert isinstance(context, VideoCodecContext)
     context.width, context.height, context.pix_fmt = 64, 64, "gray"
     context.time_base = Fraction(1, 25)
-    context.options = {"x265-params": "log-level=none:info=1:pools=none:frame-threads=1"}
+    params = {"log-level": "none", "info": "1", **_X265_THREADING}
+    context.options = {"x265-params": ":".join(f"{k}={v}" for k, v in params.items())}
     frame = av.VideoFrame.from_ndarray(np.zeros((64, 64), np.uint8), format="gray")
     stream = b"".join(bytes(p) for p in [*context.encode(frame), *context.encode(None)])
     found = re.search(rb"x265 \(build \d+\) - ([0-9A-Za-z.+_-]+)", stream)
